@@ -1,0 +1,28 @@
+# Two commands: `make up` (set up and start the platform) and `make test` (set up and run the tests).
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PYTHON ?= python3
+
+.PHONY: setup up test test-unit bench
+
+setup: $(VENV)/.installed
+
+# torch is installed first and pinned: 2.13.0 is the CPU build on local disk, an unpinned torch pulls CUDA.
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $@
+
+up: setup
+	$(VENV)/bin/code4me up
+
+test: setup
+	$(PY) -m pytest -q -p no:cacheprovider
+
+test-unit: setup
+	$(PY) -m pytest -q tests/unit
+
+bench: setup
+	$(PY) -m bench

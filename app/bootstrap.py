@@ -1,0 +1,79 @@
+"""Building an ingress's state: connections, the model registry in the database, reference ids."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from redis.asyncio import Redis
+from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert
+
+from app.settings import Settings
+from app.state import AppState, ModelGateway, ModelInfo, ReferenceIds
+from db.engine import make_engine, make_sessionmaker
+from db.tables import ModelName, PluginVersion, ProgrammingLanguage, TriggerType
+
+
+async def register_models(state: AppState, entries: list[dict[str, Any]]) -> None:
+    """Upsert the registry's models by name (ids stay stable across restarts) and remember them."""
+    async with state.sessionmaker() as db:
+        for entry in entries:
+            values = {
+                "model_name": entry["name"],
+                "model_source": str(entry.get("model_id", "")),
+                "family": entry.get("family", ""),
+                "is_instruction_tuned": bool(entry.get("is_chat", False)),
+                "is_default": bool(entry.get("is_default", False)),
+                "is_active": True,
+                "registry_entry": entry,
+            }
+            stmt = insert(ModelName).values(**values)
+            stmt = stmt.on_conflict_do_update(
+                index_elements=["model_name"], set_={k: stmt.excluded[k] for k in values if k != "model_name"}
+            ).returning(ModelName.model_id)  # type: ignore[arg-type]
+            model_id = (await db.execute(stmt)).scalar_one()
+            budget = float(entry.get("generation", {}).get("time_budget_s", 5.0))
+            state.models[model_id] = ModelInfo(
+                model_id=model_id,
+                name=entry["name"],
+                is_chat=bool(entry.get("is_chat", False)),
+                is_default=bool(entry.get("is_default", False)),
+                time_budget_s=budget,
+            )
+        await db.commit()
+
+
+async def load_reference_ids(state: AppState) -> None:
+    """Cache the seeded reference ids so requests can be checked before anything is written."""
+    async with state.sessionmaker() as db:
+        languages = (await db.execute(select(ProgrammingLanguage.language_id))).scalars()
+        triggers = (await db.execute(select(TriggerType.trigger_type_id))).scalars()
+        versions = (await db.execute(select(PluginVersion.version_id))).scalars()
+        state.reference = ReferenceIds(set(languages), set(triggers), set(versions))
+
+
+async def build_state(
+    settings: Settings,
+    database_url: str,
+    redis_url: str,
+    gateway: ModelGateway,
+    model_entries: list[dict[str, Any]],
+) -> AppState:
+    """Connect to PostgreSQL and Redis, register the models, load reference data."""
+    engine = make_engine(database_url)
+    state = AppState(
+        settings=settings,
+        engine=engine,
+        sessionmaker=make_sessionmaker(engine),
+        redis=Redis.from_url(redis_url),
+        gateway=gateway,
+    )
+    await register_models(state, model_entries)
+    await load_reference_ids(state)
+    return state
+
+
+async def close_state(state: AppState) -> None:
+    """Release connections."""
+    await state.redis.aclose()
+    await state.engine.dispose()

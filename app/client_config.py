@@ -1,0 +1,57 @@
+"""The client configuration (HOCON) handed to the plugin at authentication."""
+
+from __future__ import annotations
+
+import json
+
+from pyhocon import ConfigFactory, ConfigTree
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.errors import NotFound
+from app.state import AppState
+from db.tables import Config, ProgrammingLanguage, User
+
+
+async def client_config(state: AppState, db: AsyncSession, user: User, *, host: str, port: int) -> str:
+    """The user's stored config with the live model list, language map, server and Google client id filled in.
+
+    Everything lives under the top-level `config` key, which the plugin's parser requires.
+    """
+    row = await db.get(Config, user.config_id)
+    if row is None:
+        raise NotFound("Config not found")
+    tree: ConfigTree = ConfigFactory.parse_string(row.config_data)
+    languages = (await db.execute(select(ProgrammingLanguage).order_by(ProgrammingLanguage.language_id))).scalars()
+    models = sorted(state.models.values(), key=lambda m: m.model_id)
+    # The plugin needs exactly one default completion model; take the registry's, else the first.
+    completion_models = [m for m in models if not m.is_chat]
+    default_id = next((m.model_id for m in completion_models if m.is_default), None)
+    if default_id is None and completion_models:
+        default_id = completion_models[0].model_id
+    chat_default = next((m.model_id for m in models if m.is_chat and m.is_default), None)
+    tree.put(
+        "config.models.available",
+        [
+            ConfigFactory.from_dict(
+                {
+                    "id": m.model_id,
+                    "name": m.name,
+                    "isChatModel": m.is_chat,
+                    "isDefault": m.model_id in (default_id, chat_default),
+                }
+            )
+            for m in models
+        ],
+    )
+    tree.put("config.languages", ConfigFactory.from_dict({lang.language_name: lang.language_id for lang in languages}))
+    tree.put(
+        "config.server",
+        ConfigFactory.from_dict(
+            {"host": host, "port": port, "contextPath": "", "timeout": int(state.settings.completion_timeout_s * 1000)}
+        ),
+    )
+    tree.put("config.auth.google.clientId", state.settings.google_client_id or "")
+    # JSON is valid HOCON, and json.dumps quotes every key (language names such as `C#` or
+    # `.ignore (IgnoreLang)` break pyhocon's own HOCON writer).
+    return json.dumps(tree.as_plain_ordered_dict(), indent=2, ensure_ascii=False)

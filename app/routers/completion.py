@@ -1,0 +1,50 @@
+"""Routes under /api/completion."""
+
+from __future__ import annotations
+
+import uuid
+
+from app.deps import DbDep, ProjectDep, SessionDep, StateDep, UserDep
+from app.routing import SlashTolerantRouter
+from app.schemas.common import ErrorResponse
+from app.schemas.completion import (
+    CompletionRequest,
+    CompletionResponse,
+    FeedbackData,
+    FeedbackRequest,
+    FeedbackResponse,
+)
+from app.services import completions
+
+router = SlashTolerantRouter(prefix="/api/completion", tags=["completion"])
+ERRORS = {
+    401: {"model": ErrorResponse},
+    403: {"model": ErrorResponse},
+    404: {"model": ErrorResponse},
+    413: {"model": ErrorResponse},
+    422: {"model": ErrorResponse},
+}
+
+
+@router.post("/request", response_model=CompletionResponse, responses=ERRORS)
+async def request_completion(
+    body: CompletionRequest, user: UserDep, session: SessionDep, project: ProjectDep, state: StateDep, db: DbDep
+) -> CompletionResponse:
+    """Completions from every requested model, side by side; a failed model gets a failure slot."""
+    return await completions.request_completion(state, db, user, session, project, body)
+
+
+@router.post("/feedback", response_model=FeedbackResponse, responses=ERRORS)
+async def feedback(body: FeedbackRequest, user: UserDep, state: StateDep, db: DbDep) -> FeedbackResponse:
+    """Record whether a completion was accepted and, optionally, the ground truth."""
+    await completions.feedback(state, db, user, body)
+    return FeedbackResponse(
+        message="Feedback recorded successfully",
+        data=FeedbackData(meta_query_id=body.meta_query_id, model_id=body.model_id),
+    )
+
+
+@router.get("/{meta_query_id}", response_model=CompletionResponse, responses=ERRORS)
+async def get_completion(meta_query_id: uuid.UUID, user: UserDep, state: StateDep, db: DbDep) -> CompletionResponse:
+    """A stored completion query; only its owner may read it."""
+    return await completions.get_completion(state, db, user, meta_query_id)

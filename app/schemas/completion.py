@@ -1,0 +1,113 @@
+"""Completion request, response and feedback schemas (the plugin's wire shapes)."""
+
+from __future__ import annotations
+
+import uuid
+
+from pydantic import BaseModel, Field
+
+from app.schemas.common import Body, Message
+
+
+class CompletionContext(Body):
+    """The code around the cursor."""
+
+    prefix: str = ""
+    suffix: str = ""
+    file_name: str | None = Field(default=None, max_length=4096)
+    selected_text: str | None = None
+    context_files: list[str] | None = None
+
+
+class ContextualTelemetry(Body):
+    """Where and how the completion was triggered."""
+
+    version_id: int
+    trigger_type_id: int
+    language_id: int
+    file_path: str | None = Field(default=None, max_length=4096)
+    caret_line: int | None = Field(default=None, ge=0)
+    document_char_length: int | None = Field(default=None, ge=0)
+    relative_document_position: float | None = Field(default=None, ge=0.0, le=1.0)
+
+
+class BehavioralTelemetry(Body):
+    """The user's typing behaviour."""
+
+    time_since_last_shown: int | None = Field(default=None, ge=0)
+    time_since_last_accepted: int | None = Field(default=None, ge=0)
+    typing_speed: float | None = Field(default=None, ge=0.0)
+
+
+class CompletionRequest(Body):
+    """POST /api/completion/request."""
+
+    model_ids: list[int] = Field(min_length=1)
+    context: CompletionContext
+    contextual_telemetry: ContextualTelemetry
+    behavioral_telemetry: BehavioralTelemetry = Field(default_factory=BehavioralTelemetry)
+    # None (the plugin usually omits them) means: follow the user's stored preference.
+    store_context: bool | None = None
+    store_contextual_telemetry: bool | None = None
+    store_behavioral_telemetry: bool | None = None
+    stop_sequences: list[str] = Field(default_factory=list, max_length=16)
+
+
+class CompletionItem(BaseModel):
+    """One model's answer."""
+
+    model_id: int
+    model_name: str
+    completion: str
+    generation_time: int
+    confidence: float
+
+
+class CompletionFailure(BaseModel):
+    """The slot of a model that failed or ran out of time.
+
+    The plugin's parser requires completion, generation_time and confidence on every slot (a bare
+    `{message, model_name}` makes it drop the whole answer), so a failure carries empty values.
+    """
+
+    model_id: int
+    model_name: str
+    completion: str = ""
+    generation_time: int = 0
+    confidence: float = 0.0
+    message: str = "Completion for model failed"
+
+
+class CompletionData(BaseModel):
+    """The data of a completion answer."""
+
+    meta_query_id: uuid.UUID
+    completions: list[CompletionItem | CompletionFailure]
+
+
+class CompletionResponse(Message):
+    """Answer to a completion request (and to GET /api/completion/{id})."""
+
+    data: CompletionData
+
+
+class FeedbackData(BaseModel):
+    """What the feedback answer identifies."""
+
+    meta_query_id: uuid.UUID
+    model_id: int
+
+
+class FeedbackResponse(Message):
+    """Answer to feedback (the plugin requires `data`)."""
+
+    data: FeedbackData
+
+
+class FeedbackRequest(Body):
+    """POST /api/completion/feedback."""
+
+    meta_query_id: uuid.UUID
+    model_id: int
+    was_accepted: bool
+    ground_truth: str | None = None

@@ -1,0 +1,247 @@
+"""Completion requests fanned out to models side by side, stored with their telemetry; feedback."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app import tokens
+from app.errors import Forbidden, NotFound, PayloadTooLarge, Unprocessable
+from app.schemas.completion import (
+    CompletionData,
+    CompletionFailure,
+    CompletionItem,
+    CompletionRequest,
+    CompletionResponse,
+    FeedbackRequest,
+)
+from app.schemas.user import Preference
+from app.state import AppState, ModelInfo
+from db.tables import (
+    BehavioralTelemetry,
+    CompletionQuery,
+    Context,
+    ContextualTelemetry,
+    Generation,
+    GroundTruth,
+    MetaQuery,
+    User,
+    utcnow,
+)
+
+log = logging.getLogger(__name__)
+MANUAL_TRIGGER_ID = 1
+
+
+def resolve_models(state: AppState, model_ids: list[int]) -> list[ModelInfo]:
+    """The requested completion models in request order, without duplicates; 422 for unknown ids."""
+    if len(model_ids) > state.settings.max_models_per_request:
+        raise Unprocessable(f"At most {state.settings.max_models_per_request} models per request")
+    chosen: list[ModelInfo] = []
+    for model_id in dict.fromkeys(model_ids):
+        info = state.models.get(model_id)
+        if info is None:
+            raise Unprocessable(f"Unknown model id {model_id}")
+        if info.is_chat:
+            raise Unprocessable(f"Model {model_id} ({info.name}) is a chat model, not a completion model")
+        chosen.append(info)
+    return chosen
+
+
+def check_request(state: AppState, body: CompletionRequest) -> None:
+    """Refuse what cannot be stored before anything is stored: unknown reference ids, oversized context."""
+    ct = body.contextual_telemetry
+    ref = state.reference
+    if ct.language_id not in ref.languages:
+        raise Unprocessable(f"Unknown language_id {ct.language_id}")
+    if ct.trigger_type_id not in ref.trigger_types:
+        raise Unprocessable(f"Unknown trigger_type_id {ct.trigger_type_id}")
+    if ct.version_id not in ref.plugin_versions:
+        raise Unprocessable(f"Unknown version_id {ct.version_id}")
+    ctx = body.context
+    size = len(ctx.prefix) + len(ctx.suffix) + len(ctx.selected_text or "")
+    if size > state.settings.max_context_chars:
+        raise PayloadTooLarge(
+            f"Context of {size} characters is over the limit of {state.settings.max_context_chars}"
+        )
+
+
+def model_payload(body: CompletionRequest) -> dict[str, Any]:
+    """What a model deployment receives: the code around the cursor and how to stop."""
+    ctx = body.context
+    rest_of_line = ctx.suffix.split("\n", 1)[0]
+    # Mid-line or automatic triggers want the rest of one line; a manual trigger at a line end may get more.
+    single_line = bool(rest_of_line.strip()) or body.contextual_telemetry.trigger_type_id != MANUAL_TRIGGER_ID
+    return {
+        "prefix": ctx.prefix,
+        "suffix": ctx.suffix,
+        "file_name": ctx.file_name or body.contextual_telemetry.file_path or "",
+        "context_snippets": [],
+        "stop_sequences": [s for s in body.stop_sequences if s],
+        "single_line": single_line,
+    }
+
+
+async def _call_model(state: AppState, model: ModelInfo, payload: dict[str, Any]) -> dict[str, Any]:
+    started = time.perf_counter()
+    try:
+        result = await asyncio.wait_for(state.gateway.complete(model.name, payload), timeout=model.time_budget_s + 1.0)
+        return {"ok": True, **result}
+    except Exception as exc:  # noqa: BLE001 - one model's failure must not fail the others
+        reason = "timed out" if isinstance(exc, TimeoutError) else type(exc).__name__
+        log.warning("model %s failed: %s", model.name, reason)
+        return {"ok": False, "error": reason, "generation_time_ms": int((time.perf_counter() - started) * 1000)}
+
+
+async def request_completion(
+    state: AppState,
+    db: AsyncSession,
+    user: User,
+    session: tokens.SessionInfo,
+    project: tokens.ProjectInfo,
+    body: CompletionRequest,
+) -> CompletionResponse:
+    """Ask every requested model concurrently, store the query and generations, answer all slots."""
+    models = resolve_models(state, body.model_ids)
+    check_request(state, body)
+    prefs = Preference.model_validate(user.preference or {})
+    payload = model_payload(body)
+    started = time.perf_counter()
+    results = await asyncio.gather(*(_call_model(state, m, payload) for m in models))
+    total_ms = int((time.perf_counter() - started) * 1000)
+
+    meta = MetaQuery(
+        user_id=user.user_id,
+        session_id=session.session_id,
+        project_id=project.project_id,
+        query_type="completion",
+        total_serving_time_ms=total_ms,
+    )
+    if prefs.store_context and body.store_context is not False:
+        ctx = body.context
+        context = Context(
+            prefix=ctx.prefix,
+            suffix=ctx.suffix,
+            file_name=ctx.file_name,
+            selected_text=ctx.selected_text,
+            context_files=ctx.context_files,
+        )
+        db.add(context)
+        meta.context_id = context.context_id
+    if prefs.store_contextual_telemetry and body.store_contextual_telemetry is not False:
+        ct = ContextualTelemetry(**body.contextual_telemetry.model_dump())
+        db.add(ct)
+        meta.contextual_telemetry_id = ct.contextual_telemetry_id
+    if prefs.store_behavioral_telemetry and body.store_behavioral_telemetry is not False:
+        bt = BehavioralTelemetry(**body.behavioral_telemetry.model_dump())
+        db.add(bt)
+        meta.behavioral_telemetry_id = bt.behavioral_telemetry_id
+    # Parents first: without ORM relationships the flush does not order rows by foreign keys.
+    await db.flush()
+    db.add(meta)
+    await db.flush()
+    db.add(CompletionQuery(meta_query_id=meta.meta_query_id, stop_sequences=payload["stop_sequences"]))
+
+    slots: list[CompletionItem | CompletionFailure] = []
+    for model, res in zip(models, results, strict=True):
+        if res["ok"]:
+            db.add(
+                Generation(
+                    meta_query_id=meta.meta_query_id,
+                    model_id=model.model_id,
+                    completion=res["completion"],
+                    generation_time_ms=int(res["generation_time_ms"]),
+                    confidence=float(res["confidence"]),
+                    token_logprobs=[float(x) for x in res.get("token_logprobs", [])],
+                )
+            )
+            slots.append(
+                CompletionItem(
+                    model_id=model.model_id,
+                    model_name=model.name,
+                    completion=res["completion"],
+                    generation_time=int(res["generation_time_ms"]),
+                    confidence=float(res["confidence"]),
+                )
+            )
+        else:
+            db.add(
+                Generation(
+                    meta_query_id=meta.meta_query_id,
+                    model_id=model.model_id,
+                    completion="",
+                    generation_time_ms=int(res["generation_time_ms"]),
+                    error=res["error"],
+                )
+            )
+            slots.append(CompletionFailure(model_id=model.model_id, model_name=model.name))
+    await db.commit()
+    return CompletionResponse(
+        message="Completions generated successfully",
+        data=CompletionData(meta_query_id=meta.meta_query_id, completions=slots),
+    )
+
+
+async def _own_query(db: AsyncSession, user: User, meta_query_id: uuid.UUID) -> MetaQuery:
+    meta = await db.get(MetaQuery, meta_query_id)
+    if meta is None or meta.query_type != "completion":
+        raise NotFound("Completion query not found")
+    if meta.user_id != user.user_id:
+        raise Forbidden("This completion query belongs to another user")
+    return meta
+
+
+async def feedback(state: AppState, db: AsyncSession, user: User, body: FeedbackRequest) -> None:
+    """Record acceptance and (optionally) the ground truth for one model's generation."""
+    await _own_query(db, user, body.meta_query_id)
+    generation = await db.get(Generation, (body.meta_query_id, body.model_id))
+    if generation is None:
+        raise NotFound(f"No generation of model {body.model_id} for this query")
+    if body.was_accepted:
+        generation.was_accepted = True
+    if body.ground_truth is not None:
+        if len(body.ground_truth) > state.settings.max_context_chars:
+            raise PayloadTooLarge("Ground truth is over the context size limit")
+        db.add(
+            GroundTruth(
+                meta_query_id=body.meta_query_id,
+                model_id=body.model_id,
+                ground_truth=body.ground_truth,
+                truth_timestamp=utcnow(),
+            )
+        )
+    await db.commit()
+
+
+async def get_completion(state: AppState, db: AsyncSession, user: User, meta_query_id: uuid.UUID) -> CompletionResponse:
+    """A stored completion query with every model's slot; only its owner may read it."""
+    await _own_query(db, user, meta_query_id)
+    rows = (
+        await db.execute(select(Generation).where(Generation.meta_query_id == meta_query_id))  # type: ignore[arg-type]
+    ).scalars()
+    slots: list[CompletionItem | CompletionFailure] = []
+    for g in rows:
+        info = state.models.get(g.model_id)
+        name = info.name if info else str(g.model_id)
+        if g.error:
+            slots.append(CompletionFailure(model_id=g.model_id, model_name=name))
+        else:
+            slots.append(
+                CompletionItem(
+                    model_id=g.model_id,
+                    model_name=name,
+                    completion=g.completion,
+                    generation_time=g.generation_time_ms,
+                    confidence=g.confidence or 0.0,
+                )
+            )
+    return CompletionResponse(
+        message="Completion retrieved successfully",
+        data=CompletionData(meta_query_id=meta_query_id, completions=slots),
+    )

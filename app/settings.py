@@ -1,0 +1,81 @@
+"""The one settings class of the platform, read from the environment (nothing else reads os.environ)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PLACEHOLDER_SECRET = "change-me-in-production"  # noqa: S105 - a known placeholder, refused outside development
+
+
+class Settings(BaseSettings):
+    """Platform settings; every field can be set through an environment variable of the same name."""
+
+    model_config = SettingsConfigDict(env_file=None, extra="ignore", case_sensitive=False)
+
+    environment: Literal["development", "test", "production"] = "development"
+    # Unset means: start the embedded PostgreSQL / Redis under data_dir.
+    database_url: str | None = None
+    redis_url: str | None = None
+    data_dir: Path = Field(default=Path(".data"), validation_alias="CODE4ME_DATA_DIR")
+    secret_key: str = PLACEHOLDER_SECRET
+
+    # Token lifetimes (seconds), hierarchy auth > session > project.
+    auth_token_ttl_s: int = Field(default=7 * 24 * 3600, gt=0)
+    session_token_ttl_s: int = Field(default=4 * 3600, gt=0)
+    project_token_ttl_s: int = Field(default=4 * 3600, gt=0)
+    email_token_ttl_s: int = Field(default=24 * 3600, gt=0)
+
+    # Rate limits: requests per window per user (and per client address for unauthenticated routes).
+    rate_limit_window_s: int = Field(default=60, gt=0)
+    rate_limit_completion: int = Field(default=600, gt=0)
+    rate_limit_auth: int = Field(default=30, gt=0)
+    rate_limit_default: int = Field(default=300, gt=0)
+    trusted_proxies: list[str] = Field(default_factory=list)
+
+    # Request limits.
+    max_body_bytes: int = Field(default=2 * 1024 * 1024, gt=0)
+    max_context_chars: int = Field(default=200_000, gt=0)
+    max_models_per_request: int = Field(default=8, gt=0)
+
+    # Google sign-in.
+    google_client_id: str | None = None
+
+    # Mail: SMTP when smtp_host is set, else a local outbox directory under data_dir.
+    smtp_host: str | None = None
+    smtp_port: int = 587
+    smtp_user: str | None = None
+    smtp_password: str | None = None
+    smtp_from: str = "code4me@localhost"
+
+    # Serving.
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(default=8000, gt=0, lt=65536)
+    dashboard_port: int = Field(default=8265, gt=0, lt=65536)
+    completion_timeout_s: float = Field(default=10.0, gt=0)
+
+    @model_validator(mode="after")
+    def _refuse_placeholder_secret(self) -> Settings:
+        """Fail fast: outside development a real secret key is required."""
+        if self.environment == "production" and (
+            self.secret_key == PLACEHOLDER_SECRET or len(self.secret_key) < 32
+        ):
+            raise ValueError(
+                "SECRET_KEY must be set to a random string of at least 32 characters when ENVIRONMENT=production"
+            )
+        return self
+
+    @property
+    def outbox_dir(self) -> Path:
+        """Where mail goes when no SMTP server is configured."""
+        return self.data_dir / "outbox"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """Settings read once per process."""
+    return Settings()

@@ -1,0 +1,56 @@
+"""What a running ingress holds: settings, database, Redis, the model gateway and the model registry."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from redis.asyncio import Redis
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from app.settings import Settings
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """A model the ingress can call: its database id, registry name and kind."""
+
+    model_id: int
+    name: str
+    is_chat: bool = False
+    is_default: bool = False
+    time_budget_s: float = 5.0
+
+
+class ModelGateway(Protocol):
+    """How the ingress reaches model deployments (Ray handles in production, fakes in unit tests)."""
+
+    async def complete(self, model_name: str, request: dict[str, Any]) -> dict[str, Any]:
+        """Run one completion on the named model; raises on failure."""
+        ...
+
+
+@dataclass
+class ReferenceIds:
+    """Ids of seeded reference rows, checked before anything is stored."""
+
+    languages: set[int] = field(default_factory=set)
+    trigger_types: set[int] = field(default_factory=set)
+    plugin_versions: set[int] = field(default_factory=set)
+
+
+@dataclass
+class AppState:
+    """Everything a request handler may use; built once per ingress replica."""
+
+    settings: Settings
+    engine: AsyncEngine
+    sessionmaker: async_sessionmaker[AsyncSession]
+    redis: Redis
+    gateway: ModelGateway
+    models: dict[int, ModelInfo] = field(default_factory=dict)
+    reference: ReferenceIds = field(default_factory=ReferenceIds)
+
+    def model_by_name(self, name: str) -> ModelInfo | None:
+        """Look a model up by its registry name."""
+        return next((m for m in self.models.values() if m.name == name), None)

@@ -1,0 +1,168 @@
+"""Auth, session and project tokens in Redis, with the old hierarchy: auth > session > project."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import uuid
+from dataclasses import dataclass
+
+from redis.asyncio import Redis
+
+PREFIX = "c4m:"
+
+
+def new_token() -> str:
+    """An unguessable URL-safe token."""
+    return secrets.token_urlsafe(32)
+
+
+def auth_key(token: str) -> str:
+    """Redis key of an auth token."""
+    return f"{PREFIX}auth:{token}"
+
+
+def session_key(token: str) -> str:
+    """Redis key of a session token."""
+    return f"{PREFIX}session:{token}"
+
+
+def project_key(token: str) -> str:
+    """Redis key of a project token."""
+    return f"{PREFIX}project:{token}"
+
+
+def user_session_key(user_id: uuid.UUID) -> str:
+    """Redis key pointing at the user's live session token (for reuse on acquire)."""
+    return f"{PREFIX}user_session:{user_id}"
+
+
+def session_projects_key(session_token: str) -> str:
+    """Redis set of the project tokens issued under a session."""
+    return f"{PREFIX}session_projects:{session_token}"
+
+
+@dataclass(frozen=True)
+class AuthInfo:
+    """What an auth token stands for."""
+
+    user_id: uuid.UUID
+
+
+@dataclass(frozen=True)
+class SessionInfo:
+    """What a session token stands for."""
+
+    user_id: uuid.UUID
+    session_id: uuid.UUID
+    auth_token: str
+
+
+@dataclass(frozen=True)
+class ProjectInfo:
+    """What a project token stands for."""
+
+    user_id: uuid.UUID
+    project_id: uuid.UUID
+    session_token: str
+
+
+async def _get_json(redis: Redis, key: str) -> dict | None:
+    raw = await redis.get(key)
+    if raw is None:
+        return None
+    value = json.loads(raw)
+    return value if isinstance(value, dict) else None
+
+
+async def issue_auth(redis: Redis, user_id: uuid.UUID, ttl_s: int) -> str:
+    """Store a new auth token for the user."""
+    token = new_token()
+    await redis.set(auth_key(token), json.dumps({"user_id": str(user_id)}), ex=ttl_s)
+    return token
+
+
+async def resolve_auth(redis: Redis, token: str) -> AuthInfo | None:
+    """The user behind an auth token, or None when it is unknown or expired."""
+    data = await _get_json(redis, auth_key(token))
+    return AuthInfo(uuid.UUID(data["user_id"])) if data else None
+
+
+async def revoke_auth(redis: Redis, token: str) -> None:
+    """Forget an auth token."""
+    await redis.delete(auth_key(token))
+
+
+async def live_session_token(redis: Redis, user_id: uuid.UUID) -> str | None:
+    """The user's live session token, if its session key still exists."""
+    token = await redis.get(user_session_key(user_id))
+    if token is None:
+        return None
+    token = token.decode() if isinstance(token, bytes) else token
+    return token if await redis.exists(session_key(token)) else None
+
+
+async def issue_session(
+    redis: Redis, user_id: uuid.UUID, session_id: uuid.UUID, auth_token: str, ttl_s: int
+) -> str:
+    """Store a new session token and make it the user's live session."""
+    token = new_token()
+    payload = {"user_id": str(user_id), "session_id": str(session_id), "auth_token": auth_token}
+    async with redis.pipeline(transaction=True) as pipe:
+        pipe.set(session_key(token), json.dumps(payload), ex=ttl_s)
+        pipe.set(user_session_key(user_id), token, ex=ttl_s)
+        await pipe.execute()
+    return token
+
+
+async def refresh_session(redis: Redis, token: str, user_id: uuid.UUID, ttl_s: int) -> None:
+    """Extend a reused session's lifetime."""
+    async with redis.pipeline(transaction=True) as pipe:
+        pipe.expire(session_key(token), ttl_s)
+        pipe.expire(user_session_key(user_id), ttl_s)
+        await pipe.execute()
+
+
+async def resolve_session(redis: Redis, token: str) -> SessionInfo | None:
+    """The session behind a session token, or None."""
+    data = await _get_json(redis, session_key(token))
+    if not data:
+        return None
+    return SessionInfo(uuid.UUID(data["user_id"]), uuid.UUID(data["session_id"]), data["auth_token"])
+
+
+async def end_session(redis: Redis, token: str, user_id: uuid.UUID) -> None:
+    """Remove a session token, its project tokens and the user's live-session pointer."""
+    project_tokens = await redis.smembers(session_projects_key(token))
+    keys = [session_key(token), session_projects_key(token)]
+    keys += [project_key(t.decode() if isinstance(t, bytes) else t) for t in project_tokens]
+    async with redis.pipeline(transaction=True) as pipe:
+        pipe.delete(*keys)
+        # Only drop the pointer if it still points at this session.
+        pipe.get(user_session_key(user_id))
+        _, current = await pipe.execute()
+    current = current.decode() if isinstance(current, bytes) else current
+    if current == token:
+        await redis.delete(user_session_key(user_id))
+
+
+async def issue_project(
+    redis: Redis, user_id: uuid.UUID, project_id: uuid.UUID, session_token: str, ttl_s: int
+) -> str:
+    """Store a project token under a session."""
+    token = new_token()
+    payload = {"user_id": str(user_id), "project_id": str(project_id), "session_token": session_token}
+    async with redis.pipeline(transaction=True) as pipe:
+        pipe.set(project_key(token), json.dumps(payload), ex=ttl_s)
+        pipe.sadd(session_projects_key(session_token), token)
+        pipe.expire(session_projects_key(session_token), ttl_s)
+        await pipe.execute()
+    return token
+
+
+async def resolve_project(redis: Redis, token: str) -> ProjectInfo | None:
+    """The project behind a project token, or None."""
+    data = await _get_json(redis, project_key(token))
+    if not data:
+        return None
+    return ProjectInfo(uuid.UUID(data["user_id"]), uuid.UUID(data["project_id"]), data["session_token"])

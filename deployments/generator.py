@@ -1,0 +1,208 @@
+"""Greedy code completion with a Hugging Face causal LM: prompt fitting, batching, stops, confidence.
+
+Plain Python (no Ray) so that it can be unit-tested and benchmarked in-process.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, StoppingCriteria, StoppingCriteriaList
+
+from deployments.prompts import Family, PromptInput, Snippet, get_family
+
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+@dataclass
+class GenRequest:
+    """One completion to generate."""
+
+    prefix: str
+    suffix: str = ""
+    file_name: str = ""
+    snippets: tuple[Snippet, ...] = ()
+    stop_sequences: tuple[str, ...] = ()
+    single_line: bool = True
+    max_new_tokens: int = 48
+
+
+@dataclass
+class GenResult:
+    """The completion text with its returned tokens' log-probs and confidence."""
+
+    completion: str
+    token_logprobs: list[float] = field(default_factory=list)
+    confidence: float = 0.0
+    generation_time_ms: int = 0
+    tokens_generated: int = 0
+    stopped_by: str = "length"
+
+
+def cut_completion(text: str, stop_sequences: tuple[str, ...], single_line: bool) -> tuple[str, str]:
+    """Cut generated text at the earliest stop: a stop sequence or, for single-line requests, a newline."""
+    stops = list(stop_sequences) + (["\n"] if single_line else [])
+    best, reason = len(text), "length"
+    for s in stops:
+        i = text.find(s) if s else -1
+        if 0 <= i < best:
+            best, reason = i, ("newline" if s == "\n" else "stop_sequence")
+    return text[:best], reason
+
+
+def confidence_of(logprobs: list[float]) -> float:
+    """exp(mean log-prob) of the tokens actually returned; 0 for an empty completion."""
+    if not logprobs:
+        return 0.0
+    return math.exp(sum(logprobs) / len(logprobs))
+
+
+class _TextStop(StoppingCriteria):
+    """Stops each row as soon as its new text contains one of its stop strings (saves compute)."""
+
+    def __init__(self, tokenizer, prompt_len: int, requests: list[GenRequest]) -> None:
+        self.tokenizer = tokenizer
+        self.prompt_len = prompt_len
+        self.stops = [list(r.stop_sequences) + (["\n"] if r.single_line else []) for r in requests]
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs) -> torch.BoolTensor:
+        done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+        for row, stops in enumerate(self.stops):
+            if not stops:
+                continue
+            text = self.tokenizer.decode(input_ids[row, self.prompt_len :], skip_special_tokens=True)
+            done[row] = any(s and s in text for s in stops)
+        return done
+
+
+class _Deadline(StoppingCriteria):
+    """Stops the whole batch once the wall-clock budget is spent."""
+
+    def __init__(self, deadline: float) -> None:
+        self.deadline = deadline
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs) -> torch.BoolTensor:
+        over = time.monotonic() >= self.deadline
+        return torch.full((input_ids.shape[0],), over, dtype=torch.bool, device=input_ids.device)
+
+
+def pick_device(num_gpus: float) -> str:
+    """CUDA when the replica was given a GPU and one is visible, else CPU."""
+    return "cuda" if num_gpus > 0 and torch.cuda.is_available() else "cpu"
+
+
+class CausalLMGenerator:
+    """A loaded model of one family, generating greedy completions in batches."""
+
+    def __init__(
+        self,
+        model_path: str | Path,
+        family: str,
+        *,
+        dtype: str = "float32",
+        device: str = "cpu",
+        max_context_tokens: int | None = None,
+    ) -> None:
+        self.family: Family = get_family(family)
+        self.device = device
+        # Half precision is slow or unsupported for CPU matmuls; the CPU path always computes in float32.
+        torch_dtype = torch.float32 if device == "cpu" else DTYPES.get(dtype, "auto")
+        self.tokenizer = AutoTokenizer.from_pretrained(str(model_path))
+        self.tokenizer.padding_side = "left"
+        if self.tokenizer.pad_token_id is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.model = AutoModelForCausalLM.from_pretrained(str(model_path), dtype=torch_dtype).to(device).eval()
+        limit = getattr(self.model.config, "max_position_embeddings", 2048) or 2048
+        self.max_context_tokens = min(max_context_tokens or limit, limit, 16384)
+        vocab = self.tokenizer.get_vocab()
+        stop_ids = {vocab[t] for t in self.family.stop_tokens if t in vocab}
+        if self.tokenizer.eos_token_id is not None:
+            stop_ids.add(self.tokenizer.eos_token_id)
+        self.stop_token_ids = sorted(stop_ids)
+
+    def _count(self, text: str) -> int:
+        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def build_prompt(self, req: GenRequest) -> str:
+        """Render the family template, fitting the context: snippets go first, then prefix (from the left) and suffix (from the right) shrink."""
+        budget = self.max_context_tokens - req.max_new_tokens
+        prefix, suffix, snippets = req.prefix, req.suffix, list(req.snippets)
+        while True:
+            prompt = self.family.render(PromptInput(prefix, suffix if self.family.fim else "", req.file_name, tuple(snippets)))
+            if self._count(prompt) <= budget:
+                return prompt
+            if snippets:
+                snippets.pop()  # the least relevant snippet is last
+                continue
+            if not prefix and not suffix:
+                return prompt
+            # Keep roughly three quarters of the room for the prefix: it predicts the next line best.
+            if len(suffix) > len(prefix) / 3 and suffix:
+                suffix = suffix[: int(len(suffix) * 0.8)]
+            else:
+                prefix = prefix[len(prefix) - int(len(prefix) * 0.8) :]
+
+    def generate_batch(self, requests: list[GenRequest], time_budget_s: float = 10.0) -> list[GenResult]:
+        """Greedy completions for a batch (left padding + attention mask, so results match unbatched runs)."""
+        started = time.perf_counter()
+        prompts = [self.build_prompt(r) for r in requests]
+        enc = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
+        prompt_len = enc["input_ids"].shape[1]
+        criteria = StoppingCriteriaList(
+            [_TextStop(self.tokenizer, prompt_len, requests), _Deadline(time.monotonic() + time_budget_s)]
+        )
+        with torch.inference_mode():
+            out = self.model.generate(
+                **enc,
+                max_new_tokens=max(r.max_new_tokens for r in requests),
+                do_sample=False,
+                num_beams=1,
+                eos_token_id=self.stop_token_ids,
+                pad_token_id=self.tokenizer.pad_token_id,
+                stopping_criteria=criteria,
+                output_logits=True,
+                return_dict_in_generate=True,
+            )
+        new_tokens = out.sequences[:, prompt_len:]
+        # logits[i] is (batch, vocab) for step i; log-softmax once for the whole batch.
+        steps = torch.stack(out.logits, dim=1).float().log_softmax(dim=-1) if out.logits else None
+        elapsed_ms = int((time.perf_counter() - started) * 1000)
+        results = []
+        for row, req in enumerate(requests):
+            ids = new_tokens[row].tolist()[: req.max_new_tokens]
+            n = len(ids)
+            for i, t in enumerate(ids):
+                if t in self.stop_token_ids:
+                    n = i
+                    break
+            ids = ids[:n]
+            text = self.tokenizer.decode(ids, skip_special_tokens=True)
+            completion, reason = cut_completion(text, req.stop_sequences, req.single_line)
+            if reason == "length" and n < len(new_tokens[row]) and n < req.max_new_tokens:
+                reason = "stop_token"
+            kept = self._tokens_covering(ids, len(completion))
+            logprobs = [float(steps[row, i, ids[i]]) for i in range(kept)] if steps is not None else []
+            results.append(
+                GenResult(
+                    completion=completion,
+                    token_logprobs=logprobs,
+                    confidence=confidence_of(logprobs),
+                    generation_time_ms=elapsed_ms,
+                    tokens_generated=n,
+                    stopped_by=reason,
+                )
+            )
+        return results
+
+    def _tokens_covering(self, ids: list[int], n_chars: int) -> int:
+        """How many leading tokens contribute text to the first n_chars characters (the tokens returned)."""
+        if n_chars == 0:
+            return 0
+        for k in range(1, len(ids) + 1):
+            if len(self.tokenizer.decode(ids[:k], skip_special_tokens=True)) >= n_chars:
+                return k
+        return len(ids)

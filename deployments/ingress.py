@@ -1,0 +1,55 @@
+"""The ingress deployment: the FastAPI app of app/ behind Ray Serve, calling model deployments by handle."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI
+from ray import serve
+from ray.serve.handle import DeploymentHandle
+
+from app.bootstrap import build_state
+from app.main import create_app
+from app.settings import get_settings
+from app.state import AppState
+
+
+class RayModelGateway:
+    """Reaches model deployments through their Serve handles."""
+
+    def __init__(self, handles: dict[str, DeploymentHandle]) -> None:
+        self.handles = handles
+
+    async def complete(self, model_name: str, request: dict[str, Any]) -> dict[str, Any]:
+        """One completion on the named model's deployment."""
+        return await self.handles[model_name].complete.remote(request)
+
+
+@serve.deployment
+@serve.ingress()
+class Ingress:
+    """Stateless: every piece of state lives in Redis or PostgreSQL, so any number of replicas can run."""
+
+    def __init__(
+        self,
+        model_handles: dict[str, DeploymentHandle],
+        embedder: DeploymentHandle | None,
+        database_url: str,
+        redis_url: str,
+        model_entries: list[dict[str, Any]],
+    ) -> None:
+        self.gateway = RayModelGateway(model_handles)
+        self.embedder = embedder
+        self.database_url = database_url
+        self.redis_url = redis_url
+        self.model_entries = model_entries
+
+    def __serve_build_asgi_app__(self) -> FastAPI:
+        """Build the app at replica start; its lifespan connects to PostgreSQL and Redis."""
+
+        async def make_state() -> AppState:
+            return await build_state(
+                get_settings(), self.database_url, self.redis_url, self.gateway, self.model_entries
+            )
+
+        return create_app(make_state)

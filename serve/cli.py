@@ -1,0 +1,199 @@
+"""The `code4me` command: `up` (start everything), `status`, `migrate`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import signal
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from app.settings import Settings, get_settings
+from serve.registry import PROJECT_ROOT
+
+APP_NAME = "code4me"
+DEFAULT_CONFIG = PROJECT_ROOT / "configs" / "local.yaml"
+
+log = logging.getLogger("code4me")
+
+
+def read_serve_config(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(application args, http_options) of the Code4me application in a Serve config file."""
+    try:
+        doc = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise SystemExit(f"cannot read config {path}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise SystemExit(f"config {path} is not valid YAML: {exc}") from None
+    apps = [a for a in (doc or {}).get("applications", []) if str(a.get("import_path", "")).startswith("serve.builder:")]
+    if not apps:
+        raise SystemExit(f"config {path} has no application with import_path serve.builder:build_app")
+    return apps[0].get("args") or {}, (doc or {}).get("http_options") or {}
+
+
+def _wait_ready(url: str, timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as resp:  # noqa: S310 - our own loopback URL
+                if resp.status == 200:
+                    return True
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            pass
+        time.sleep(0.5)
+    return False
+
+
+def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
+    """Start embedded services (if needed), migrate, start Ray + Serve, wait for Ctrl-C, shut down."""
+    import ray
+    from ray import serve
+
+    from db.migrate import upgrade
+    from serve.builder import build_app
+    from serve.embedded import resolve_services
+
+    started = time.monotonic()
+    app_args, http = read_serve_config(Path(args.config))
+    host = args.host or http.get("host") or settings.http_host
+    port = int(args.port or http.get("port") or settings.http_port)
+    data_dir = settings.data_dir.resolve()
+    urls, embedded = resolve_services(settings.database_url, settings.redis_url, data_dir)
+    stop = threading.Event()
+
+    def _on_signal(signum: int, _frame: Any) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGINT, _on_signal)
+    signal.signal(signal.SIGTERM, _on_signal)
+    try:
+        print(f"PostgreSQL: {'embedded under ' + str(data_dir / 'postgres') if embedded and not settings.database_url else 'external'}")
+        print(f"Redis:      {'embedded under ' + str(data_dir / 'redis') if embedded and not settings.redis_url else 'external'}")
+        upgrade(urls.database_url)
+        ray.init(
+            include_dashboard=True,
+            dashboard_host=host,
+            dashboard_port=settings.dashboard_port,
+            num_cpus=args.num_cpus,
+            logging_level=logging.WARNING,
+        )
+        serve.start(http_options={"host": host, "port": port})
+        resolved = settings.model_copy(update={"database_url": urls.database_url, "redis_url": urls.redis_url})
+        application = build_app(app_args, settings=resolved, migrate=False)
+        serve.run(application, name=APP_NAME, route_prefix="/", blocking=False)
+        base = f"http://{host}:{port}"
+        if not _wait_ready(f"{base}/api/ping", timeout_s=180):
+            print("the application did not become ready within 180 s; see the Ray dashboard logs", file=sys.stderr)
+            return 1
+        print(f"Code4me Serve ready in {time.monotonic() - started:.1f} s")
+        print(f"  API:       {base}/api")
+        print(f"  API docs:  {base}/docs")
+        print(f"  Dashboard: http://{host}:{settings.dashboard_port}")
+        print("Press Ctrl-C to stop.", flush=True)
+        while not stop.wait(1.0):
+            pass
+        print("shutting down ...", flush=True)
+        return 0
+    finally:
+        try:
+            serve.shutdown()
+        except Exception:  # noqa: BLE001 - best effort during shutdown
+            pass
+        if ray.is_initialized():
+            ray.shutdown()
+        if embedded is not None:
+            embedded.stop()
+
+
+def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
+    """Bring the database schema to the latest revision (idempotent)."""
+    from db.migrate import current_revision, upgrade
+    from serve.embedded import resolve_services
+
+    urls, embedded = resolve_services(settings.database_url, settings.redis_url, settings.data_dir.resolve())
+    try:
+        before = asyncio.run(current_revision(urls.database_url))
+        upgrade(urls.database_url)
+        after = asyncio.run(current_revision(urls.database_url))
+        print(f"database at revision {after}" + ("" if before != after else " (already current)"))
+        return 0
+    finally:
+        if embedded is not None:
+            embedded.stop()
+
+
+def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
+    """Print the Serve application's deployments and replica states of a running `code4me up`."""
+    import ray
+    from ray import serve
+
+    try:
+        ray.init(address="auto", logging_level=logging.ERROR)
+    except (ConnectionError, RuntimeError):
+        print("no Ray cluster is running here (start one with `code4me up`)")
+        return 1
+    try:
+        status = serve.status()
+        apps = status.applications
+        if not apps:
+            print("Ray is running but no Serve application is deployed")
+            return 1
+        report: dict[str, Any] = {}
+        for name, app in apps.items():
+            report[name] = {
+                "status": str(app.status.value if hasattr(app.status, "value") else app.status),
+                "deployments": {
+                    d: {
+                        "status": str(ds.status.value if hasattr(ds.status, "value") else ds.status),
+                        "replicas": {str(k): v for k, v in ds.replica_states.items()},
+                    }
+                    for d, ds in app.deployments.items()
+                },
+            }
+        if args.json:
+            print(json.dumps(report, indent=2))
+        else:
+            for name, app in report.items():
+                print(f"application {name}: {app['status']}")
+                for d, ds in app["deployments"].items():
+                    replicas = ", ".join(f"{k}={v}" for k, v in ds["replicas"].items()) or "none"
+                    print(f"  {d:<28} {ds['status']:<10} replicas: {replicas}")
+        return 0
+    finally:
+        ray.shutdown()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `code4me` console script."""
+    parser = argparse.ArgumentParser(prog="code4me", description="Code4me Serve: code-completion research platform")
+    sub = parser.add_subparsers(dest="command", required=True)
+    up = sub.add_parser("up", help="start PostgreSQL/Redis (embedded unless configured), Ray, Serve; stay until Ctrl-C")
+    up.add_argument("--config", default=str(DEFAULT_CONFIG), help="Serve config file (default: configs/local.yaml)")
+    up.add_argument("--host", default=None)
+    up.add_argument("--port", type=int, default=None)
+    up.add_argument("--num-cpus", type=int, default=None, help="logical CPUs for Ray (default: all cores)")
+    st = sub.add_parser("status", help="show the running application's deployments and replicas")
+    st.add_argument("--json", action="store_true")
+    sub.add_parser("migrate", help="apply database migrations (idempotent)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        settings = get_settings()
+    except Exception as exc:  # noqa: BLE001 - a settings error is a clear message, not a traceback
+        print(f"invalid settings: {exc}", file=sys.stderr)
+        return 2
+    handlers = {"up": cmd_up, "status": cmd_status, "migrate": cmd_migrate}
+    return handlers[args.command](args, settings)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

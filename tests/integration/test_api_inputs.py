@@ -1,0 +1,255 @@
+"""The API on real PostgreSQL and Redis (models replaced by a scripted gateway): flows and every bad input."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import func, select
+
+from app.bootstrap import build_state
+from app.main import create_app
+from app.settings import Settings
+from app.state import AppState
+from db.tables import Context, Generation, GroundTruth, MetaQuery, User
+from serve.embedded import ServiceUrls
+from tests.utils import payloads as P
+
+
+class ScriptedGateway:
+    """Answers like a model deployment; the model named 'broken' always fails."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, dict[str, Any]]] = []
+
+    async def complete(self, model_name: str, request: dict[str, Any]) -> dict[str, Any]:
+        self.calls.append((model_name, request))
+        if model_name == "broken":
+            raise RuntimeError("model crashed")
+        return {"completion": "read()", "confidence": 0.5, "token_logprobs": [-0.7, -0.7], "generation_time_ms": 12}
+
+
+ENTRIES = [
+    {"name": "scripted", "model_id": "x/scripted", "family": "code4me", "is_default": True},
+    {"name": "broken", "model_id": "x/broken", "family": "code4me"},
+    {"name": "chatty", "model_id": "x/chatty", "family": "plain", "is_chat": True},
+]
+
+
+@pytest.fixture(scope="module")
+async def api(services: ServiceUrls) -> AsyncIterator[tuple[httpx.AsyncClient, AppState]]:
+    settings = Settings(environment="test", max_context_chars=10_000)
+    state = await build_state(settings, services.database_url, services.redis_url, ScriptedGateway(), ENTRIES)
+    app = create_app(lambda: build_state(settings, services.database_url, services.redis_url, ScriptedGateway(), ENTRIES))
+    app.state.c4m = state
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
+        yield client, state
+    await state.redis.aclose()
+    await state.engine.dispose()
+
+
+def model_id(state: AppState, name: str) -> int:
+    info = state.model_by_name(name)
+    assert info is not None
+    return info.model_id
+
+
+async def signed_in(client: httpx.AsyncClient) -> tuple[httpx.AsyncClient, str]:
+    """A fresh client (own cookie jar) that went through create -> authenticate -> acquire -> project."""
+    c = httpx.AsyncClient(transport=client._transport, base_url="http://test")
+    email = P.new_email()
+    r = await c.post("/api/user/create", json={**P.user_create(email), "preference": {"store_context": True}})
+    assert r.status_code == 201, r.text
+    r = await c.post("/api/user/authenticate", json=P.authenticate(email))
+    assert r.status_code == 200, r.text
+    r = await c.get("/api/session/acquire")
+    assert r.status_code == 200, r.text
+    r = await c.post("/api/project/create", json={"project_name": "demo"})
+    assert r.status_code == 201, r.text
+    return c, email
+
+
+async def count(state: AppState, model: Any) -> int:
+    async with state.sessionmaker() as db:
+        return int((await db.execute(select(func.count()).select_from(model))).scalar_one())
+
+
+async def test_full_flow_stores_rows_and_side_by_side_failure_slot(api) -> None:
+    client, state = api
+    c, _ = await signed_in(client)
+    ids = [model_id(state, "scripted"), model_id(state, "broken")]
+    r = await c.post("/api/completion/request", json=P.completion_request(ids))
+    assert r.status_code == 200, r.text
+    data = r.json()["data"]
+    ok, failed = data["completions"]
+    assert ok["completion"] == "read()" and ok["model_name"] == "scripted"
+    assert failed == {
+        "model_id": ids[1],
+        "model_name": "broken",
+        "completion": "",
+        "generation_time": 0,
+        "confidence": 0.0,
+        "message": "Completion for model failed",
+    }
+    qid = uuid.UUID(data["meta_query_id"])
+    r = await c.post("/api/completion/feedback", json={"meta_query_id": str(qid), "model_id": ids[0], "was_accepted": True, "ground_truth": "read()"})
+    assert r.status_code == 200, r.text
+    assert r.json()["data"] == {"meta_query_id": str(qid), "model_id": ids[0]}
+    async with state.sessionmaker() as db:
+        gens = (await db.execute(select(Generation).where(Generation.meta_query_id == qid))).scalars().all()
+        by_model = {g.model_id: g for g in gens}
+        assert by_model[ids[0]].was_accepted and by_model[ids[0]].confidence == 0.5
+        assert by_model[ids[1]].error == "RuntimeError" and not by_model[ids[1]].was_accepted
+        truths = (await db.execute(select(GroundTruth).where(GroundTruth.meta_query_id == qid))).scalars().all()
+        assert [t.ground_truth for t in truths] == ["read()"]
+    r = await c.get(f"/api/completion/{qid}")
+    assert r.status_code == 200 and len(r.json()["data"]["completions"]) == 2
+
+
+async def test_trailing_slash_and_unknown_keys_accepted(api) -> None:
+    client, _ = api
+    r = await client.post("/api/user/create/", json={**P.user_create(), "unexpected": 1})
+    assert r.status_code == 201, r.text
+
+
+@pytest.mark.parametrize(
+    "body, status, words",
+    [
+        ({"name": "x", "password": P.STRONG_PASSWORD}, 422, "email"),
+        ({"email": "not-an-email", "name": "x", "password": P.STRONG_PASSWORD}, 422, "email"),
+        ({"email": "a@example.org", "name": "x", "password": "short"}, 422, "Password must"),
+        ({"email": "a@example.org", "name": "x", "password": "alllowercase1"}, 422, "Password must"),
+        ({"email": "a@example.org", "name": "x", "password": "With Space1A"}, 422, "Password must"),
+        ({"email": "a@example.org", "name": ["x"], "password": P.STRONG_PASSWORD}, 422, "name"),
+        ({"email": "a@example.org", "name": "x", "password": P.STRONG_PASSWORD, "config_id": 999}, 422, "config_id"),
+    ],
+)
+async def test_user_create_rejects_bad_input(api, body, status, words) -> None:
+    client, state = api
+    before = await count(state, User)
+    r = await client.post("/api/user/create", json=body)
+    assert r.status_code == status, r.text
+    assert words in r.json()["message"]
+    assert await count(state, User) == before
+
+
+async def test_duplicate_email_is_conflict(api) -> None:
+    client, _ = api
+    body = P.user_create()
+    assert (await client.post("/api/user/create", json=body)).status_code == 201
+    r = await client.post("/api/user/create", json={**body, "email": body["email"].upper()})
+    assert r.status_code == 409
+
+
+async def test_wrong_password_and_unknown_email_are_401(api) -> None:
+    client, _ = api
+    body = P.user_create()
+    await client.post("/api/user/create", json=body)
+    r = await client.post("/api/user/authenticate", json=P.authenticate(body["email"], "Wr0ngPassword"))
+    assert r.status_code == 401 and r.json()["message"] == "Invalid email or password"
+    r = await client.post("/api/user/authenticate", json=P.authenticate(P.new_email()))
+    assert r.status_code == 401 and r.json()["message"] == "Invalid email or password"
+    assert "auth_token" not in r.cookies
+
+
+async def test_missing_and_expired_cookies_are_401(api) -> None:
+    client, state = api
+    fresh = httpx.AsyncClient(transport=client._transport, base_url="http://test")
+    r = await fresh.get("/api/session/acquire")
+    assert r.status_code == 401 and "auth token" in r.json()["message"]
+    fresh.cookies.set("auth_token", "expired-or-made-up")
+    r = await fresh.get("/api/session/acquire")
+    assert r.status_code == 401 and "expired" in r.json()["message"]
+    c, _ = await signed_in(client)
+    # Expire the session token server-side: completion must answer 401, not 500.
+    await state.redis.delete(f"c4m:session:{c.cookies.get('session_token')}")
+    r = await c.post("/api/completion/request", json=P.completion_request([model_id(state, "scripted")]))
+    assert r.status_code == 401 and "session" in r.json()["message"]
+
+
+async def test_session_acquire_reuses_live_session(api) -> None:
+    client, _ = api
+    c, _ = await signed_in(client)
+    first = c.cookies.get("session_token")
+    r = await c.get("/api/session/acquire")
+    assert r.json()["session_token"] == first
+
+
+@pytest.mark.parametrize(
+    "mutate, status, words",
+    [
+        (lambda b, ids: b.update(model_ids=[987654]), 422, "Unknown model id 987654"),
+        (lambda b, ids: b.update(model_ids=[]), 422, "model_ids"),
+        (lambda b, ids: b.update(model_ids="one"), 422, "model_ids"),
+        (lambda b, ids: b.update(model_ids=[ids["chatty"]]), 422, "chat model"),
+        (lambda b, ids: b.pop("context"), 422, "context"),
+        (lambda b, ids: b["contextual_telemetry"].update(language_id=99999), 422, "language_id"),
+        (lambda b, ids: b["contextual_telemetry"].update(trigger_type_id=42), 422, "trigger_type_id"),
+        (lambda b, ids: b["contextual_telemetry"].update(version_id="abc"), 422, "version_id"),
+        (lambda b, ids: b["context"].update(prefix="x" * 20_000), 413, "over the limit"),
+    ],
+)
+async def test_completion_rejects_bad_input_and_stores_nothing(api, mutate, status, words) -> None:
+    client, state = api
+    c, _ = await signed_in(client)
+    ids = {"scripted": model_id(state, "scripted"), "chatty": model_id(state, "chatty")}
+    body = P.completion_request([ids["scripted"]])
+    mutate(body, ids)
+    before = (await count(state, MetaQuery), await count(state, Context))
+    r = await c.post("/api/completion/request", json=body)
+    assert r.status_code == status, r.text
+    assert words in r.json()["message"]
+    assert (await count(state, MetaQuery), await count(state, Context)) == before
+
+
+async def test_feedback_errors(api) -> None:
+    client, state = api
+    alice, _ = await signed_in(client)
+    bob, _ = await signed_in(client)
+    sid = model_id(state, "scripted")
+    r = await alice.post("/api/completion/request", json=P.completion_request([sid]))
+    qid = r.json()["data"]["meta_query_id"]
+    r = await bob.post("/api/completion/feedback", json={"meta_query_id": qid, "model_id": sid, "was_accepted": True})
+    assert r.status_code == 403
+    r = await bob.get(f"/api/completion/{qid}")
+    assert r.status_code == 403
+    r = await alice.post("/api/completion/feedback", json={"meta_query_id": str(uuid.uuid4()), "model_id": sid, "was_accepted": True})
+    assert r.status_code == 404
+    r = await alice.post("/api/completion/feedback", json={"meta_query_id": qid, "model_id": 424242, "was_accepted": True})
+    assert r.status_code == 404
+    r = await alice.post("/api/completion/feedback", json={"meta_query_id": "not-a-uuid", "model_id": sid, "was_accepted": True})
+    assert r.status_code == 422
+    r = await alice.post("/api/completion/feedback", json={"meta_query_id": qid, "model_id": sid})
+    assert r.status_code == 422 and "was_accepted" in r.json()["message"]
+
+
+async def test_project_activate_is_members_only(api) -> None:
+    client, _ = api
+    alice, _ = await signed_in(client)
+    bob, _ = await signed_in(client)
+    r = await alice.post("/api/project/create", json={"project_name": "alice's"})
+    pid = r.json()["project_id"]
+    r = await bob.put("/api/project/activate", json={"project_id": pid})
+    assert r.status_code == 403
+    r = await alice.put("/api/project/activate", json={"project_id": pid})
+    assert r.status_code == 200
+    r = await bob.put("/api/project/activate", json={"project_id": str(uuid.uuid4())})
+    assert r.status_code == 404
+
+
+async def test_preferences_off_store_no_context(api) -> None:
+    client, state = api
+    c, _ = await signed_in(client)
+    before = await count(state, Context)
+    r = await c.post("/api/completion/request", json=P.completion_request([model_id(state, "scripted")], store_context=False))
+    assert r.status_code == 200
+    assert await count(state, Context) == before
+
+
+async def test_malformed_json_is_422(api) -> None:
+    client, _ = api
+    r = await client.post("/api/user/create", content=b"{not json", headers={"content-type": "application/json"})
+    assert r.status_code == 422

@@ -1,0 +1,114 @@
+"""End to end on real Ray Serve, PostgreSQL and Redis: the plugin's first calls, then the rows they left."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import httpx
+from pyhocon import ConfigFactory
+from sqlalchemy import select
+
+from db.engine import make_engine, make_sessionmaker
+from db.tables import (
+    BehavioralTelemetry,
+    CompletionQuery,
+    Context,
+    ContextualTelemetry,
+    Generation,
+    GroundTruth,
+    MetaQuery,
+    ModelName,
+    Project,
+    ProjectMember,
+    Session,
+)
+from serve.embedded import ServiceUrls
+from tests.utils import payloads as P
+
+
+async def _rows(database_url: str, qid: uuid.UUID) -> dict:
+    engine = make_engine(database_url, pool_size=1)
+    try:
+        async with make_sessionmaker(engine)() as db:
+            meta = await db.get(MetaQuery, qid)
+            assert meta is not None
+            return {
+                "meta": meta,
+                "completion_query": await db.get(CompletionQuery, qid),
+                "context": await db.get(Context, meta.context_id),
+                "contextual": await db.get(ContextualTelemetry, meta.contextual_telemetry_id),
+                "behavioral": await db.get(BehavioralTelemetry, meta.behavioral_telemetry_id),
+                "generations": (await db.execute(select(Generation).where(Generation.meta_query_id == qid))).scalars().all(),
+                "truths": (await db.execute(select(GroundTruth).where(GroundTruth.meta_query_id == qid))).scalars().all(),
+                "session": await db.get(Session, meta.session_id),
+                "project": await db.get(Project, meta.project_id),
+                "member": await db.get(ProjectMember, (meta.project_id, meta.user_id)),
+                "model": await db.get(ModelName, (await db.execute(select(Generation.model_id).where(Generation.meta_query_id == qid))).scalar_one()),
+            }
+    finally:
+        await engine.dispose()
+
+
+def test_plugin_flow_end_to_end(serve_app: str, services: ServiceUrls) -> None:
+    with httpx.Client(base_url=serve_app, timeout=60) as c:
+        email = P.new_email()
+        r = c.post("/api/user/create", json={**P.user_create(email), "preference": {"store_context": True}})
+        assert r.status_code == 201, r.text
+        r = c.post("/api/user/authenticate", json=P.authenticate(email))
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["user"]["email"] == email and body["user"]["password"] == "**********"
+        assert "auth_token" in c.cookies
+        r = c.get("/api/session/acquire")
+        assert r.status_code == 200 and r.json()["session_token"] == c.cookies["session_token"]
+        r = c.post("/api/project/create", json={"project_name": "e2e"})
+        assert r.status_code == 201, r.text
+        assert c.cookies["project_token"] == r.json()["project_token"]
+
+        # The model id comes from the config the plugin got, as the plugin does it.
+        models = ConfigFactory.parse_string(body["config"]).get("config.models.available")
+        (tiny,) = [m for m in models if m["name"] == "code4me-tiny"]
+        assert tiny["isDefault"] is True and tiny["isChatModel"] is False
+        tiny_id = int(tiny["id"])
+        r = c.post("/api/completion/request", json=P.completion_request([tiny_id]))
+        assert r.status_code == 200, r.text
+        data = r.json()["data"]
+        slot = data["completions"][0]
+        assert slot["model_id"] == tiny_id and slot["model_name"] == "code4me-tiny"
+        assert isinstance(slot["completion"], str) and slot["completion"].strip(), slot
+        assert 0.0 < slot["confidence"] <= 1.0 and slot["generation_time"] >= 0
+        qid = uuid.UUID(data["meta_query_id"])
+
+        r = c.post("/api/completion/feedback", json={"meta_query_id": str(qid), "model_id": tiny_id, "was_accepted": True})
+        assert r.status_code == 200, r.text
+        for truth in ("f.read()\n", "f.read()  # x\n"):
+            r = c.post("/api/completion/feedback", json={"meta_query_id": str(qid), "model_id": tiny_id, "was_accepted": True, "ground_truth": truth})
+            assert r.status_code == 200, r.text
+
+    rows = asyncio.run(_rows(services.database_url, qid))
+    assert rows["meta"].query_type == "completion" and rows["meta"].total_serving_time_ms is not None
+    assert rows["completion_query"] is not None
+    assert rows["context"].prefix.endswith("return f.") and rows["context"].file_name == "example.py"
+    assert rows["contextual"].language_id == 1 and rows["contextual"].trigger_type_id == 2
+    assert rows["behavioral"].typing_speed == 3.5
+    (gen,) = rows["generations"]
+    assert gen.completion == slot["completion"] and gen.was_accepted and gen.error is None
+    assert gen.token_logprobs and len(gen.token_logprobs) >= 1 and all(lp <= 0 for lp in gen.token_logprobs)
+    assert abs(gen.confidence - slot["confidence"]) < 1e-9
+    assert sorted(t.ground_truth for t in rows["truths"]) == sorted(["f.read()\n", "f.read()  # x\n"])
+    assert rows["session"].end_time is None and rows["project"].project_name == "e2e"
+    assert rows["member"].role == "owner"
+    assert rows["model"].model_name == "code4me-tiny" and rows["model"].family == "code4me"
+
+
+def test_unknown_model_and_missing_cookie_over_http(serve_app: str) -> None:
+    with httpx.Client(base_url=serve_app, timeout=30) as c:
+        r = c.post("/api/completion/request", json=P.completion_request([1]))
+        assert r.status_code == 401 and "auth token" in r.json()["message"]
+        r = c.post("/api/user/authenticate", json={"email": "x@example.org"})
+        assert r.status_code == 422 and "Password is required" in r.json()["message"]
+        r = c.post("/api/user/authenticate", json={"password": "x"})
+        assert r.status_code == 422 and "email" in r.json()["message"]
+        r = c.head("/api/ping")
+        assert r.status_code == 200
