@@ -50,6 +50,8 @@ class AppState:
     gateway: ModelGateway
     models: dict[int, ModelInfo] = field(default_factory=dict)
     reference: ReferenceIds = field(default_factory=ReferenceIds)
+    # In-flight model calls per session on this replica: a newer request of the session cancels the older.
+    inflight: dict[Any, Any] = field(default_factory=dict)
 
     def model_by_name(self, name: str) -> ModelInfo | None:
         """Look a model up by its registry name."""

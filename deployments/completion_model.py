@@ -5,15 +5,22 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import threading
+import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 from ray import serve
+from ray.serve import metrics
 
 from deployments.generator import CausalLMGenerator, GenRequest, pick_device
 from deployments.prompts import Snippet
 from serve.registry import ModelEntry
 
 log = logging.getLogger("ray.serve")
+
+LATENCY_BOUNDARIES_MS = [5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000]
+BATCH_BOUNDARIES = [1, 2, 4, 8, 16, 32, 64]
 
 
 def to_gen_request(payload: dict[str, Any], entry: ModelEntry) -> GenRequest:
@@ -30,9 +37,27 @@ def to_gen_request(payload: dict[str, Any], entry: ModelEntry) -> GenRequest:
     )
 
 
+class _Metrics:
+    """Per-model request count, latency, batch size and tokens, exported through Ray's metrics."""
+
+    def __init__(self, model: str) -> None:
+        # Serve adds deployment/replica/application tags itself; ours names the registry entry.
+        self.tags = {"model": model}
+        self.requests = metrics.Counter("code4me_model_requests", "Completion requests served", tag_keys=("model", "outcome"))
+        self.latency = metrics.Histogram(
+            "code4me_model_latency_ms", "Completion latency in the replica (ms)", LATENCY_BOUNDARIES_MS, tag_keys=("model",)
+        )
+        self.batch = metrics.Histogram("code4me_model_batch_size", "Requests per generate batch", BATCH_BOUNDARIES, tag_keys=("model",))
+        self.tokens = metrics.Counter("code4me_model_tokens_generated", "Tokens generated", tag_keys=("model",))
+        self.model = model
+
+    def outcome(self, outcome: str) -> None:
+        self.requests.inc(tags={"model": self.model, "outcome": outcome})
+
+
 @serve.deployment
 class CompletionModel:
-    """Loads one Hugging Face causal LM and serves batched greedy completions."""
+    """Loads one Hugging Face causal LM and serves batched greedy completions (and chat, for chat models)."""
 
     def __init__(self, entry: dict[str, Any]) -> None:
         import torch
@@ -51,18 +76,43 @@ class CompletionModel:
         )
         self._generate_batch.set_max_batch_size(self.entry.batch.max_batch_size)
         self._generate_batch.set_batch_wait_timeout_s(self.entry.batch.batch_wait_timeout_s)
+        self.metrics = _Metrics(self.entry.name)
+        self.counters = {"requests": 0, "cancelled": 0, "tokens_generated": 0, "batches": 0, "max_batch_size_seen": 0}
+        self.recent: list[dict[str, Any]] = []
         log.info("model %s loaded on %s (pid %s)", self.entry.name, device, os.getpid())
 
     async def complete(self, payload: dict[str, Any]) -> dict[str, Any]:
-        """One completion; concurrent calls are batched."""
-        return await self._generate_batch(to_gen_request(payload, self.entry))
+        """One completion; concurrent calls are batched; a cancelled caller stops its row's generation."""
+        request = to_gen_request(payload, self.entry)
+        started = time.perf_counter()
+        self.counters["requests"] += 1
+        try:
+            result = await self._generate_batch(request)
+        except asyncio.CancelledError:
+            request.cancel.set()
+            self.counters["cancelled"] += 1
+            self.metrics.outcome("cancelled")
+            raise
+        except Exception:
+            self.metrics.outcome("error")
+            raise
+        self.metrics.outcome("ok")
+        self.metrics.latency.observe((time.perf_counter() - started) * 1000, tags=self.metrics.tags)
+        return result
 
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.005)
     async def _generate_batch(self, requests: list[GenRequest]) -> list[dict[str, Any]]:
         # Generation runs in a thread so the replica's event loop keeps accepting (and batching) requests.
-        results = await asyncio.to_thread(
-            self.generator.generate_batch, requests, self.entry.generation.time_budget_s
-        )
+        results = await asyncio.to_thread(self.generator.generate_batch, requests, self.entry.generation.time_budget_s)
+        self.counters["batches"] += 1
+        self.counters["max_batch_size_seen"] = max(self.counters["max_batch_size_seen"], len(requests))
+        self.metrics.batch.observe(len(requests), tags=self.metrics.tags)
+        generated = sum(r.tokens_generated for r in results)
+        self.counters["tokens_generated"] += generated
+        if generated:
+            self.metrics.tokens.inc(generated, tags=self.metrics.tags)
+        for r in results:
+            self.recent = (self.recent + [{"tokens_generated": r.tokens_generated, "stopped_by": r.stopped_by}])[-50:]
         return [
             {
                 "completion": r.completion,
@@ -76,6 +126,39 @@ class CompletionModel:
             for r in results
         ]
 
-    def info(self) -> dict[str, Any]:
-        """The entry this replica serves (for status and tests)."""
-        return {"name": self.entry.name, "family": self.entry.family, "device": self.generator.device}
+    async def chat(self, messages: list[dict[str, str]], max_new_tokens: int | None = None) -> AsyncIterator[str]:
+        """Stream answer pieces for chat messages (call through a handle with stream=True)."""
+        if not self.entry.is_chat:
+            raise ValueError(f"model {self.entry.name} is not a chat model")
+        cancel = threading.Event()
+        limit = min(max_new_tokens or self.entry.generation.max_new_tokens, self.entry.generation.max_new_tokens)
+        pieces = self.generator.stream_chat(messages, limit, self.entry.generation.time_budget_s, cancel)
+        self.counters["requests"] += 1
+        try:
+            while True:
+                piece = await asyncio.to_thread(next, pieces, None)
+                if piece is None:
+                    break
+                yield piece
+            self.metrics.outcome("ok")
+        except asyncio.CancelledError:
+            cancel.set()
+            self.counters["cancelled"] += 1
+            self.metrics.outcome("cancelled")
+            raise
+        finally:
+            cancel.set()
+            try:
+                pieces.close()
+            except ValueError:  # still running in its thread after a cancellation; it stops on `cancel`
+                pass
+
+    def stats(self) -> dict[str, Any]:
+        """Counters of this replica (requests, cancellations, tokens, batch sizes) for status and tests."""
+        return {
+            "name": self.entry.name,
+            "device": self.generator.device,
+            "pid": os.getpid(),
+            **self.counters,
+            "recent": list(self.recent),
+        }

@@ -6,12 +6,20 @@ Plain Python (no Ray) so that it can be unit-tested and benchmarked in-process.
 from __future__ import annotations
 
 import math
+import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, StoppingCriteria, StoppingCriteriaList
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    StoppingCriteria,
+    StoppingCriteriaList,
+    TextIteratorStreamer,
+)
 
 from deployments.prompts import Family, PromptInput, Snippet, get_family
 
@@ -29,6 +37,8 @@ class GenRequest:
     stop_sequences: tuple[str, ...] = ()
     single_line: bool = True
     max_new_tokens: int = 48
+    # Set when the caller went away: the row stops generating at the next token.
+    cancel: threading.Event = field(default_factory=threading.Event, compare=False, repr=False)
 
 
 @dataclass
@@ -67,11 +77,15 @@ class _TextStop(StoppingCriteria):
     def __init__(self, tokenizer, prompt_len: int, requests: list[GenRequest]) -> None:
         self.tokenizer = tokenizer
         self.prompt_len = prompt_len
+        self.requests = requests
         self.stops = [list(r.stop_sequences) + (["\n"] if r.single_line else []) for r in requests]
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs) -> torch.BoolTensor:
         done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
         for row, stops in enumerate(self.stops):
+            if self.requests[row].cancel.is_set():
+                done[row] = True
+                continue
             if not stops:
                 continue
             text = self.tokenizer.decode(input_ids[row, self.prompt_len :], skip_special_tokens=True)
@@ -184,6 +198,8 @@ class CausalLMGenerator:
             completion, reason = cut_completion(text, req.stop_sequences, req.single_line)
             if reason == "length" and n < len(new_tokens[row]) and n < req.max_new_tokens:
                 reason = "stop_token"
+            if req.cancel.is_set():
+                reason = "cancelled"
             kept = self._tokens_covering(ids, len(completion))
             logprobs = [float(steps[row, i, ids[i]]) for i in range(kept)] if steps is not None else []
             results.append(
@@ -206,3 +222,39 @@ class CausalLMGenerator:
             if len(self.tokenizer.decode(ids[:k], skip_special_tokens=True)) >= n_chars:
                 return k
         return len(ids)
+
+    def stream_chat(
+        self, messages: list[dict[str, str]], max_new_tokens: int, time_budget_s: float, cancel: threading.Event
+    ) -> Iterator[str]:
+        """Stream an answer to chat messages, rendered with the tokenizer's own chat template."""
+        if not getattr(self.tokenizer, "chat_template", None):
+            raise ValueError("this model has no chat template")
+        ids = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)
+        ids = {k: v.to(self.device) for k, v in ids.items()}
+        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=time_budget_s + 5)
+        fake_request = GenRequest(prefix="", single_line=False, max_new_tokens=max_new_tokens, cancel=cancel)
+        criteria = StoppingCriteriaList(
+            [_TextStop(self.tokenizer, ids["input_ids"].shape[1], [fake_request]), _Deadline(time.monotonic() + time_budget_s)]
+        )
+
+        def run() -> None:
+            with torch.inference_mode():
+                self.model.generate(
+                    **ids,
+                    max_new_tokens=max_new_tokens,
+                    do_sample=False,
+                    eos_token_id=self.stop_token_ids,
+                    pad_token_id=self.tokenizer.pad_token_id,
+                    stopping_criteria=criteria,
+                    streamer=streamer,
+                )
+
+        worker = threading.Thread(target=run, daemon=True)
+        worker.start()
+        try:
+            for piece in streamer:
+                if piece:
+                    yield piece
+        finally:
+            cancel.set()
+            worker.join(timeout=time_budget_s + 5)

@@ -6,13 +6,14 @@ import asyncio
 import logging
 import time
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app import tokens
-from app.errors import Forbidden, NotFound, PayloadTooLarge, Unprocessable
+from app.errors import Conflict, Forbidden, NotFound, PayloadTooLarge, Unprocessable
 from app.schemas.completion import (
     CompletionData,
     CompletionFailure,
@@ -99,6 +100,35 @@ async def _call_model(state: AppState, model: ModelInfo, payload: dict[str, Any]
         return {"ok": False, "error": reason, "generation_time_ms": int((time.perf_counter() - started) * 1000)}
 
 
+@dataclass
+class _InFlight:
+    """The model calls of one completion request, and whether a newer request superseded them."""
+
+    calls: asyncio.Future[list[dict[str, Any]]]
+    superseded: bool = False
+
+
+async def _run_superseding(
+    state: AppState, session_id: uuid.UUID, models: list[ModelInfo], payload: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """Call the models side by side; a newer request of the same session cancels this one's generations."""
+    previous = state.inflight.get(session_id)
+    if previous is not None and not previous.calls.done():
+        previous.superseded = True
+        previous.calls.cancel()
+    mine = _InFlight(asyncio.gather(*(_call_model(state, m, payload) for m in models)))
+    state.inflight[session_id] = mine
+    try:
+        return await mine.calls
+    except asyncio.CancelledError:
+        if mine.superseded:
+            raise Conflict("Superseded by a newer completion request of this session") from None
+        raise  # the client went away: let the cancellation reach the model deployments
+    finally:
+        if state.inflight.get(session_id) is mine:
+            del state.inflight[session_id]
+
+
 async def request_completion(
     state: AppState,
     db: AsyncSession,
@@ -113,7 +143,7 @@ async def request_completion(
     prefs = Preference.model_validate(user.preference or {})
     payload = model_payload(body)
     started = time.perf_counter()
-    results = await asyncio.gather(*(_call_model(state, m, payload) for m in models))
+    results = await _run_superseding(state, session.session_id, models, payload)
     total_ms = int((time.perf_counter() - started) * 1000)
 
     meta = MetaQuery(

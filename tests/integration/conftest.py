@@ -56,7 +56,13 @@ TINY_MODEL = {
 
 
 @pytest.fixture(scope="session")
-def ray_cluster() -> Iterator[None]:
+def metrics_port() -> int:
+    """Where the local Ray node exports Prometheus metrics."""
+    return free_port()
+
+
+@pytest.fixture(scope="session")
+def ray_cluster(metrics_port: int) -> Iterator[None]:
     """One local Ray instance for the session (logical CPUs above the 2 cores so several small replicas fit)."""
     import logging
 
@@ -68,7 +74,12 @@ def ray_cluster() -> Iterator[None]:
         logging_level=logging.WARNING,
         log_to_driver=False,
         # Idle workers prestarted for 8 logical CPUs would cost the 2 real cores a minute of imports.
-        _system_config={"prestart_worker_first_driver": False, "enable_worker_prestart": False},
+        _metrics_export_port=metrics_port,
+        _system_config={
+            "prestart_worker_first_driver": False,
+            "enable_worker_prestart": False,
+            "metrics_report_interval_ms": 1000,
+        },
     )
     try:
         yield
@@ -77,17 +88,60 @@ def ray_cluster() -> Iterator[None]:
 
 
 @pytest.fixture(scope="session")
-def serve_app(ray_cluster: None, services: ServiceUrls) -> Iterator[str]:
-    """The Serve application (ingress + default model + embedder) on a real local Ray; yields its base URL."""
+def test_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Random-weight models built once: a long-running one, a misconfigured (failing) one, a chat one."""
+    from tests.utils.tiny_models import build_random_model
+
+    root = tmp_path_factory.mktemp("models")
+    return {
+        "long": build_random_model(root / "long", seed=1),
+        "broken": build_random_model(root / "broken", vocab_size=100, seed=2),
+        "chat": build_random_model(root / "chat", seed=3, chat=True),
+    }
+
+
+def registry(test_models: dict[str, Path]) -> list[dict]:
+    """The session app's model registry: the default model twice, a failing one, a long-runner, a chat model."""
+    return [
+        TINY_MODEL,
+        {**TINY_MODEL, "name": "code4me-tiny-twin", "is_default": False},
+        {"name": "broken", "model_id": str(test_models["broken"]), "family": "code4me", "num_cpus": 0.5},
+        {
+            "name": "long-runner",
+            "model_id": str(test_models["long"]),
+            "family": "code4me",
+            "num_cpus": 0.5,
+            "generation": {"max_new_tokens": 900, "time_budget_s": 60.0},
+        },
+        {
+            "name": "chatty",
+            "model_id": str(test_models["chat"]),
+            "family": "plain",
+            "is_chat": True,
+            "num_cpus": 0.5,
+            "generation": {"max_new_tokens": 16, "time_budget_s": 20.0},
+        },
+    ]
+
+
+@pytest.fixture(scope="session")
+def app_settings(services: ServiceUrls):  # type: ignore[no-untyped-def]
+    """Settings pointing the application at the embedded services."""
+    from app.settings import Settings
+
+    return Settings(environment="test", database_url=services.database_url, redis_url=services.redis_url)
+
+
+@pytest.fixture(scope="session")
+def serve_app(ray_cluster: None, app_settings, test_models: dict[str, Path]) -> Iterator[str]:  # type: ignore[no-untyped-def]
+    """The Serve application (ingress + models + embedder) on a real local Ray; yields its base URL."""
     from ray import serve
 
-    from app.settings import Settings
     from serve.builder import build_app
 
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
-    settings = Settings(environment="test", database_url=services.database_url, redis_url=services.redis_url)
-    app = build_app({"models": [TINY_MODEL], "embedding": {"enabled": True}}, settings=settings, migrate=False)
+    app = build_app({"models": registry(test_models), "embedding": {"enabled": True}}, settings=app_settings, migrate=False)
     serve.run(app, name="code4me", route_prefix="/")
     try:
         yield f"http://127.0.0.1:{port}"

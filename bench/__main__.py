@@ -1,0 +1,87 @@
+"""`python -m bench [overhead|batching|scaling|all]`: start the real stack once, run, print tables, write JSON."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+import warnings
+from pathlib import Path
+
+from bench import batching, overhead, scaling
+from bench.report import RESULTS_DIR, Table
+from bench.stack import Stack
+
+BENCHMARKS = {"overhead": overhead, "batching": batching, "scaling": scaling}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="python -m bench",
+        description="Code4me Serve benchmarks on the real stack (embedded PostgreSQL/Redis, local Ray, Serve, HTTP).",
+    )
+    p.add_argument(
+        "which", nargs="*", choices=["all", *BENCHMARKS], default="all", help="benchmarks to run (default all)"
+    )
+    p.add_argument("--num-cpus", type=int, default=8, help="logical CPUs given to Ray (default 8)")
+    p.add_argument("--no-embedder", action="store_true", help="deploy without the embedding deployment")
+    p.add_argument("--results-dir", type=Path, default=RESULTS_DIR, help="where <name>.json goes (default bench/results)")
+    for module in BENCHMARKS.values():
+        module.add_arguments(p)
+    args = p.parse_args(argv)
+    if isinstance(args.which, str):
+        args.which = [args.which]
+    if "all" in args.which:
+        args.which = list(BENCHMARKS)
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    began = time.perf_counter()
+    stack = Stack(num_cpus=args.num_cpus, embedder=not args.no_embedder)
+    print(f"starting the stack (embedded PostgreSQL + Redis, Ray with {args.num_cpus} logical CPUs, Serve app) ...", flush=True)
+    failed: list[str] = []
+    summary = Table("Summary", ["benchmark", "seconds", "checks", "goals", "results"])
+    try:
+        stack.start()
+        print(
+            "stack up: services {services_s:.1f} s, Ray + proxy {ray_s:.1f} s, first deploy {first_deploy_s:.1f} s; "
+            "API at {url}".format(url=stack.base_url, **stack.timings),
+            flush=True,
+        )
+        for name in args.which:
+            print(f"\nrunning {name} ...", flush=True)
+            t0 = time.perf_counter()
+            try:
+                result = BENCHMARKS[name].run(stack, args)
+            except Exception as exc:  # noqa: BLE001 - report and go on with the next benchmark
+                logging.exception("benchmark %s failed", name)
+                failed.append(name)
+                summary.add(name, round(time.perf_counter() - t0, 1), f"ERROR {type(exc).__name__}: {exc}"[:80], "", "")
+                continue
+            result.print()
+            path = result.write(args.results_dir)
+            ok = all(result.checks.values())
+            if not ok:
+                failed.append(name)
+            summary.add(
+                name,
+                round(time.perf_counter() - t0, 1),
+                "PASS" if ok else "FAIL: " + ",".join(k for k, v in result.checks.items() if not v),
+                ", ".join(f"{k} {'met' if v else 'NOT met'}" for k, v in result.goals.items()) or "-",
+                str(path.relative_to(Path.cwd())) if path.is_relative_to(Path.cwd()) else str(path),
+            )
+    finally:
+        stack.stop()
+    print()
+    print(summary.render())
+    print(f"\ntotal {time.perf_counter() - began:.0f} s")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,39 @@
+"""The in-process baseline: the generator the model deployment runs, fed the request it would build."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+from app.schemas.completion import CompletionRequest
+from app.services.completions import model_payload
+from deployments.completion_model import to_gen_request
+from deployments.generator import CausalLMGenerator, GenRequest
+from serve.registry import ModelEntry
+
+
+@lru_cache(maxsize=4)
+def _load(source: str, family: str, dtype: str, max_context_tokens: int | None, threads: int) -> CausalLMGenerator:
+    import torch
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    # Same as CompletionModel.__init__ on CPU: one intra-op pool sized to the replica's CPUs.
+    torch.set_num_threads(threads)
+    return CausalLMGenerator(source, family, dtype=dtype, device="cpu", max_context_tokens=max_context_tokens)
+
+
+def generator_for(entry: dict[str, Any]) -> tuple[CausalLMGenerator, ModelEntry]:
+    """The generator a CPU replica of this entry loads, with the replica's thread count."""
+    import torch
+
+    model = ModelEntry.model_validate(entry)
+    threads = max(1, int(model.num_cpus))
+    gen = _load(model.resolved_source(), model.family, model.dtype, model.max_context_tokens, threads)
+    torch.set_num_threads(threads)
+    return gen, model
+
+
+def gen_request(body: dict[str, Any], entry: ModelEntry) -> GenRequest:
+    """The GenRequest the deployment builds for this HTTP body (ingress payload -> model request)."""
+    return to_gen_request(model_payload(CompletionRequest.model_validate(body)), entry)
