@@ -13,6 +13,7 @@ from bench import batching, overhead, scaling
 from bench.report import RESULTS_DIR, Table
 from bench.stack import Stack
 
+log = logging.getLogger("bench")
 BENCHMARKS = {"overhead": overhead, "batching": batching, "scaling": scaling}
 
 
@@ -22,11 +23,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         description="Code4me Serve benchmarks on the real stack (embedded PostgreSQL/Redis, local Ray, Serve, HTTP).",
     )
     p.add_argument(
-        "which", nargs="*", choices=["all", *BENCHMARKS], default="all", help="benchmarks to run (default all)"
+        "which",
+        nargs="*",
+        choices=["all", *BENCHMARKS],
+        default="all",
+        help="benchmarks to run (default all)",
     )
     p.add_argument("--num-cpus", type=int, default=8, help="logical CPUs given to Ray (default 8)")
     p.add_argument("--no-embedder", action="store_true", help="deploy without the embedding deployment")
-    p.add_argument("--results-dir", type=Path, default=RESULTS_DIR, help="where <name>.json goes (default bench/results)")
+    p.add_argument(
+        "--results-dir", type=Path, default=RESULTS_DIR, help="where <name>.json goes (default bench/results)"
+    )
     for module in BENCHMARKS.values():
         module.add_arguments(p)
     args = p.parse_args(argv)
@@ -43,7 +50,10 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     began = time.perf_counter()
     stack = Stack(num_cpus=args.num_cpus, embedder=not args.no_embedder)
-    print(f"starting the stack (embedded PostgreSQL + Redis, Ray with {args.num_cpus} logical CPUs, Serve app) ...", flush=True)
+    print(
+        f"starting the stack (embedded PostgreSQL + Redis, Ray with {args.num_cpus} logical CPUs, Serve app) ...",
+        flush=True,
+    )
     failed: list[str] = []
     summary = Table("Summary", ["benchmark", "seconds", "checks", "goals", "results"])
     try:
@@ -58,10 +68,16 @@ def main(argv: list[str] | None = None) -> int:
             t0 = time.perf_counter()
             try:
                 result = BENCHMARKS[name].run(stack, args)
-            except Exception as exc:  # noqa: BLE001 - report and go on with the next benchmark
-                logging.exception("benchmark %s failed", name)
+            except Exception as exc:  # report it and go on with the next benchmark
+                log.exception("benchmark %s failed", name)
                 failed.append(name)
-                summary.add(name, round(time.perf_counter() - t0, 1), f"ERROR {type(exc).__name__}: {exc}"[:80], "", "")
+                summary.add(
+                    name,
+                    round(time.perf_counter() - t0, 1),
+                    f"ERROR {type(exc).__name__}: {exc}"[:80],
+                    "",
+                    "",
+                )
                 continue
             result.print()
             path = result.write(args.results_dir)

@@ -33,11 +33,17 @@ GOAL_RATIO = 3.0
 def add_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("batching")
     g.add_argument("--clients", type=int, default=16, help="concurrent plugin clients (default 16)")
-    g.add_argument("--requests-per-client", type=int, default=12, help="measured requests per client (default 12)")
+    g.add_argument(
+        "--requests-per-client", type=int, default=12, help="measured requests per client (default 12)"
+    )
     g.add_argument("--batch-size", type=int, default=16, help="max_batch_size with batching on (default 16)")
     g.add_argument("--batch-wait-s", type=float, default=0.01, help="batch_wait_timeout_s (default 0.01)")
-    g.add_argument("--raw-repeats", type=int, default=3, help="repeats of the in-process comparison (default 3)")
-    g.add_argument("--short-prefix-chars", type=int, default=256, help="prefix length of the short-prompt raw line")
+    g.add_argument(
+        "--raw-repeats", type=int, default=3, help="repeats of the in-process comparison (default 3)"
+    )
+    g.add_argument(
+        "--short-prefix-chars", type=int, default=256, help="prefix length of the short-prompt raw line"
+    )
 
 
 def batched_entry(max_batch_size: int, wait_s: float, clients: int) -> dict[str, Any]:
@@ -59,7 +65,9 @@ async def _client_loop(
         out["completions"].append((i, slot["completion"]))
 
 
-async def _measure(clients: list[httpx.AsyncClient], bodies: list[dict[str, Any]], n: int, warmup: int) -> dict[str, Any]:
+async def _measure(
+    clients: list[httpx.AsyncClient], bodies: list[dict[str, Any]], n: int, warmup: int
+) -> dict[str, Any]:
     scratch: dict[str, list] = {"latency_ms": [], "server_gen_ms": [], "completions": []}
     await asyncio.gather(*(_client_loop(c, bodies, j, warmup, scratch) for j, c in enumerate(clients)))
     out: dict[str, list] = {"latency_ms": [], "server_gen_ms": [], "completions": []}
@@ -71,7 +79,9 @@ async def _measure(clients: list[httpx.AsyncClient], bodies: list[dict[str, Any]
 
 async def _http_runs(stack: Stack, args: argparse.Namespace, bodies_for) -> dict[str, Any]:  # type: ignore[no-untyped-def]
     limits = httpx.Limits(max_connections=2, max_keepalive_connections=2)
-    clients = [httpx.AsyncClient(base_url=stack.base_url, timeout=120, limits=limits) for _ in range(args.clients)]
+    clients = [
+        httpx.AsyncClient(base_url=stack.base_url, timeout=120, limits=limits) for _ in range(args.clients)
+    ]
     try:
         model_ids = await asyncio.gather(*(plugin_login_async(c) for c in clients))
         bodies = bodies_for(model_ids[0])
@@ -139,7 +149,9 @@ def _forward_costs(gen, prompt_tokens: int, n: int) -> dict[str, tuple[float, fl
             cache = model(ids, use_cache=True).past_key_values
             step = torch.randint(10, 1000, (b, 1), generator=gen_ids)
             # Each step appends to the cache; a few extra positions do not change the cost measurably.
-            decode = median_ms(lambda step=step, cache=cache: model(step, past_key_values=cache, use_cache=True))
+            decode = median_ms(
+                lambda step=step, cache=cache: model(step, past_key_values=cache, use_cache=True)
+            )
             costs[b] = (prefill, decode)
         out[f"prefill, {prompt_tokens} tokens"] = (costs[1][0], costs[n][0])
         out["decode step"] = (costs[1][1], costs[n][1])
@@ -163,42 +175,91 @@ def run(stack: Stack, args: argparse.Namespace) -> Result:
 
     http = Table(
         f"Batching: {args.clients} concurrent HTTP clients x {args.requests_per_client} requests (completions/s, ms)",
-        ["model deployment", "requests", "wall s", "compl/s", "p50 lat", "p95 lat", "p50 gen", "same as 1-by-1"],
+        [
+            "model deployment",
+            "requests",
+            "wall s",
+            "compl/s",
+            "p50 lat",
+            "p95 lat",
+            "p50 gen",
+            "same as 1-by-1",
+        ],
     )
     for label, r in (("on", on), ("off", off)):
         lat, sg = summary(r["latency_ms"]), summary(r["server_gen_ms"])
         same = sum(reference[i] == c for i, c in r["completions"])
         r["same_as_unbatched"] = same
         name = f"batching {label} (max_batch_size {r['max_batch_size']})"
-        http.add(name, len(r["latency_ms"]), r["wall_s"], r["throughput"], lat["p50"], lat["p95"], sg["p50"], f"{same}/{len(r['completions'])}")
+        http.add(
+            name,
+            len(r["latency_ms"]),
+            r["wall_s"],
+            r["throughput"],
+            lat["p50"],
+            lat["p95"],
+            sg["p50"],
+            f"{same}/{len(r['completions'])}",
+        )
     http.notes += [
-        f"throughput ratio on/off: {ratio:.2f}x (goal >= {GOAL_RATIO:.0f}x: {'met' if ratio >= GOAL_RATIO else 'NOT met'}); "
-        f"p50 latency ratio on/off: {summary(on['latency_ms'])['p50'] / summary(off['latency_ms'])['p50']:.2f}x",
-        f"batch_wait_timeout_s {args.batch_wait_s}; each client its own user/session/project; 2 warm-up requests "
-        f"per client before each measurement; 'p50 gen' = server generation_time (whole batch's time)",
+        (
+            f"throughput ratio on/off: {ratio:.2f}x (goal >= {GOAL_RATIO:.0f}x: {'met' if ratio >= GOAL_RATIO else 'NOT met'}); "
+            f"p50 latency ratio on/off: {summary(on['latency_ms'])['p50'] / summary(off['latency_ms'])['p50']:.2f}x"
+        ),
+        (
+            f"batch_wait_timeout_s {args.batch_wait_s}; each client its own user/session/project; 2 warm-up requests "
+            f"per client before each measurement; 'p50 gen' = server generation_time (whole batch's time)"
+        ),
         f"prompts: {len(prompts)} stdlib cursor positions (fingerprint {fingerprint(prompts)})",
     ]
 
     raw = Table(
         f"Batching, raw generator in-process (1 thread): one generate_batch of {args.clients} vs. {args.clients} single calls",
-        ["prompts", "seq compl/s", "batched compl/s", "ratio", "seq ms/req", "batch ms", "new tok/req", "same"],
+        [
+            "prompts",
+            "seq compl/s",
+            "batched compl/s",
+            "ratio",
+            "seq ms/req",
+            "batch ms",
+            "new tok/req",
+            "same",
+        ],
     )
     n = args.clients
     full_reqs = [gen_request(b, model) for b in bodies_for(1)]
     full_reqs = [full_reqs[i % len(full_reqs)] for i in range(n)]
-    lengths = [len(gen.tokenizer(gen.build_prompt(r), add_special_tokens=False)["input_ids"]) for r in full_reqs]
+    lengths = [
+        len(gen.tokenizer(gen.build_prompt(r), add_special_tokens=False)["input_ids"]) for r in full_reqs
+    ]
     short_reqs = [replace(r, prefix=r.prefix[-args.short_prefix_chars :]) for r in full_reqs]
-    short_len = [len(gen.tokenizer(gen.build_prompt(r), add_special_tokens=False)["input_ids"]) for r in short_reqs]
+    short_len = [
+        len(gen.tokenizer(gen.build_prompt(r), add_special_tokens=False)["input_ids"]) for r in short_reqs
+    ]
     raws = {}
     for label, reqs, toks in (
         (f"benchmark prompts (~{sum(lengths) // n} tokens)", full_reqs, lengths),
-        (f"prefix cut to {args.short_prefix_chars} chars (~{sum(short_len) // n} tokens)", short_reqs, short_len),
+        (
+            f"prefix cut to {args.short_prefix_chars} chars (~{sum(short_len) // n} tokens)",
+            short_reqs,
+            short_len,
+        ),
     ):
         r = _raw(gen, reqs, budget, args.raw_repeats)
         raws[label] = r
-        raw.add(label, r["sequential_per_s"], r["batched_per_s"], r["ratio"], r["sequential_ms_per_req"],
-                r["batched_ms_per_batch"], r["mean_new_tokens"], f"{r['compared'] - r['mismatches']}/{r['compared']}")
-    raw.notes.append(f"medians of {args.raw_repeats} repeats; 'same' = batched greedy output equals the single call's")
+        raw.add(
+            label,
+            r["sequential_per_s"],
+            r["batched_per_s"],
+            r["ratio"],
+            r["sequential_ms_per_req"],
+            r["batched_ms_per_batch"],
+            r["mean_new_tokens"],
+            f"{r['compared'] - r['mismatches']}/{r['compared']}",
+        )
+    raw.notes.append(
+        f"medians of {args.raw_repeats} repeats; 'same' = batched greedy output equals the single call's"
+    )
     parts = _forward_costs(gen, sorted(lengths)[len(lengths) // 2], n)
     forward = Table(
         f"Batching, where the time goes: model forward passes in-process (1 thread), batch 1 vs. {n} (ms)",
@@ -217,7 +278,9 @@ def run(stack: Stack, args: argparse.Namespace) -> Result:
         "runs": {k: {kk: vv for kk, vv in v.items() if kk != "completions"} for k, v in runs.items()},
         "raw_generator": raws,
         "forward_ms": parts,
-        "args": {k: getattr(args, k) for k in ("clients", "requests_per_client", "batch_size", "batch_wait_s")},
+        "args": {
+            k: getattr(args, k) for k in ("clients", "requests_per_client", "batch_size", "batch_wait_s")
+        },
         "entry_on": batched_entry(args.batch_size, args.batch_wait_s, args.clients),
         "prompts_fingerprint": fingerprint(prompts),
     }

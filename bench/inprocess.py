@@ -13,11 +13,14 @@ from serve.registry import ModelEntry
 
 
 @lru_cache(maxsize=4)
-def _load(source: str, family: str, dtype: str, max_context_tokens: int | None, threads: int) -> CausalLMGenerator:
+def _load(
+    source: str, family: str, dtype: str, max_context_tokens: int | None, threads: int
+) -> CausalLMGenerator:
     import torch
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()  # no notices in the printed tables
     # Same as CompletionModel.__init__ on CPU: one intra-op pool sized to the replica's CPUs.
     torch.set_num_threads(threads)
     return CausalLMGenerator(source, family, dtype=dtype, device="cpu", max_context_tokens=max_context_tokens)

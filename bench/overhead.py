@@ -23,8 +23,12 @@ GOAL_P50_OVERHEAD_MS = 15.0
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("overhead")
-    g.add_argument("--overhead-rounds", type=int, default=5, help="measured passes over the prompts (default 5)")
-    g.add_argument("--overhead-warmup", type=int, default=1, help="warm-up passes over the prompts (default 1)")
+    g.add_argument(
+        "--overhead-rounds", type=int, default=5, help="measured passes over the prompts (default 5)"
+    )
+    g.add_argument(
+        "--overhead-warmup", type=int, default=1, help="warm-up passes over the prompts (default 1)"
+    )
 
 
 def run(stack: Stack, args: argparse.Namespace) -> Result:
@@ -81,18 +85,28 @@ def run(stack: Stack, args: argparse.Namespace) -> Result:
     table.add("  server generation_time (API)", sgen["n"], sgen["p50"], sgen["p95"], sgen["mean"])
     table.add("  HTTP - server generation_time", rest["n"], rest["p50"], rest["p95"], rest["mean"])
     table.add("  for scale: GET /api/ping (proxy+ingress)", ping["n"], ping["p50"], ping["p95"], ping["mean"])
-    table.add("overhead: HTTP p50 - in-process p50", loc["n"], overhead_p50, htp["p95"] - loc["p95"], htp["mean"] - loc["mean"])
+    table.add(
+        "overhead: HTTP p50 - in-process p50",
+        loc["n"],
+        overhead_p50,
+        htp["p95"] - loc["p95"],
+        htp["mean"] - loc["mean"],
+    )
     ratio = htp["p50"] / loc["p50"] if loc["p50"] else float("nan")
     batch = entry.get("batch", {})
     table.notes += [
         f"HTTP/in-process p50 ratio {ratio:.2f}x; goal p50 overhead <= {GOAL_P50_OVERHEAD_MS:.0f} ms: "
         + ("met" if overhead_p50 <= GOAL_P50_OVERHEAD_MS else "NOT met"),
-        f"{len(prompts)} stdlib prompts (fingerprint {fingerprint(prompts)}), {args.overhead_rounds} rounds after "
-        f"{args.overhead_warmup} warm-up; model entry as in configs/local.yaml "
-        f"(max_new_tokens {model.generation.max_new_tokens}, batch max {batch.get('max_batch_size')} / "
-        f"wait {batch.get('batch_wait_timeout_s', 0) * 1000:.0f} ms: the wait is part of the overhead)",
-        f"greedy outputs identical on both paths: {len(http_ms) - len(mismatches)}/{len(http_ms)} "
-        f"(mismatches: {len(mismatches)})",
+        (
+            f"{len(prompts)} stdlib prompts (fingerprint {fingerprint(prompts)}), {args.overhead_rounds} rounds after "
+            f"{args.overhead_warmup} warm-up; model entry as in configs/local.yaml "
+            f"(max_new_tokens {model.generation.max_new_tokens}, batch max {batch.get('max_batch_size')} / "
+            f"wait {batch.get('batch_wait_timeout_s', 0) * 1000:.0f} ms: the wait is part of the overhead)"
+        ),
+        (
+            f"greedy outputs identical on both paths: {len(http_ms) - len(mismatches)}/{len(http_ms)} "
+            f"(mismatches: {len(mismatches)})"
+        ),
     ]
     result = Result("overhead", tables=[table])
     result.data = {

@@ -64,7 +64,9 @@ def _candidate_lines(source: str) -> list[int]:
     lines = source.splitlines()
     found = set()
     for node in ast.walk(tree):
-        if not isinstance(node, ast.stmt) or isinstance(node, ast.Expr | ast.Pass | ast.Import | ast.ImportFrom):
+        if not isinstance(node, ast.stmt) or isinstance(
+            node, ast.Expr | ast.Pass | ast.Import | ast.ImportFrom
+        ):
             continue
         if node.lineno != node.end_lineno or node.lineno < 40:
             continue

@@ -56,11 +56,14 @@ class Table:
         cells = [[fmt(v) for v in row] for row in self.rows]
         widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(self.headers)]
         numeric = [
-            all(isinstance(row[i], int | float) for row in self.rows) and bool(self.rows) for i in range(len(self.headers))
+            all(isinstance(row[i], int | float) for row in self.rows) and bool(self.rows)
+            for i in range(len(self.headers))
         ]
 
         def line(values: list[str]) -> str:
-            return "  ".join(v.rjust(w) if num else v.ljust(w) for v, w, num in zip(values, widths, numeric)).rstrip()
+            return "  ".join(
+                v.rjust(w) if num else v.ljust(w) for v, w, num in zip(values, widths, numeric)
+            ).rstrip()
 
         out = [self.title, "=" * len(self.title), line(self.headers), line(["-" * w for w in widths])]
         out += [line(r) for r in cells]

@@ -23,14 +23,20 @@ from bench.stack import Stack, completion_body, completion_slot, default_entry, 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("scaling")
-    g.add_argument("--scale-clients", type=int, default=8, help="concurrent clients during the load (default 8)")
+    g.add_argument(
+        "--scale-clients", type=int, default=8, help="concurrent clients during the load (default 8)"
+    )
     g.add_argument("--max-replicas", type=int, default=2, help="autoscaling max_replicas (default 2)")
     g.add_argument("--target-ongoing", type=float, default=2.0, help="target_ongoing_requests (default 2)")
     g.add_argument("--upscale-delay-s", type=float, default=2.0, help="upscale_delay_s (default 2)")
     g.add_argument("--downscale-delay-s", type=float, default=10.0, help="downscale_delay_s (default 10)")
     g.add_argument("--load-s", type=float, default=30.0, help="seconds of load (default 30)")
-    g.add_argument("--idle-s", type=float, default=30.0, help="seconds of idle sampling after the load (default 30)")
-    g.add_argument("--print-every", type=int, default=3, help="print every n-th sample plus every change (default 3)")
+    g.add_argument(
+        "--idle-s", type=float, default=30.0, help="seconds of idle sampling after the load (default 30)"
+    )
+    g.add_argument(
+        "--print-every", type=int, default=3, help="print every n-th sample plus every change (default 3)"
+    )
 
 
 def scaling_entry(args: argparse.Namespace) -> dict[str, Any]:
@@ -67,7 +73,9 @@ async def _drive(stack: Stack, args: argparse.Namespace) -> dict[str, Any]:
                 state["in_flight"] += 1
                 t0 = time.perf_counter()
                 try:
-                    completion_slot(await clients[j].post("/api/completion/request", json=bodies[k % len(bodies)]))
+                    completion_slot(
+                        await clients[j].post("/api/completion/request", json=bodies[k % len(bodies)])
+                    )
                     state["done"] += 1
                     latencies.append((t0 - t_start, (time.perf_counter() - t0) * 1000))
                 except (httpx.HTTPError, RuntimeError):
@@ -134,10 +142,20 @@ def run(stack: Stack, args: argparse.Namespace) -> Result:
     for i, s in enumerate(samples):
         key = (s["phase"], s.get("RUNNING", 0), s.get("STARTING", 0), s.get("STOPPING", 0), s.get("status"))
         if key != prev_key or i % args.print_every == 0 or i == len(samples) - 1:
-            series.add(s["t"], s["phase"], s["in_flight"], s["done_per_s"], s.get("RUNNING", 0), s.get("STARTING", 0),
-                       s.get("STOPPING", 0), s.get("status", "?"))
+            series.add(
+                s["t"],
+                s["phase"],
+                s["in_flight"],
+                s["done_per_s"],
+                s.get("RUNNING", 0),
+                s.get("STARTING", 0),
+                s.get("STOPPING", 0),
+                s.get("status", "?"),
+            )
         prev_key = key
-    series.notes.append(f"1-second samples: every {args.print_every}. one printed, plus every change of phase or replica state; all in the JSON")
+    series.notes.append(
+        f"1-second samples: every {args.print_every}. one printed, plus every change of phase or replica state; all in the JSON"
+    )
 
     load_lat = [ms for t, ms in out["latencies"]]
     summary_table = Table(
@@ -145,8 +163,11 @@ def run(stack: Stack, args: argparse.Namespace) -> Result:
         ["figure", "value"],
     )
     ac = entry["autoscaling_config"]
-    summary_table.add("autoscaling", f"min {ac['min_replicas']} / max {ac['max_replicas']} / target {ac['target_ongoing_requests']} "
-                      f"/ up {ac['upscale_delay_s']} s / down {ac['downscale_delay_s']} s")
+    summary_table.add(
+        "autoscaling",
+        f"min {ac['min_replicas']} / max {ac['max_replicas']} / target {ac['target_ongoing_requests']} "
+        f"/ up {ac['upscale_delay_s']} s / down {ac['downscale_delay_s']} s",
+    )
     summary_table.add("replicas RUNNING before load", before.get("RUNNING", 0))
     summary_table.add("peak replicas RUNNING", peak)
     summary_table.add("first sample with > 1 RUNNING (s)", first_up if first_up is not None else "never")
@@ -157,9 +178,18 @@ def run(stack: Stack, args: argparse.Namespace) -> Result:
     summary_table.add("p50 latency during load (ms)", round(summary(load_lat)["p50"], 1))
 
     result = Result("scaling", tables=[series, summary_table])
-    result.data = {"entry": entry, "deploy_s": deploy_s, "before": before, "samples": samples, "peak_running": peak,
-                   "first_upscaled_t": first_up, "back_to_one_t": back_at, "done": out["done"], "errors": out["errors"],
-                   "latency_ms": summary(load_lat)}
+    result.data = {
+        "entry": entry,
+        "deploy_s": deploy_s,
+        "before": before,
+        "samples": samples,
+        "peak_running": peak,
+        "first_upscaled_t": first_up,
+        "back_to_one_t": back_at,
+        "done": out["done"],
+        "errors": out["errors"],
+        "latency_ms": summary(load_lat),
+    }
     result.checks["replicas_rose_above_1"] = peak > 1
     result.checks["replicas_fell_back_to_1"] = peak > 1 and fell_back
     result.checks["no_failed_requests"] = out["errors"] == 0

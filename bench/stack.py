@@ -118,14 +118,14 @@ class Stack:
         from ray import serve
 
         from app.settings import Settings
-        from serve.builder import build_app
+        from serve.builder import build_application
 
         args = local_app_args()
         args["models"] = [entry]
         args["embedding"]["enabled"] = self.embedder
         settings = Settings(database_url=self._database_url, redis_url=self._redis_url)
         began = time.perf_counter()
-        app = build_app(args, settings=settings, migrate=False)
+        app = build_application(args, settings=settings, migrate=False)
         serve.run(app, name=APP_NAME, route_prefix="/")
         self.entry = copy.deepcopy(entry)
         self._wait_api()

@@ -41,11 +41,22 @@ def resolve_service_urls(settings: Settings) -> tuple[str, str]:
         return settings.database_url, settings.redis_url
     from serve.embedded import resolve_services
 
-    urls, _services = resolve_services(settings.database_url, settings.redis_url, settings.data_dir.resolve())
+    # Under `serve run` the builder runs in a short-lived Ray task: the embedded servers must outlive it
+    # (they are reused by the next start; `code4me up` stops them on exit).
+    urls, _services = resolve_services(
+        settings.database_url, settings.redis_url, settings.data_dir.resolve(), stop_at_exit=False
+    )
     return urls.database_url, urls.redis_url
 
 
-def build_app(raw_args: dict[str, Any], *, settings: Settings | None = None, migrate: bool = True) -> Application:
+def build_app(args: dict[str, Any]) -> Application:
+    """The `import_path` target of configs/*.yaml: Serve calls it with the application's `args`."""
+    return build_application(args)
+
+
+def build_application(
+    raw_args: dict[str, Any], *, settings: Settings | None = None, migrate: bool = True
+) -> Application:
     """Validate the registry, make sure the database schema is current, and bind the deployment graph."""
     args: AppArgs = load_args(raw_args)
     settings = settings or get_settings()

@@ -59,7 +59,7 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
     from ray import serve
 
     from db.migrate import upgrade
-    from serve.builder import build_app
+    from serve.builder import build_application
     from serve.embedded import resolve_services
 
     started = time.monotonic()
@@ -88,7 +88,7 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
         )
         serve.start(http_options={"host": host, "port": port})
         resolved = settings.model_copy(update={"database_url": urls.database_url, "redis_url": urls.redis_url})
-        application = build_app(app_args, settings=resolved, migrate=False)
+        application = build_application(app_args, settings=resolved, migrate=False)
         serve.run(application, name=APP_NAME, route_prefix="/", blocking=False)
         base = f"http://{host}:{port}"
         if not _wait_ready(f"{base}/api/ping", timeout_s=180):

@@ -137,11 +137,11 @@ def serve_app(ray_cluster: None, app_settings, test_models: dict[str, Path]) -> 
     """The Serve application (ingress + models + embedder) on a real local Ray; yields its base URL."""
     from ray import serve
 
-    from serve.builder import build_app
+    from serve.builder import build_application
 
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
-    app = build_app({"models": registry(test_models), "embedding": {"enabled": True}}, settings=app_settings, migrate=False)
+    app = build_application({"models": registry(test_models), "embedding": {"enabled": True}}, settings=app_settings, migrate=False)
     serve.run(app, name="code4me", route_prefix="/")
     try:
         yield f"http://127.0.0.1:{port}"

@@ -151,7 +151,7 @@ def test_metrics_are_exported_to_prometheus(metrics_port: int) -> None:
 
 
 def test_live_registry_update_keeps_serving(serve_app: str, app_settings, test_models: dict[str, Path]) -> None:  # type: ignore[no-untyped-def]
-    from serve.builder import build_app
+    from serve.builder import build_application
     from tests.integration.conftest import TINY_MODEL, registry
 
     c, ids = signed_in(serve_app)
@@ -176,7 +176,7 @@ def test_live_registry_update_keeps_serving(serve_app: str, app_settings, test_m
     try:
         time.sleep(1.0)
         new_entry = {**TINY_MODEL, "name": f"added-{uuid.uuid4().hex[:6]}", "is_default": False}
-        app = build_app(
+        app = build_application(
             {"models": [*registry(test_models), new_entry], "embedding": {"enabled": True}}, settings=app_settings, migrate=False
         )
         serve.run(app, name=APP, route_prefix="/")
