@@ -180,41 +180,34 @@ async def request_completion(
 
     slots: list[CompletionItem | CompletionFailure] = []
     for model, res in zip(models, results, strict=True):
-        if res["ok"]:
-            db.add(
-                Generation(
-                    meta_query_id=meta.meta_query_id,
-                    model_id=model.model_id,
-                    completion=res["completion"],
-                    generation_time_ms=int(res["generation_time_ms"]),
-                    confidence=float(res["confidence"]),
-                    token_logprobs=[float(x) for x in res.get("token_logprobs", [])],
-                )
-            )
-            slots.append(
-                CompletionItem(
-                    model_id=model.model_id,
-                    model_name=model.name,
-                    completion=res["completion"],
-                    generation_time=int(res["generation_time_ms"]),
-                    confidence=float(res["confidence"]),
-                )
-            )
-        else:
-            db.add(
-                Generation(
-                    meta_query_id=meta.meta_query_id,
-                    model_id=model.model_id,
-                    completion="",
-                    generation_time_ms=int(res["generation_time_ms"]),
-                    error=res["error"],
-                )
-            )
-            slots.append(CompletionFailure(model_id=model.model_id, model_name=model.name))
+        generation = Generation(
+            meta_query_id=meta.meta_query_id,
+            model_id=model.model_id,
+            completion=res["completion"] if res["ok"] else "",
+            generation_time_ms=int(res["generation_time_ms"]),
+            confidence=float(res["confidence"]) if res["ok"] else None,
+            token_logprobs=[float(x) for x in res.get("token_logprobs", [])] if res["ok"] else None,
+            error=None if res["ok"] else res["error"],
+        )
+        db.add(generation)
+        slots.append(_slot(generation, model.name))
     await db.commit()
     return CompletionResponse(
         message="Completions generated successfully",
         data=CompletionData(meta_query_id=meta.meta_query_id, completions=slots),
+    )
+
+
+def _slot(generation: Generation, model_name: str) -> CompletionItem | CompletionFailure:
+    """The answer slot of one stored generation (a failure keeps the plugin's required fields)."""
+    if generation.error:
+        return CompletionFailure(model_id=generation.model_id, model_name=model_name)
+    return CompletionItem(
+        model_id=generation.model_id,
+        model_name=model_name,
+        completion=generation.completion,
+        generation_time=generation.generation_time_ms,
+        confidence=generation.confidence or 0.0,
     )
 
 
@@ -255,22 +248,7 @@ async def get_completion(state: AppState, db: AsyncSession, user: User, meta_que
     rows = (
         await db.execute(select(Generation).where(Generation.meta_query_id == meta_query_id))  # type: ignore[arg-type]
     ).scalars()
-    slots: list[CompletionItem | CompletionFailure] = []
-    for g in rows:
-        info = state.models.get(g.model_id)
-        name = info.name if info else str(g.model_id)
-        if g.error:
-            slots.append(CompletionFailure(model_id=g.model_id, model_name=name))
-        else:
-            slots.append(
-                CompletionItem(
-                    model_id=g.model_id,
-                    model_name=name,
-                    completion=g.completion,
-                    generation_time=g.generation_time_ms,
-                    confidence=g.confidence or 0.0,
-                )
-            )
+    slots = [_slot(g, state.models[g.model_id].name if g.model_id in state.models else str(g.model_id)) for g in rows]
     return CompletionResponse(
         message="Completion retrieved successfully",
         data=CompletionData(meta_query_id=meta_query_id, completions=slots),
