@@ -120,8 +120,13 @@ def _span_cut(window: str, rng: random.Random) -> tuple[str, str, str]:
     return window[:a], window[a:b], window[b:]
 
 
-def make_sample(text: str, rng: random.Random, window_chars: int, fim_rate: float) -> str:
+def make_sample(
+    text: str, rng: random.Random, window_chars: int, fim_rate: float, fim_window_chars: int | None = None
+) -> str:
     """One training string: a random window of a file, in FIM order with probability fim_rate."""
+    fim = rng.random() < fim_rate
+    if fim and fim_window_chars:
+        window_chars = fim_window_chars
     if len(text) > window_chars:
         start = rng.randint(0, len(text) - window_chars)
         # Start on a line boundary so indentation is seen whole.
@@ -130,7 +135,7 @@ def make_sample(text: str, rng: random.Random, window_chars: int, fim_rate: floa
         window = text[start : start + window_chars]
     else:
         window = text
-    if rng.random() >= fim_rate or len(window) < 20:
+    if not fim or len(window) < 20:
         return window + (EOS if len(window) < window_chars else "")
     cut = _line_cut(window, rng) if rng.random() < 0.6 else None
     if cut is None:

@@ -73,13 +73,18 @@ def build_model(tokenizer: PreTrainedTokenizerFast) -> LlamaForCausalLM:
     return LlamaForCausalLM(config)
 
 
-def batches(files, tokenizer, batch_size: int, seq_len: int, rng: random.Random):
+def batches(files, tokenizer, batch_size: int, seq_len: int, rng: random.Random, fim_rate: float = 0.5):
     """Endless stream of (input_ids, labels) batches of random windows, half in FIM order."""
     weights = [min(len(f.text), 20_000) for f in files]
     pad_id = tokenizer.pad_token_id
     while True:
         chosen = rng.choices(files, weights=weights, k=batch_size)
-        texts = [corpus.make_sample(f.text, rng, window_chars=900, fim_rate=0.5) for f in chosen]
+        # FIM samples use a smaller window so that prefix + suffix + middle fit in seq_len tokens:
+        # a truncated FIM sample loses its middle, which is the part the model must learn to write.
+        texts = [
+            corpus.make_sample(f.text, rng, window_chars=900, fim_rate=fim_rate, fim_window_chars=520)
+            for f in chosen
+        ]
         enc = tokenizer(texts, add_special_tokens=False)["input_ids"]
         ids = torch.full((batch_size, seq_len), pad_id, dtype=torch.long)
         for row, seq in enumerate(enc):
@@ -99,6 +104,7 @@ def main() -> None:
     parser.add_argument("--seq-len", type=int, default=256)
     parser.add_argument("--lr", type=float, default=1.5e-3)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--fim-rate", type=float, default=0.5)
     parser.add_argument("--save-every-min", type=float, default=10.0)
     args = parser.parse_args()
 
@@ -131,7 +137,7 @@ def main() -> None:
     step = 0
     ema = None
     model.train()
-    stream = batches(train, tokenizer, args.batch_size, args.seq_len, rng)
+    stream = batches(train, tokenizer, args.batch_size, args.seq_len, rng, args.fim_rate)
 
     def save(final: bool) -> None:
         # fp16 on disk keeps the checkpoint under the repository's size limit; loaders upcast.
