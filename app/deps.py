@@ -57,6 +57,11 @@ def _token(request: Request, cookie: str, header: str) -> str | None:
     return request.cookies.get(cookie) or request.headers.get(header) or None
 
 
+def session_token_of(request: Request) -> str:
+    """The session token from the `session_token` cookie or the `X-Session-Token` header ('' if none)."""
+    return _token(request, "session_token", "x-session-token") or ""
+
+
 async def current_auth(request: Request, redis: RedisDep) -> tokens.AuthInfo:
     """The authenticated caller; 401 when the auth token is missing, unknown or expired."""
     token = auth_token_of(request)
@@ -84,7 +89,7 @@ UserDep = Annotated[User, Depends(current_user)]
 
 async def current_session(request: Request, auth: AuthDep, redis: RedisDep) -> tokens.SessionInfo:
     """The caller's session; 401 when missing or expired, 403 when it belongs to another user."""
-    token = _token(request, "session_token", "x-session-token")
+    token = session_token_of(request)
     if not token:
         raise Unauthorized("Missing session token: acquire a session first")
     info = await tokens.resolve_session(redis, token)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import Request, Response
 
 from app.cookies import clear_token_cookie, set_token_cookie
-from app.deps import AuthDep, DbDep, RedisDep, SessionDep, StateDep, auth_token_of
+from app.deps import AuthDep, DbDep, RedisDep, SessionDep, StateDep, auth_token_of, session_token_of
 from app.routing import SlashTolerantRouter
 from app.schemas.common import ErrorResponse, Message
 from app.schemas.session import SessionAcquireResponse
@@ -29,7 +29,7 @@ async def deactivate(
     request: Request, response: Response, session: SessionDep, db: DbDep, redis: RedisDep
 ) -> Message:
     """End the session and its project tokens."""
-    token = request.cookies.get("session_token") or request.headers.get("x-session-token") or ""
+    token = session_token_of(request)
     await sessions.deactivate(db, redis, session, token)
     clear_token_cookie(response, "session_token")
     clear_token_cookie(response, "project_token")
