@@ -3,78 +3,13 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
-from typing import Any
 
-import httpx
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import select
 
-from app.bootstrap import build_state
-from app.main import create_app
-from app.settings import Settings
-from app.state import AppState
 from db.tables import Context, Generation, GroundTruth, MetaQuery, User
-from serve.embedded import ServiceUrls
 from tests.utils import payloads as P
-
-
-class ScriptedGateway:
-    """Answers like a model deployment; the model named 'broken' always fails."""
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, dict[str, Any]]] = []
-
-    async def complete(self, model_name: str, request: dict[str, Any]) -> dict[str, Any]:
-        self.calls.append((model_name, request))
-        if model_name == "broken":
-            raise RuntimeError("model crashed")
-        return {"completion": "read()", "confidence": 0.5, "token_logprobs": [-0.7, -0.7], "generation_time_ms": 12}
-
-
-ENTRIES = [
-    {"name": "scripted", "model_id": "x/scripted", "family": "code4me", "is_default": True},
-    {"name": "broken", "model_id": "x/broken", "family": "code4me"},
-    {"name": "chatty", "model_id": "x/chatty", "family": "plain", "is_chat": True},
-]
-
-
-@pytest.fixture(scope="module")
-async def api(services: ServiceUrls) -> AsyncIterator[tuple[httpx.AsyncClient, AppState]]:
-    settings = Settings(environment="test", max_context_chars=10_000)
-    state = await build_state(settings, services.database_url, services.redis_url, ScriptedGateway(), ENTRIES)
-    app = create_app(lambda: build_state(settings, services.database_url, services.redis_url, ScriptedGateway(), ENTRIES))
-    app.state.c4m = state
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
-        yield client, state
-    await state.redis.aclose()
-    await state.engine.dispose()
-
-
-def model_id(state: AppState, name: str) -> int:
-    info = state.model_by_name(name)
-    assert info is not None
-    return info.model_id
-
-
-async def signed_in(client: httpx.AsyncClient) -> tuple[httpx.AsyncClient, str]:
-    """A fresh client (own cookie jar) that went through create -> authenticate -> acquire -> project."""
-    c = httpx.AsyncClient(transport=client._transport, base_url="http://test")
-    email = P.new_email()
-    r = await c.post("/api/user/create", json={**P.user_create(email), "preference": {"store_context": True}})
-    assert r.status_code == 201, r.text
-    r = await c.post("/api/user/authenticate", json=P.authenticate(email))
-    assert r.status_code == 200, r.text
-    r = await c.get("/api/session/acquire")
-    assert r.status_code == 200, r.text
-    r = await c.post("/api/project/create", json={"project_name": "demo"})
-    assert r.status_code == 201, r.text
-    return c, email
-
-
-async def count(state: AppState, model: Any) -> int:
-    async with state.sessionmaker() as db:
-        return int((await db.execute(select(func.count()).select_from(model))).scalar_one())
+from tests.utils.asgi_api import count, fresh_client, model_id, signed_in
 
 
 async def test_full_flow_stores_rows_and_side_by_side_failure_slot(api) -> None:
@@ -157,7 +92,7 @@ async def test_wrong_password_and_unknown_email_are_401(api) -> None:
 
 async def test_missing_and_expired_cookies_are_401(api) -> None:
     client, state = api
-    fresh = httpx.AsyncClient(transport=client._transport, base_url="http://test")
+    fresh = fresh_client(client)
     r = await fresh.get("/api/session/acquire")
     assert r.status_code == 401 and "auth token" in r.json()["message"]
     fresh.cookies.set("auth_token", "expired-or-made-up")
