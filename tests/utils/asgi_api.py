@@ -64,3 +64,8 @@ async def count(state: AppState, model: Any) -> int:
     """Rows in one table."""
     async with state.sessionmaker() as db:
         return int((await db.execute(select(func.count()).select_from(model))).scalar_one())
+
+
+async def settle(state: AppState) -> None:
+    """Wait until every telemetry event the app produced so far is in PostgreSQL (writes are synchronous today)."""
+    return None
