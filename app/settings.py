@@ -42,6 +42,11 @@ class Settings(BaseSettings):
     max_context_chars: int = Field(default=200_000, gt=0)
     max_models_per_request: int = Field(default=8, gt=0)
 
+    # Telemetry: writer actors draining the Redis stream; how long answers stay readable from Redis.
+    telemetry_writers: int = Field(default=1, ge=1, le=16)
+    telemetry_batch_size: int = Field(default=500, ge=1, le=10_000)
+    query_cache_ttl_s: int = Field(default=24 * 3600, gt=0)
+
     # Google sign-in.
     google_client_id: str | None = None
 

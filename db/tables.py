@@ -303,6 +303,11 @@ class GroundTruth(SQLModel, table=True):
     model_id: int | None = _fk("model_name.model_id", int_key=True, nullable=True, ondelete="SET NULL", index=False)
     truth_timestamp: datetime = _ts()
     ground_truth: str = Field(sa_column=Column(Text, nullable=False))
+    # The feedback event's id: a replayed telemetry event never adds a second row.
+    event_id: uuid.UUID = Field(
+        default_factory=uuid.uuid4,
+        sa_column=Column(Uuid, nullable=False, unique=True, server_default=text("gen_random_uuid()")),
+    )
 
 
 # ---------------------------------------------------------------- studies

@@ -12,6 +12,7 @@ from app.bootstrap import build_state
 from app.main import create_app
 from app.settings import get_settings
 from app.state import AppState
+from deployments.telemetry_writer import ensure_writers
 
 
 class RayModelGateway:
@@ -43,6 +44,11 @@ class Ingress:
         self.database_url = database_url
         self.redis_url = redis_url
         self.model_entries = model_entries
+        settings = get_settings()
+        # Idempotent: every replica makes sure the writers run, and a writer Ray restarted is found by name.
+        self.writers = ensure_writers(
+            redis_url, database_url, settings.telemetry_writers, {"batch_size": settings.telemetry_batch_size}
+        )
 
     def __serve_build_asgi_app__(self) -> FastAPI:
         """Build the app at replica start; its lifespan connects to PostgreSQL and Redis."""

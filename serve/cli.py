@@ -159,17 +159,65 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
                     for d, ds in app.deployments.items()
                 },
             }
+        telemetry = _telemetry_report(settings)
         if args.json:
-            print(json.dumps(report, indent=2))
+            print(json.dumps({"applications": report, "telemetry": telemetry}, indent=2))
         else:
             for name, app in report.items():
                 print(f"application {name}: {app['status']}")
                 for d, ds in app["deployments"].items():
                     replicas = ", ".join(f"{k}={v}" for k, v in ds["replicas"].items()) or "none"
                     print(f"  {d:<28} {ds['status']:<10} replicas: {replicas}")
+            _print_telemetry(telemetry)
         return 0
     finally:
         ray.shutdown()
+
+
+def _telemetry_report(settings: Settings) -> dict[str, Any]:
+    """The telemetry stream (backlog, pending, dead letters) and each writer actor's counters."""
+    import ray
+
+    from deployments.telemetry_writer import writer_handles
+
+    handles = writer_handles(settings.telemetry_writers)
+    if not handles:
+        return {"writers": [], "stream": None}
+    writers = []
+    for h in handles:
+        try:
+            writers.append(ray.get(h.status.remote(), timeout=10))
+        except Exception as exc:  # noqa: BLE001 - a restarting writer must not break the report
+            writers.append({"error": type(exc).__name__})
+    try:
+        stream = ray.get(handles[0].stream_status.remote(), timeout=10)
+    except Exception as exc:  # noqa: BLE001
+        stream = {"error": type(exc).__name__}
+    return {"writers": writers, "stream": stream}
+
+
+def _print_telemetry(telemetry: dict[str, Any]) -> None:
+    stream = telemetry["stream"]
+    if stream is None:
+        print("telemetry: no writer actors running")
+        return
+    if "error" in stream:
+        print(f"telemetry: stream unavailable ({stream['error']})")
+    else:
+        print(
+            f"telemetry stream: backlog {stream['backlog']}, pending {stream['pending']}, "
+            f"dead letters {stream['dead_letters']}"
+        )
+        for d in stream["latest_dead"]:
+            print(f"  dead letter {d['id']} ({d['kind']}): {d['reason']}")
+    for w in telemetry["writers"]:
+        if "error" in w:
+            print(f"  writer: unavailable ({w['error']})")
+        else:
+            print(
+                f"  {w['consumer']:<32} written {w['written']}, deferred {w['deferred']}, "
+                f"dead-lettered {w['dead_lettered']}, transient errors {w['transient_errors']}"
+            )
 
 
 def main(argv: list[str] | None = None) -> int:

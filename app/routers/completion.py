@@ -28,10 +28,10 @@ ERRORS = {
 
 @router.post("/request", response_model=CompletionResponse, responses=ERRORS)
 async def request_completion(
-    body: CompletionRequest, user: UserDep, session: SessionDep, project: ProjectDep, state: StateDep, db: DbDep
+    body: CompletionRequest, user: UserDep, session: SessionDep, project: ProjectDep, state: StateDep
 ) -> CompletionResponse:
     """Completions from every requested model, side by side; a failed model gets a failure slot."""
-    return await completions.request_completion(state, db, user, session, project, body)
+    return await completions.request_completion(state, user, session, project, body)
 
 
 @router.post("/feedback", response_model=FeedbackResponse, responses=ERRORS)

@@ -9,6 +9,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from pydantic import BaseModel
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -24,17 +25,16 @@ from app.schemas.completion import (
 )
 from app.schemas.user import Preference
 from app.state import AppState, ModelInfo
-from db.tables import (
-    BehavioralTelemetry,
-    CompletionQuery,
-    Context,
-    ContextualTelemetry,
-    Generation,
-    GroundTruth,
-    MetaQuery,
-    User,
-    utcnow,
+from app.telemetry.events import (
+    BehavioralRow,
+    ContextRow,
+    ContextualRow,
+    FeedbackEvent,
+    GenerationEvent,
+    QueryEvent,
 )
+from app.telemetry.stream import add_events, publish
+from db.tables import Generation, MetaQuery, User, utcnow
 
 log = logging.getLogger(__name__)
 MANUAL_TRIGGER_ID = 1
@@ -129,77 +129,106 @@ async def _run_superseding(
             del state.inflight[session_id]
 
 
-async def request_completion(
-    state: AppState,
-    db: AsyncSession,
-    user: User,
-    session: tokens.SessionInfo,
-    project: tokens.ProjectInfo,
-    body: CompletionRequest,
-) -> CompletionResponse:
-    """Ask every requested model concurrently, store the query and generations, answer all slots."""
-    models = resolve_models(state, body.model_ids)
-    check_request(state, body)
-    prefs = Preference.model_validate(user.preference or {})
-    payload = model_payload(body)
-    started = time.perf_counter()
-    results = await _run_superseding(state, session.session_id, models, payload)
-    total_ms = int((time.perf_counter() - started) * 1000)
+def _stored(flag: bool | None, preference: bool) -> bool:
+    """A per-request store_* flag may only narrow what the user's preference allows."""
+    return preference and flag is not False
 
-    meta = MetaQuery(
-        user_id=user.user_id,
-        session_id=session.session_id,
-        project_id=project.project_id,
-        query_type="completion",
-        total_serving_time_ms=total_ms,
-    )
-    if prefs.store_context and body.store_context is not False:
-        ctx = body.context
-        context = Context(
+
+def query_event(
+    user: User, session: tokens.SessionInfo, project: tokens.ProjectInfo, body: CompletionRequest, meta_query_id: uuid.UUID, total_ms: int
+) -> QueryEvent:
+    """The query as it will be stored: context and telemetry only where the user allows it."""
+    prefs = Preference.model_validate(user.preference or {})
+    ctx = body.context
+    context = None
+    if _stored(body.store_context, prefs.store_context):
+        context = ContextRow(
+            context_id=uuid.uuid4(),
             prefix=ctx.prefix,
             suffix=ctx.suffix,
             file_name=ctx.file_name,
             selected_text=ctx.selected_text,
             context_files=ctx.context_files,
         )
-        db.add(context)
-        meta.context_id = context.context_id
-    if prefs.store_contextual_telemetry and body.store_contextual_telemetry is not False:
-        ct = ContextualTelemetry(**body.contextual_telemetry.model_dump())
-        db.add(ct)
-        meta.contextual_telemetry_id = ct.contextual_telemetry_id
-    if prefs.store_behavioral_telemetry and body.store_behavioral_telemetry is not False:
-        bt = BehavioralTelemetry(**body.behavioral_telemetry.model_dump())
-        db.add(bt)
-        meta.behavioral_telemetry_id = bt.behavioral_telemetry_id
-    # Parents first: without ORM relationships the flush does not order rows by foreign keys.
-    await db.flush()
-    db.add(meta)
-    await db.flush()
-    db.add(CompletionQuery(meta_query_id=meta.meta_query_id, stop_sequences=payload["stop_sequences"]))
-
-    slots: list[CompletionItem | CompletionFailure] = []
-    for model, res in zip(models, results, strict=True):
-        generation = Generation(
-            meta_query_id=meta.meta_query_id,
-            model_id=model.model_id,
-            completion=res["completion"] if res["ok"] else "",
-            generation_time_ms=int(res["generation_time_ms"]),
-            confidence=float(res["confidence"]) if res["ok"] else None,
-            token_logprobs=[float(x) for x in res.get("token_logprobs", [])] if res["ok"] else None,
-            error=None if res["ok"] else res["error"],
-        )
-        db.add(generation)
-        slots.append(_slot(generation, model.name))
-    await db.commit()
-    return CompletionResponse(
-        message="Completions generated successfully",
-        data=CompletionData(meta_query_id=meta.meta_query_id, completions=slots),
+    contextual = None
+    if _stored(body.store_contextual_telemetry, prefs.store_contextual_telemetry):
+        contextual = ContextualRow(contextual_telemetry_id=uuid.uuid4(), **body.contextual_telemetry.model_dump())
+    behavioral = None
+    if _stored(body.store_behavioral_telemetry, prefs.store_behavioral_telemetry):
+        behavioral = BehavioralRow(behavioral_telemetry_id=uuid.uuid4(), **body.behavioral_telemetry.model_dump())
+    return QueryEvent(
+        meta_query_id=meta_query_id,
+        user_id=user.user_id,
+        session_id=session.session_id,
+        project_id=project.project_id,
+        query_type="completion",
+        timestamp=utcnow(),
+        total_serving_time_ms=total_ms,
+        context=context,
+        contextual=contextual,
+        behavioral=behavioral,
+        stop_sequences=[s for s in body.stop_sequences if s],
     )
 
 
-def _slot(generation: Generation, model_name: str) -> CompletionItem | CompletionFailure:
-    """The answer slot of one stored generation (a failure keeps the plugin's required fields)."""
+def generation_event(meta_query_id: uuid.UUID, model: ModelInfo, res: dict[str, Any]) -> GenerationEvent:
+    """One model's result as a telemetry event."""
+    return GenerationEvent(
+        meta_query_id=meta_query_id,
+        model_id=model.model_id,
+        completion=res["completion"] if res["ok"] else "",
+        generation_time_ms=int(res["generation_time_ms"]),
+        confidence=float(res["confidence"]) if res["ok"] else None,
+        token_logprobs=[float(x) for x in res.get("token_logprobs", [])] if res["ok"] else None,
+        error=None if res["ok"] else res["error"],
+        created_at=utcnow(),
+    )
+
+
+def _query_key(meta_query_id: uuid.UUID) -> str:
+    return f"{tokens.PREFIX}query:{meta_query_id}"
+
+
+async def request_completion(
+    state: AppState,
+    user: User,
+    session: tokens.SessionInfo,
+    project: tokens.ProjectInfo,
+    body: CompletionRequest,
+) -> CompletionResponse:
+    """Ask every requested model concurrently, queue the query and generations for storage, answer all slots."""
+    models = resolve_models(state, body.model_ids)
+    check_request(state, body)
+    payload = model_payload(body)
+    started = time.perf_counter()
+    results = await _run_superseding(state, session.session_id, models, payload)
+    total_ms = int((time.perf_counter() - started) * 1000)
+
+    meta_query_id = uuid.uuid4()
+    generations = [generation_event(meta_query_id, m, r) for m, r in zip(models, results, strict=True)]
+    slots = [_slot(g, m.name) for g, m in zip(generations, models, strict=True)]
+    data = CompletionData(meta_query_id=meta_query_id, completions=slots)
+    # One round trip: the events for the writers, and the answer kept readable until they are written.
+    pipe = state.redis.pipeline(transaction=False)
+    add_events(pipe, [query_event(user, session, project, body, meta_query_id, total_ms), *generations])
+    pipe.set(
+        _query_key(meta_query_id),
+        _CachedQuery(user_id=user.user_id, data=data).model_dump_json(),
+        ex=state.settings.query_cache_ttl_s,
+    )
+    await pipe.execute()
+    return CompletionResponse(message="Completions generated successfully", data=data)
+
+
+class _CachedQuery(BaseModel):
+    """A completion answer kept in Redis: feedback and reads work before the writer stores it."""
+
+    user_id: uuid.UUID
+    data: CompletionData
+
+
+def _slot(generation: Generation | GenerationEvent, model_name: str) -> CompletionItem | CompletionFailure:
+    """The answer slot of one generation (a failure keeps the plugin's required fields)."""
     if generation.error:
         return CompletionFailure(model_id=generation.model_id, model_name=model_name)
     return CompletionItem(
@@ -209,6 +238,16 @@ def _slot(generation: Generation, model_name: str) -> CompletionItem | Completio
         generation_time=generation.generation_time_ms,
         confidence=generation.confidence or 0.0,
     )
+
+
+async def _cached(state: AppState, user: User, meta_query_id: uuid.UUID) -> CompletionData | None:
+    raw = await state.redis.get(_query_key(meta_query_id))
+    if raw is None:
+        return None
+    cached = _CachedQuery.model_validate_json(raw)
+    if cached.user_id != user.user_id:
+        raise Forbidden("This completion query belongs to another user")
+    return cached.data
 
 
 async def _own_query(db: AsyncSession, user: User, meta_query_id: uuid.UUID) -> MetaQuery:
@@ -221,29 +260,36 @@ async def _own_query(db: AsyncSession, user: User, meta_query_id: uuid.UUID) -> 
 
 
 async def feedback(state: AppState, db: AsyncSession, user: User, body: FeedbackRequest) -> None:
-    """Record acceptance and (optionally) the ground truth for one model's generation."""
-    await _own_query(db, user, body.meta_query_id)
-    generation = await db.get(Generation, (body.meta_query_id, body.model_id))
-    if generation is None:
-        raise NotFound(f"No generation of model {body.model_id} for this query")
-    if body.was_accepted:
-        generation.was_accepted = True
-    if body.ground_truth is not None:
-        if len(body.ground_truth) > state.settings.max_context_chars:
-            raise PayloadTooLarge("Ground truth is over the context size limit")
-        db.add(
-            GroundTruth(
-                meta_query_id=body.meta_query_id,
-                model_id=body.model_id,
-                ground_truth=body.ground_truth,
-                truth_timestamp=utcnow(),
-            )
-        )
-    await db.commit()
+    """Queue acceptance and (optionally) the ground truth for one model's generation.
+
+    The query is checked in Redis first, so feedback that beats the database write still succeeds.
+    """
+    if body.ground_truth is not None and len(body.ground_truth) > state.settings.max_context_chars:
+        raise PayloadTooLarge("Ground truth is over the context size limit")
+    cached = await _cached(state, user, body.meta_query_id)
+    if cached is not None:
+        if all(slot.model_id != body.model_id for slot in cached.completions):
+            raise NotFound(f"No generation of model {body.model_id} for this query")
+    else:
+        await _own_query(db, user, body.meta_query_id)
+        if await db.get(Generation, (body.meta_query_id, body.model_id)) is None:
+            raise NotFound(f"No generation of model {body.model_id} for this query")
+    event = FeedbackEvent(
+        event_id=uuid.uuid4(),
+        meta_query_id=body.meta_query_id,
+        model_id=body.model_id,
+        was_accepted=body.was_accepted,
+        ground_truth=body.ground_truth,
+        timestamp=utcnow(),
+    )
+    await publish(state.redis, [event])
 
 
 async def get_completion(state: AppState, db: AsyncSession, user: User, meta_query_id: uuid.UUID) -> CompletionResponse:
-    """A stored completion query with every model's slot; only its owner may read it."""
+    """A completion query with every model's slot (from Redis until stored); only its owner may read it."""
+    cached = await _cached(state, user, meta_query_id)
+    if cached is not None:
+        return CompletionResponse(message="Completion retrieved successfully", data=cached)
     await _own_query(db, user, meta_query_id)
     rows = (
         await db.execute(select(Generation).where(Generation.meta_query_id == meta_query_id))  # type: ignore[arg-type]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -13,6 +14,8 @@ from app.bootstrap import build_state, close_state
 from app.main import create_app
 from app.settings import Settings
 from app.state import AppState
+from app.telemetry.stream import wait_drained
+from app.telemetry.writer import TelemetryWriter
 from db.migrate import upgrade
 from serve.embedded import EmbeddedServices, ServiceUrls
 from tests.utils.asgi_api import ENTRIES, ScriptedGateway
@@ -47,8 +50,14 @@ async def api(services: ServiceUrls) -> AsyncIterator[tuple[httpx.AsyncClient, A
     state = await make_state()
     app = create_app(make_state)
     app.state.c4m = state
+    # The telemetry writer runs in-process here; in the Serve app it is a Ray actor around the same class.
+    writer = TelemetryWriter(services.redis_url, services.database_url, f"test-writer-{uuid.uuid4().hex[:8]}")
+    task = asyncio.create_task(writer.run())
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
         yield client, state
+    await wait_drained(state.redis)
+    writer.stop()
+    await task
     await close_state(state)
 
 

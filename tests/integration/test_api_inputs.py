@@ -9,7 +9,7 @@ from sqlalchemy import select
 
 from db.tables import Context, Generation, GroundTruth, MetaQuery, User
 from tests.utils import payloads as P
-from tests.utils.asgi_api import count, fresh_client, model_id, signed_in
+from tests.utils.asgi_api import count, fresh_client, model_id, settle, signed_in
 
 
 async def test_full_flow_stores_rows_and_side_by_side_failure_slot(api) -> None:
@@ -33,6 +33,7 @@ async def test_full_flow_stores_rows_and_side_by_side_failure_slot(api) -> None:
     r = await c.post("/api/completion/feedback", json={"meta_query_id": str(qid), "model_id": ids[0], "was_accepted": True, "ground_truth": "read()"})
     assert r.status_code == 200, r.text
     assert r.json()["data"] == {"meta_query_id": str(qid), "model_id": ids[0]}
+    await settle(state)
     async with state.sessionmaker() as db:
         gens = (await db.execute(select(Generation).where(Generation.meta_query_id == qid))).scalars().all()
         by_model = {g.model_id: g for g in gens}
@@ -137,6 +138,7 @@ async def test_completion_rejects_bad_input_and_stores_nothing(api, mutate, stat
     r = await c.post("/api/completion/request", json=body)
     assert r.status_code == status, r.text
     assert words in r.json()["message"]
+    await settle(state)
     assert (await count(state, MetaQuery), await count(state, Context)) == before
 
 
@@ -178,10 +180,12 @@ async def test_project_activate_is_members_only(api) -> None:
 async def test_preferences_off_store_no_context(api) -> None:
     client, state = api
     c, _ = await signed_in(client)
-    before = await count(state, Context)
+    await settle(state)
+    before = (await count(state, Context), await count(state, MetaQuery))
     r = await c.post("/api/completion/request", json=P.completion_request([model_id(state, "scripted")], store_context=False))
     assert r.status_code == 200
-    assert await count(state, Context) == before
+    await settle(state)
+    assert (await count(state, Context), await count(state, MetaQuery)) == (before[0], before[1] + 1)
 
 
 async def test_malformed_json_is_422(api) -> None:

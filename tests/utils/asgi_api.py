@@ -8,6 +8,7 @@ import httpx
 from sqlalchemy import func, select
 
 from app.state import AppState
+from app.telemetry.stream import wait_drained
 from tests.utils import payloads as P
 
 
@@ -67,5 +68,5 @@ async def count(state: AppState, model: Any) -> int:
 
 
 async def settle(state: AppState) -> None:
-    """Wait until every telemetry event the app produced so far is in PostgreSQL (writes are synchronous today)."""
-    return None
+    """Wait until every telemetry event the app produced so far is in PostgreSQL."""
+    await wait_drained(state.redis)

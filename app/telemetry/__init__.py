@@ -1,0 +1,1 @@
+"""Telemetry: events on a Redis stream, written to PostgreSQL by writer actors."""

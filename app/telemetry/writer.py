@@ -1,0 +1,506 @@
+"""The telemetry writer: reads the stream as one consumer of a group, bulk-inserts, acknowledges after commit.
+
+Guarantees: an entry is acknowledged (and deleted) only after its rows are committed; rows are keyed, so
+replays are harmless; an entry whose parent row is not there yet (feedback before its generation) stays
+pending and is retried; a PostgreSQL outage only delays writing; entries that keep failing for another
+reason go to the dead-letter stream with the reason. A restarted writer first resumes its own pending
+entries, and entries left pending by a writer that never came back are claimed after `claim_idle_ms`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+from pydantic import ValidationError
+from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from app.telemetry import rows as R
+from app.telemetry.events import (
+    ChatEvent,
+    ChatMessageEvent,
+    FeedbackEvent,
+    GenerationEvent,
+    QueryEvent,
+    ShownEvent,
+    decode,
+)
+from app.telemetry.stream import ATTEMPTS, DEAD, FIELD, GROUP, STREAM, ensure_group
+from db.engine import plain_url
+
+log = logging.getLogger(__name__)
+
+TRANSIENT = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.CannotConnectNowError,
+    asyncpg.exceptions.AdminShutdownError,
+    asyncpg.exceptions.CrashShutdownError,
+    RedisConnectionError,
+    RedisTimeoutError,
+)
+
+
+@dataclass
+class Entry:
+    """One stream entry: its id, raw payload and decoded event (None when malformed)."""
+
+    entry_id: bytes
+    raw: bytes
+    event: Any = None
+    error: str | None = None
+
+    @property
+    def age_s(self) -> float:
+        """Seconds since the entry was appended (stream ids start with the append time in ms)."""
+        ms = int(self.entry_id.split(b"-", 1)[0])
+        return max(0.0, time.time() - ms / 1000)
+
+
+@dataclass
+class Outcome:
+    """What a batch write decided per entry."""
+
+    done: list[Entry] = field(default_factory=list)
+    deferred: list[Entry] = field(default_factory=list)
+    dead: list[tuple[Entry, str]] = field(default_factory=list)
+    dropped: int = 0
+
+
+@dataclass
+class WriterStats:
+    """Counters a writer reports in its status."""
+
+    written: int = 0
+    deferred: int = 0
+    dead_lettered: int = 0
+    dropped_orphans: int = 0
+    transient_errors: int = 0
+    batches: int = 0
+    last_error: str | None = None
+    started_at: float = field(default_factory=time.time)
+
+
+class TelemetryWriter:
+    """One consumer of the telemetry stream's group, writing batches into PostgreSQL."""
+
+    def __init__(
+        self,
+        redis_url: str,
+        database_url: str,
+        consumer: str,
+        *,
+        batch_size: int = 500,
+        block_ms: int = 500,
+        retry_interval_s: float = 0.5,
+        claim_idle_ms: int = 30_000,
+        max_attempts: int = 5,
+        defer_max_age_s: float = 3600.0,
+    ) -> None:
+        self.redis = Redis.from_url(redis_url)
+        self.database_url = plain_url(database_url)
+        self.consumer = consumer
+        self.batch_size = batch_size
+        self.block_ms = block_ms
+        self.retry_interval_s = retry_interval_s
+        self.claim_idle_ms = claim_idle_ms
+        self.max_attempts = max_attempts
+        self.defer_max_age_s = defer_max_age_s
+        self.stats = WriterStats()
+        self._conn: asyncpg.Connection | None = None
+        self._next_pending_scan = 0.0
+        self._next_claim = 0.0
+        self._stopping = asyncio.Event()
+
+    # ------------------------------------------------------------------ loop
+
+    async def run(self) -> None:
+        """Consume until stop(); survives Redis and PostgreSQL outages by retrying with backoff."""
+        backoff = 0.1
+        while not self._stopping.is_set():
+            try:
+                await ensure_group(self.redis)
+                entries = await self._next_batch()
+                if entries:
+                    await self.process(entries)
+                backoff = 0.1
+            except TRANSIENT as exc:
+                self.stats.transient_errors += 1
+                self.stats.last_error = f"{type(exc).__name__} (will retry)"
+                await self._drop_connection()
+                # Entries stay pending in Redis; the next pending scan picks them up again.
+                self._next_pending_scan = 0.0
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - the loop must outlive any one bad batch
+                self.stats.last_error = type(exc).__name__
+                log.exception("telemetry writer %s: unexpected error", self.consumer)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
+        await self.close()
+
+    def stop(self) -> None:
+        """Ask run() to return after the current batch."""
+        self._stopping.set()
+
+    async def close(self) -> None:
+        """Release connections."""
+        await self._drop_connection()
+        await self.redis.aclose()
+
+    async def _next_batch(self) -> list[Entry]:
+        now = time.monotonic()
+        if now >= self._next_pending_scan:
+            # Our own pending entries first: deferred ones, and whatever a previous life of us left.
+            self._next_pending_scan = now + self.retry_interval_s
+            got = await self.redis.xreadgroup(GROUP, self.consumer, {STREAM: "0"}, count=self.batch_size)
+            await self._ack_vanished(got)
+            entries = _entries(got)
+            if entries:
+                return entries
+        if now >= self._next_claim:
+            self._next_claim = now + max(self.claim_idle_ms / 1000 / 2, 0.05)
+            claimed = await self.redis.xautoclaim(
+                STREAM, GROUP, self.consumer, min_idle_time=self.claim_idle_ms, start_id="0-0", count=self.batch_size
+            )
+            entries = [_entry(eid, fields) for eid, fields in claimed[1] if fields]
+            if entries:
+                return entries
+        got = await self.redis.xreadgroup(GROUP, self.consumer, {STREAM: ">"}, count=self.batch_size, block=self.block_ms)
+        return _entries(got)
+
+    async def _ack_vanished(self, got: Any) -> None:
+        """Pending entries already deleted from the stream (written by a previous life) are only acknowledged."""
+        vanished = [eid for _s, items in (got or []) for eid, fields in items if not fields]
+        if vanished:
+            await self.redis.xack(STREAM, GROUP, *vanished)
+
+    # ------------------------------------------------------------------ one batch
+
+    async def process(self, entries: list[Entry]) -> Outcome:
+        """Write a batch, then acknowledge what is committed and dead-letter what cannot be written."""
+        outcome = Outcome()
+        good: list[Entry] = []
+        for e in entries:
+            if e.error is not None:
+                outcome.dead.append((e, e.error))
+            else:
+                good.append(e)
+        if good:
+            try:
+                part = await self._write(good)
+            except TRANSIENT:
+                raise
+            except Exception:  # noqa: BLE001 - find the poisonous entries one by one
+                part = await self._write_one_by_one(good)
+            outcome.done += part.done
+            outcome.deferred += part.deferred
+            outcome.dead += part.dead
+            outcome.dropped += part.dropped
+        for e in list(outcome.deferred):
+            if e.age_s > self.defer_max_age_s:
+                outcome.deferred.remove(e)
+                outcome.dead.append((e, "the row it depends on never arrived"))
+        await self._settle(outcome)
+        self.stats.batches += 1
+        return outcome
+
+    async def _write_one_by_one(self, entries: list[Entry]) -> Outcome:
+        outcome = Outcome()
+        for e in entries:
+            try:
+                part = await self._write([e])
+            except TRANSIENT:
+                raise
+            except Exception as exc:  # noqa: BLE001
+                attempts = int(await self.redis.hincrby(ATTEMPTS, e.entry_id, 1))
+                reason = f"{type(exc).__name__}: {_first_line(exc)}"
+                if attempts >= self.max_attempts:
+                    outcome.dead.append((e, f"failed {attempts} times: {reason}"))
+                else:
+                    outcome.deferred.append(e)
+                continue
+            outcome.done += part.done
+            outcome.deferred += part.deferred
+            outcome.dead += part.dead
+            outcome.dropped += part.dropped
+        return outcome
+
+    async def _settle(self, outcome: Outcome) -> None:
+        if outcome.dead:
+            pipe = self.redis.pipeline(transaction=True)
+            for e, reason in outcome.dead:
+                kind = getattr(e.event, "kind", "unknown")
+                pipe.xadd(DEAD, {"reason": reason, "kind": kind, "source_id": e.entry_id, "e": e.raw, "failed_at": str(time.time())})
+                # The reason may quote values from the event: it stays in the dead-letter stream, not the log.
+                log.warning("telemetry event %s (%s) dead-lettered", e.entry_id.decode(), kind)
+            ids = [e.entry_id for e, _ in outcome.dead]
+            pipe.xack(STREAM, GROUP, *ids)
+            pipe.xdel(STREAM, *ids)
+            pipe.hdel(ATTEMPTS, *ids)
+            await pipe.execute()
+            self.stats.dead_lettered += len(outcome.dead)
+        if outcome.done:
+            ids = [e.entry_id for e in outcome.done]
+            pipe = self.redis.pipeline(transaction=True)
+            pipe.xack(STREAM, GROUP, *ids)
+            pipe.xdel(STREAM, *ids)
+            await pipe.execute()
+            self.stats.written += len(outcome.done)
+        self.stats.deferred += len(outcome.deferred)
+        self.stats.dropped_orphans += outcome.dropped
+
+    async def _connection(self) -> asyncpg.Connection:
+        if self._conn is None or self._conn.is_closed():
+            self._conn = await asyncpg.connect(self.database_url, timeout=5)
+        return self._conn
+
+    async def _drop_connection(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                await asyncio.wait_for(conn.close(), timeout=1)
+            except Exception:  # noqa: BLE001 - a dead connection may not close cleanly
+                conn.terminate()
+
+    async def _write(self, entries: list[Entry]) -> Outcome:
+        """All rows of a batch in one transaction, parents before children."""
+        conn = await self._connection()
+        async with conn.transaction():
+            return await _write_batch(conn, entries)
+
+    async def status(self) -> dict[str, Any]:
+        """This writer's counters."""
+        s = self.stats
+        return {
+            "consumer": self.consumer,
+            "written": s.written,
+            "deferred": s.deferred,
+            "dead_lettered": s.dead_lettered,
+            "dropped_orphans": s.dropped_orphans,
+            "transient_errors": s.transient_errors,
+            "batches": s.batches,
+            "last_error": s.last_error,
+            "uptime_s": round(time.time() - s.started_at, 1),
+        }
+
+
+async def _write_batch(conn: asyncpg.Connection, entries: list[Entry]) -> Outcome:
+    """Insert what can be inserted; entries whose parent row is missing are deferred."""
+    out = Outcome()
+    by_kind: dict[str, list[Entry]] = {}
+    for e in entries:
+        by_kind.setdefault(e.event.kind, []).append(e)
+    chats = by_kind.get("chat", [])
+    queries = by_kind.get("query", [])
+
+    # Rows of a user who is gone must not be written (the account and its data were deleted).
+    users = await R.existing(conn, "user", "user_id", [e.event.user_id for e in chats + queries])
+    live_chats: list[Entry] = []
+    for e in chats:
+        (live_chats if e.event.user_id in users else out.done).append(e)
+    projects = await R.existing(
+        conn, "project", "project_id", [e.event.project_id for e in chats + queries if e.event.project_id]
+    )
+    await R.insert_rows(
+        conn,
+        "chat",
+        R.CHAT,
+        [_chat_row(e.event, projects) for e in live_chats],
+        "ON CONFLICT (chat_id) DO UPDATE SET title = excluded.title",
+    )
+
+    known_chats = await R.existing(conn, "chat", "chat_id", [e.event.chat_id for e in queries if e.event.chat_id])
+    sessions = await R.existing(conn, "session", "session_id", [e.event.session_id for e in queries if e.event.session_id])
+    live_queries: list[QueryEvent] = []
+    for e in queries:
+        q: QueryEvent = e.event
+        if q.user_id not in users:
+            out.done.append(e)
+        elif q.chat_id is not None and q.chat_id not in known_chats:
+            out.deferred.append(e)
+        else:
+            live_queries.append(q)
+            out.done.append(e)
+    dropped = sum(1 for e in chats + queries if e.event.user_id not in users)
+    await R.insert_rows(conn, "context", R.CONTEXT, [_context_row(q) for q in live_queries if q.context])
+    await R.insert_rows(conn, "contextual_telemetry", R.CONTEXTUAL, [_contextual_row(q) for q in live_queries if q.contextual])
+    await R.insert_rows(conn, "behavioral_telemetry", R.BEHAVIORAL, [_behavioral_row(q) for q in live_queries if q.behavioral])
+    await R.insert_rows(conn, "meta_query", R.META_QUERY, [_meta_row(q, sessions, projects) for q in live_queries])
+    await R.insert_rows(
+        conn,
+        "completion_query",
+        R.COMPLETION_QUERY,
+        [(q.meta_query_id, R.as_json(q.stop_sequences)) for q in live_queries if q.query_type == "completion"],
+    )
+    await R.insert_rows(
+        conn,
+        "chat_query",
+        R.CHAT_QUERY,
+        [(q.meta_query_id, q.chat_id, q.web_enabled) for q in live_queries if q.query_type == "chat"],
+    )
+
+    generations = by_kind.get("generation", [])
+    messages = by_kind.get("chat_message", [])
+    known_queries = await R.existing(
+        conn,
+        "meta_query",
+        "meta_query_id",
+        [e.event.meta_query_id for e in generations + messages if e.event.meta_query_id],
+    )
+    ready_generations = _split(generations, lambda ev: ev.meta_query_id in known_queries, out)
+    await R.insert_rows(conn, "had_generation", R.GENERATION, [_generation_row(ev) for ev in ready_generations])
+
+    msg_chats = await R.existing(conn, "chat", "chat_id", [e.event.chat_id for e in messages])
+    ready_messages = _split(
+        messages,
+        lambda ev: ev.chat_id in msg_chats and (ev.meta_query_id is None or ev.meta_query_id in known_queries),
+        out,
+    )
+    await R.insert_rows(conn, "chat_message", R.CHAT_MESSAGE, [_message_row(ev) for ev in ready_messages])
+
+    feedback = by_kind.get("feedback", [])
+    shown = by_kind.get("shown", [])
+    known_gens = await R.existing_generations(conn, [(e.event.meta_query_id, e.event.model_id) for e in feedback + shown])
+    ready_feedback: list[FeedbackEvent] = _split(feedback, lambda ev: (ev.meta_query_id, ev.model_id) in known_gens, out)
+    ready_shown: list[ShownEvent] = _split(shown, lambda ev: (ev.meta_query_id, ev.model_id) in known_gens, out)
+    await R.insert_rows(
+        conn,
+        "ground_truth",
+        R.GROUND_TRUTH,
+        [
+            (ev.event_id, ev.meta_query_id, ev.model_id, ev.timestamp, ev.ground_truth)
+            for ev in ready_feedback
+            if ev.ground_truth is not None
+        ],
+        "ON CONFLICT (event_id) DO NOTHING",
+    )
+    accepted = [(ev.meta_query_id, ev.model_id) for ev in ready_feedback if ev.was_accepted]
+    if accepted:
+        await conn.execute(R.ACCEPT_SQL, [a[0] for a in accepted], [a[1] for a in accepted])
+    if ready_shown:
+        times: dict[tuple[uuid.UUID, int], list[datetime]] = {}
+        for ev in ready_shown:
+            times.setdefault((ev.meta_query_id, ev.model_id), []).append(ev.shown_at)
+        keys = list(times)
+        await conn.execute(
+            R.SHOWN_SQL,
+            [k[0] for k in keys],
+            [k[1] for k in keys],
+            ["{" + ",".join(f'"{t.isoformat()}"' for t in times[k]) + "}" for k in keys],
+        )
+    out.dropped = dropped
+    return out
+
+
+def _split(entries: list[Entry], ready: Any, out: Outcome) -> list[Any]:
+    """Events whose parents exist; the others are deferred."""
+    result = []
+    for e in entries:
+        if ready(e.event):
+            result.append(e.event)
+            out.done.append(e)
+        else:
+            out.deferred.append(e)
+    return result
+
+
+def _chat_row(ev: ChatEvent, projects: set[uuid.UUID]) -> tuple[Any, ...]:
+    return (ev.chat_id, ev.user_id, ev.project_id if ev.project_id in projects else None, ev.title[:200], ev.created_at)
+
+
+def _context_row(q: QueryEvent) -> tuple[Any, ...]:
+    c = q.context
+    assert c is not None
+    return (c.context_id, c.prefix, c.suffix, c.file_name, c.selected_text, R.as_json(c.context_files))
+
+
+def _contextual_row(q: QueryEvent) -> tuple[Any, ...]:
+    c = q.contextual
+    assert c is not None
+    return (
+        c.contextual_telemetry_id,
+        c.version_id,
+        c.trigger_type_id,
+        c.language_id,
+        c.file_path,
+        c.caret_line,
+        c.document_char_length,
+        c.relative_document_position,
+    )
+
+
+def _behavioral_row(q: QueryEvent) -> tuple[Any, ...]:
+    b = q.behavioral
+    assert b is not None
+    return (b.behavioral_telemetry_id, b.time_since_last_shown, b.time_since_last_accepted, b.typing_speed)
+
+
+def _meta_row(q: QueryEvent, sessions: set[uuid.UUID], projects: set[uuid.UUID]) -> tuple[Any, ...]:
+    # A session or project deleted meanwhile leaves the research row without it, as ON DELETE SET NULL would.
+    return (
+        q.meta_query_id,
+        q.user_id,
+        q.session_id if q.session_id in sessions else None,
+        q.project_id if q.project_id in projects else None,
+        q.context.context_id if q.context else None,
+        q.contextual.contextual_telemetry_id if q.contextual else None,
+        q.behavioral.behavioral_telemetry_id if q.behavioral else None,
+        q.query_type,
+        q.timestamp,
+        q.total_serving_time_ms,
+    )
+
+
+def _generation_row(ev: GenerationEvent) -> tuple[Any, ...]:
+    return (
+        ev.meta_query_id,
+        ev.model_id,
+        ev.completion,
+        ev.generation_time_ms,
+        ev.confidence,
+        R.as_float_array(ev.token_logprobs),
+        ev.error,
+        ev.created_at,
+        False,
+    )
+
+
+def _message_row(ev: ChatMessageEvent) -> tuple[Any, ...]:
+    return (ev.message_id, ev.chat_id, ev.meta_query_id, ev.role, ev.content, ev.model_id, ev.created_at)
+
+
+def _entry(entry_id: bytes, fields: dict[bytes, bytes]) -> Entry:
+    raw = fields.get(FIELD, b"")
+    e = Entry(entry_id=entry_id, raw=raw)
+    try:
+        e.event = decode(raw)
+    except ValidationError as exc:
+        # Only where and what kind of error: pydantic's messages would echo the (private) input.
+        first = exc.errors()[0] if exc.errors() else {}
+        e.error = f"malformed event: {exc.error_count()} error(s), first at {first.get('loc')} ({first.get('type')})"
+    return e
+
+
+def _entries(got: Any) -> list[Entry]:
+    if not got:
+        return []
+    _stream, items = got[0]
+    # Pending entries already deleted from the stream come back with empty fields: nothing to write.
+    return [_entry(eid, fields) for eid, fields in items if fields]
+
+
+def _first_line(exc: Exception) -> str:
+    return str(exc).splitlines()[0][:200] if str(exc) else ""
