@@ -28,15 +28,22 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def services(data_dir: Path) -> Iterator[ServiceUrls]:
-    """Real PostgreSQL and Redis, started once, schema migrated."""
-    embedded = EmbeddedServices(data_dir)
-    urls = embedded.start()
-    upgrade(urls.database_url)
+def embedded(data_dir: Path) -> Iterator[EmbeddedServices]:
+    """The embedded servers themselves (fault tests stop and restart them)."""
+    servers = EmbeddedServices(data_dir)
+    servers.start()
     try:
-        yield urls
+        yield servers
     finally:
-        embedded.stop()
+        servers.stop()
+
+
+@pytest.fixture(scope="session")
+def services(embedded: EmbeddedServices) -> ServiceUrls:
+    """Real PostgreSQL and Redis, started once, schema migrated."""
+    urls = embedded.urls
+    upgrade(urls.database_url)
+    return urls
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,190 @@
+"""The telemetry stream and its writers on real Redis, PostgreSQL and Ray: idempotence, ordering, faults."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from redis.asyncio import Redis
+
+from app.telemetry.events import FeedbackEvent
+from app.telemetry.stream import DEAD, FIELD, STREAM, publish, stream_status, wait_drained
+from app.telemetry.writer import TelemetryWriter
+from db.tables import utcnow
+from serve.embedded import EmbeddedServices, ServiceUrls
+from tests.utils.telemetry_events import make_user_and_models, query_events, stored_counts
+
+
+@pytest.fixture
+async def redis(services: ServiceUrls) -> AsyncIterator[Redis]:
+    client = Redis.from_url(services.redis_url)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+async def writer(services: ServiceUrls) -> AsyncIterator[TelemetryWriter]:
+    w = TelemetryWriter(
+        services.redis_url, services.database_url, f"t-{uuid.uuid4().hex[:8]}", retry_interval_s=0.1, max_attempts=3
+    )
+    task = asyncio.create_task(w.run())
+    yield w
+    w.stop()
+    await task
+
+
+async def test_replayed_events_add_no_rows(services: ServiceUrls, redis: Redis, writer: TelemetryWriter) -> None:
+    user_id, models = await make_user_and_models(services.database_url)
+    events = [e for _ in range(20) for e in query_events(user_id, models)]
+    await publish(redis, events)
+    await wait_drained(redis)
+    first = await stored_counts(services.database_url, user_id)
+    assert first == {"queries": 20, "contexts": 20, "completion_queries": 20, "generations": 40, "accepted": 20, "ground_truths": 20}
+    await publish(redis, events)  # at-least-once delivery: the very same events again
+    await wait_drained(redis)
+    assert await stored_counts(services.database_url, user_id) == first
+
+
+async def test_feedback_before_its_generation_waits_instead_of_dropping(
+    services: ServiceUrls, redis: Redis, writer: TelemetryWriter
+) -> None:
+    user_id, models = await make_user_and_models(services.database_url)
+    query, gen_a, gen_b, feedback = query_events(user_id, models)
+    await publish(redis, [feedback])
+    deadline = time.monotonic() + 10
+    while writer.stats.deferred == 0:
+        assert time.monotonic() < deadline, "the early feedback was never looked at"
+        await asyncio.sleep(0.05)
+    assert (await stored_counts(services.database_url, user_id))["ground_truths"] == 0
+    await publish(redis, [gen_a, gen_b])  # generations before their query: deferred too
+    await asyncio.sleep(0.3)
+    await publish(redis, [query])
+    await wait_drained(redis)
+    counts = await stored_counts(services.database_url, user_id)
+    assert counts["generations"] == 2 and counts["accepted"] == 1 and counts["ground_truths"] == 1
+    assert (await stream_status(redis))["pending"] == 0
+
+
+async def test_malformed_and_failing_events_are_dead_lettered_with_a_reason(
+    services: ServiceUrls, redis: Redis, writer: TelemetryWriter
+) -> None:
+    user_id, models = await make_user_and_models(services.database_url)
+    dead_before = await redis.xlen(DEAD)
+    good = query_events(user_id, models)
+    poison = query_events(user_id, models, language_id=987654)  # no such language: the insert always fails
+    await redis.xadd(STREAM, {FIELD: b'{"kind": "no-such-kind", "secret": "do not log"}'})
+    await publish(redis, poison[:1] + good)
+    await wait_drained(redis, timeout_s=30)
+    counts = await stored_counts(services.database_url, user_id)
+    assert counts["queries"] == 1 and counts["generations"] == 2  # the good query got through
+    dead = await redis.xrange(DEAD, count=10_000)
+    reasons = [fields[b"reason"].decode() for _id, fields in dead[dead_before:]]
+    assert any(r.startswith("malformed event") for r in reasons), reasons
+    assert any("ForeignKeyViolation" in r and "failed 3 times" in r for r in reasons), reasons
+    assert all("do not log" not in r for r in reasons)
+    status = await stream_status(redis)
+    assert status["dead_letters"] >= dead_before + 2
+
+
+async def test_shown_and_repeated_feedback_are_idempotent(services: ServiceUrls, redis: Redis, writer: TelemetryWriter) -> None:
+    from app.telemetry.events import ShownEvent
+
+    user_id, models = await make_user_and_models(services.database_url)
+    events = query_events(user_id, models, feedback=False)
+    qid = events[0].meta_query_id
+    shown_at = utcnow()
+    shown = ShownEvent(meta_query_id=qid, model_id=models[0], shown_at=shown_at)
+    feedback = FeedbackEvent(event_id=uuid.uuid4(), meta_query_id=qid, model_id=models[0], was_accepted=False, ground_truth="y", timestamp=utcnow())
+    await publish(redis, [*events, shown, shown, feedback, feedback])
+    await wait_drained(redis)
+    import asyncpg
+
+    from db.engine import plain_url
+
+    conn = await asyncpg.connect(plain_url(services.database_url))
+    try:
+        row = await conn.fetchrow("SELECT shown_at, was_accepted FROM had_generation WHERE meta_query_id = $1 AND model_id = $2", qid, models[0])
+        truths = await conn.fetchval("SELECT count(*) FROM ground_truth WHERE meta_query_id = $1", qid)
+    finally:
+        await conn.close()
+    assert row["shown_at"] == [shown_at] and row["was_accepted"] is False
+    assert truths == 1
+
+
+async def _publish_steadily(redis: Redis, batches: list[list[Any]], pause_s: float) -> None:
+    for batch in batches:
+        await publish(redis, batch)
+        await asyncio.sleep(pause_s)
+
+
+async def test_postgres_outage_under_load_loses_nothing(
+    services: ServiceUrls, embedded: EmbeddedServices, redis: Redis, writer: TelemetryWriter
+) -> None:
+    user_id, models = await make_user_and_models(services.database_url)
+    queries = [query_events(user_id, models) for _ in range(600)]
+    batches = [[e for q in queries[i : i + 20] for e in q] for i in range(0, len(queries), 20)]
+    load = asyncio.create_task(_publish_steadily(redis, batches, pause_s=0.5))  # ~15 s of load
+    await asyncio.sleep(2.0)
+    await asyncio.to_thread(embedded.stop_postgres)
+    down_at = time.monotonic()
+    await asyncio.sleep(10.0)
+    urls = await asyncio.to_thread(embedded.start)
+    assert urls.database_url == services.database_url
+    outage_s = time.monotonic() - down_at
+    await load
+    await wait_drained(redis, timeout_s=90)
+    assert outage_s >= 10.0
+    assert writer.stats.transient_errors > 0  # the writer did see the outage
+    assert await stored_counts(services.database_url, user_id) == {
+        "queries": 600, "contexts": 600, "completion_queries": 600, "generations": 1200, "accepted": 600, "ground_truths": 600,
+    }
+
+
+def test_writer_actor_killed_mid_stream_loses_nothing(ray_cluster: None, services: ServiceUrls) -> None:
+    import ray
+
+    from deployments.telemetry_writer import ensure_writers
+
+    async def prepare() -> tuple[uuid.UUID, list[list[Any]]]:
+        user_id, models = await make_user_and_models(services.database_url)
+        return user_id, [query_events(user_id, models, feedback=False) for _ in range(2_500)]
+
+    user_id, queries = asyncio.run(prepare())
+    events = [e for q in queries for e in q]
+    chunks = [events[i : i + 500] for i in range(0, len(events), 500)]
+    # 2,500 more events: feedback for every query, which must find its generation whenever it is written.
+    feedbacks = [
+        FeedbackEvent(event_id=uuid.uuid4(), meta_query_id=q[1].meta_query_id, model_id=q[1].model_id, was_accepted=True, ground_truth="g", timestamp=utcnow())
+        for q in queries
+    ]
+    assert len(events) + len(feedbacks) == 10_000
+    (handle,) = ensure_writers(services.redis_url, services.database_url, 1, {"batch_size": 200})
+    pid_before = ray.get(handle.pid.remote(), timeout=60)
+
+    async def load_and_kill() -> None:
+        redis = Redis.from_url(services.redis_url)
+        try:
+            for n, chunk in enumerate(chunks):
+                await publish(redis, chunk)
+                if n == 2:
+                    # Mid-stream: once some queries are written, while most events are not even published.
+                    deadline = time.monotonic() + 30
+                    while (await stored_counts(services.database_url, user_id))["queries"] == 0:
+                        assert time.monotonic() < deadline, "the writer actor wrote nothing"
+                        await asyncio.sleep(0.02)
+                    ray.kill(handle, no_restart=False)
+            for i in range(0, len(feedbacks), 500):
+                await publish(redis, feedbacks[i : i + 500])
+            await wait_drained(redis, timeout_s=120)
+        finally:
+            await redis.aclose()
+
+    asyncio.run(load_and_kill())
+    assert ray.get(handle.pid.remote(), timeout=60) != pid_before  # Ray restarted the writer
+    assert asyncio.run(stored_counts(services.database_url, user_id)) == {
+        "queries": 2_500, "contexts": 2_500, "completion_queries": 2_500, "generations": 5_000, "accepted": 2_500, "ground_truths": 2_500,
+    }
