@@ -7,8 +7,10 @@ import uuid
 
 import httpx
 from pyhocon import ConfigFactory
+from redis.asyncio import Redis
 from sqlalchemy import select
 
+from app.telemetry.stream import wait_drained
 from db.engine import make_engine, make_sessionmaker
 from db.tables import (
     BehavioralTelemetry,
@@ -25,6 +27,14 @@ from db.tables import (
 )
 from serve.embedded import ServiceUrls
 from tests.utils import payloads as P
+
+
+async def _drained(redis_url: str) -> None:
+    redis = Redis.from_url(redis_url)
+    try:
+        await wait_drained(redis, timeout_s=60)
+    finally:
+        await redis.aclose()
 
 
 async def _rows(database_url: str, qid: uuid.UUID) -> dict:
@@ -86,6 +96,8 @@ def test_plugin_flow_end_to_end(serve_app: str, services: ServiceUrls) -> None:
             r = c.post("/api/completion/feedback", json={"meta_query_id": str(qid), "model_id": tiny_id, "was_accepted": True, "ground_truth": truth})
             assert r.status_code == 200, r.text
 
+    # The telemetry writer actor stores the query asynchronously.
+    asyncio.run(_drained(services.redis_url))
     rows = asyncio.run(_rows(services.database_url, qid))
     assert rows["meta"].query_type == "completion" and rows["meta"].total_serving_time_ms is not None
     assert rows["completion_query"] is not None
