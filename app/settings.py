@@ -44,7 +44,7 @@ class Settings(BaseSettings):
 
     # Telemetry: writer actors draining the Redis stream; how long answers stay readable from Redis.
     telemetry_writers: int = Field(default=1, ge=1, le=16)
-    telemetry_batch_size: int = Field(default=500, ge=1, le=10_000)
+    telemetry_batch_size: int = Field(default=2000, ge=1, le=10_000)
     query_cache_ttl_s: int = Field(default=24 * 3600, gt=0)
 
     # Google sign-in.

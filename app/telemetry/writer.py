@@ -100,7 +100,7 @@ class TelemetryWriter:
         database_url: str,
         consumer: str,
         *,
-        batch_size: int = 500,
+        batch_size: int = 2000,
         block_ms: int = 500,
         retry_interval_s: float = 0.5,
         claim_idle_ms: int = 30_000,
@@ -127,14 +127,19 @@ class TelemetryWriter:
     async def run(self) -> None:
         """Consume until stop(); survives Redis and PostgreSQL outages by retrying with backoff."""
         backoff = 0.1
+        prefetched: list[Entry] = []
+        await ensure_group(self.redis)
         while not self._stopping.is_set():
             try:
-                await ensure_group(self.redis)
-                entries = await self._next_batch()
-                if entries:
+                entries, prefetched = prefetched or await self._next_batch(), []
+                if len(entries) >= self.batch_size:
+                    # A backlog: read (and decode) the next batch while PostgreSQL writes this one.
+                    _, prefetched = await asyncio.gather(self.process(entries), self._read_new())
+                elif entries:
                     await self.process(entries)
                 backoff = 0.1
             except TRANSIENT as exc:
+                prefetched = []  # still pending in Redis: the next pending scan reads them again
                 self.stats.transient_errors += 1
                 self.stats.last_error = f"{type(exc).__name__} (will retry)"
                 await self._drop_connection()
@@ -142,9 +147,15 @@ class TelemetryWriter:
                 self._next_pending_scan = 0.0
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
+                try:
+                    await ensure_group(self.redis)  # a Redis that came back empty needs its group again
+                except TRANSIENT:
+                    pass
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - the loop must outlive any one bad batch
+                prefetched = []
+                self._next_pending_scan = 0.0
                 self.stats.last_error = type(exc).__name__
                 log.exception("telemetry writer %s: unexpected error", self.consumer)
                 await asyncio.sleep(backoff)
@@ -179,6 +190,10 @@ class TelemetryWriter:
             if entries:
                 return entries
         got = await self.redis.xreadgroup(GROUP, self.consumer, {STREAM: ">"}, count=self.batch_size, block=self.block_ms)
+        return _entries(got)
+
+    async def _read_new(self) -> list[Entry]:
+        got = await self.redis.xreadgroup(GROUP, self.consumer, {STREAM: ">"}, count=self.batch_size)
         return _entries(got)
 
     async def _ack_vanished(self, got: Any) -> None:
@@ -354,14 +369,25 @@ async def _write_batch(conn: asyncpg.Connection, entries: list[Entry]) -> Outcom
 
     generations = by_kind.get("generation", [])
     messages = by_kind.get("chat_message", [])
-    known_queries = await R.existing(
+    batch_queries = {q.meta_query_id for q in live_queries}
+    known_queries = batch_queries | await R.existing(
         conn,
         "meta_query",
         "meta_query_id",
-        [e.event.meta_query_id for e in generations + messages if e.event.meta_query_id],
+        [e.event.meta_query_id for e in generations + messages if e.event.meta_query_id and e.event.meta_query_id not in batch_queries],
     )
-    ready_generations = _split(generations, lambda ev: ev.meta_query_id in known_queries, out)
-    await R.insert_rows(conn, "had_generation", R.GENERATION, [_generation_row(ev) for ev in ready_generations])
+    ready_generations: list[GenerationEvent] = _split(generations, lambda ev: ev.meta_query_id in known_queries, out)
+    feedback = by_kind.get("feedback", [])
+    shown = by_kind.get("shown", [])
+    batch_gens = {(ev.meta_query_id, ev.model_id) for ev in ready_generations}
+    # Acceptance of a generation written in this very batch goes into its row: no UPDATE needed.
+    accepted_now = {(e.event.meta_query_id, e.event.model_id) for e in feedback if e.event.was_accepted} & batch_gens
+    await R.insert_rows(
+        conn,
+        "had_generation",
+        R.GENERATION,
+        [_generation_row(ev, (ev.meta_query_id, ev.model_id) in accepted_now) for ev in ready_generations],
+    )
 
     msg_chats = await R.existing(conn, "chat", "chat_id", [e.event.chat_id for e in messages])
     ready_messages = _split(
@@ -371,9 +397,9 @@ async def _write_batch(conn: asyncpg.Connection, entries: list[Entry]) -> Outcom
     )
     await R.insert_rows(conn, "chat_message", R.CHAT_MESSAGE, [_message_row(ev) for ev in ready_messages])
 
-    feedback = by_kind.get("feedback", [])
-    shown = by_kind.get("shown", [])
-    known_gens = await R.existing_generations(conn, [(e.event.meta_query_id, e.event.model_id) for e in feedback + shown])
+    known_gens = batch_gens | await R.existing_generations(
+        conn, [k for e in feedback + shown if (k := (e.event.meta_query_id, e.event.model_id)) not in batch_gens]
+    )
     ready_feedback: list[FeedbackEvent] = _split(feedback, lambda ev: (ev.meta_query_id, ev.model_id) in known_gens, out)
     ready_shown: list[ShownEvent] = _split(shown, lambda ev: (ev.meta_query_id, ev.model_id) in known_gens, out)
     await R.insert_rows(
@@ -387,7 +413,9 @@ async def _write_batch(conn: asyncpg.Connection, entries: list[Entry]) -> Outcom
         ],
         "ON CONFLICT (event_id) DO NOTHING",
     )
-    accepted = [(ev.meta_query_id, ev.model_id) for ev in ready_feedback if ev.was_accepted]
+    accepted = [
+        k for ev in ready_feedback if ev.was_accepted and (k := (ev.meta_query_id, ev.model_id)) not in accepted_now
+    ]
     if accepted:
         await conn.execute(R.ACCEPT_SQL, [a[0] for a in accepted], [a[1] for a in accepted])
     if ready_shown:
@@ -464,7 +492,7 @@ def _meta_row(q: QueryEvent, sessions: set[uuid.UUID], projects: set[uuid.UUID])
     )
 
 
-def _generation_row(ev: GenerationEvent) -> tuple[Any, ...]:
+def _generation_row(ev: GenerationEvent, accepted: bool = False) -> tuple[Any, ...]:
     return (
         ev.meta_query_id,
         ev.model_id,
@@ -474,7 +502,7 @@ def _generation_row(ev: GenerationEvent) -> tuple[Any, ...]:
         R.as_float_array(ev.token_logprobs),
         ev.error,
         ev.created_at,
-        False,
+        accepted,
     )
 
 
