@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from collections.abc import AsyncIterator
 from typing import Any, Protocol
 
 from redis.asyncio import Redis
@@ -27,6 +28,10 @@ class ModelGateway(Protocol):
 
     async def complete(self, model_name: str, request: dict[str, Any]) -> dict[str, Any]:
         """Run one completion on the named model; raises on failure."""
+        ...
+
+    def chat(self, model_name: str, messages: list[dict[str, str]]) -> AsyncIterator[str]:
+        """Stream the named chat model's answer to the messages; raises on failure."""
         ...
 
 

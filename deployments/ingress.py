@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import FastAPI
@@ -24,6 +25,11 @@ class RayModelGateway:
     async def complete(self, model_name: str, request: dict[str, Any]) -> dict[str, Any]:
         """One completion on the named model's deployment."""
         return await self.handles[model_name].complete.remote(request)
+
+    async def chat(self, model_name: str, messages: list[dict[str, str]]) -> AsyncIterator[str]:
+        """The named chat model's answer, piece by piece, as the replica streams it."""
+        async for piece in self.handles[model_name].options(stream=True).chat.remote(messages):
+            yield piece
 
 
 @serve.deployment

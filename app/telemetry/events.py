@@ -81,6 +81,7 @@ class GenerationEvent(_Event):
     token_logprobs: list[float] | None = None
     error: str | None = None
     created_at: datetime
+    chat_id: uuid.UUID | None = None  # set for chat turns: a deleted chat's late generations are dropped
 
 
 class FeedbackEvent(_Event):

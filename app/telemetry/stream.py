@@ -20,6 +20,11 @@ ATTEMPTS = "c4m:telemetry:attempts"
 FIELD = b"e"
 
 
+def chat_deleted_key(chat_id: object) -> str:
+    """Tombstone of a deleted chat: writers drop its late events instead of writing them."""
+    return f"c4m:chat_deleted:{chat_id}"
+
+
 def add_events(pipe: Pipeline | Redis, events: Iterable[Any]) -> None:
     """Queue XADDs of the events on a pipeline (the caller executes it: one round trip for all)."""
     for event in events:
@@ -72,7 +77,11 @@ async def wait_drained(redis: Redis, timeout_s: float = 30.0) -> None:
         if await redis.xlen(STREAM) == 0:
             return
         if time.monotonic() > deadline:
-            raise TimeoutError(f"telemetry stream not drained after {timeout_s} s")
+            status = await stream_status(redis)
+            raise TimeoutError(
+                f"telemetry stream not drained after {timeout_s} s: backlog {status['backlog']}, "
+                f"pending {status['pending']} {status['consumers']}, latest dead letters {status['latest_dead']}"
+            )
         await asyncio.sleep(0.02)
 
 

@@ -33,16 +33,18 @@ from app.telemetry.events import (
     ShownEvent,
     decode,
 )
-from app.telemetry.stream import ATTEMPTS, DEAD, FIELD, GROUP, STREAM, ensure_group
+from app.telemetry.stream import ATTEMPTS, DEAD, FIELD, GROUP, STREAM, chat_deleted_key, ensure_group
 from db.engine import plain_url
 
 log = logging.getLogger(__name__)
 
+# Only errors that say "the server or the connection is gone": asyncpg's DataError (a bad value) is an
+# InterfaceError too, and must count as a failure of the event, not as an outage to wait out.
 TRANSIENT = (
     OSError,
     TimeoutError,
     asyncpg.PostgresConnectionError,
-    asyncpg.InterfaceError,
+    asyncpg.exceptions.ConnectionDoesNotExistError,
     asyncpg.exceptions.CannotConnectNowError,
     asyncpg.exceptions.AdminShutdownError,
     asyncpg.exceptions.CrashShutdownError,
@@ -213,6 +215,7 @@ class TelemetryWriter:
                 outcome.dead.append((e, e.error))
             else:
                 good.append(e)
+        good = await self._drop_deleted_chats(good, outcome)
         if good:
             try:
                 part = await self._write(good)
@@ -224,6 +227,12 @@ class TelemetryWriter:
             outcome.deferred += part.deferred
             outcome.dead += part.dead
             outcome.dropped += part.dropped
+        accounted = {e.entry_id for e in outcome.done + outcome.deferred} | {e.entry_id for e, _ in outcome.dead}
+        for e in entries:
+            if e.entry_id not in accounted:
+                # A bug, not a data problem: keep the entry pending (retried, dead-lettered when old) and say so.
+                log.error("telemetry writer left event %s (%s) undecided", e.entry_id.decode(), getattr(e.event, "kind", "?"))
+                outcome.deferred.append(e)
         for e in list(outcome.deferred):
             if e.age_s > self.defer_max_age_s:
                 outcome.deferred.remove(e)
@@ -231,6 +240,25 @@ class TelemetryWriter:
         await self._settle(outcome)
         self.stats.batches += 1
         return outcome
+
+    async def _drop_deleted_chats(self, entries: list[Entry], outcome: Outcome) -> list[Entry]:
+        """Events of a chat deleted meanwhile are acknowledged without writing (the user asked for it gone)."""
+        chat_ids = {cid for e in entries if (cid := getattr(e.event, "chat_id", None)) is not None}
+        if not chat_ids:
+            return entries
+        ordered = list(chat_ids)
+        flags = await self.redis.mget([chat_deleted_key(cid) for cid in ordered])
+        deleted = {cid for cid, flag in zip(ordered, flags, strict=True) if flag is not None}
+        if not deleted:
+            return entries
+        kept = []
+        for e in entries:
+            if getattr(e.event, "chat_id", None) in deleted:
+                outcome.done.append(e)
+                outcome.dropped += 1
+            else:
+                kept.append(e)
+        return kept
 
     async def _write_one_by_one(self, entries: list[Entry]) -> Outcome:
         outcome = Outcome()
@@ -323,9 +351,8 @@ async def _write_batch(conn: asyncpg.Connection, entries: list[Entry]) -> Outcom
 
     # Rows of a user who is gone must not be written (the account and its data were deleted).
     users = await R.existing(conn, "user", "user_id", [e.event.user_id for e in chats + queries])
-    live_chats: list[Entry] = []
-    for e in chats:
-        (live_chats if e.event.user_id in users else out.done).append(e)
+    live_chats = [e for e in chats if e.event.user_id in users]
+    out.done += chats  # written now, or dropped because the user is gone
     projects = await R.existing(
         conn, "project", "project_id", [e.event.project_id for e in chats + queries if e.event.project_id]
     )

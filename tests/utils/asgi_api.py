@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -25,11 +27,21 @@ class ScriptedGateway:
             raise RuntimeError("model crashed")
         return {"completion": "read()", "confidence": 0.5, "token_logprobs": [-0.7, -0.7], "generation_time_ms": 12}
 
+    async def chat(self, model_name: str, messages: list[dict[str, str]]) -> AsyncIterator[str]:
+        """A scripted streamed answer that quotes the last message (or a crash for 'broken')."""
+        self.calls.append((model_name, {"messages": messages}))
+        if model_name.startswith("broken"):
+            raise RuntimeError("model crashed")
+        for piece in ("You ", "asked: ", messages[-1]["content"][:40]):
+            await asyncio.sleep(0.01)
+            yield piece
+
 
 ENTRIES = [
     {"name": "scripted", "model_id": "x/scripted", "family": "code4me", "is_default": True},
     {"name": "broken", "model_id": "x/broken", "family": "code4me"},
     {"name": "chatty", "model_id": "x/chatty", "family": "plain", "is_chat": True},
+    {"name": "broken-chatty", "model_id": "x/broken-chatty", "family": "plain", "is_chat": True},
 ]
 
 

@@ -1,0 +1,45 @@
+"""Routes under /api/chat."""
+
+from __future__ import annotations
+
+import uuid
+
+from fastapi import Path
+
+from app.deps import DbDep, ProjectDep, SessionDep, StateDep, UserDep
+from app.routing import SlashTolerantRouter
+from app.schemas.chat import ChatDeleted, ChatHistoryPage, ChatHistoryResponse, ChatRequest
+from app.schemas.common import ErrorResponse
+from app.services import chats
+
+router = SlashTolerantRouter(prefix="/api/chat", tags=["chat"])
+ERRORS = {
+    401: {"model": ErrorResponse},
+    403: {"model": ErrorResponse},
+    404: {"model": ErrorResponse},
+    413: {"model": ErrorResponse},
+    422: {"model": ErrorResponse},
+}
+
+
+@router.post("/request", response_model=ChatHistoryResponse, responses=ERRORS)
+async def request_chat(
+    body: ChatRequest, user: UserDep, session: SessionDep, project: ProjectDep, state: StateDep, db: DbDep
+) -> ChatHistoryResponse:
+    """Every requested chat model answers the conversation; a failed model gets an error item."""
+    return await chats.request_chat(state, db, user, session, project, body)
+
+
+@router.get("/get/{page_number}", response_model=ChatHistoryPage, responses=ERRORS)
+async def chat_page(
+    user: UserDep, project: ProjectDep, state: StateDep, db: DbDep, page_number: int = Path(ge=0, le=100_000)
+) -> ChatHistoryPage:
+    """A page of the caller's chats in the active project, newest first (page 0 reads as 1)."""
+    return await chats.history_page(state, db, user, project, page_number)
+
+
+@router.delete("/delete/{chat_id}", response_model=ChatDeleted, responses=ERRORS)
+async def delete_chat(chat_id: uuid.UUID, user: UserDep, state: StateDep, db: DbDep) -> ChatDeleted:
+    """Delete one of the caller's chats with everything stored about it."""
+    await chats.delete_chat(state, db, user, chat_id)
+    return ChatDeleted(message="Chat deleted successfully", chat_id=chat_id)

@@ -1,0 +1,139 @@
+"""Chat over REST on real PostgreSQL and Redis (scripted chat models): answers, history, ownership, deletion."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+
+from app.state import AppState
+from db.tables import Chat, ChatMessage, Context, MetaQuery
+from tests.utils.asgi_api import model_id, settle, signed_in
+
+
+def chat_body(state: AppState, chat_id: uuid.UUID, messages: list[list[str]], models: tuple[str, ...] = ("chatty",), **extra: Any) -> dict[str, Any]:
+    """POST /api/chat/request as the plugin sends it."""
+    return {
+        "model_ids": [model_id(state, m) for m in models],
+        "chat_id": str(chat_id),
+        "messages": messages,
+        "context": {"prefix": "def add(a, b):\n    ", "suffix": "\n", "file_name": "calc.py", "selected_text": "", "context_files": []},
+        "contextual_telemetry": {"version_id": 1, "trigger_type_id": 1, "language_id": 1},
+        "behavioral_telemetry": {},
+        "web_enabled": False,
+        **extra,
+    }
+
+
+async def rows(state: AppState, table: Any, **where: Any) -> int:
+    async with state.sessionmaker() as db:
+        q = select(func.count()).select_from(table)
+        for k, v in where.items():
+            q = q.where(getattr(table, k) == v)
+        return int((await db.execute(q)).scalar_one())
+
+
+async def test_chat_answers_side_by_side_and_history_keeps_real_messages(api) -> None:
+    client, state = api
+    c, _ = await signed_in(client)
+    chat_id = uuid.uuid4()
+    first = "  How do I add two numbers?\nIn Python please"
+    r = await c.post("/api/chat/request", json=chat_body(state, chat_id, [["user", first]], models=("chatty", "broken-chatty")))
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["chat_id"] == str(chat_id) and body["title"] == "How do I add two numbers?"
+    (turn,) = body["history"]
+    assert turn["user_message"]["role"] == "user" and turn["user_message"]["content"] == first
+    ok, failed = turn["assistant_responses"]
+    assert ok["model_name"] == "chatty" and ok["completion"] == "You asked: " + first[:40]
+    assert failed == {"model_id": model_id(state, "broken-chatty"), "model_name": "broken-chatty", "message": "Chat completion for model failed"}
+    # The model saw the code around the cursor as a system message before the conversation.
+    seen = [call for name, call in state.gateway.calls if name == "chatty"][-1]["messages"]  # type: ignore[attr-defined]
+    assert seen[0]["role"] == "system" and "calc.py" in seen[0]["content"] and seen[-1] == {"role": "user", "content": first}
+
+    r = await c.post("/api/chat/request", json=chat_body(state, chat_id, [["user", first], ["assistant", ok["completion"]], ["user", "And three?"]]))
+    assert r.status_code == 200 and r.json()["title"] == "How do I add two numbers?"
+    await settle(state)
+    for page in (0, 1):
+        r = await c.get(f"/api/chat/get/{page}")
+        assert r.status_code == 200, r.text
+        listing = r.json()
+        assert listing["page"] == 1 and listing["per_page"] == 10
+        (chat,) = [i for i in listing["items"] if i["chat_id"] == str(chat_id)]
+        assert [t["user_message"]["content"] for t in chat["history"]] == [first, "And three?"]
+        assert chat["history"][1]["assistant_responses"][0]["completion"] == "You asked: And three?"
+    assert await rows(state, ChatMessage, chat_id=chat_id) == 4  # two user turns, two chatty answers
+
+
+async def test_chats_are_private_and_deletion_is_complete(api) -> None:
+    client, state = api
+    alice, _ = await signed_in(client)
+    bob, _ = await signed_in(client)
+    chat_id = uuid.uuid4()
+    r = await alice.post("/api/chat/request", json=chat_body(state, chat_id, [["user", "secret plans"]]))
+    assert r.status_code == 200
+    assert (await bob.post("/api/chat/request", json=chat_body(state, chat_id, [["user", "let me in"]]))).status_code == 403
+    assert (await bob.delete(f"/api/chat/delete/{chat_id}")).status_code == 403
+    await settle(state)
+    r = await bob.get("/api/chat/get/1")
+    assert all(i["chat_id"] != str(chat_id) for i in r.json()["items"])
+    contexts_before = await rows(state, Context)
+    r = await alice.delete(f"/api/chat/delete/{chat_id}")
+    assert r.status_code == 200 and r.json()["chat_id"] == str(chat_id)
+    assert await rows(state, Chat, chat_id=chat_id) == 0 and await rows(state, ChatMessage, chat_id=chat_id) == 0
+    assert await rows(state, Context) == contexts_before - 1
+    assert (await alice.delete(f"/api/chat/delete/{chat_id}")).status_code == 404
+    assert (await alice.post("/api/chat/request", json=chat_body(state, chat_id, [["user", "again"]]))).status_code == 404
+
+
+async def test_chat_deleted_before_it_was_written_stays_deleted(api) -> None:
+    client, state = api
+    c, _ = await signed_in(client)
+    chat_id = uuid.uuid4()
+    meta_before = await rows(state, MetaQuery)
+    r = await c.post("/api/chat/request", json=chat_body(state, chat_id, [["user", "quick"]]))
+    assert r.status_code == 200
+    r = await c.delete(f"/api/chat/delete/{chat_id}")  # very likely before the writer got to it
+    assert r.status_code == 200
+    await settle(state)
+    assert await rows(state, Chat, chat_id=chat_id) == 0 and await rows(state, ChatMessage, chat_id=chat_id) == 0
+    assert await rows(state, MetaQuery) == meta_before
+
+
+async def test_chat_without_context_consent_stores_no_text(api) -> None:
+    client, state = api
+    c, _ = await signed_in(client, preference={"store_context": False})
+    chat_id = uuid.uuid4()
+    r = await c.post("/api/chat/request", json=chat_body(state, chat_id, [["user", "my private code"]]))
+    assert r.status_code == 200
+    await settle(state)
+    assert await rows(state, Chat, chat_id=chat_id) == 1
+    assert await rows(state, ChatMessage, chat_id=chat_id) == 0
+
+
+@pytest.mark.parametrize(
+    "change, words",
+    [
+        (lambda b, s: b.update(messages=[["user", "hi"], ["assistant", "hello"]]), "last message"),
+        (lambda b, s: b.update(messages=[["robot", "hi"]]), "role"),
+        (lambda b, s: b.update(messages=[]), "messages"),
+        (lambda b, s: b.update(model_ids=[model_id(s, "scripted")]), "not a chat model"),
+        (lambda b, s: b.update(model_ids=[987654]), "Unknown model"),
+        (lambda b, s: b.update(chat_id="nope"), "chat_id"),
+        (lambda b, s: b["contextual_telemetry"].update(language_id=987654), "language_id"),
+    ],
+)
+async def test_bad_chat_requests_get_clear_errors_and_store_nothing(api, change, words) -> None:
+    client, state = api
+    c, _ = await signed_in(client)
+    body = chat_body(state, uuid.uuid4(), [["user", "hi"]])
+    change(body, state)
+    await settle(state)
+    before = await rows(state, Chat)
+    r = await c.post("/api/chat/request", json=body)
+    assert r.status_code == 422, r.text
+    assert words in r.json()["message"]
+    await settle(state)
+    assert await rows(state, Chat) == before
