@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import time
 import uuid
 from dataclasses import dataclass
 
@@ -40,6 +41,11 @@ def user_session_key(user_id: uuid.UUID) -> str:
 def session_projects_key(session_token: str) -> str:
     """Redis set of the project tokens issued under a session."""
     return f"{PREFIX}session_projects:{session_token}"
+
+
+def user_tokens_key(user_id: uuid.UUID) -> str:
+    """Redis sorted set of the auth and session keys issued to a user, scored by expiry (to revoke them all)."""
+    return f"{PREFIX}user_tokens:{user_id}"
 
 
 @dataclass(frozen=True)
@@ -79,7 +85,21 @@ async def issue_auth(redis: Redis, user_id: uuid.UUID, ttl_s: int) -> str:
     """Store a new auth token for the user."""
     token = new_token()
     await redis.set(auth_key(token), json.dumps({"user_id": str(user_id)}), ex=ttl_s)
+    await _index_for_user(redis, user_id, auth_key(token), ttl_s)
     return token
+
+
+async def _index_for_user(redis: Redis, user_id: uuid.UUID, key: str, ttl_s: int) -> None:
+    """Remember a token key under its user, scored by expiry: expired members are pruned on every add."""
+    index = user_tokens_key(user_id)
+    now = time.time()
+    async with redis.pipeline(transaction=True) as pipe:
+        pipe.zadd(index, {key: now + ttl_s})
+        pipe.zremrangebyscore(index, "-inf", now)
+        pipe.zrange(index, -1, -1, withscores=True)
+        *_, last = await pipe.execute()
+    # The index lives as long as its longest-lived member.
+    await redis.expireat(index, int(last[0][1]) + 1 if last else int(now + ttl_s) + 1)
 
 
 async def resolve_auth(redis: Redis, token: str) -> AuthInfo | None:
@@ -112,6 +132,7 @@ async def issue_session(
         pipe.set(session_key(token), json.dumps(payload), ex=ttl_s)
         pipe.set(user_session_key(user_id), token, ex=ttl_s)
         await pipe.execute()
+    await _index_for_user(redis, user_id, session_key(token), ttl_s)
     return token
 
 
@@ -166,3 +187,18 @@ async def resolve_project(redis: Redis, token: str) -> ProjectInfo | None:
     if not data:
         return None
     return ProjectInfo(uuid.UUID(data["user_id"]), uuid.UUID(data["project_id"]), data["session_token"])
+
+
+async def revoke_user(redis: Redis, user_id: uuid.UUID) -> None:
+    """End every auth, session and project token of a user (account deleted or password reset)."""
+    members = await redis.zrange(user_tokens_key(user_id), 0, -1)
+    keys = [m.decode() if isinstance(m, bytes) else m for m in members]
+    session_prefix = session_key("")
+    doomed = [user_tokens_key(user_id), user_session_key(user_id), *keys]
+    for key in keys:
+        if key.startswith(session_prefix):
+            token = key[len(session_prefix) :]
+            project_tokens = await redis.smembers(session_projects_key(token))
+            doomed.append(session_projects_key(token))
+            doomed += [project_key(t.decode() if isinstance(t, bytes) else t) for t in project_tokens]
+    await redis.delete(*doomed)

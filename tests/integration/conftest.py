@@ -9,13 +9,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from app.bootstrap import build_state, close_state
-from app.main import create_app
 from app.settings import Settings
 from app.state import AppState
 from db.migrate import upgrade
 from serve.embedded import EmbeddedServices, ServiceUrls
-from tests.utils.asgi_api import ENTRIES, ScriptedGateway
+from tests.utils.asgi_api import api_settings, running_api
 
 
 @pytest.fixture(scope="session")
@@ -37,19 +35,10 @@ def services(data_dir: Path) -> Iterator[ServiceUrls]:
 
 
 @pytest.fixture(scope="module")
-async def api(services: ServiceUrls) -> AsyncIterator[tuple[httpx.AsyncClient, AppState]]:
+async def api(services: ServiceUrls, data_dir: Path) -> AsyncIterator[tuple[httpx.AsyncClient, AppState]]:
     """The FastAPI app in-process on the real services (scripted models); yields a client and its state."""
-    settings = Settings(environment="test", max_context_chars=10_000)
-
-    def make_state():  # type: ignore[no-untyped-def]
-        return build_state(settings, services.database_url, services.redis_url, ScriptedGateway(), ENTRIES)
-
-    state = await make_state()
-    app = create_app(make_state)
-    app.state.c4m = state
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
+    async with running_api(services.database_url, services.redis_url, api_settings(data_dir)) as (client, state):
         yield client, state
-    await close_state(state)
 
 
 def run(coro):  # type: ignore[no-untyped-def]

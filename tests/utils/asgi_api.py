@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
 from sqlalchemy import func, select
 
+from app.bootstrap import build_state, close_state
+from app.main import create_app
+from app.settings import Settings
 from app.state import AppState
 from tests.utils import payloads as P
 
@@ -30,6 +36,32 @@ ENTRIES = [
     {"name": "broken", "model_id": "x/broken", "family": "code4me"},
     {"name": "chatty", "model_id": "x/chatty", "family": "plain", "is_chat": True},
 ]
+
+
+def api_settings(data_dir: Path, **overrides: Any) -> Settings:
+    """Settings of an in-process test app; mail goes to the outbox under `data_dir`."""
+    base = Settings(environment="test", max_context_chars=10_000)
+    # model_copy: data_dir is read from CODE4ME_DATA_DIR only, so it cannot be passed by name.
+    return base.model_copy(update={"data_dir": data_dir, **overrides})
+
+
+@asynccontextmanager
+async def running_api(
+    database_url: str, redis_url: str, settings: Settings
+) -> AsyncIterator[tuple[httpx.AsyncClient, AppState]]:
+    """The FastAPI app in-process on the given services and settings (scripted models): a client and its state."""
+
+    def make_state():  # type: ignore[no-untyped-def]
+        return build_state(settings, database_url, redis_url, ScriptedGateway(), ENTRIES)
+
+    state = await make_state()
+    app = create_app(make_state)
+    app.state.c4m = state
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
+            yield client, state
+    finally:
+        await close_state(state)
 
 
 def model_id(state: AppState, name: str) -> int:

@@ -1,0 +1,76 @@
+"""Retention: delete each user's data older than their `data_retention_days` preference.
+
+Swept per user: queries (with context, telemetry, generations, ground truths), chat messages, chats
+left empty, and ended sessions. A preference of null keeps everything; a user whose stored preference
+lacks the key gets the schema default. Anonymised rows of deleted accounts have no owner and are not swept.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import Integer, Numeric, and_, case, delete, exists, func, literal, not_, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.schemas.user import Preference
+from app.services.account_deletion import delete_queries
+from db.tables import Chat, ChatMessage, MetaQuery, Session, User
+
+KEY = "data_retention_days"
+
+
+@dataclass(frozen=True)
+class RetentionResult:
+    """How many rows of each kind one sweep deleted."""
+
+    queries: int
+    chat_messages: int
+    chats: int
+    sessions: int
+
+
+def _cutoffs(now: datetime):  # type: ignore[no-untyped-def]
+    """(user_id, cutoff) for every user with a retention period; rows older than cutoff go."""
+    pref = User.preference  # type: ignore[var-annotated]
+    default = Preference.model_fields[KEY].default
+    days = case(
+        (not_(pref.has_key(KEY)), literal(default, Integer)),  # type: ignore[attr-defined]
+        (func.jsonb_typeof(pref[KEY]) == "number", pref[KEY].astext.cast(Numeric).cast(Integer)),  # type: ignore[index]
+        else_=None,
+    )
+    cutoff = literal(now) - func.make_interval(0, 0, 0, days)
+    return select(User.user_id.label("user_id"), cutoff.label("cutoff")).where(days.is_not(None)).subquery("retention")  # type: ignore[attr-defined]
+
+
+async def delete_expired_data(db: AsyncSession, now: datetime) -> RetentionResult:
+    """Delete what is older than each user's retention period at `now`, in one transaction."""
+    r = _cutoffs(now)
+    queries = await delete_queries(
+        db, exists().where(and_(r.c.user_id == MetaQuery.user_id, MetaQuery.timestamp < r.c.cutoff))
+    )
+    old_chat = and_(Chat.chat_id == ChatMessage.chat_id, r.c.user_id == Chat.user_id)
+    messages = await db.execute(
+        delete(ChatMessage).where(exists().where(old_chat, ChatMessage.created_at < r.c.cutoff))  # type: ignore[arg-type]
+    )
+    left_empty = and_(
+        exists().where(r.c.user_id == Chat.user_id, Chat.created_at < r.c.cutoff),
+        ~exists().where(ChatMessage.chat_id == Chat.chat_id),
+    )
+    chats = await db.execute(delete(Chat).where(left_empty))
+    sessions = await db.execute(
+        delete(Session).where(
+            exists().where(
+                r.c.user_id == Session.user_id,
+                Session.end_time.is_not(None),  # type: ignore[union-attr]
+                Session.end_time < r.c.cutoff,  # type: ignore[operator]
+            )
+        )
+    )
+    await db.commit()
+    return RetentionResult(
+        queries=queries,
+        chat_messages=messages.rowcount or 0,  # type: ignore[attr-defined]
+        chats=chats.rowcount or 0,  # type: ignore[attr-defined]
+        sessions=sessions.rowcount or 0,  # type: ignore[attr-defined]
+    )
