@@ -45,9 +45,11 @@ class GoogleIdentity:
 class JwksCache:
     """Google's signing keys, fetched from a URL (https, http or file) and kept for a TTL."""
 
-    def __init__(self, url: str, ttl_s: float) -> None:
+    def __init__(self, url: str, ttl_s: float, min_refresh_s: float = MIN_REFRESH_S) -> None:
         self.url = url
         self.ttl_s = ttl_s
+        self.min_refresh_s = min_refresh_s
+        self.fetches = 0
         self._keys: KeySet | None = None
         self._fetched_at = 0.0
         self._lock = asyncio.Lock()
@@ -70,10 +72,11 @@ class JwksCache:
         """The cached key set; refetched when older than the TTL, or on request (rate limited)."""
         async with self._lock:
             age = time.monotonic() - self._fetched_at
-            stale = self._keys is None or age > self.ttl_s or (refresh and age > MIN_REFRESH_S)
+            stale = self._keys is None or age > self.ttl_s or (refresh and age >= self.min_refresh_s)
             if stale:
                 self._keys = await self._fetch()
                 self._fetched_at = time.monotonic()
+                self.fetches += 1
             assert self._keys is not None
             return self._keys
 
