@@ -15,11 +15,11 @@ from app.schemas.common import ErrorResponse, Message
 from app.schemas.user import EmailRequest, PasswordResetChange
 from app.services import password_reset
 
-router = SlashTolerantRouter(prefix="/api/user/reset-password", tags=["password reset"])
+router = SlashTolerantRouter(prefix="/api/user", tags=["password reset"])
 ERRORS = {401: {"model": ErrorResponse}, 422: {"model": ErrorResponse}}
 
 
-@router.post("/request", response_model=Message, responses=ERRORS)
+@router.post("/reset-password/request", response_model=Message, responses=ERRORS)
 async def request_reset(
     body: EmailRequest, state: StateDep, db: DbDep, redis: RedisDep, background: BackgroundTasks
 ) -> Message:
@@ -31,7 +31,7 @@ async def request_reset(
     return Message(message=password_reset.REQUESTED)
 
 
-@router.get("", response_class=HTMLResponse, include_in_schema=False)
+@router.get("/reset-password", response_class=HTMLResponse, include_in_schema=False)
 async def reset_page(redis: RedisDep, token: str = Query(default="", max_length=512)) -> HTMLResponse:
     """The page a mailed link opens: a form for the new password."""
     try:
@@ -41,7 +41,7 @@ async def reset_page(redis: RedisDep, token: str = Query(default="", max_length=
     return HTMLResponse(link_pages.reset_form(token))
 
 
-@router.post("/change", response_model=Message, responses=ERRORS)
+@router.post("/reset-password/change", response_model=Message, responses=ERRORS)
 async def change(request: Request, db: DbDep, redis: RedisDep) -> Response | Message:
     """Set the new password with the mailed token (JSON or form); every session of the account ends."""
     data, is_form = await read_form_or_json(request)

@@ -15,18 +15,18 @@ from app.schemas.common import ErrorResponse, Message
 from app.schemas.user import EmailRequest, TokenRequest, VerificationStatus
 from app.services import verification
 
-router = SlashTolerantRouter(prefix="/api/user/verify", tags=["user verification"])
+router = SlashTolerantRouter(prefix="/api/user", tags=["user verification"])
 ERRORS = {401: {"model": ErrorResponse}, 409: {"model": ErrorResponse}, 422: {"model": ErrorResponse}}
 RESENT = "If the account exists and is not verified yet, a verification mail has been sent"
 
 
-@router.get("/check", response_model=VerificationStatus, responses=ERRORS)
+@router.get("/verify/check", response_model=VerificationStatus, responses=ERRORS)
 async def check(user: UserDep) -> VerificationStatus:
     """Whether the signed-in user's email address is verified."""
     return VerificationStatus(message="Verification status retrieved successfully", user_is_verified=user.verified)
 
 
-@router.post("/resend", response_model=Message, responses=ERRORS)
+@router.post("/verify/resend", response_model=Message, responses=ERRORS)
 async def resend(
     request: Request, state: StateDep, db: DbDep, redis: RedisDep, background: BackgroundTasks
 ) -> Message:
@@ -44,7 +44,7 @@ async def resend(
     return Message(message=RESENT)
 
 
-@router.get("", response_class=HTMLResponse, include_in_schema=False)
+@router.get("/verify", response_class=HTMLResponse, include_in_schema=False)
 async def verify_page(redis: RedisDep, token: str = Query(default="", max_length=512)) -> HTMLResponse:
     """The page a mailed link opens: a button that posts the token (opening the link spends nothing)."""
     if not await verification.is_live(redis, token):
@@ -52,7 +52,7 @@ async def verify_page(redis: RedisDep, token: str = Query(default="", max_length
     return HTMLResponse(link_pages.verify_form(token))
 
 
-@router.post("", response_model=Message, responses=ERRORS)
+@router.post("/verify", response_model=Message, responses=ERRORS)
 async def verify(
     request: Request, db: DbDep, redis: RedisDep, token: str | None = Query(default=None, max_length=512)
 ) -> Response | Message:
