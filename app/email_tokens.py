@@ -10,7 +10,7 @@ from typing import Literal
 
 from redis.asyncio import Redis
 
-from app.tokens import PREFIX, new_token
+from app.tokens import PREFIX, index_for_user, new_token
 
 Purpose = Literal["verify", "reset"]
 
@@ -32,7 +32,10 @@ def token_key(purpose: Purpose, token: str) -> str:
 async def issue(redis: Redis, purpose: Purpose, user_id: uuid.UUID, email: str, ttl_s: int) -> str:
     """A new token for the user and address, valid for ttl_s seconds."""
     token = new_token()
-    await redis.set(token_key(purpose, token), json.dumps({"user_id": str(user_id), "email": email}), ex=ttl_s)
+    key = token_key(purpose, token)
+    await redis.set(key, json.dumps({"user_id": str(user_id), "email": email}), ex=ttl_s)
+    # Indexed with the user's other tokens: deleting the account or resetting the password voids it too.
+    await index_for_user(redis, user_id, key, ttl_s)
     return token
 
 

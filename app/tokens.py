@@ -44,7 +44,7 @@ def session_projects_key(session_token: str) -> str:
 
 
 def user_tokens_key(user_id: uuid.UUID) -> str:
-    """Redis sorted set of the auth and session keys issued to a user, scored by expiry (to revoke them all)."""
+    """Redis sorted set of the keys of every token issued to a user (auth, session, mailed), scored by expiry."""
     return f"{PREFIX}user_tokens:{user_id}"
 
 
@@ -85,12 +85,12 @@ async def issue_auth(redis: Redis, user_id: uuid.UUID, ttl_s: int) -> str:
     """Store a new auth token for the user."""
     token = new_token()
     await redis.set(auth_key(token), json.dumps({"user_id": str(user_id)}), ex=ttl_s)
-    await _index_for_user(redis, user_id, auth_key(token), ttl_s)
+    await index_for_user(redis, user_id, auth_key(token), ttl_s)
     return token
 
 
-async def _index_for_user(redis: Redis, user_id: uuid.UUID, key: str, ttl_s: int) -> None:
-    """Remember a token key under its user, scored by expiry: expired members are pruned on every add."""
+async def index_for_user(redis: Redis, user_id: uuid.UUID, key: str, ttl_s: int) -> None:
+    """Remember a key under its user (so revoke_user finds it), scored by expiry: expired ones are pruned."""
     index = user_tokens_key(user_id)
     now = time.time()
     async with redis.pipeline(transaction=True) as pipe:
@@ -132,7 +132,7 @@ async def issue_session(
         pipe.set(session_key(token), json.dumps(payload), ex=ttl_s)
         pipe.set(user_session_key(user_id), token, ex=ttl_s)
         await pipe.execute()
-    await _index_for_user(redis, user_id, session_key(token), ttl_s)
+    await index_for_user(redis, user_id, session_key(token), ttl_s)
     return token
 
 
