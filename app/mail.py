@@ -8,8 +8,8 @@ import os
 import smtplib
 import ssl
 import uuid
-from datetime import datetime, timezone
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from email.message import EmailMessage
 from pathlib import Path
 

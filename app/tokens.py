@@ -192,9 +192,9 @@ async def resolve_project(redis: Redis, token: str) -> ProjectInfo | None:
 async def revoke_user(redis: Redis, user_id: uuid.UUID) -> None:
     """End every auth, session and project token of a user (account deleted or password reset)."""
     members = await redis.zrange(user_tokens_key(user_id), 0, -1)
-    keys = [m.decode() if isinstance(m, bytes) else m for m in members]
+    keys: list[str] = [m.decode() if isinstance(m, bytes) else str(m) for m in members]
     session_prefix = session_key("")
-    doomed = [user_tokens_key(user_id), user_session_key(user_id), *keys]
+    doomed: list[str] = [user_tokens_key(user_id), user_session_key(user_id), *keys]
     for key in keys:
         if key.startswith(session_prefix):
             token = key[len(session_prefix) :]

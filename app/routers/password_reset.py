@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import BackgroundTasks, Query, Request
 from fastapi.responses import HTMLResponse, Response
 
@@ -16,7 +18,7 @@ from app.schemas.user import EmailRequest, PasswordResetChange
 from app.services import password_reset
 
 router = SlashTolerantRouter(prefix="/api/user", tags=["password reset"])
-ERRORS = {401: {"model": ErrorResponse}, 422: {"model": ErrorResponse}}
+ERRORS: dict[int | str, dict[str, Any]] = {401: {"model": ErrorResponse}, 422: {"model": ErrorResponse}}
 
 
 @router.post("/reset-password/request", response_model=Message, responses=ERRORS)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import BackgroundTasks, Depends, Query, Request, Response, status
 
@@ -26,7 +26,7 @@ from app.schemas.user import (
 from app.services import account_deletion, users, verification
 
 router = SlashTolerantRouter(prefix="/api/user", tags=["user"])
-ERRORS = {
+ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorResponse},
     401: {"model": ErrorResponse},
     403: {"model": ErrorResponse},

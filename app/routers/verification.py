@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import BackgroundTasks, Query, Request
 from fastapi.responses import HTMLResponse, Response
 
@@ -16,7 +18,7 @@ from app.schemas.user import EmailRequest, TokenRequest, VerificationStatus
 from app.services import verification
 
 router = SlashTolerantRouter(prefix="/api/user", tags=["user verification"])
-ERRORS = {401: {"model": ErrorResponse}, 409: {"model": ErrorResponse}, 422: {"model": ErrorResponse}}
+ERRORS: dict[int | str, dict[str, Any]] = {401: {"model": ErrorResponse}, 409: {"model": ErrorResponse}, 422: {"model": ErrorResponse}}
 RESENT = "If the account exists and is not verified yet, a verification mail has been sent"
 
 

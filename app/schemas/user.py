@@ -11,7 +11,6 @@ from pydantic import BaseModel, ConfigDict, EmailStr, Field, field_validator, mo
 
 from app.schemas.common import Body, Message
 
-
 MAX_PREFERENCE_CHARS = 16_384
 Provider = Literal["no_provider", "", "google"]
 

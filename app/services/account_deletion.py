@@ -16,8 +16,9 @@ from __future__ import annotations
 import uuid
 
 from redis.asyncio import Redis
-from sqlalchemy import and_, delete, exists, or_, select, update
+from sqlalchemy import ColumnElement, and_, delete, exists, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
 from app import tokens
 from db.tables import (
@@ -36,57 +37,47 @@ from db.tables import (
 KEPT_QUERY_TYPE = "completion"
 
 
-async def delete_queries(db: AsyncSession, where: object) -> int:
+async def delete_queries(db: AsyncSession, where: ColumnElement[bool]) -> int:
     """Delete meta queries (children cascade) and the context and telemetry rows only they referenced."""
     rows = (
         await db.execute(
             delete(MetaQuery)
-            .where(where)  # type: ignore[arg-type]
-            .returning(MetaQuery.context_id, MetaQuery.contextual_telemetry_id, MetaQuery.behavioral_telemetry_id)
+            .where(where)
+            .returning(col(MetaQuery.context_id), col(MetaQuery.contextual_telemetry_id), col(MetaQuery.behavioral_telemetry_id))
         )
     ).all()
     context_ids = [r[0] for r in rows if r[0] is not None]
     contextual_ids = [r[1] for r in rows if r[1] is not None]
     behavioral_ids = [r[2] for r in rows if r[2] is not None]
     if context_ids:
-        await db.execute(delete(Context).where(Context.context_id.in_(context_ids)))  # type: ignore[attr-defined]
+        await db.execute(delete(Context).where(col(Context.context_id).in_(context_ids)))
     if contextual_ids:
         await db.execute(
-            delete(ContextualTelemetry).where(
-                ContextualTelemetry.contextual_telemetry_id.in_(contextual_ids)  # type: ignore[attr-defined]
-            )
+            delete(ContextualTelemetry).where(col(ContextualTelemetry.contextual_telemetry_id).in_(contextual_ids))
         )
     if behavioral_ids:
         await db.execute(
-            delete(BehavioralTelemetry).where(
-                BehavioralTelemetry.behavioral_telemetry_id.in_(behavioral_ids)  # type: ignore[attr-defined]
-            )
+            delete(BehavioralTelemetry).where(col(BehavioralTelemetry.behavioral_telemetry_id).in_(behavioral_ids))
         )
     return len(rows)
 
 
 async def _anonymise_completion_queries(db: AsyncSession, user_id: uuid.UUID) -> None:
-    mine = select(MetaQuery.meta_query_id).where(MetaQuery.user_id == user_id)
+    owned = col(MetaQuery.user_id) == user_id
+    await db.execute(delete(Context).where(col(Context.context_id).in_(select(col(MetaQuery.context_id)).where(owned))))
     await db.execute(
-        delete(Context).where(
-            Context.context_id.in_(select(MetaQuery.context_id).where(MetaQuery.user_id == user_id))  # type: ignore[attr-defined]
-        )
+        delete(GroundTruth).where(col(GroundTruth.meta_query_id).in_(select(col(MetaQuery.meta_query_id)).where(owned)))
     )
-    await db.execute(delete(GroundTruth).where(GroundTruth.meta_query_id.in_(mine)))  # type: ignore[attr-defined]
     await db.execute(
         update(ContextualTelemetry)
         .where(
-            ContextualTelemetry.contextual_telemetry_id.in_(  # type: ignore[attr-defined]
-                select(MetaQuery.contextual_telemetry_id).where(MetaQuery.user_id == user_id)
+            col(ContextualTelemetry.contextual_telemetry_id).in_(
+                select(col(MetaQuery.contextual_telemetry_id)).where(owned)
             )
         )
         .values(file_path=None)
     )
-    await db.execute(
-        update(MetaQuery)
-        .where(MetaQuery.user_id == user_id)  # type: ignore[arg-type]
-        .values(user_id=None, session_id=None, project_id=None)
-    )
+    await db.execute(update(MetaQuery).where(owned).values(user_id=None, session_id=None, project_id=None))
 
 
 async def _delete_solo_projects(db: AsyncSession, user_id: uuid.UUID) -> None:
@@ -94,7 +85,7 @@ async def _delete_solo_projects(db: AsyncSession, user_id: uuid.UUID) -> None:
     me = ProjectMember.__table__.alias("me")  # type: ignore[attr-defined]
     other = ProjectMember.__table__.alias("other")  # type: ignore[attr-defined]
     mine = or_(
-        Project.created_by == user_id,  # type: ignore[arg-type]
+        col(Project.created_by) == user_id,
         exists().where(and_(me.c.project_id == Project.project_id, me.c.user_id == user_id)),
     )
     shared = exists().where(and_(other.c.project_id == Project.project_id, other.c.user_id != user_id))
@@ -104,14 +95,14 @@ async def _delete_solo_projects(db: AsyncSession, user_id: uuid.UUID) -> None:
 async def delete_account(db: AsyncSession, redis: Redis, user_id: uuid.UUID, *, delete_data: bool) -> None:
     """Remove the account in one transaction, then end all its tokens (see the module docstring)."""
     if delete_data:
-        await delete_queries(db, MetaQuery.user_id == user_id)
+        await delete_queries(db, col(MetaQuery.user_id) == user_id)
     else:
-        await delete_queries(db, and_(MetaQuery.user_id == user_id, MetaQuery.query_type != KEPT_QUERY_TYPE))
+        await delete_queries(db, and_(col(MetaQuery.user_id) == user_id, col(MetaQuery.query_type) != KEPT_QUERY_TYPE))
         await _anonymise_completion_queries(db, user_id)
-    await db.execute(delete(Chat).where(Chat.user_id == user_id))  # type: ignore[arg-type]
+    await db.execute(delete(Chat).where(col(Chat.user_id) == user_id))
     await _delete_solo_projects(db, user_id)
-    await db.execute(delete(Session).where(Session.user_id == user_id))  # type: ignore[arg-type]
+    await db.execute(delete(Session).where(col(Session.user_id) == user_id))
     # Memberships and study assignments cascade; studies and shared projects the user created stay (SET NULL).
-    await db.execute(delete(User).where(User.user_id == user_id))  # type: ignore[arg-type]
+    await db.execute(delete(User).where(col(User.user_id) == user_id))
     await db.commit()
     await tokens.revoke_user(redis, user_id)

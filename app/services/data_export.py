@@ -16,7 +16,7 @@ from typing import Any
 
 from sqlalchemy import select, text, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-from sqlmodel import SQLModel
+from sqlmodel import SQLModel, col
 
 from db.tables import (
     BehavioralTelemetry,
@@ -107,10 +107,10 @@ async def _queries(db: AsyncSession, user_id: uuid.UUID, model_names: dict[int, 
     """The user's queries, oldest first, fetched by keyset pages."""
     after: tuple[datetime, uuid.UUID] | None = None
     while True:
-        stmt = select(MetaQuery).where(MetaQuery.user_id == user_id)  # type: ignore[arg-type]
+        stmt = select(MetaQuery).where(col(MetaQuery.user_id) == user_id)
         if after is not None:
-            stmt = stmt.where(tuple_(MetaQuery.timestamp, MetaQuery.meta_query_id) > after)
-        metas = await _all(db, stmt.order_by(MetaQuery.timestamp, MetaQuery.meta_query_id).limit(PAGE))
+            stmt = stmt.where(tuple_(col(MetaQuery.timestamp), col(MetaQuery.meta_query_id)) > after)
+        metas = await _all(db, stmt.order_by(col(MetaQuery.timestamp), col(MetaQuery.meta_query_id)).limit(PAGE))
         if not metas:
             return
         for item in await _query_page(db, metas, model_names):
@@ -119,7 +119,7 @@ async def _queries(db: AsyncSession, user_id: uuid.UUID, model_names: dict[int, 
 
 
 async def _chats(db: AsyncSession, user_id: uuid.UUID) -> AsyncIterator[dict]:
-    chats = await _all(db, select(Chat).where(Chat.user_id == user_id).order_by(Chat.created_at))  # type: ignore[arg-type]
+    chats = await _all(db, select(Chat).where(col(Chat.user_id) == user_id).order_by(col(Chat.created_at)))
     for start in range(0, len(chats), PAGE):
         page = chats[start : start + PAGE]
         messages = await _grouped(
@@ -132,9 +132,9 @@ async def _chats(db: AsyncSession, user_id: uuid.UUID) -> AsyncIterator[dict]:
 async def _projects(db: AsyncSession, user_id: uuid.UUID) -> list[dict]:
     result = await db.execute(
         select(Project, ProjectMember)
-        .join(ProjectMember, ProjectMember.project_id == Project.project_id)  # type: ignore[arg-type]
-        .where(ProjectMember.user_id == user_id)  # type: ignore[arg-type]
-        .order_by(ProjectMember.joined_at)
+        .join(ProjectMember, col(ProjectMember.project_id) == col(Project.project_id))
+        .where(col(ProjectMember.user_id) == user_id)
+        .order_by(col(ProjectMember.joined_at))
     )
     return [
         {
@@ -147,7 +147,7 @@ async def _projects(db: AsyncSession, user_id: uuid.UUID) -> list[dict]:
 
 
 async def _sessions(db: AsyncSession, user_id: uuid.UUID) -> list[dict]:
-    sessions = await _all(db, select(Session).where(Session.user_id == user_id).order_by(Session.start_time))  # type: ignore[arg-type]
+    sessions = await _all(db, select(Session).where(col(Session.user_id) == user_id).order_by(col(Session.start_time)))
     projects = await _grouped(
         db, SessionProject, SessionProject.session_id, [s.session_id for s in sessions], SessionProject.project_id
     )
@@ -185,7 +185,7 @@ async def export_user(sessionmaker: async_sessionmaker[AsyncSession], user_id: u
             "sessions": await _sessions(db, user_id),
             "study_assignments": [
                 row(a)
-                for a in await _all(db, select(StudyAssignment).where(StudyAssignment.user_id == user_id))  # type: ignore[arg-type]
+                for a in await _all(db, select(StudyAssignment).where(col(StudyAssignment.user_id) == user_id))
             ],
         }
         yield (_json(head)[:-1] + ',\n"queries": ').encode()

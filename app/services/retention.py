@@ -10,8 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Integer, Numeric, and_, case, delete, exists, func, literal, not_, select
+from sqlalchemy import Integer, Numeric, Subquery, and_, case, delete, exists, func, literal, not_, select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
 from app.schemas.user import Preference
 from app.services.account_deletion import delete_queries
@@ -30,40 +31,44 @@ class RetentionResult:
     sessions: int
 
 
-def _cutoffs(now: datetime):  # type: ignore[no-untyped-def]
+def _cutoffs(now: datetime) -> Subquery:
     """(user_id, cutoff) for every user with a retention period; rows older than cutoff go."""
-    pref = User.preference  # type: ignore[var-annotated]
+    pref = col(User.preference)
     default = Preference.model_fields[KEY].default
     days = case(
         (not_(pref.has_key(KEY)), literal(default, Integer)),  # type: ignore[attr-defined]
-        (func.jsonb_typeof(pref[KEY]) == "number", pref[KEY].astext.cast(Numeric).cast(Integer)),  # type: ignore[index]
+        (func.jsonb_typeof(pref[KEY]) == "number", pref[KEY].astext.cast(Numeric).cast(Integer)),
         else_=None,
     )
     cutoff = literal(now) - func.make_interval(0, 0, 0, days)
-    return select(User.user_id.label("user_id"), cutoff.label("cutoff")).where(days.is_not(None)).subquery("retention")  # type: ignore[attr-defined]
+    return (
+        select(col(User.user_id).label("user_id"), cutoff.label("cutoff"))
+        .where(days.is_not(None))
+        .subquery("retention")
+    )
 
 
 async def delete_expired_data(db: AsyncSession, now: datetime) -> RetentionResult:
     """Delete what is older than each user's retention period at `now`, in one transaction."""
     r = _cutoffs(now)
     queries = await delete_queries(
-        db, exists().where(and_(r.c.user_id == MetaQuery.user_id, MetaQuery.timestamp < r.c.cutoff))
+        db, exists().where(and_(r.c.user_id == col(MetaQuery.user_id), col(MetaQuery.timestamp) < r.c.cutoff))
     )
-    old_chat = and_(Chat.chat_id == ChatMessage.chat_id, r.c.user_id == Chat.user_id)
+    of_user = and_(col(Chat.chat_id) == col(ChatMessage.chat_id), r.c.user_id == col(Chat.user_id))
     messages = await db.execute(
-        delete(ChatMessage).where(exists().where(old_chat, ChatMessage.created_at < r.c.cutoff))  # type: ignore[arg-type]
+        delete(ChatMessage).where(exists().where(of_user, col(ChatMessage.created_at) < r.c.cutoff))
     )
     left_empty = and_(
-        exists().where(r.c.user_id == Chat.user_id, Chat.created_at < r.c.cutoff),
-        ~exists().where(ChatMessage.chat_id == Chat.chat_id),
+        exists().where(r.c.user_id == col(Chat.user_id), col(Chat.created_at) < r.c.cutoff),
+        ~exists().where(col(ChatMessage.chat_id) == col(Chat.chat_id)),
     )
     chats = await db.execute(delete(Chat).where(left_empty))
     sessions = await db.execute(
         delete(Session).where(
             exists().where(
-                r.c.user_id == Session.user_id,
-                Session.end_time.is_not(None),  # type: ignore[union-attr]
-                Session.end_time < r.c.cutoff,  # type: ignore[operator]
+                r.c.user_id == col(Session.user_id),
+                col(Session.end_time).is_not(None),
+                col(Session.end_time) < r.c.cutoff,
             )
         )
     )

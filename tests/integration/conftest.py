@@ -9,7 +9,6 @@ from pathlib import Path
 import httpx
 import pytest
 
-from app.settings import Settings
 from app.state import AppState
 from db.migrate import upgrade
 from serve.embedded import EmbeddedServices, ServiceUrls

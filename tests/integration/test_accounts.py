@@ -231,7 +231,7 @@ async def test_expired_or_made_up_verification_tokens(accounts_api, outbox) -> N
 
 
 async def test_resend_verification(accounts_api, outbox) -> None:
-    client, state = accounts_api
+    client, _ = accounts_api
     c, email = await account(client)
     r = await c.post("/api/user/verify/resend")
     assert r.status_code == 200
@@ -253,7 +253,7 @@ async def test_resend_verification(accounts_api, outbox) -> None:
 
 async def test_require_verified_email_blocks_unverified_sign_in(services, accounts_dir, outbox) -> None:
     settings = api_settings(accounts_dir, require_verified_email=True)
-    async with running_api(services.database_url, services.redis_url, settings) as (client, state):
+    async with running_api(services.database_url, services.redis_url, settings) as (client, _):
         email = P.new_email()
         assert (await client.post("/api/user/create", json=P.user_create(email))).status_code == 201
         r = await client.post("/api/user/authenticate", json=P.authenticate(email))

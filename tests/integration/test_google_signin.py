@@ -7,6 +7,7 @@ import json
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
+from typing import Self
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -209,7 +210,7 @@ class JwksServer:
         server = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+            def do_GET(self) -> None:
                 server.fetches += 1
                 payload = json.dumps(server.document).encode()
                 self.send_response(200)
@@ -225,7 +226,7 @@ class JwksServer:
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/oauth2/v3/certs"
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
 
-    def __enter__(self) -> JwksServer:
+    def __enter__(self) -> Self:
         self.thread.start()
         return self
 
