@@ -33,15 +33,20 @@ async def issue(redis: Redis, purpose: Purpose, user_id: uuid.UUID, email: str, 
     """A new token for the user and address, valid for ttl_s seconds."""
     token = new_token()
     key = token_key(purpose, token)
-    await redis.set(key, json.dumps({"user_id": str(user_id), "email": email}), ex=ttl_s)
-    # Indexed with the user's other tokens: deleting the account or resetting the password voids it too.
-    await index_for_user(redis, user_id, key, ttl_s)
+    async with redis.pipeline(transaction=True) as pipe:
+        pipe.set(key, json.dumps({"user_id": str(user_id), "email": email}), ex=ttl_s)
+        # Indexed with the user's other tokens: deleting the account or resetting the password voids it too.
+        index_for_user(pipe, user_id, key, ttl_s)
+        await pipe.execute()
     return token
 
 
 async def spend_like_issue(redis: Redis, purpose: Purpose) -> None:
-    """One Redis round trip like issue(), for paths that must not reveal that nothing was issued."""
-    await redis.exists(token_key(purpose, new_token()))
+    """One Redis round trip of two commands like issue(), for paths that must not reveal that none was issued."""
+    async with redis.pipeline(transaction=True) as pipe:
+        pipe.exists(token_key(purpose, new_token()))
+        pipe.zcard(f"{PREFIX}user_tokens:{uuid.uuid4()}")
+        await pipe.execute()
 
 
 def _parse(raw: bytes | str | None) -> EmailTokenInfo | None:

@@ -9,6 +9,7 @@ import uuid
 from dataclasses import dataclass
 
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
 
 PREFIX = "c4m:"
 
@@ -44,7 +45,7 @@ def session_projects_key(session_token: str) -> str:
 
 
 def user_tokens_key(user_id: uuid.UUID) -> str:
-    """Redis sorted set of the keys of every token issued to a user (auth, session, mailed), scored by expiry."""
+    """Redis sorted set of the keys of every token issued to a user (auth, session, project, mailed), by expiry."""
     return f"{PREFIX}user_tokens:{user_id}"
 
 
@@ -84,22 +85,28 @@ async def _get_json(redis: Redis, key: str) -> dict | None:
 async def issue_auth(redis: Redis, user_id: uuid.UUID, ttl_s: int) -> str:
     """Store a new auth token for the user."""
     token = new_token()
-    await redis.set(auth_key(token), json.dumps({"user_id": str(user_id)}), ex=ttl_s)
-    await index_for_user(redis, user_id, auth_key(token), ttl_s)
+    async with redis.pipeline(transaction=True) as pipe:
+        pipe.set(auth_key(token), json.dumps({"user_id": str(user_id)}), ex=ttl_s)
+        index_for_user(pipe, user_id, auth_key(token), ttl_s)
+        await pipe.execute()
     return token
 
 
-async def index_for_user(redis: Redis, user_id: uuid.UUID, key: str, ttl_s: int) -> None:
-    """Remember a key under its user (so revoke_user finds it), scored by expiry: expired ones are pruned."""
-    index = user_tokens_key(user_id)
+# Adds a key to its user's index scored by the key's expiry, prunes expired members and keeps the index
+# alive as long as its longest-lived member, in one atomic step (EXPIRE ... GT would need Redis 7).
+_INDEX_SCRIPT = """
+redis.call('ZADD', KEYS[1], ARGV[1], ARGV[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[3])
+local last = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
+redis.call('EXPIREAT', KEYS[1], math.floor(tonumber(last[2])) + 1)
+return 1
+"""
+
+
+def index_for_user(pipe: Pipeline, user_id: uuid.UUID, key: str, ttl_s: int) -> None:
+    """Queue, on a pipeline, remembering a key under its user (so that revoke_user finds it)."""
     now = time.time()
-    async with redis.pipeline(transaction=True) as pipe:
-        pipe.zadd(index, {key: now + ttl_s})
-        pipe.zremrangebyscore(index, "-inf", now)
-        pipe.zrange(index, -1, -1, withscores=True)
-        *_, last = await pipe.execute()
-    # The index lives as long as its longest-lived member.
-    await redis.expireat(index, int(last[0][1]) + 1 if last else int(now + ttl_s) + 1)
+    pipe.eval(_INDEX_SCRIPT, 1, user_tokens_key(user_id), now + ttl_s, key, now)
 
 
 async def resolve_auth(redis: Redis, token: str) -> AuthInfo | None:
@@ -131,8 +138,8 @@ async def issue_session(
     async with redis.pipeline(transaction=True) as pipe:
         pipe.set(session_key(token), json.dumps(payload), ex=ttl_s)
         pipe.set(user_session_key(user_id), token, ex=ttl_s)
+        index_for_user(pipe, user_id, session_key(token), ttl_s)
         await pipe.execute()
-    await index_for_user(redis, user_id, session_key(token), ttl_s)
     return token
 
 
@@ -141,6 +148,7 @@ async def refresh_session(redis: Redis, token: str, user_id: uuid.UUID, ttl_s: i
     async with redis.pipeline(transaction=True) as pipe:
         pipe.expire(session_key(token), ttl_s)
         pipe.expire(user_session_key(user_id), ttl_s)
+        index_for_user(pipe, user_id, session_key(token), ttl_s)  # its new expiry, or the index would drop it
         await pipe.execute()
 
 
@@ -177,6 +185,7 @@ async def issue_project(
         pipe.set(project_key(token), json.dumps(payload), ex=ttl_s)
         pipe.sadd(session_projects_key(session_token), token)
         pipe.expire(session_projects_key(session_token), ttl_s)
+        index_for_user(pipe, user_id, project_key(token), ttl_s)
         await pipe.execute()
     return token
 

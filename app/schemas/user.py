@@ -35,9 +35,20 @@ class Preference(BaseModel):
     @classmethod
     def _bounded(cls, v: Any) -> Any:
         """The plugin's free-form keys are kept, but not without limit."""
-        if isinstance(v, dict) and len(json.dumps(v, default=str)) > MAX_PREFERENCE_CHARS:
-            raise ValueError(f"preference must be at most {MAX_PREFERENCE_CHARS} characters of JSON")
+        if isinstance(v, dict):
+            text = json.dumps(v, default=str)
+            if len(text) > MAX_PREFERENCE_CHARS:
+                raise ValueError(f"preference must be at most {MAX_PREFERENCE_CHARS} characters of JSON")
+            if "\\u0000" in text:  # PostgreSQL's jsonb cannot hold NUL characters
+                raise ValueError("preference must not contain NUL characters")
         return v
+
+
+def no_nul(v: Any) -> Any:
+    """PostgreSQL text cannot hold NUL characters: refuse them up front instead of failing at the insert."""
+    if isinstance(v, str) and "\x00" in v:
+        raise ValueError("must not contain NUL characters")
+    return v
 
 
 def parse_preference(v: Any) -> Any:
@@ -66,6 +77,8 @@ class UserCreate(Body):
     def _preference_json_string(cls, v: Any) -> Any:
         """Some plugin versions send the preference as a string holding JSON."""
         return parse_preference(v)
+
+    _no_nul = field_validator("name")(no_nul)
 
 
 class UserAuthenticate(Body):
@@ -124,6 +137,8 @@ class UserUpdate(Body):
     def _preference_json_string(cls, v: Any) -> Any:
         """The plugin sends the preference as a string holding JSON."""
         return parse_preference(v)
+
+    _no_nul = field_validator("name")(no_nul)
 
 
 class UserResponse(Message):

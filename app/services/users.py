@@ -43,7 +43,8 @@ async def find_by_email(db: AsyncSession, email: str) -> User | None:
 
 
 async def _check_config(db: AsyncSession, config_id: int) -> None:
-    if await db.get(Config, config_id) is None:
+    # Out of the integer column's range the database would fail the lookup itself.
+    if not 0 < config_id < 2**31 or await db.get(Config, config_id) is None:
         raise Unprocessable(f"Unknown config_id {config_id}")
 
 

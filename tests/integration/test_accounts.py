@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -11,7 +13,7 @@ import pytest
 from passlib.hash import argon2
 from sqlalchemy import select
 
-from app import email_tokens
+from app import email_tokens, tokens
 from app.state import AppState
 from db.tables import User
 from serve.embedded import ServiceUrls
@@ -110,6 +112,9 @@ async def test_update_name_and_preference_merge_partially(accounts_api) -> None:
         ({"preference": ["a"]}, 422, "preference"),
         ({"preference": {"blob": "x" * 20_000}}, 422, "at most"),
         ({"config_id": 999}, 422, "config_id"),
+        ({"config_id": 2**40}, 422, "config_id"),
+        ({"name": "nul\x00byte"}, 422, "NUL"),
+        ({"preference": {"note": "nul\x00byte"}}, 422, "NUL"),
         ({"name": ""}, 422, "name"),
         ({"email": "not-an-email"}, 422, "email"),
         ({"password": "N3wPassword"}, 422, "previous_password is required"),
@@ -176,6 +181,41 @@ async def test_oauth_account_without_password_cannot_change_email_by_update(acco
         await db.commit()
     r = await c.put("/api/user/update", json={"email": P.new_email(), "previous_password": "anything"})
     assert r.status_code == 403 and "reset-password" in r.json()["message"]
+
+
+@pytest.mark.parametrize(
+    "create, words",
+    [({"name": "nul\x00byte"}, "NUL"), ({"config_id": 2**40}, "config_id"), ({"preference": {"data_retention_days": 0}}, "data_retention_days")],
+)
+async def test_create_refuses_what_the_database_could_not_store(accounts_api, create, words) -> None:
+    client, state = accounts_api
+    email = P.new_email()
+    r = await client.post("/api/user/create", json={**P.user_create(email), **create})
+    assert r.status_code == 422 and words in r.json()["message"]
+    async with state.sessionmaker() as db:
+        assert (await db.execute(select(User).where(User.email == email))).first() is None
+
+
+async def test_revocation_finds_every_token_even_after_a_session_refresh(accounts_api) -> None:
+    _, state = accounts_api
+    redis, user_id = state.redis, uuid.uuid4()
+    auth = await tokens.issue_auth(redis, user_id, 100)
+    session = await tokens.issue_session(redis, user_id, uuid.uuid4(), auth, 1)
+    project = await tokens.issue_project(redis, user_id, uuid.uuid4(), session, 1)
+    mailed = await email_tokens.issue(redis, "verify", user_id, "x@example.org", 100)
+    # The session outlives its first expiry through a refresh; the index must follow it.
+    await tokens.refresh_session(redis, session, user_id, 100)
+    await redis.expire(tokens.project_key(project), 100)
+    await asyncio.sleep(1.1)
+    assert await redis.exists(tokens.session_key(session)) == 1
+    assert 90 < await redis.ttl(tokens.user_tokens_key(user_id)) <= 101
+    await tokens.revoke_user(redis, user_id)
+    keys = [
+        tokens.auth_key(auth), tokens.session_key(session), tokens.project_key(project),
+        tokens.user_session_key(user_id), tokens.session_projects_key(session), tokens.user_tokens_key(user_id),
+        email_tokens.token_key("verify", mailed),
+    ]
+    assert await redis.exists(*keys) == 0
 
 
 # ---------------------------------------------------------------- verification

@@ -7,9 +7,9 @@ import json
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
-from typing import Self
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Self
 
 import httpx
 import pytest
