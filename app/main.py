@@ -9,7 +9,17 @@ from fastapi import FastAPI
 
 from app.bootstrap import close_state
 from app.errors import install_error_handlers
-from app.routers import chat, completion, ping, project, session, user
+from app.routers import (
+    chat,
+    completion,
+    password_reset,
+    ping,
+    privacy,
+    project,
+    session,
+    user,
+    verification,
+)
 from app.state import AppState
 
 StateFactory = Callable[[], Awaitable[AppState]]
@@ -34,6 +44,6 @@ def create_app(make_state: StateFactory) -> FastAPI:
         redirect_slashes=False,
     )
     install_error_handlers(app)
-    for module in (user, session, project, completion, chat, ping):
+    for module in (user, verification, password_reset, privacy, session, project, completion, chat, ping):
         app.include_router(module.router)
     return app

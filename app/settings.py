@@ -30,6 +30,12 @@ class Settings(BaseSettings):
     project_token_ttl_s: int = Field(default=4 * 3600, gt=0)
     email_token_ttl_s: int = Field(default=24 * 3600, gt=0)
 
+    # Accounts: when true, password sign-in is refused (403) until the email address is verified.
+    require_verified_email: bool = False
+    # Base of the links in mails (verification, password reset). Taken from settings, never from the
+    # request's Host header, which a client controls (a forged host would send reset links elsewhere).
+    public_url: str | None = None
+
     # Rate limits: requests per window per user (and per client address for unauthenticated routes).
     rate_limit_window_s: int = Field(default=60, gt=0)
     rate_limit_completion: int = Field(default=600, gt=0)
@@ -47,8 +53,13 @@ class Settings(BaseSettings):
     telemetry_batch_size: int = Field(default=2000, ge=1, le=10_000)
     query_cache_ttl_s: int = Field(default=24 * 3600, gt=0)
 
-    # Google sign-in.
+    # Google sign-in: ID tokens are checked against the keys at google_jwks_url (cached for google_jwks_ttl_s).
     google_client_id: str | None = None
+    google_jwks_url: str = "https://www.googleapis.com/oauth2/v3/certs"
+    google_jwks_ttl_s: int = Field(default=3600, gt=0)
+
+    # Retention: how often the RetentionSweeper actor deletes data older than each user's data_retention_days.
+    retention_sweep_interval_s: int = Field(default=3600, gt=0)
 
     # Mail: SMTP when smtp_host is set, else a local outbox directory under data_dir.
     smtp_host: str | None = None
@@ -73,6 +84,11 @@ class Settings(BaseSettings):
                 "SECRET_KEY must be set to a random string of at least 32 characters when ENVIRONMENT=production"
             )
         return self
+
+    @property
+    def public_base_url(self) -> str:
+        """Where links in mails point (no trailing slash)."""
+        return (self.public_url or f"http://{self.http_host}:{self.http_port}").rstrip("/")
 
     @property
     def outbox_dir(self) -> Path:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import secrets
+import time
 import uuid
 from dataclasses import dataclass
 
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
 
 PREFIX = "c4m:"
 
@@ -40,6 +42,11 @@ def user_session_key(user_id: uuid.UUID) -> str:
 def session_projects_key(session_token: str) -> str:
     """Redis set of the project tokens issued under a session."""
     return f"{PREFIX}session_projects:{session_token}"
+
+
+def user_tokens_key(user_id: uuid.UUID) -> str:
+    """Redis sorted set of the keys of every token issued to a user (auth, session, project, mailed), by expiry."""
+    return f"{PREFIX}user_tokens:{user_id}"
 
 
 @dataclass(frozen=True)
@@ -78,8 +85,28 @@ async def _get_json(redis: Redis, key: str) -> dict | None:
 async def issue_auth(redis: Redis, user_id: uuid.UUID, ttl_s: int) -> str:
     """Store a new auth token for the user."""
     token = new_token()
-    await redis.set(auth_key(token), json.dumps({"user_id": str(user_id)}), ex=ttl_s)
+    async with redis.pipeline(transaction=True) as pipe:
+        pipe.set(auth_key(token), json.dumps({"user_id": str(user_id)}), ex=ttl_s)
+        index_for_user(pipe, user_id, auth_key(token), ttl_s)
+        await pipe.execute()
     return token
+
+
+# Adds a key to its user's index scored by the key's expiry, prunes expired members and keeps the index
+# alive as long as its longest-lived member, in one atomic step (EXPIRE ... GT would need Redis 7).
+_INDEX_SCRIPT = """
+redis.call('ZADD', KEYS[1], ARGV[1], ARGV[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[3])
+local last = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
+redis.call('EXPIREAT', KEYS[1], math.floor(tonumber(last[2])) + 1)
+return 1
+"""
+
+
+def index_for_user(pipe: Pipeline, user_id: uuid.UUID, key: str, ttl_s: int) -> None:
+    """Queue, on a pipeline, remembering a key under its user (so that revoke_user finds it)."""
+    now = time.time()
+    pipe.eval(_INDEX_SCRIPT, 1, user_tokens_key(user_id), now + ttl_s, key, now)
 
 
 async def resolve_auth(redis: Redis, token: str) -> AuthInfo | None:
@@ -111,6 +138,7 @@ async def issue_session(
     async with redis.pipeline(transaction=True) as pipe:
         pipe.set(session_key(token), json.dumps(payload), ex=ttl_s)
         pipe.set(user_session_key(user_id), token, ex=ttl_s)
+        index_for_user(pipe, user_id, session_key(token), ttl_s)
         await pipe.execute()
     return token
 
@@ -120,6 +148,7 @@ async def refresh_session(redis: Redis, token: str, user_id: uuid.UUID, ttl_s: i
     async with redis.pipeline(transaction=True) as pipe:
         pipe.expire(session_key(token), ttl_s)
         pipe.expire(user_session_key(user_id), ttl_s)
+        index_for_user(pipe, user_id, session_key(token), ttl_s)  # its new expiry, or the index would drop it
         await pipe.execute()
 
 
@@ -156,6 +185,7 @@ async def issue_project(
         pipe.set(project_key(token), json.dumps(payload), ex=ttl_s)
         pipe.sadd(session_projects_key(session_token), token)
         pipe.expire(session_projects_key(session_token), ttl_s)
+        index_for_user(pipe, user_id, project_key(token), ttl_s)
         await pipe.execute()
     return token
 
@@ -166,3 +196,18 @@ async def resolve_project(redis: Redis, token: str) -> ProjectInfo | None:
     if not data:
         return None
     return ProjectInfo(uuid.UUID(data["user_id"]), uuid.UUID(data["project_id"]), data["session_token"])
+
+
+async def revoke_user(redis: Redis, user_id: uuid.UUID) -> None:
+    """End every auth, session and project token of a user (account deleted or password reset)."""
+    members = await redis.zrange(user_tokens_key(user_id), 0, -1)
+    keys: list[str] = [m.decode() if isinstance(m, bytes) else str(m) for m in members]
+    session_prefix = session_key("")
+    doomed: list[str] = [user_tokens_key(user_id), user_session_key(user_id), *keys]
+    for key in keys:
+        if key.startswith(session_prefix):
+            token = key[len(session_prefix) :]
+            project_tokens = await redis.smembers(session_projects_key(token))
+            doomed.append(session_projects_key(token))
+            doomed += [project_key(t.decode() if isinstance(t, bytes) else t) for t in project_tokens]
+    await redis.delete(*doomed)

@@ -212,7 +212,8 @@ class MetaQuery(SQLModel, table=True):
 
     __tablename__ = "meta_query"
     meta_query_id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
-    user_id: uuid.UUID = _fk("user.user_id")
+    # NULL once the account is deleted without its data: the row stays as anonymised research data.
+    user_id: uuid.UUID | None = _fk("user.user_id", nullable=True, ondelete="SET NULL")
     session_id: uuid.UUID | None = _fk("session.session_id", nullable=True, ondelete="SET NULL")
     project_id: uuid.UUID | None = _fk("project.project_id", nullable=True, ondelete="SET NULL")
     context_id: uuid.UUID | None = _fk("context.context_id", nullable=True, ondelete="SET NULL", index=False)

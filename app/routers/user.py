@@ -1,43 +1,113 @@
-"""Routes under /api/user: create and authenticate (the rest of the account routes come later)."""
+"""Routes under /api/user: create, authenticate (password or Google), get, update, delete."""
 
 from __future__ import annotations
 
-from fastapi import Request, Response, status
+from typing import Annotated, Any
+
+from fastapi import BackgroundTasks, Depends, Query, Request, Response, status
 
 from app import tokens
 from app.client_config import client_config
-from app.cookies import set_token_cookie
-from app.deps import DbDep, RedisDep, StateDep
-from app.errors import Unprocessable
+from app.cookies import clear_token_cookie, set_token_cookie
+from app.deps import DbDep, RedisDep, StateDep, UserDep
+from app.google_identity import GoogleVerifier, get_google_verifier
+from app.mail import send_mail
 from app.routing import SlashTolerantRouter
-from app.schemas.common import ErrorResponse
-from app.schemas.user import AuthenticateResponse, UserAuthenticate, UserCreate, UserCreateResponse
-from app.services import users
+from app.schemas.common import ErrorResponse, Message
+from app.schemas.user import (
+    AuthenticateResponse,
+    GetUserResponse,
+    UserAuthenticate,
+    UserCreate,
+    UserCreateResponse,
+    UserResponse,
+    UserUpdate,
+)
+from app.services import account_deletion, users, verification
 
 router = SlashTolerantRouter(prefix="/api/user", tags=["user"])
-ERRORS = {
+ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorResponse},
     401: {"model": ErrorResponse},
+    403: {"model": ErrorResponse},
     409: {"model": ErrorResponse},
     422: {"model": ErrorResponse},
 }
+GoogleDep = Annotated[GoogleVerifier, Depends(get_google_verifier)]
+TOKEN_COOKIES = ("auth_token", "session_token", "project_token")
+
+
+def _server(request: Request) -> tuple[str, int]:
+    return f"{request.url.scheme}://{request.url.hostname or '127.0.0.1'}", request.url.port or 80
 
 
 @router.post("/create", status_code=status.HTTP_201_CREATED, response_model=UserCreateResponse, responses=ERRORS)
-async def create_user(body: UserCreate, db: DbDep) -> UserCreateResponse:
-    """Create an account with email and password."""
-    user = await users.create_user(db, body)
+async def create_user(
+    body: UserCreate, state: StateDep, db: DbDep, redis: RedisDep, google: GoogleDep, background: BackgroundTasks
+) -> UserCreateResponse:
+    """Create an account with a password (a verification mail follows) or from a Google ID token."""
+    if body.provider == "google":
+        await users.check_google_create(db, body)
+        identity = await google.verify(body.token)
+        user = await users.create_google_user(db, body, identity)
+    else:
+        user = await users.create_user(db, body)
+        background.add_task(send_mail, state.settings, await verification.verification_mail(redis, state.settings, user))
     return UserCreateResponse(message="User created successfully", user_id=user.user_id)
 
 
 @router.post("/authenticate", response_model=AuthenticateResponse, responses=ERRORS)
 async def authenticate(
-    body: UserAuthenticate, request: Request, response: Response, state: StateDep, db: DbDep, redis: RedisDep
+    body: UserAuthenticate,
+    request: Request,
+    response: Response,
+    state: StateDep,
+    db: DbDep,
+    redis: RedisDep,
+    google: GoogleDep,
 ) -> AuthenticateResponse:
-    """Check email and password, set the `auth_token` cookie, return the user and client config."""
-    if body.provider not in ("no_provider", ""):
-        raise Unprocessable(f"Sign-in provider '{body.provider}' is not supported")
-    user = await users.authenticate_password(db, body)
+    """Check email and password (or a Google ID token), set the `auth_token` cookie, return user and config."""
+    if body.provider == "google":
+        user = await users.authenticate_google(db, str(body.email), await google.verify(body.token))
+    else:
+        user = await users.authenticate_password(db, body, require_verified=state.settings.require_verified_email)
     token = await tokens.issue_auth(redis, user.user_id, state.settings.auth_token_ttl_s)
     set_token_cookie(response, state.settings, "auth_token", token, state.settings.auth_token_ttl_s)
-    config = await client_config(state, db, user, host=f"{request.url.scheme}://{request.url.hostname or '127.0.0.1'}", port=request.url.port or 80)
+    host, port = _server(request)
+    config = await client_config(state, db, user, host=host, port=port)
     return AuthenticateResponse(message="Authentication successful", user=users.public_user(user), config=config)
+
+
+@router.get("/get", response_model=GetUserResponse, responses=ERRORS)
+async def get_user(user: UserDep, request: Request, state: StateDep, db: DbDep) -> GetUserResponse:
+    """The signed-in user and their client config."""
+    host, port = _server(request)
+    config = await client_config(state, db, user, host=host, port=port)
+    return GetUserResponse(message="User retrieved successfully", user=users.public_user(user), config=config)
+
+
+@router.put("/update", response_model=UserResponse, responses=ERRORS)
+async def update_user(
+    body: UserUpdate, user: UserDep, state: StateDep, db: DbDep, redis: RedisDep, background: BackgroundTasks
+) -> UserResponse:
+    """Change name, email, password, preference or config; the old password guards password and email."""
+    if await users.update_user(db, user, body):
+        background.add_task(send_mail, state.settings, await verification.verification_mail(redis, state.settings, user))
+    return UserResponse(message="User updated successfully", user=users.public_user(user))
+
+
+@router.delete("/delete", response_model=Message, responses=ERRORS)
+async def delete_user(
+    user: UserDep,
+    response: Response,
+    db: DbDep,
+    redis: RedisDep,
+    delete_data: Annotated[bool, Query(description="Also delete the anonymised research rows")] = False,
+    delete_user_data: Annotated[bool | None, Query(include_in_schema=False)] = None,
+) -> Message:
+    """Delete the account and end all its tokens; `delete_data=true` also removes every research row."""
+    # `delete_user_data` is the old server's name for the same flag.
+    await account_deletion.delete_account(db, redis, user.user_id, delete_data=delete_data or bool(delete_user_data))
+    for name in TOKEN_COOKIES:
+        clear_token_cookie(response, name)
+    return Message(message="User deleted successfully")

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import datetime
+from typing import Any, Literal
 
-import json
-from typing import Any
-
-from pydantic import BaseModel, ConfigDict, EmailStr, Field, field_validator
+from pydantic import BaseModel, ConfigDict, EmailStr, Field, field_validator, model_validator
 
 from app.schemas.common import Body, Message
+
+MAX_PREFERENCE_CHARS = 16_384
+Provider = Literal["no_provider", "", "google"]
 
 
 class Preference(BaseModel):
@@ -26,7 +28,27 @@ class Preference(BaseModel):
     store_contextual_telemetry: bool = True
     store_behavioral_telemetry: bool = True
     allow_model_training: bool = False
-    data_retention_days: int = Field(default=365, ge=1, le=3650)
+    # Queries, chats and sessions older than this many days are deleted by the retention sweep; None keeps them.
+    data_retention_days: int | None = Field(default=365, ge=1, le=3650)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bounded(cls, v: Any) -> Any:
+        """The plugin's free-form keys are kept, but not without limit."""
+        if isinstance(v, dict):
+            text = json.dumps(v, default=str)
+            if len(text) > MAX_PREFERENCE_CHARS:
+                raise ValueError(f"preference must be at most {MAX_PREFERENCE_CHARS} characters of JSON")
+            if "\\u0000" in text:  # PostgreSQL's jsonb cannot hold NUL characters
+                raise ValueError("preference must not contain NUL characters")
+        return v
+
+
+def no_nul(v: Any) -> Any:
+    """PostgreSQL text cannot hold NUL characters: refuse them up front instead of failing at the insert."""
+    if isinstance(v, str) and "\x00" in v:
+        raise ValueError("must not contain NUL characters")
+    return v
 
 
 def parse_preference(v: Any) -> Any:
@@ -40,13 +62,15 @@ def parse_preference(v: Any) -> Any:
 
 
 class UserCreate(Body):
-    """POST /api/user/create."""
+    """POST /api/user/create (a password, or a Google ID token with provider 'google')."""
 
     email: EmailStr
     name: str = Field(min_length=1, max_length=200)
-    password: str = Field(min_length=1, max_length=256)
+    password: str = Field(default="", max_length=256)
     config_id: int | None = None
     preference: Preference | None = None
+    provider: Provider = "no_provider"
+    token: str = Field(default="", max_length=8192)
 
     @field_validator("preference", mode="before")
     @classmethod
@@ -54,13 +78,15 @@ class UserCreate(Body):
         """Some plugin versions send the preference as a string holding JSON."""
         return parse_preference(v)
 
+    _no_nul = field_validator("name")(no_nul)
+
 
 class UserAuthenticate(Body):
     """POST /api/user/authenticate (password or Google ID token)."""
 
     email: EmailStr
     password: str = Field(default="", max_length=256)
-    provider: str = "no_provider"
+    provider: Provider = "no_provider"
     token: str = Field(default="", max_length=8192)
 
 
@@ -90,3 +116,64 @@ class AuthenticateResponse(Message):
 
     user: UserPublic
     config: str
+
+
+class UserUpdate(Body):
+    """PUT /api/user/update: only the keys sent change; null means unchanged.
+
+    The old password is required to change the password or the email; `preference` is merged key by key
+    into the stored one. A `verified` key (the plugin's model has one) is ignored: only a mailed link verifies.
+    """
+
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    email: EmailStr | None = None
+    previous_password: str | None = Field(default=None, max_length=256)
+    password: str | None = Field(default=None, max_length=256)
+    preference: dict[str, Any] | None = None
+    config_id: int | None = None
+
+    @field_validator("preference", mode="before")
+    @classmethod
+    def _preference_json_string(cls, v: Any) -> Any:
+        """The plugin sends the preference as a string holding JSON."""
+        return parse_preference(v)
+
+    _no_nul = field_validator("name")(no_nul)
+
+
+class UserResponse(Message):
+    """Answer to update: the user as it is now."""
+
+    user: UserPublic
+
+
+class GetUserResponse(Message):
+    """Answer to GET /api/user/get: the user and their client config (HOCON)."""
+
+    user: UserPublic
+    config: str
+
+
+class VerificationStatus(Message):
+    """Answer to GET /api/user/verify/check (the plugin's field name)."""
+
+    user_is_verified: bool
+
+
+class EmailRequest(Body):
+    """A body naming an email address (password reset, verification resend without a session)."""
+
+    email: EmailStr
+
+
+class TokenRequest(Body):
+    """A mailed token, sent back."""
+
+    token: str = Field(min_length=1, max_length=512)
+
+
+class PasswordResetChange(Body):
+    """POST /api/user/reset-password/change: the mailed token and the new password."""
+
+    token: str = Field(min_length=1, max_length=512)
+    new_password: str = Field(min_length=1, max_length=256)

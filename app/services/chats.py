@@ -213,7 +213,9 @@ async def request_chat(
             responses.append(ChatCompletionErrorItem(model_id=model.model_id, model_name=model.name))
     pipe = state.redis.pipeline(transaction=False)
     add_events(pipe, events)
-    pipe.set(_chat_key(body.chat_id), json.dumps({"user_id": str(user.user_id), "title": title}), ex=state.settings.query_cache_ttl_s)
+    ttl = state.settings.query_cache_ttl_s
+    pipe.set(_chat_key(body.chat_id), json.dumps({"user_id": str(user.user_id), "title": title}), ex=ttl)
+    tokens.index_for_user(pipe, user.user_id, _chat_key(body.chat_id), ttl)  # so account deletion finds it
     await pipe.execute()
     return ChatHistoryResponse(
         chat_id=body.chat_id,

@@ -211,11 +211,9 @@ async def request_completion(
     # One round trip: the events for the writers, and the answer kept readable until they are written.
     pipe = state.redis.pipeline(transaction=False)
     add_events(pipe, [query_event(user, session, project, body, meta_query_id, total_ms), *generations])
-    pipe.set(
-        _query_key(meta_query_id),
-        _CachedQuery(user_id=user.user_id, data=data).model_dump_json(),
-        ex=state.settings.query_cache_ttl_s,
-    )
+    ttl = state.settings.query_cache_ttl_s
+    pipe.set(_query_key(meta_query_id), _CachedQuery(user_id=user.user_id, data=data).model_dump_json(), ex=ttl)
+    tokens.index_for_user(pipe, user.user_id, _query_key(meta_query_id), ttl)  # so account deletion finds it
     await pipe.execute()
     return CompletionResponse(message="Completions generated successfully", data=data)
 

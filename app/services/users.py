@@ -1,17 +1,25 @@
-"""Account creation and password authentication."""
+"""Accounts: creation (password or Google), authentication, reading and updating the user."""
 
 from __future__ import annotations
 
+from typing import Any
+
+from pydantic import ValidationError
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.errors import Conflict, Unauthorized, Unprocessable
+from app.errors import Conflict, Forbidden, Unauthorized, Unprocessable
+from app.google_identity import GoogleIdentity
 from app.passwords import burn_verification, hash_password, password_problem, verify_password
-from app.schemas.user import Preference, UserAuthenticate, UserCreate, UserPublic
+from app.schemas.user import Preference, UserAuthenticate, UserCreate, UserPublic, UserUpdate
 from db.tables import Config, User
 
 DEFAULT_CONFIG_ID = 1
+NOT_VERIFIED = (
+    "Email address is not verified: open the link in the verification mail "
+    "(POST /api/user/verify/resend sends a new one)"
+)
 
 
 def public_user(user: User) -> UserPublic:
@@ -34,14 +42,30 @@ async def find_by_email(db: AsyncSession, email: str) -> User | None:
     return result.scalar_one_or_none()
 
 
+async def _check_config(db: AsyncSession, config_id: int) -> None:
+    # Out of the integer column's range the database would fail the lookup itself.
+    if not 0 < config_id < 2**31 or await db.get(Config, config_id) is None:
+        raise Unprocessable(f"Unknown config_id {config_id}")
+
+
+async def _insert(db: AsyncSession, user: User) -> User:
+    db.add(user)
+    try:
+        await db.flush()
+    except IntegrityError as exc:  # a concurrent create of the same email
+        await db.rollback()
+        raise Conflict("A user with this email already exists") from exc
+    await db.commit()
+    return user
+
+
 async def create_user(db: AsyncSession, body: UserCreate) -> User:
     """Create a password account; 409 if the email is taken, 422 for a weak password or bad config."""
     problem = password_problem(body.password)
     if problem:
         raise Unprocessable(problem)
     config_id = body.config_id or DEFAULT_CONFIG_ID
-    if await db.get(Config, config_id) is None:
-        raise Unprocessable(f"Unknown config_id {config_id}")
+    await _check_config(db, config_id)
     if await find_by_email(db, body.email) is not None:
         raise Conflict("A user with this email already exists")
     user = User(
@@ -51,16 +75,41 @@ async def create_user(db: AsyncSession, body: UserCreate) -> User:
         config_id=config_id,
         preference=(body.preference or Preference()).model_dump(),
     )
-    db.add(user)
-    try:
-        await db.flush()
-    except IntegrityError as exc:  # a concurrent create of the same email
-        raise Conflict("A user with this email already exists") from exc
-    await db.commit()
-    return user
+    return await _insert(db, user)
 
 
-async def authenticate_password(db: AsyncSession, body: UserAuthenticate) -> User:
+def _same_email(identity: GoogleIdentity, email: str) -> None:
+    if identity.email.lower() != email.lower():
+        raise Unauthorized("The Google account's email does not match the email in the request")
+
+
+async def check_google_create(db: AsyncSession, body: UserCreate) -> None:
+    """What can be refused before the token is checked: a weak optional password, an unknown config."""
+    if body.password:
+        problem = password_problem(body.password)
+        if problem:
+            raise Unprocessable(problem)
+    await _check_config(db, body.config_id or DEFAULT_CONFIG_ID)
+
+
+async def create_google_user(db: AsyncSession, body: UserCreate, identity: GoogleIdentity) -> User:
+    """Create an account from a verified Google identity (verified, OAuth sign-up; a password is optional)."""
+    _same_email(identity, str(body.email))
+    if await find_by_email(db, identity.email) is not None:
+        raise Conflict("A user with this email already exists")
+    user = User(
+        email=str(body.email),
+        name=body.name.strip() or identity.name or str(body.email),
+        password_hash=hash_password(body.password) if body.password else None,
+        is_oauth_signup=True,
+        verified=True,
+        config_id=body.config_id or DEFAULT_CONFIG_ID,
+        preference=(body.preference or Preference()).model_dump(),
+    )
+    return await _insert(db, user)
+
+
+async def authenticate_password(db: AsyncSession, body: UserAuthenticate, *, require_verified: bool) -> User:
     """The user whose email and password match; one argon2 verification either way."""
     if not body.password:
         raise Unprocessable("Password is required for provider 'no_provider'")
@@ -73,5 +122,98 @@ async def authenticate_password(db: AsyncSession, body: UserAuthenticate) -> Use
         raise Unauthorized("Invalid email or password")
     if new_hash:
         user.password_hash = new_hash  # parameters changed since the hash was made
-    await db.commit()
+        await db.commit()
+    # Only after the password matched: the answer must not tell strangers whether an address is verified.
+    if require_verified and not user.verified:
+        raise Forbidden(NOT_VERIFIED)
     return user
+
+
+async def authenticate_google(db: AsyncSession, email: str, identity: GoogleIdentity) -> User:
+    """The account of a verified Google identity; the first sign-in creates it."""
+    _same_email(identity, email)
+    user = await find_by_email(db, identity.email)
+    if user is None:
+        user = User(
+            email=identity.email,
+            name=identity.name or identity.email,
+            is_oauth_signup=True,
+            verified=True,
+            config_id=DEFAULT_CONFIG_ID,
+            preference=Preference().model_dump(),
+        )
+        try:
+            return await _insert(db, user)
+        except Conflict:  # created concurrently (a double click): sign in to that account
+            user = await find_by_email(db, identity.email)
+            if user is None:
+                raise
+            return user
+    if not user.verified:
+        # Google proved the address belongs to the caller. A password set before that was set by whoever
+        # registered the address, possibly not its owner (account pre-hijacking): it stops working.
+        user.password_hash = None
+        user.verified = True
+        await db.commit()
+    return user
+
+
+def merged_preference(current: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    """The stored preference with the sent keys replaced, validated as a whole; 422 naming bad keys."""
+    try:
+        return Preference.model_validate({**current, **update}).model_dump()
+    except ValidationError as exc:
+        fields = ", ".join(
+            ".".join(str(p) for p in err["loc"]) + f": {err['msg']}" for err in exc.errors(include_input=False)
+        )
+        raise Unprocessable(f"Invalid preference: {fields or 'not an object'}") from None
+
+
+async def update_user(db: AsyncSession, user: User, body: UserUpdate) -> bool:
+    """Apply a partial update (all checks before any write); True when the email changed (re-verify it)."""
+    changes = {k: v for k, v in body.model_dump(exclude_unset=True).items() if v is not None}
+    new_email = str(changes["email"]) if "email" in changes else None
+    email_changes = new_email is not None and new_email != user.email
+    # A change of letter case only is still the same, verified, mailbox.
+    address_changes = new_email is not None and new_email.lower() != user.email.lower()
+    if "password" in changes or email_changes:
+        if user.password_hash is None:
+            raise Forbidden(
+                "This account has no password (Google sign-in): set one through "
+                "POST /api/user/reset-password/request first"
+            )
+        if not changes.get("previous_password"):
+            raise Unprocessable("previous_password is required to change the password or the email")
+        ok, _ = verify_password(changes["previous_password"], user.password_hash)
+        if not ok:
+            raise Forbidden("Previous password is incorrect")
+    if "password" in changes:
+        problem = password_problem(changes["password"])
+        if problem:
+            raise Unprocessable(problem)
+    if address_changes:
+        assert new_email is not None
+        if await find_by_email(db, new_email) is not None:
+            raise Conflict("A user with this email already exists")
+    if "config_id" in changes:
+        await _check_config(db, changes["config_id"])
+    preference = merged_preference(user.preference or {}, changes["preference"]) if "preference" in changes else None
+
+    if "name" in changes:
+        user.name = changes["name"].strip() or user.name
+    if "password" in changes:
+        user.password_hash = hash_password(changes["password"])
+    if email_changes:
+        assert new_email is not None
+        user.email = new_email
+        user.verified = user.verified and not address_changes
+    if "config_id" in changes:
+        user.config_id = changes["config_id"]
+    if preference is not None:
+        user.preference = preference
+    try:
+        await db.commit()
+    except IntegrityError as exc:  # the email was taken concurrently
+        await db.rollback()
+        raise Conflict("A user with this email already exists") from exc
+    return address_changes

@@ -3,22 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from app.bootstrap import build_state, close_state
-from app.main import create_app
-from app.settings import Settings
 from app.state import AppState
-from app.telemetry.stream import wait_drained
-from app.telemetry.writer import TelemetryWriter
 from db.migrate import upgrade
 from serve.embedded import EmbeddedServices, ServiceUrls
-from tests.utils.asgi_api import ENTRIES, ScriptedGateway
+from tests.utils.asgi_api import api_settings, running_api
 
 
 @pytest.fixture(scope="session")
@@ -47,25 +41,10 @@ def services(embedded: EmbeddedServices) -> ServiceUrls:
 
 
 @pytest.fixture(scope="module")
-async def api(services: ServiceUrls) -> AsyncIterator[tuple[httpx.AsyncClient, AppState]]:
+async def api(services: ServiceUrls, data_dir: Path) -> AsyncIterator[tuple[httpx.AsyncClient, AppState]]:
     """The FastAPI app in-process on the real services (scripted models); yields a client and its state."""
-    settings = Settings(environment="test", max_context_chars=10_000)
-
-    def make_state():  # type: ignore[no-untyped-def]
-        return build_state(settings, services.database_url, services.redis_url, ScriptedGateway(), ENTRIES)
-
-    state = await make_state()
-    app = create_app(make_state)
-    app.state.c4m = state
-    # The telemetry writer runs in-process here; in the Serve app it is a Ray actor around the same class.
-    writer = TelemetryWriter(services.redis_url, services.database_url, f"test-writer-{uuid.uuid4().hex[:8]}")
-    task = asyncio.create_task(writer.run())
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
+    async with running_api(services.database_url, services.redis_url, api_settings(data_dir)) as (client, state):
         yield client, state
-    await wait_drained(state.redis)
-    writer.stop()
-    await task
-    await close_state(state)
 
 
 def run(coro):  # type: ignore[no-untyped-def]

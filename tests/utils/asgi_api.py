@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
 from sqlalchemy import func, select
 
+from app.bootstrap import build_state, close_state
+from app.main import create_app
+from app.settings import Settings
 from app.state import AppState
 from app.telemetry.stream import wait_drained
+from app.telemetry.writer import TelemetryWriter
 from tests.utils import payloads as P
 
 
@@ -28,7 +35,7 @@ class ScriptedGateway:
         return {"completion": "read()", "confidence": 0.5, "token_logprobs": [-0.7, -0.7], "generation_time_ms": 12}
 
     async def chat(self, model_name: str, messages: list[dict[str, str]]) -> AsyncIterator[str]:
-        """A scripted streamed answer that quotes the last message (or a crash for 'broken')."""
+        """A scripted streamed answer that quotes the last message (or a crash for 'broken...')."""
         self.calls.append((model_name, {"messages": messages}))
         if model_name.startswith("broken"):
             raise RuntimeError("model crashed")
@@ -43,6 +50,38 @@ ENTRIES = [
     {"name": "chatty", "model_id": "x/chatty", "family": "plain", "is_chat": True},
     {"name": "broken-chatty", "model_id": "x/broken-chatty", "family": "plain", "is_chat": True},
 ]
+
+
+def api_settings(data_dir: Path, **overrides: Any) -> Settings:
+    """Settings of an in-process test app; mail goes to the outbox under `data_dir`."""
+    base = Settings(environment="test", max_context_chars=10_000)
+    # model_copy: data_dir is read from CODE4ME_DATA_DIR only, so it cannot be passed by name.
+    return base.model_copy(update={"data_dir": data_dir, **overrides})
+
+
+@asynccontextmanager
+async def running_api(
+    database_url: str, redis_url: str, settings: Settings
+) -> AsyncIterator[tuple[httpx.AsyncClient, AppState]]:
+    """The FastAPI app in-process on the given services and settings (scripted models): a client and its state."""
+
+    def make_state():  # type: ignore[no-untyped-def]
+        return build_state(settings, database_url, redis_url, ScriptedGateway(), ENTRIES)
+
+    state = await make_state()
+    app = create_app(make_state)
+    app.state.c4m = state
+    # The telemetry writer runs in-process here; in the Serve app it is a Ray actor around the same class.
+    writer = TelemetryWriter(redis_url, database_url, f"test-writer-{uuid.uuid4().hex[:8]}")
+    task = asyncio.create_task(writer.run())
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
+            yield client, state
+        await wait_drained(state.redis)
+    finally:
+        writer.stop()
+        await task
+        await close_state(state)
 
 
 def model_id(state: AppState, name: str) -> int:

@@ -1,0 +1,73 @@
+"""Single-use, expiring tokens sent by mail (email verification, password reset), kept hashed in Redis."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from dataclasses import dataclass
+from typing import Literal
+
+from redis.asyncio import Redis
+
+from app.tokens import PREFIX, index_for_user, new_token
+
+Purpose = Literal["verify", "reset"]
+
+
+@dataclass(frozen=True)
+class EmailTokenInfo:
+    """Who a mailed token was issued to, and for which address (a later email change voids it)."""
+
+    user_id: uuid.UUID
+    email: str
+
+
+def token_key(purpose: Purpose, token: str) -> str:
+    """Redis key of a mailed token: only its SHA-256 is stored, so a Redis dump reveals no usable link."""
+    digest = hashlib.sha256(token.encode()).hexdigest()
+    return f"{PREFIX}email:{purpose}:{digest}"
+
+
+async def issue(redis: Redis, purpose: Purpose, user_id: uuid.UUID, email: str, ttl_s: int) -> str:
+    """A new token for the user and address, valid for ttl_s seconds."""
+    token = new_token()
+    key = token_key(purpose, token)
+    async with redis.pipeline(transaction=True) as pipe:
+        pipe.set(key, json.dumps({"user_id": str(user_id), "email": email}), ex=ttl_s)
+        # Indexed with the user's other tokens: deleting the account or resetting the password voids it too.
+        index_for_user(pipe, user_id, key, ttl_s)
+        await pipe.execute()
+    return token
+
+
+async def spend_like_issue(redis: Redis, purpose: Purpose) -> None:
+    """One Redis round trip of two commands like issue(), for paths that must not reveal that none was issued."""
+    async with redis.pipeline(transaction=True) as pipe:
+        pipe.exists(token_key(purpose, new_token()))
+        pipe.zcard(f"{PREFIX}user_tokens:{uuid.uuid4()}")
+        await pipe.execute()
+
+
+def _parse(raw: bytes | str | None) -> EmailTokenInfo | None:
+    if raw is None:
+        return None
+    try:
+        data = json.loads(raw)
+        return EmailTokenInfo(uuid.UUID(data["user_id"]), str(data["email"]))
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+async def peek(redis: Redis, purpose: Purpose, token: str) -> EmailTokenInfo | None:
+    """What a token stands for, without using it up (to show a form only for a live link)."""
+    if not token:
+        return None
+    return _parse(await redis.get(token_key(purpose, token)))
+
+
+async def consume(redis: Redis, purpose: Purpose, token: str) -> EmailTokenInfo | None:
+    """Use a token up (GETDEL: of two concurrent uses exactly one succeeds); None if unknown or expired."""
+    if not token:
+        return None
+    return _parse(await redis.getdel(token_key(purpose, token)))

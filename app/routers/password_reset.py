@@ -1,0 +1,59 @@
+"""Routes under /api/user/reset-password: request a mailed link, open it (a form), change the password."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import BackgroundTasks, Query, Request
+from fastapi.responses import HTMLResponse, Response
+
+from app import link_pages
+from app.deps import DbDep, RedisDep, StateDep
+from app.errors import DomainError
+from app.form_or_json import parse_as, read_form_or_json
+from app.mail import send_mail
+from app.routing import SlashTolerantRouter
+from app.schemas.common import ErrorResponse, Message
+from app.schemas.user import EmailRequest, PasswordResetChange
+from app.services import password_reset
+
+router = SlashTolerantRouter(prefix="/api/user", tags=["password reset"])
+ERRORS: dict[int | str, dict[str, Any]] = {401: {"model": ErrorResponse}, 422: {"model": ErrorResponse}}
+
+
+@router.post("/reset-password/request", response_model=Message, responses=ERRORS)
+async def request_reset(
+    body: EmailRequest, state: StateDep, db: DbDep, redis: RedisDep, background: BackgroundTasks
+) -> Message:
+    """Mail a reset link; the answer is the same whether or not the address has an account."""
+    mail = await password_reset.request_reset(db, redis, state.settings, str(body.email))
+    if mail is not None:
+        # Delivered after the answer is sent, so the answer's timing does not depend on it either.
+        background.add_task(send_mail, state.settings, mail)
+    return Message(message=password_reset.REQUESTED)
+
+
+@router.get("/reset-password", response_class=HTMLResponse, include_in_schema=False)
+async def reset_page(redis: RedisDep, token: str = Query(default="", max_length=512)) -> HTMLResponse:
+    """The page a mailed link opens: a form for the new password."""
+    try:
+        await password_reset.check_link(redis, token)
+    except DomainError as exc:
+        return HTMLResponse(link_pages.result("Link expired", exc.message), status_code=exc.status_code)
+    return HTMLResponse(link_pages.reset_form(token))
+
+
+@router.post("/reset-password/change", response_model=Message, responses=ERRORS)
+async def change(request: Request, db: DbDep, redis: RedisDep) -> Response | Message:
+    """Set the new password with the mailed token (JSON or form); every session of the account ends."""
+    data, is_form = await read_form_or_json(request)
+    try:
+        body = parse_as(PasswordResetChange, data)
+        await password_reset.change_password(db, redis, body.token, body.new_password)
+    except DomainError as exc:
+        if is_form:
+            return HTMLResponse(link_pages.result("Password not changed", exc.message), status_code=exc.status_code)
+        raise
+    if is_form:
+        return HTMLResponse(link_pages.result("Password changed", "Your password is changed. Sign in again in your IDE."))
+    return Message(message="Password changed successfully: sign in again")

@@ -1,0 +1,66 @@
+"""RetentionSweeper: a named Ray actor that deletes data older than each user's retention period, on a schedule.
+
+Thin on purpose: the rules live in app.services.retention.delete_expired_data (tested without Ray).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import asdict
+from datetime import datetime, timezone
+from typing import Any
+
+import ray
+
+from app.services.retention import delete_expired_data
+from db.engine import make_engine, make_sessionmaker
+
+log = logging.getLogger(__name__)
+ACTOR_NAME = "retention-sweeper"
+
+
+@ray.remote(num_cpus=0)
+class RetentionSweeper:
+    """Runs one sweep every `interval_s` seconds once started; a failed sweep is retried at the next tick."""
+
+    def __init__(self, database_url: str, interval_s: float) -> None:
+        self.engine = make_engine(database_url, pool_size=1)
+        self.sessionmaker = make_sessionmaker(self.engine)
+        self.interval_s = interval_s
+        self.last: dict[str, Any] | None = None
+        self._loop: asyncio.Task[None] | None = None
+
+    async def sweep(self) -> dict[str, Any]:
+        """One sweep now; returns how many rows of each kind went."""
+        async with self.sessionmaker() as db:
+            result = await delete_expired_data(db, datetime.now(timezone.utc))
+        self.last = {"at": datetime.now(timezone.utc).isoformat(), **asdict(result)}
+        return self.last
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                counts = await self.sweep()
+                log.info("retention sweep deleted %s", {k: v for k, v in counts.items() if k != "at"})
+            except Exception as exc:  # noqa: BLE001 - the database may be down; try again next tick
+                log.warning("retention sweep failed (%s)", type(exc).__name__)
+            await asyncio.sleep(self.interval_s)
+
+    async def start(self) -> None:
+        """Start the schedule (idempotent)."""
+        if self._loop is None or self._loop.done():
+            self._loop = asyncio.get_running_loop().create_task(self._run())
+
+    async def status(self) -> dict[str, Any] | None:
+        """The outcome of the last sweep."""
+        return self.last
+
+
+def start_retention_sweeper(database_url: str, interval_s: float) -> Any:
+    """Get or create the detached, named sweeper and start its schedule; returns its handle."""
+    actor = RetentionSweeper.options(  # type: ignore[attr-defined]
+        name=ACTOR_NAME, lifetime="detached", get_if_exists=True
+    ).remote(database_url, interval_s)
+    actor.start.remote()
+    return actor

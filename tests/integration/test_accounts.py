@@ -1,0 +1,410 @@
+"""Accounts on real PostgreSQL and Redis: get, update, verification and password reset by mail (local outbox)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+from passlib.hash import argon2
+from sqlalchemy import select
+
+from app import email_tokens, tokens
+from app.state import AppState
+from db.tables import User
+from serve.embedded import ServiceUrls
+from tests.utils import payloads as P
+from tests.utils.asgi_api import api_settings, fresh_client, running_api
+from tests.utils.outbox import body, link_token, mails_to
+
+PUBLIC_URL = "https://code4me.test"
+
+
+@pytest.fixture(scope="module")
+def accounts_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """This module's data directory."""
+    return tmp_path_factory.mktemp("accounts-data")
+
+
+@pytest.fixture(scope="module")
+def outbox(accounts_dir: Path) -> Path:
+    """Where this module's app writes its mails."""
+    return api_settings(accounts_dir).outbox_dir
+
+
+@pytest.fixture(scope="module")
+async def accounts_api(services: ServiceUrls, accounts_dir: Path) -> AsyncIterator[tuple[httpx.AsyncClient, AppState]]:
+    """The app with mail going to this module's outbox and links pointing at PUBLIC_URL."""
+    settings = api_settings(accounts_dir, public_url=PUBLIC_URL)
+    async with running_api(services.database_url, services.redis_url, settings) as (client, state):
+        yield client, state
+
+
+async def account(client: httpx.AsyncClient, **create: object) -> tuple[httpx.AsyncClient, str]:
+    """A fresh client signed in (auth cookie only) to a new password account."""
+    c = fresh_client(client)
+    email = P.new_email()
+    r = await c.post("/api/user/create", json={**P.user_create(email), **create})
+    assert r.status_code == 201, r.text
+    r = await c.post("/api/user/authenticate", json=P.authenticate(email))
+    assert r.status_code == 200, r.text
+    return c, email
+
+
+async def user_row(state: AppState, email: str) -> User:
+    """The user with this email (case-insensitive), read fresh."""
+    async with state.sessionmaker() as db:
+        return (await db.execute(select(User).where(User.email.ilike(email)))).scalar_one()  # type: ignore[attr-defined]
+
+
+# ---------------------------------------------------------------- get
+
+
+async def test_get_returns_the_public_user_and_config_never_the_hash(accounts_api) -> None:
+    client, _ = accounts_api
+    c, email = await account(client)
+    r = await c.get("/api/user/get")
+    assert r.status_code == 200, r.text
+    data = r.json()
+    user = data["user"]
+    assert {"user_id", "email", "name", "joined_at", "verified", "config_id", "preference", "is_admin"} <= set(user)
+    assert user["email"] == email and user["verified"] is False and user["is_admin"] is False
+    assert "password_hash" not in r.text and "$argon2" not in r.text
+    assert user["preference"]["data_retention_days"] == 365
+    assert '"models"' in data["config"]
+    assert (await fresh_client(client).get("/api/user/get")).status_code == 401
+
+
+# ---------------------------------------------------------------- update
+
+
+async def test_update_name_and_preference_merge_partially(accounts_api) -> None:
+    client, state = accounts_api
+    c, email = await account(client, preference={"store_context": True, "enabled_modules": ["x"]})
+    r = await c.put("/api/user/update", json={"name": "  New Name  "})
+    assert r.status_code == 200, r.text
+    assert r.json()["user"]["name"] == "New Name"
+    # The plugin sends the preference as a JSON string; only the sent keys change.
+    r = await c.put("/api/user/update", json={"preference": '{"store_behavioral_telemetry": false, "data_retention_days": null}'})
+    assert r.status_code == 200, r.text
+    pref = r.json()["user"]["preference"]
+    assert pref["store_behavioral_telemetry"] is False and pref["data_retention_days"] is None
+    assert pref["store_context"] is True and pref["enabled_modules"] == ["x"]
+    row = await user_row(state, email)
+    assert row.name == "New Name" and row.preference["store_context"] is True
+    assert row.preference["data_retention_days"] is None
+    # Nulls and unknown keys change nothing; a client cannot mark itself verified.
+    r = await c.put("/api/user/update", json={"name": None, "email": None, "verified": True, "extra": 1})
+    assert r.status_code == 200 and r.json()["user"]["name"] == "New Name" and r.json()["user"]["verified"] is False
+
+
+@pytest.mark.parametrize(
+    "update, status, words",
+    [
+        ({"preference": {"data_retention_days": 0}}, 422, "data_retention_days"),
+        ({"preference": {"data_retention_days": 5000}}, 422, "data_retention_days"),
+        ({"preference": {"store_context": "maybe"}}, 422, "store_context"),
+        ({"preference": "{not json"}, 422, "preference"),
+        ({"preference": ["a"]}, 422, "preference"),
+        ({"preference": {"blob": "x" * 20_000}}, 422, "at most"),
+        ({"config_id": 999}, 422, "config_id"),
+        ({"config_id": 2**40}, 422, "config_id"),
+        ({"name": "nul\x00byte"}, 422, "NUL"),
+        ({"preference": {"note": "nul\x00byte"}}, 422, "NUL"),
+        ({"name": ""}, 422, "name"),
+        ({"email": "not-an-email"}, 422, "email"),
+        ({"password": "N3wPassword"}, 422, "previous_password is required"),
+        ({"password": "N3wPassword", "previous_password": "Wr0ngPassword"}, 403, "Previous password is incorrect"),
+        ({"password": "weak", "previous_password": P.STRONG_PASSWORD}, 422, "Password must"),
+        ({"email": "x@example.org"}, 422, "previous_password is required"),
+        ({"email": "x@example.org", "previous_password": "Wr0ngPassword"}, 403, "incorrect"),
+    ],
+)
+async def test_update_rejects_bad_input_and_changes_nothing(accounts_api, update, status, words) -> None:
+    client, state = accounts_api
+    c, email = await account(client)
+    before = await user_row(state, email)
+    r = await c.put("/api/user/update", json={"name": "Changed", **update})
+    assert r.status_code == status, r.text
+    assert words in r.json()["message"]
+    after = await user_row(state, email)
+    assert (after.name, after.email, after.password_hash, after.preference, after.config_id) == (
+        before.name,
+        before.email,
+        before.password_hash,
+        before.preference,
+        before.config_id,
+    )
+
+
+async def test_password_change_needs_the_old_password(accounts_api) -> None:
+    client, _ = accounts_api
+    c, email = await account(client)
+    r = await c.put("/api/user/update", json={"password": "N3wPassword", "previous_password": P.STRONG_PASSWORD})
+    assert r.status_code == 200, r.text
+    assert (await client.post("/api/user/authenticate", json=P.authenticate(email))).status_code == 401
+    assert (await client.post("/api/user/authenticate", json=P.authenticate(email, "N3wPassword"))).status_code == 200
+
+
+async def test_email_change_is_unique_case_insensitively_and_needs_reverification(accounts_api, outbox) -> None:
+    client, state = accounts_api
+    _, taken = await account(client)
+    c, email = await account(client)
+    r = await c.put("/api/user/update", json={"email": taken.upper(), "previous_password": P.STRONG_PASSWORD})
+    assert r.status_code == 409
+    assert (await user_row(state, email)).email == email
+    old_link = link_token(mails_to(outbox, email)[-1], "/api/user/verify")
+    new_email = P.new_email()
+    r = await c.put("/api/user/update", json={"email": new_email, "previous_password": P.STRONG_PASSWORD})
+    assert r.status_code == 200 and r.json()["user"]["email"] == new_email and r.json()["user"]["verified"] is False
+    # The link mailed to the old address no longer verifies anything; the new address got its own.
+    r = await c.post("/api/user/verify", json={"token": old_link})
+    assert r.status_code == 401
+    token = link_token(mails_to(outbox, new_email)[-1], "/api/user/verify")
+    assert (await c.post("/api/user/verify", json={"token": token})).status_code == 200
+    assert (await user_row(state, new_email)).verified
+    # Same mailbox, other letter case: allowed, and it stays verified.
+    r = await c.put("/api/user/update", json={"email": new_email.upper(), "previous_password": P.STRONG_PASSWORD})
+    assert r.status_code == 200 and r.json()["user"]["verified"] is True
+
+
+async def test_oauth_account_without_password_cannot_change_email_by_update(accounts_api) -> None:
+    client, state = accounts_api
+    c, email = await account(client)
+    async with state.sessionmaker() as db:
+        row = (await db.execute(select(User).where(User.email == email))).scalar_one()
+        row.password_hash = None
+        await db.commit()
+    r = await c.put("/api/user/update", json={"email": P.new_email(), "previous_password": "anything"})
+    assert r.status_code == 403 and "reset-password" in r.json()["message"]
+
+
+@pytest.mark.parametrize(
+    "create, words",
+    [({"name": "nul\x00byte"}, "NUL"), ({"config_id": 2**40}, "config_id"), ({"preference": {"data_retention_days": 0}}, "data_retention_days")],
+)
+async def test_create_refuses_what_the_database_could_not_store(accounts_api, create, words) -> None:
+    client, state = accounts_api
+    email = P.new_email()
+    r = await client.post("/api/user/create", json={**P.user_create(email), **create})
+    assert r.status_code == 422 and words in r.json()["message"]
+    async with state.sessionmaker() as db:
+        assert (await db.execute(select(User).where(User.email == email))).first() is None
+
+
+async def test_revocation_finds_every_token_even_after_a_session_refresh(accounts_api) -> None:
+    _, state = accounts_api
+    redis, user_id = state.redis, uuid.uuid4()
+    auth = await tokens.issue_auth(redis, user_id, 100)
+    session = await tokens.issue_session(redis, user_id, uuid.uuid4(), auth, 1)
+    project = await tokens.issue_project(redis, user_id, uuid.uuid4(), session, 1)
+    mailed = await email_tokens.issue(redis, "verify", user_id, "x@example.org", 100)
+    # The session outlives its first expiry through a refresh; the index must follow it.
+    await tokens.refresh_session(redis, session, user_id, 100)
+    await redis.expire(tokens.project_key(project), 100)
+    await asyncio.sleep(1.1)
+    assert await redis.exists(tokens.session_key(session)) == 1
+    assert 90 < await redis.ttl(tokens.user_tokens_key(user_id)) <= 101
+    await tokens.revoke_user(redis, user_id)
+    keys = [
+        tokens.auth_key(auth), tokens.session_key(session), tokens.project_key(project),
+        tokens.user_session_key(user_id), tokens.session_projects_key(session), tokens.user_tokens_key(user_id),
+        email_tokens.token_key("verify", mailed),
+    ]
+    assert await redis.exists(*keys) == 0
+
+
+# ---------------------------------------------------------------- verification
+
+
+async def test_verification_link_flow_is_single_use(accounts_api, outbox) -> None:
+    client, state = accounts_api
+    c, email = await account(client)
+    mails = mails_to(outbox, email)
+    assert len(mails) == 1 and "Verify" in mails[0]["Subject"]
+    assert f"{PUBLIC_URL}/api/user/verify?token=" in body(mails[0])
+    token = link_token(mails[0], "/api/user/verify")
+    # Only a hash of the token is in Redis, with the configured lifetime.
+    assert await state.redis.exists(f"c4m:email:verify:{token}") == 0
+    ttl = await state.redis.ttl(email_tokens.token_key("verify", token))
+    assert 0 < ttl <= state.settings.email_token_ttl_s
+    r = await c.get("/api/user/verify/check")
+    assert r.status_code == 200 and r.json()["user_is_verified"] is False
+    # Opening the link shows a form and spends nothing (mail scanners prefetch links).
+    page = await client.get(f"/api/user/verify?token={token}")
+    assert page.status_code == 200 and "<form" in page.text and token in page.text
+    r = await client.post(f"/api/user/verify/?token={token}")  # the old plugin's form of the call
+    assert r.status_code == 200, r.text
+    assert (await c.get("/api/user/verify/check")).json()["user_is_verified"] is True
+    r = await client.post("/api/user/verify", json={"token": token})
+    assert r.status_code == 401 and "expired" in r.json()["message"]
+    assert (await client.get(f"/api/user/verify?token={token}")).status_code == 401
+
+
+async def test_verification_by_form_post_answers_html(accounts_api, outbox) -> None:
+    client, state = accounts_api
+    _, email = await account(client)
+    token = link_token(mails_to(outbox, email)[-1], "/api/user/verify")
+    r = await client.post("/api/user/verify", data={"token": token})
+    assert r.status_code == 200 and "text/html" in r.headers["content-type"] and "verified" in r.text
+    r = await client.post("/api/user/verify", data={"token": token})
+    assert r.status_code == 401 and "text/html" in r.headers["content-type"]
+    assert (await user_row(state, email)).verified
+
+
+async def test_expired_or_made_up_verification_tokens(accounts_api, outbox) -> None:
+    client, state = accounts_api
+    _, email = await account(client)
+    token = link_token(mails_to(outbox, email)[-1], "/api/user/verify")
+    await state.redis.delete(email_tokens.token_key("verify", token))  # what expiry does
+    assert (await client.post("/api/user/verify", json={"token": token})).status_code == 401
+    assert (await client.post("/api/user/verify", json={"token": "made-up"})).status_code == 401
+    r = await client.post("/api/user/verify", json={})
+    assert r.status_code == 422 and "token" in r.json()["message"]
+    r = await client.post("/api/user/verify", content=b"[1,2]", headers={"content-type": "application/json"})
+    assert r.status_code == 422
+    assert not (await user_row(state, email)).verified
+
+
+async def test_resend_verification(accounts_api, outbox) -> None:
+    client, _ = accounts_api
+    c, email = await account(client)
+    r = await c.post("/api/user/verify/resend")
+    assert r.status_code == 200
+    assert len(mails_to(outbox, email)) == 2
+    # Without a session, by address: the same answer for unknown addresses, and no mail.
+    unknown = P.new_email()
+    r1 = await fresh_client(client).post("/api/user/verify/resend", json={"email": email})
+    r2 = await fresh_client(client).post("/api/user/verify/resend", json={"email": unknown})
+    assert (r1.status_code, r1.json()) == (r2.status_code, r2.json()) == (200, r1.json())
+    assert len(mails_to(outbox, email)) == 3 and mails_to(outbox, unknown) == []
+    token = link_token(mails_to(outbox, email)[-1], "/api/user/verify")
+    assert (await client.post("/api/user/verify", json={"token": token})).status_code == 200
+    r = await c.post("/api/user/verify/resend")
+    assert r.status_code == 409 and "already verified" in r.json()["message"]
+    bad = fresh_client(client)
+    bad.cookies.set("auth_token", "made-up")
+    assert (await bad.post("/api/user/verify/resend")).status_code == 401
+
+
+async def test_require_verified_email_blocks_unverified_sign_in(services, accounts_dir, outbox) -> None:
+    settings = api_settings(accounts_dir, require_verified_email=True)
+    async with running_api(services.database_url, services.redis_url, settings) as (client, _):
+        email = P.new_email()
+        assert (await client.post("/api/user/create", json=P.user_create(email))).status_code == 201
+        r = await client.post("/api/user/authenticate", json=P.authenticate(email))
+        assert r.status_code == 403 and "not verified" in r.json()["message"]
+        assert "auth_token" not in r.cookies
+        # A wrong password does not learn whether the address is verified.
+        r = await client.post("/api/user/authenticate", json=P.authenticate(email, "Wr0ngPassword"))
+        assert r.status_code == 401
+        token = link_token(mails_to(outbox, email)[-1], "/api/user/verify")
+        assert (await client.post("/api/user/verify", json={"token": token})).status_code == 200
+        assert (await client.post("/api/user/authenticate", json=P.authenticate(email))).status_code == 200
+
+
+# ---------------------------------------------------------------- password reset
+
+
+async def test_reset_request_answers_the_same_for_unknown_addresses(accounts_api, outbox) -> None:
+    client, _ = accounts_api
+    _, email = await account(client)
+    unknown = P.new_email()
+    known = await client.post("/api/user/reset-password/request", json={"email": email.upper()})
+    missing = await client.post("/api/user/reset-password/request", json={"email": unknown})
+    assert known.status_code == missing.status_code == 200
+    assert known.json() == missing.json()
+    assert set(known.cookies) == set(missing.cookies) == set()
+    assert [m["Subject"] for m in mails_to(outbox, email)][-1] == "Reset your Code4me password"
+    assert mails_to(outbox, unknown) == []
+    r = await client.post("/api/user/reset-password/request", json={"email": "nope"})
+    assert r.status_code == 422
+
+
+async def test_password_reset_flow(accounts_api, outbox) -> None:
+    client, state = accounts_api
+    c, email = await account(client)
+    await c.get("/api/session/acquire")
+    assert (await client.post("/api/user/reset-password/request", json={"email": email})).status_code == 200
+    mail = mails_to(outbox, email)[-1]
+    assert f"{PUBLIC_URL}/api/user/reset-password?token=" in body(mail)
+    token = link_token(mail, "/api/user/reset-password")
+    page = await client.get(f"/api/user/reset-password?token={token}")
+    assert page.status_code == 200 and 'name="new_password"' in page.text
+    # A refused password does not use the link up.
+    r = await client.post("/api/user/reset-password/change", json={"token": token, "new_password": "weak"})
+    assert r.status_code == 422 and "Password must" in r.json()["message"]
+    r = await client.post("/api/user/reset-password/change", json={"token": token, "new_password": "R3setPassword"})
+    assert r.status_code == 200, r.text
+    # Single use; old password gone; every token of the account ended; the address counts as verified.
+    r = await client.post("/api/user/reset-password/change", json={"token": token, "new_password": "An0therPassword"})
+    assert r.status_code == 401
+    assert (await client.post("/api/user/authenticate", json=P.authenticate(email))).status_code == 401
+    assert (await client.post("/api/user/authenticate", json=P.authenticate(email, "R3setPassword"))).status_code == 200
+    assert (await c.get("/api/user/get")).status_code == 401
+    assert (await c.get("/api/session/acquire")).status_code == 401
+    assert (await user_row(state, email)).verified
+
+
+async def test_password_reset_by_form_and_bad_links(accounts_api, outbox) -> None:
+    client, _ = accounts_api
+    _, email = await account(client)
+    await client.post("/api/user/reset-password/request", json={"email": email})
+    token = link_token(mails_to(outbox, email)[-1], "/api/user/reset-password")
+    r = await client.post("/api/user/reset-password/change", data={"token": token, "new_password": "F0rmPassword"})
+    assert r.status_code == 200 and "text/html" in r.headers["content-type"]
+    assert (await client.post("/api/user/authenticate", json=P.authenticate(email, "F0rmPassword"))).status_code == 200
+    assert (await client.get(f"/api/user/reset-password?token={token}")).status_code == 401
+    assert (await client.get("/api/user/reset-password")).status_code == 401
+    r = await client.post("/api/user/reset-password/change", json={"token": "made-up", "new_password": "F0rmPassword"})
+    assert r.status_code == 401 and "expired" in r.json()["message"]
+    r = await client.post("/api/user/reset-password/change", json={"new_password": "F0rmPassword"})
+    assert r.status_code == 422 and "token" in r.json()["message"]
+    r = await client.post("/api/user/reset-password/change", data={"token": "made-up", "new_password": "F0rmPassword"})
+    assert r.status_code == 401 and "<html" in r.text
+
+
+async def test_reset_link_dies_when_the_email_changes(accounts_api, outbox) -> None:
+    client, _ = accounts_api
+    c, email = await account(client)
+    await client.post("/api/user/reset-password/request", json={"email": email})
+    token = link_token(mails_to(outbox, email)[-1], "/api/user/reset-password")
+    r = await c.put("/api/user/update", json={"email": P.new_email(), "previous_password": P.STRONG_PASSWORD})
+    assert r.status_code == 200
+    r = await client.post("/api/user/reset-password/change", json={"token": token, "new_password": "R3setPassword"})
+    assert r.status_code == 401
+
+
+# ---------------------------------------------------------------- authentication details
+
+
+async def test_outdated_hash_is_upgraded_at_sign_in(accounts_api) -> None:
+    client, state = accounts_api
+    _, email = await account(client)
+    weak = argon2.using(rounds=1, memory_cost=1024).hash(P.STRONG_PASSWORD)
+    async with state.sessionmaker() as db:
+        row = (await db.execute(select(User).where(User.email == email))).scalar_one()
+        row.password_hash = weak
+        await db.commit()
+    assert (await client.post("/api/user/authenticate", json=P.authenticate(email))).status_code == 200
+    upgraded = (await user_row(state, email)).password_hash
+    assert upgraded is not None and upgraded != weak and upgraded.startswith("$argon2")
+    assert (await client.post("/api/user/authenticate", json=P.authenticate(email))).status_code == 200
+
+
+async def test_secrets_never_reach_the_logs(accounts_api, outbox, caplog) -> None:
+    client, _ = accounts_api
+    caplog.set_level(logging.DEBUG)
+    email = P.new_email()
+    await client.post("/api/user/create", json=P.user_create(email))
+    await client.post("/api/user/authenticate", json=P.authenticate(email, "Wr0ngPassword"))
+    r = await client.post("/api/user/authenticate", json=P.authenticate(email))
+    await client.post("/api/user/reset-password/request", json={"email": email})
+    token = link_token(mails_to(outbox, email)[-1], "/api/user/reset-password")
+    await client.post("/api/user/reset-password/change", json={"token": token, "new_password": "L0ggedNever"})
+    for secret in (email, P.STRONG_PASSWORD, "Wr0ngPassword", "L0ggedNever", token, r.cookies.get("auth_token")):
+        assert secret and secret not in caplog.text
