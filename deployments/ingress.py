@@ -13,6 +13,7 @@ from app.bootstrap import build_state
 from app.main import create_app
 from app.settings import get_settings
 from app.state import AppState
+from deployments.retention import start_retention_sweeper
 from deployments.telemetry_writer import ensure_writers
 
 
@@ -55,6 +56,7 @@ class Ingress:
         self.writers = ensure_writers(
             redis_url, database_url, settings.telemetry_writers, {"batch_size": settings.telemetry_batch_size}
         )
+        self.retention = start_retention_sweeper(database_url, settings.retention_sweep_interval_s)
 
     def __serve_build_asgi_app__(self) -> FastAPI:
         """Build the app at replica start; its lifespan connects to PostgreSQL and Redis."""

@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 ACTOR_NAME = "retention-sweeper"
 
 
-@ray.remote(num_cpus=0)
+@ray.remote(num_cpus=0, max_restarts=-1)
 class RetentionSweeper:
     """Runs one sweep every `interval_s` seconds once started; a failed sweep is retried at the next tick."""
 
@@ -60,7 +60,7 @@ class RetentionSweeper:
 def start_retention_sweeper(database_url: str, interval_s: float) -> Any:
     """Get or create the detached, named sweeper and start its schedule; returns its handle."""
     actor = RetentionSweeper.options(  # type: ignore[attr-defined]
-        name=ACTOR_NAME, lifetime="detached", get_if_exists=True
+        name=ACTOR_NAME, namespace="code4me", lifetime="detached", get_if_exists=True
     ).remote(database_url, interval_s)
     actor.start.remote()
     return actor
