@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends
+from starlette.requests import HTTPConnection
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -16,7 +17,7 @@ from app.state import AppState
 from db.tables import User
 
 
-def get_state(request: Request) -> AppState:
+def get_state(request: HTTPConnection) -> AppState:
     """The ingress state stored on the app at startup."""
     return request.app.state.c4m
 
@@ -45,7 +46,7 @@ RedisDep = Annotated[Redis, Depends(get_redis)]
 DbDep = Annotated[AsyncSession, Depends(get_db)]
 
 
-def auth_token_of(request: Request) -> str | None:
+def auth_token_of(request: HTTPConnection) -> str | None:
     """The auth token from the `auth_token` cookie or an `Authorization: Bearer` header."""
     header = request.headers.get("authorization", "")
     if header[:7].lower() == "bearer " and header[7:].strip():
@@ -53,16 +54,16 @@ def auth_token_of(request: Request) -> str | None:
     return request.cookies.get("auth_token") or None
 
 
-def _token(request: Request, cookie: str, header: str) -> str | None:
+def _token(request: HTTPConnection, cookie: str, header: str) -> str | None:
     return request.cookies.get(cookie) or request.headers.get(header) or None
 
 
-def session_token_of(request: Request) -> str:
+def session_token_of(request: HTTPConnection) -> str:
     """The session token from the `session_token` cookie or the `X-Session-Token` header ('' if none)."""
     return _token(request, "session_token", "x-session-token") or ""
 
 
-async def current_auth(request: Request, redis: RedisDep) -> tokens.AuthInfo:
+async def current_auth(request: HTTPConnection, redis: RedisDep) -> tokens.AuthInfo:
     """The authenticated caller; 401 when the auth token is missing, unknown or expired."""
     token = auth_token_of(request)
     if not token:
@@ -87,7 +88,7 @@ async def current_user(auth: AuthDep, db: DbDep) -> User:
 UserDep = Annotated[User, Depends(current_user)]
 
 
-async def current_session(request: Request, auth: AuthDep, redis: RedisDep) -> tokens.SessionInfo:
+async def current_session(request: HTTPConnection, auth: AuthDep, redis: RedisDep) -> tokens.SessionInfo:
     """The caller's session; 401 when missing or expired, 403 when it belongs to another user."""
     token = session_token_of(request)
     if not token:
@@ -104,7 +105,7 @@ SessionDep = Annotated[tokens.SessionInfo, Depends(current_session)]
 
 
 async def current_project(
-    request: Request, session: SessionDep, redis: RedisDep
+    request: HTTPConnection, session: SessionDep, redis: RedisDep
 ) -> tokens.ProjectInfo:
     """The caller's active project; 401 when missing or expired, 403 when not the caller's."""
     token = _token(request, "project_token", "x-project-token")

@@ -19,6 +19,7 @@ from app.routers import (
     session,
     user,
     verification,
+    ws,
 )
 from app.state import AppState
 
@@ -44,6 +45,6 @@ def create_app(make_state: StateFactory) -> FastAPI:
         redirect_slashes=False,
     )
     install_error_handlers(app)
-    for module in (user, verification, password_reset, privacy, session, project, completion, chat, ping):
+    for module in (user, verification, password_reset, privacy, session, project, completion, chat, ws, ping):
         app.include_router(module.router)
     return app

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -108,15 +109,30 @@ class _InFlight:
     superseded: bool = False
 
 
+# Called with (query id, model, its slot) as soon as that model has answered (the WebSocket sends it at once).
+OnResult = Callable[[uuid.UUID, ModelInfo, "CompletionItem | CompletionFailure"], Awaitable[None]]
+
+
 async def _run_superseding(
-    state: AppState, session_id: uuid.UUID, models: list[ModelInfo], payload: dict[str, Any]
+    state: AppState,
+    session_id: uuid.UUID,
+    models: list[ModelInfo],
+    payload: dict[str, Any],
+    on_result: Callable[[ModelInfo, dict[str, Any]], Awaitable[None]] | None = None,
 ) -> list[dict[str, Any]]:
     """Call the models side by side; a newer request of the same session cancels this one's generations."""
     previous = state.inflight.get(session_id)
     if previous is not None and not previous.calls.done():
         previous.superseded = True
         previous.calls.cancel()
-    mine = _InFlight(asyncio.gather(*(_call_model(state, m, payload) for m in models)))
+
+    async def one(model: ModelInfo) -> dict[str, Any]:
+        result = await _call_model(state, model, payload)
+        if on_result is not None:
+            await on_result(model, result)
+        return result
+
+    mine = _InFlight(asyncio.gather(*(one(m) for m in models)))
     state.inflight[session_id] = mine
     try:
         return await mine.calls
@@ -195,16 +211,22 @@ async def request_completion(
     session: tokens.SessionInfo,
     project: tokens.ProjectInfo,
     body: CompletionRequest,
+    on_result: OnResult | None = None,
 ) -> CompletionResponse:
     """Ask every requested model concurrently, queue the query and generations for storage, answer all slots."""
     models = resolve_models(state, body.model_ids)
     check_request(state, body)
     payload = model_payload(body)
+    meta_query_id = uuid.uuid4()
     started = time.perf_counter()
-    results = await _run_superseding(state, session.session_id, models, payload)
+
+    async def forward(model: ModelInfo, result: dict[str, Any]) -> None:
+        assert on_result is not None
+        await on_result(meta_query_id, model, _slot(generation_event(meta_query_id, model, result), model.name))
+
+    results = await _run_superseding(state, session.session_id, models, payload, forward if on_result else None)
     total_ms = int((time.perf_counter() - started) * 1000)
 
-    meta_query_id = uuid.uuid4()
     generations = [generation_event(meta_query_id, m, r) for m, r in zip(models, results, strict=True)]
     slots = [_slot(g, m.name) for g, m in zip(generations, models, strict=True)]
     data = CompletionData(meta_query_id=meta_query_id, completions=slots)

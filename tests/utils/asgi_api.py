@@ -32,6 +32,8 @@ class ScriptedGateway:
         self.calls.append((model_name, request))
         if model_name == "broken":
             raise RuntimeError("model crashed")
+        if model_name == "slow":
+            await asyncio.sleep(4.0)  # long enough to be cancelled or superseded
         return {"completion": "read()", "confidence": 0.5, "token_logprobs": [-0.7, -0.7], "generation_time_ms": 12}
 
     async def chat(self, model_name: str, messages: list[dict[str, str]]) -> AsyncIterator[str]:
@@ -47,6 +49,7 @@ class ScriptedGateway:
 ENTRIES = [
     {"name": "scripted", "model_id": "x/scripted", "family": "code4me", "is_default": True},
     {"name": "broken", "model_id": "x/broken", "family": "code4me"},
+    {"name": "slow", "model_id": "x/slow", "family": "code4me", "generation": {"time_budget_s": 10.0}},
     {"name": "chatty", "model_id": "x/chatty", "family": "plain", "is_chat": True},
     {"name": "broken-chatty", "model_id": "x/broken-chatty", "family": "plain", "is_chat": True},
 ]

@@ -1,0 +1,247 @@
+"""WebSockets: /api/ws/completion, /api/ws/completion/multi-file-context and /api/ws/chat.
+
+Client messages are objects with one key naming the operation (`completion_request`,
+`completion_feedback`, `multi_file_context_update`, `chat_request`, `chat_get`, `chat_delete`,
+`cancel`) whose value is the REST body, plus an optional `request_id` that every reply echoes.
+Replies:
+* `{"request_id", "<operation>_response": <the REST answer>}` when an operation is done;
+* `{"request_id", "completion_partial": {"meta_query_id", "completion": slot}}` per model as it finishes;
+* `{"request_id", "chat_token": {"model_id", "model_name", "text"}}` per streamed chat piece;
+* `{"request_id", "cancelled": true}` for a cancelled operation (and for the `cancel` itself);
+* `{"request_id", "error": message, "status": http-like code}` for a bad message; the socket stays open.
+Several operations may be in flight on one socket; each message is authenticated again (tokens expire).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from fastapi import WebSocket, WebSocketDisconnect
+from pydantic import BaseModel, ValidationError
+from starlette.websockets import WebSocketState
+
+from app import deps
+from app.errors import DomainError
+from app.routing import SlashTolerantRouter
+from app.schemas.chat import ChatRequest
+from app.schemas.completion import CompletionRequest, FeedbackData, FeedbackRequest, FeedbackResponse
+from app.services import chats, completions
+from app.state import AppState, ModelInfo
+
+log = logging.getLogger(__name__)
+router = SlashTolerantRouter(prefix="/api/ws", tags=["websocket"])
+MAX_MESSAGE_CHARS = 4 * 1024 * 1024
+
+
+class _Problem(Exception):
+    """A message that cannot be run; the socket answers with an error and stays open."""
+
+    def __init__(self, message: str, status: int = 422) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+
+
+class ChatGet(BaseModel):
+    """`chat_get` over the socket: which page."""
+
+    page_number: int = 1
+
+
+class ChatDelete(BaseModel):
+    """`chat_delete` over the socket: which chat."""
+
+    chat_id: uuid.UUID
+
+
+class Cancel(BaseModel):
+    """`cancel`: the request_id of the operation to stop."""
+
+    request_id: str
+
+
+def _validation_message(exc: ValidationError) -> str:
+    # Locations and reasons only: pydantic's own text would echo the (private) input.
+    return "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors()[:5])
+
+
+class Connection:
+    """One WebSocket: a reader loop that starts a task per operation, and one lock for writing."""
+
+    def __init__(self, ws: WebSocket, state: AppState, operations: set[str]) -> None:
+        self.ws = ws
+        self.state = state
+        self.operations = operations
+        self.tasks: dict[str, asyncio.Task[None]] = {}
+        self._write = asyncio.Lock()
+
+    async def send(self, message: dict[str, Any]) -> None:
+        """Send one JSON reply (never two at once); a closed socket is ignored."""
+        if self.ws.client_state != WebSocketState.CONNECTED:
+            return
+        async with self._write:
+            with contextlib.suppress(WebSocketDisconnect, RuntimeError):
+                await self.ws.send_text(json.dumps(message, default=str))
+
+    async def serve(self) -> None:
+        """Read messages until the client goes; cancel whatever it left running."""
+        await self.ws.accept()
+        try:
+            while True:
+                raw = await self.ws.receive_text()
+                self._dispatch(raw)
+        except WebSocketDisconnect:
+            pass
+        finally:
+            for task in self.tasks.values():
+                task.cancel()
+            if self.tasks:
+                await asyncio.gather(*self.tasks.values(), return_exceptions=True)
+
+    def _dispatch(self, raw: str) -> None:
+        request_id: str | None = None
+        try:
+            if len(raw) > MAX_MESSAGE_CHARS:
+                raise _Problem(f"Message over {MAX_MESSAGE_CHARS} characters", 413)
+            try:
+                message = json.loads(raw)
+            except ValueError:
+                raise _Problem("Message is not valid JSON") from None
+            if not isinstance(message, dict):
+                raise _Problem("Message must be a JSON object naming one operation")
+            rid = message.pop("request_id", None)
+            if rid is not None and not isinstance(rid, str | int):
+                raise _Problem("request_id must be a string or a number")
+            request_id = None if rid is None else str(rid)
+            if len(message) != 1:
+                raise _Problem(f"Message must name exactly one operation of: {', '.join(sorted(self.operations))}")
+            ((operation, body),) = message.items()
+            if operation not in self.operations:
+                raise _Problem(f"Unknown operation {operation!r} on this socket; use one of: {', '.join(sorted(self.operations))}")
+            if operation == "cancel":
+                self._cancel(request_id, body)
+                return
+            if request_id is not None and request_id in self.tasks:
+                raise _Problem(f"request_id {request_id} is already in flight", 409)
+            key = request_id if request_id is not None else f"_anon-{uuid.uuid4().hex}"
+            task = asyncio.create_task(self._run(operation, body, request_id))
+            self.tasks[key] = task
+            task.add_done_callback(lambda _t, k=key: self.tasks.pop(k, None))
+        except _Problem as p:
+            asyncio.create_task(self.send({"request_id": request_id, "error": p.message, "status": p.status}))
+
+    def _cancel(self, request_id: str | None, body: Any) -> None:
+        try:
+            target = Cancel.model_validate(body if isinstance(body, dict) else {"request_id": body}).request_id
+        except ValidationError as exc:
+            raise _Problem(_validation_message(exc)) from None
+        task = self.tasks.get(str(target))
+        if task is None:
+            raise _Problem(f"No operation with request_id {target} is in flight", 404)
+        task.cancel()
+        asyncio.create_task(self.send({"request_id": request_id, "cancel_response": {"request_id": str(target), "cancelled": True}}))
+
+    async def _run(self, operation: str, body: Any, request_id: str | None) -> None:
+        try:
+            result = await HANDLERS[operation](self, body, request_id)
+            await self.send({"request_id": request_id, f"{operation}_response": result})
+        except asyncio.CancelledError:
+            await self.send({"request_id": request_id, "cancelled": True})
+            raise
+        except ValidationError as exc:
+            await self.send({"request_id": request_id, "error": _validation_message(exc), "status": 422})
+        except DomainError as exc:
+            await self.send({"request_id": request_id, "error": exc.message, "status": exc.status_code})
+        except Exception:  # noqa: BLE001 - one failed operation must not take the socket down
+            log.exception("websocket operation %s failed", operation)
+            await self.send({"request_id": request_id, "error": "Internal error", "status": 500})
+
+    async def caller(self, db: Any, need_project: bool) -> tuple[Any, Any, Any]:
+        """(user, session, project) of this socket's cookies or headers, checked now."""
+        auth = await deps.current_auth(self.ws, self.state.redis)
+        user = await deps.current_user(auth, db)
+        session = await deps.current_session(self.ws, auth, self.state.redis)
+        project = await deps.current_project(self.ws, session, self.state.redis) if need_project else None
+        return user, session, project
+
+
+Handler = Callable[[Connection, Any, "str | None"], Awaitable[Any]]
+
+
+async def _completion_request(conn: Connection, body: Any, request_id: str | None) -> Any:
+    request = CompletionRequest.model_validate(body)
+    async with conn.state.sessionmaker() as db:
+        user, session, project = await conn.caller(db, need_project=True)
+
+    async def partial(meta_query_id: uuid.UUID, model: ModelInfo, slot: Any) -> None:
+        await conn.send({"request_id": request_id, "completion_partial": {"meta_query_id": str(meta_query_id), "completion": slot.model_dump()}})
+
+    response = await completions.request_completion(conn.state, user, session, project, request, on_result=partial)
+    return response.model_dump(mode="json")
+
+
+async def _completion_feedback(conn: Connection, body: Any, request_id: str | None) -> Any:
+    request = FeedbackRequest.model_validate(body)
+    async with conn.state.sessionmaker() as db:
+        user, _s, _p = await conn.caller(db, need_project=False)
+        await completions.feedback(conn.state, db, user, request)
+    return FeedbackResponse(
+        message="Feedback recorded successfully", data=FeedbackData(meta_query_id=request.meta_query_id, model_id=request.model_id)
+    ).model_dump(mode="json")
+
+
+async def _chat_request(conn: Connection, body: Any, request_id: str | None) -> Any:
+    request = ChatRequest.model_validate(body)
+
+    async def token(model: ModelInfo, piece: str) -> None:
+        await conn.send({"request_id": request_id, "chat_token": {"model_id": model.model_id, "model_name": model.name, "text": piece}})
+
+    async with conn.state.sessionmaker() as db:
+        user, session, project = await conn.caller(db, need_project=True)
+        response = await chats.request_chat(conn.state, db, user, session, project, request, on_piece=token)
+    return response.model_dump(mode="json")
+
+
+async def _chat_get(conn: Connection, body: Any, request_id: str | None) -> Any:
+    request = ChatGet.model_validate(body if isinstance(body, dict) else {"page_number": body})
+    async with conn.state.sessionmaker() as db:
+        user, _s, project = await conn.caller(db, need_project=True)
+        page = await chats.history_page(conn.state, db, user, project, request.page_number)
+    return page.model_dump(mode="json")
+
+
+async def _chat_delete(conn: Connection, body: Any, request_id: str | None) -> Any:
+    request = ChatDelete.model_validate(body)
+    async with conn.state.sessionmaker() as db:
+        user, _s, _p = await conn.caller(db, need_project=False)
+        await chats.delete_chat(conn.state, db, user, request.chat_id)
+    return {"message": "Chat deleted successfully", "chat_id": str(request.chat_id)}
+
+
+HANDLERS: dict[str, Handler] = {
+    "completion_request": _completion_request,
+    "completion_feedback": _completion_feedback,
+    "chat_request": _chat_request,
+    "chat_get": _chat_get,
+    "chat_delete": _chat_delete,
+}
+COMPLETION_OPS = {"completion_request", "completion_feedback", "cancel"}
+CHAT_OPS = {"chat_request", "chat_get", "chat_delete", "cancel"}
+
+
+@router.websocket("/completion")
+async def completion_socket(ws: WebSocket) -> None:
+    """Completion requests and feedback; per-model results as each model finishes."""
+    await Connection(ws, ws.app.state.c4m, COMPLETION_OPS).serve()
+
+
+@router.websocket("/chat")
+async def chat_socket(ws: WebSocket) -> None:
+    """Chat requests with streamed tokens, history pages and deletion."""
+    await Connection(ws, ws.app.state.c4m, CHAT_OPS).serve()
