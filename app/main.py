@@ -9,7 +9,7 @@ from fastapi import FastAPI
 
 from app.bootstrap import close_state
 from app.errors import install_error_handlers
-from app.routers import completion, ping, project, session, user
+from app.routers import completion, context, ping, project, session, user
 from app.state import AppState
 
 StateFactory = Callable[[], Awaitable[AppState]]
@@ -34,6 +34,6 @@ def create_app(make_state: StateFactory) -> FastAPI:
         redirect_slashes=False,
     )
     install_error_handlers(app)
-    for module in (user, session, project, completion, ping):
+    for module in (user, session, project, completion, context, ping):
         app.include_router(module.router)
     return app

@@ -42,6 +42,14 @@ class Settings(BaseSettings):
     max_context_chars: int = Field(default=200_000, gt=0)
     max_models_per_request: int = Field(default=8, gt=0)
 
+    # Multi-file context: live file state in Redis (max_context_chars is also the limit per file),
+    # indexing into pgvector (debounced per file) and the snippets given to a model.
+    max_context_files: int = Field(default=2000, gt=0)
+    context_live_ttl_s: int = Field(default=7 * 24 * 3600, gt=0)
+    context_index_debounce_s: float = Field(default=2.0, ge=0)
+    context_index_max_wait_s: float = Field(default=30.0, gt=0)
+    context_snippet_budget_chars: int = Field(default=4000, ge=0)
+
     # Google sign-in.
     google_client_id: str | None = None
 

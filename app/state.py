@@ -29,6 +29,10 @@ class ModelGateway(Protocol):
         """Run one completion on the named model; raises on failure."""
         ...
 
+    async def embed(self, texts: list[str]) -> list[list[float]]:
+        """Unit-length embeddings (all-MiniLM-L6-v2, 384 dimensions), one per text; raises when unavailable."""
+        ...
+
 
 @dataclass
 class ReferenceIds:

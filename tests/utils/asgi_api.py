@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
 
 import httpx
@@ -23,6 +24,18 @@ class ScriptedGateway:
         if model_name == "broken":
             raise RuntimeError("model crashed")
         return {"completion": "read()", "confidence": 0.5, "token_logprobs": [-0.7, -0.7], "generation_time_ms": 12}
+
+    async def embed(self, texts: list[str]) -> list[list[float]]:
+        """Real all-MiniLM-L6-v2 embeddings, in process (loaded once, on first use)."""
+        return minilm().embed(texts)
+
+
+@lru_cache(maxsize=1)
+def minilm() -> Any:
+    """The packaged MiniLM embedder, shared by every test of the process."""
+    from deployments.embedder import MiniLMEmbedder
+
+    return MiniLMEmbedder()
 
 
 ENTRIES = [
