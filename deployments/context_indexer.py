@@ -33,7 +33,9 @@ EMBEDDER_DEPLOYMENT = "embedder"
 class ContextIndexerActor:
     """Runs the indexing loop in its own thread and event loop, so a restarted actor resumes by itself."""
 
-    def __init__(self, database_url: str, redis_url: str, app_name: str = "code4me", poll_s: float = 0.5) -> None:
+    def __init__(
+        self, database_url: str, redis_url: str, app_name: str = "code4me", poll_s: float = 0.5
+    ) -> None:
         self.app_name = app_name
         self._handle: Any = None
         self._loop = asyncio.new_event_loop()
@@ -41,7 +43,10 @@ class ContextIndexerActor:
         self._stop: asyncio.Event | None = None
         self._indexer: Any = None
         self._thread = threading.Thread(
-            target=self._serve_forever, args=(database_url, redis_url, poll_s), name="context-indexer", daemon=True
+            target=self._serve_forever,
+            args=(database_url, redis_url, poll_s),
+            name="context-indexer",
+            daemon=True,
         )
         self._thread.start()
         if not self._ready.wait(timeout=120) or self._indexer is None:

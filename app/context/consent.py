@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 
-from sqlalchemy import select
+from sqlalchemy import Table, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.schemas.user import Preference
@@ -13,10 +13,12 @@ from db.tables import ProjectMember, User
 
 async def project_consents(db: AsyncSession, project_id: uuid.UUID) -> bool:
     """True when the project has members and all of them allow storing context (store_context)."""
+    users: Table = User.__table__  # type: ignore[attr-defined]
+    members: Table = ProjectMember.__table__  # type: ignore[attr-defined]
     rows = await db.execute(
-        select(User.preference)
-        .join(ProjectMember, ProjectMember.user_id == User.user_id)  # type: ignore[arg-type]
-        .where(ProjectMember.project_id == project_id)  # type: ignore[arg-type]
+        select(users.c.preference)
+        .join(members, members.c.user_id == users.c.user_id)
+        .where(members.c.project_id == project_id)
     )
     # A shared project's files are every member's context, so one member's refusal keeps them all out.
     prefs = [Preference.model_validate(p or {}).store_context for p in rows.scalars()]

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import pairwise
 from typing import Literal
 
 ChangeType = Literal["insert", "update", "remove"]
@@ -57,7 +58,7 @@ def validate(changes: Sequence[LineChange]) -> list[LineChange]:
                 " (ranges are [start_line, end_line), 0-based)"
             )
     order = sorted(range(len(changes)), key=lambda i: (changes[i].start_line, changes[i].end))
-    for prev, nxt in zip(order, order[1:]):
+    for prev, nxt in pairwise(order):
         a, b = changes[prev], changes[nxt]
         # Two changes at the same line have no defined order; a change inside another's range has no meaning.
         if b.start_line == a.start_line or b.start_line < a.end:

@@ -23,9 +23,10 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from redis.asyncio import Redis
-from sqlalchemy import delete, select
+from sqlalchemy import Table, delete, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -43,6 +44,7 @@ from app.context.live_state import (
 from db.tables import ContextChunk, utcnow
 
 log = logging.getLogger(__name__)
+_CHUNKS: Table = ContextChunk.__table__  # type: ignore[attr-defined]
 
 Embed = Callable[[list[str]], Awaitable[list[list[float]]]]
 
@@ -95,7 +97,13 @@ class ContextIndexer:
         """Take the files that are due out of the dirty sets (atomic: no other indexer gets them)."""
         now = self.clock() if now is None else now
         members = await self.redis.eval(  # type: ignore[misc]
-            _CLAIM, 2, DIRTY_KEY, DIRTY_SINCE_KEY, now - self.debounce_s, now - self.max_wait_s, self.batch_files
+            _CLAIM,
+            2,
+            DIRTY_KEY,
+            DIRTY_SINCE_KEY,
+            now - self.debounce_s,
+            now - self.max_wait_s,
+            self.batch_files,
         )
         return [parse_dirty_member(m) for m in members]
 
@@ -151,15 +159,12 @@ class ContextIndexer:
             rows = (
                 await db.execute(
                     select(
-                        ContextChunk.chunk_index,
-                        ContextChunk.start_line,
-                        ContextChunk.end_line,
-                        ContextChunk.content_hash,
-                        ContextChunk.embedding,
-                    ).where(
-                        ContextChunk.project_id == owner.project_id,  # type: ignore[arg-type]
-                        ContextChunk.file_path == path,  # type: ignore[arg-type]
-                    )
+                        _CHUNKS.c.chunk_index,
+                        _CHUNKS.c.start_line,
+                        _CHUNKS.c.end_line,
+                        _CHUNKS.c.content_hash,
+                        _CHUNKS.c.embedding,
+                    ).where(_CHUNKS.c.project_id == owner.project_id, _CHUNKS.c.file_path == path)
                 )
             ).all()
         stored = {r.chunk_index: (r.content_hash, r.start_line, r.end_line) for r in rows}
@@ -182,7 +187,7 @@ class ContextIndexer:
                     ContextChunk.chunk_index >= len(chunks),  # type: ignore[arg-type,operator]
                 )
             )
-            stats.deleted = int(result.rowcount or 0)
+            stats.deleted = _rowcount(result)
             if changed:
                 await db.execute(_upsert(owner.project_id, changed, known))
             stats.written = len(changed)
@@ -194,10 +199,15 @@ class ContextIndexer:
             result = await db.execute(
                 delete(ContextChunk).where(ContextChunk.project_id == project_id)  # type: ignore[arg-type]
             )
-            return int(result.rowcount or 0)
+            return _rowcount(result)
 
 
-def _upsert(project_id: uuid.UUID, chunks: Sequence[Chunk], vectors: dict[str, list[float]]):  # type: ignore[no-untyped-def]
+def _rowcount(result: Any) -> int:
+    """Rows a DELETE touched (CursorResult.rowcount; the generic Result type does not declare it)."""
+    return int(result.rowcount or 0)
+
+
+def _upsert(project_id: uuid.UUID, chunks: Sequence[Chunk], vectors: dict[str, Any]) -> Any:
     """One INSERT .. ON CONFLICT for the changed chunks of a file, keyed by position."""
     now = utcnow()
     stmt = insert(ContextChunk).values(

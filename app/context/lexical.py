@@ -15,15 +15,14 @@ from collections.abc import Sequence
 
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _CAMEL = re.compile(r"[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z]+|[A-Z]+|[0-9]+")
-STOPWORDS = frozenset(
-    """
+_STOPWORD_TEXT = """
     and as assert async await break case catch class const continue def default del do elif else enum
     except export extends false final finally for from func function fn go if implements import in
     instanceof interface is lambda let match mut new nil none not null of or override package pass
     private protected pub public raise return self static struct super switch this throw throws true try
     type typeof use val var void while with yield int str bool float string the to a an it get set
-    """.split()
-)
+"""
+STOPWORDS = frozenset(_STOPWORD_TEXT.split())
 MAX_QUERY_TERMS = 32
 MAX_POSITIONS = 16  # per lexeme in a tsvector: term frequency beyond that adds nothing useful
 
@@ -55,7 +54,8 @@ def tsvector_literal(text: str) -> str:
     counts = Counter(tokens(text))
     # Tokens are [a-z0-9_]: quoting is safe and keeps PostgreSQL's parser from splitting them.
     return " ".join(
-        f"'{tok}':" + ",".join(str(i) for i in range(1, min(n, MAX_POSITIONS) + 1)) for tok, n in counts.items()
+        f"'{tok}':" + ",".join(str(i) for i in range(1, min(n, MAX_POSITIONS) + 1))
+        for tok, n in counts.items()
     )
 
 
@@ -64,7 +64,9 @@ def tsquery_literal(terms: Sequence[str]) -> str:
     return " | ".join(f"'{t}'" for t in terms)
 
 
-def bm25_scores(query: Sequence[str], docs: Sequence[Sequence[str]], k1: float = 1.2, b: float = 0.75) -> list[float]:
+def bm25_scores(
+    query: Sequence[str], docs: Sequence[Sequence[str]], k1: float = 1.2, b: float = 0.75
+) -> list[float]:
     """BM25 score of each tokenized document for the query terms."""
     if not docs or not query:
         return [0.0] * len(docs)

@@ -145,7 +145,9 @@ async def apply_updates(
                     if new != old or raw is None:
                         changed[path] = new
                 added = sum(1 for p, raw in zip(paths, stored, strict=True) if raw is None and result[p])
-                removed = sum(1 for p, raw in zip(paths, stored, strict=True) if raw is not None and not result[p])
+                removed = sum(
+                    1 for p, raw in zip(paths, stored, strict=True) if raw is not None and not result[p]
+                )
                 if added and file_count + added - removed > max_files:
                     raise PayloadTooLarge(f"At most {max_files} context files per project")
                 pipe.multi()
@@ -175,6 +177,7 @@ async def read_file(redis: Redis, owner: Owner, path: str) -> list[str] | None:
 async def read_files(redis: Redis, owner: Owner, paths: Sequence[str] | None = None) -> dict[str, list[str]]:
     """Live files of an owner: the named ones that exist, or all of them when `paths` is None."""
     key = state_key(owner)
+    items: list[tuple[str, bytes | str | None]]
     if paths is None:
         raw = await redis.hgetall(key)
         items = [(k.decode() if isinstance(k, bytes) else k, v) for k, v in raw.items()]

@@ -15,6 +15,7 @@ import logging
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import pairwise
 
 from pgvector.sqlalchemy import Vector
 from sqlalchemy import bindparam, text
@@ -98,7 +99,9 @@ async def snippets_for(
         if consent:
             candidates = await _from_postgres(state, project_id, current_file, prefix, suffix, allowed)
         if not candidates and user_id is not None:
-            candidates = await _from_live_files(state, Owner(project_id, user_id), current_file, prefix, suffix, allowed)
+            candidates = await _from_live_files(
+                state, Owner(project_id, user_id), current_file, prefix, suffix, allowed
+            )
         return within_budget(candidates, budget_chars)
     except Exception as exc:  # noqa: BLE001 - no snippets is always a valid answer
         log.warning("context retrieval failed (%s); completing without snippets", type(exc).__name__)
@@ -118,7 +121,9 @@ async def _query_vector(state: AppState, query: str) -> list[float] | None:
 
 
 def _hybrid_sql(with_vector: bool, with_lexical: bool, restrict: bool) -> str:
-    where = "project_id = :project_id AND file_path <> :current" + (" AND file_path = ANY(:files)" if restrict else "")
+    where = "project_id = :project_id AND file_path <> :current" + (
+        " AND file_path = ANY(:files)" if restrict else ""
+    )
     parts = []
     if with_vector:
         # MATERIALIZED: relaxed-order iterative scans may return rows slightly out of order; rank after.
@@ -150,7 +155,12 @@ def _hybrid_sql(with_vector: bool, with_lexical: bool, restrict: bool) -> str:
 
 
 async def _from_postgres(
-    state: AppState, project_id: uuid.UUID, current_file: str, prefix: str, suffix: str, allowed: set[str] | None
+    state: AppState,
+    project_id: uuid.UUID,
+    current_file: str,
+    prefix: str,
+    suffix: str,
+    allowed: set[str] | None,
 ) -> list[Candidate]:
     terms = query_terms(prefix, suffix)
     vector = await _query_vector(state, cursor_text(prefix, suffix))
@@ -184,10 +194,19 @@ async def _from_live_files(
     if not terms:
         return []
     files = await read_files(state.redis, owner, sorted(allowed) if allowed is not None else None)
-    chunks = [c for path, lines in files.items() if not is_current(path, current_file) for c in chunk_lines(path, lines)]
+    chunks = [
+        c
+        for path, lines in files.items()
+        if not is_current(path, current_file)
+        for c in chunk_lines(path, lines)
+    ]
     scores = bm25_scores(terms, [tokens(c.text) for c in chunks])
     ranked = sorted(
-        (Candidate(c.path, c.start_line, c.end_line, c.text, s) for c, s in zip(chunks, scores, strict=True) if s > 0),
+        (
+            Candidate(c.path, c.start_line, c.end_line, c.text, s)
+            for c, s in zip(chunks, scores, strict=True)
+            if s > 0
+        ),
         key=lambda c: (-c.score, c.path, c.start_line),
     )
     return ranked[: 2 * CANDIDATES]
@@ -235,7 +254,7 @@ def _uncovered(start: int, end: int, taken: list[tuple[int, int]]) -> tuple[int,
     points = sorted({start, end, *(x for a, b in taken for x in (a, b) if start < x < end)})
     best = (start, start)
     run_start: int | None = None
-    for a, b in zip(points, points[1:]):
+    for a, b in pairwise(points):
         free = not any(ta <= a and b <= tb for ta, tb in taken)
         if free:
             run_start = a if run_start is None else run_start

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from app.context.updates import update_context
 from app.deps import DbDep, ProjectDep, StateDep
 from app.routing import SlashTolerantRouter
@@ -9,7 +11,7 @@ from app.schemas.common import ErrorResponse
 from app.schemas.context import MultiFileContextUpdate, MultiFileContextUpdateResponse
 
 router = SlashTolerantRouter(prefix="/api/completion/multi-file-context", tags=["context"])
-ERRORS = {
+ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorResponse},
     403: {"model": ErrorResponse},
     413: {"model": ErrorResponse},

@@ -32,7 +32,7 @@ class UserRepository:
 
     def delete_user(self, user_id):
         self.connection.execute("DELETE FROM users WHERE id = ?", (user_id,))
-""".split("\n")
+""".splitlines()
 
 GEOMETRY_PY = """import math
 
@@ -43,7 +43,7 @@ def circle_area(radius):
 
 def hypotenuse(a, b):
     return math.sqrt(a * a + b * b)
-""".split("\n")
+""".splitlines()
 
 COLORS_PY = """RED = (255, 0, 0)
 GREEN = (0, 255, 0)
@@ -51,7 +51,7 @@ GREEN = (0, 255, 0)
 
 def blend(first, second):
     return tuple((x + y) // 2 for x, y in zip(first, second))
-""".split("\n")
+""".splitlines()
 
 
 def insert(lines: list[str], at: int = 0) -> dict[str, Any]:
@@ -69,7 +69,9 @@ async def chunk_rows(state: AppState, project_id: uuid.UUID, path: str | None = 
         q = select(ContextChunk).where(ContextChunk.project_id == project_id)  # type: ignore[arg-type]
         if path is not None:
             q = q.where(ContextChunk.file_path == path)  # type: ignore[arg-type]
-        return list((await db.execute(q.order_by(ContextChunk.file_path, ContextChunk.chunk_index))).scalars())
+        return list(
+            (await db.execute(q.order_by(ContextChunk.file_path, ContextChunk.chunk_index))).scalars()
+        )
 
 
 class CountingEmbed:
@@ -86,7 +88,9 @@ class CountingEmbed:
 
 
 def indexer(state: AppState, embed: CountingEmbed | None = None, debounce_s: float = 5.0) -> ContextIndexer:
-    return ContextIndexer(state.redis, state.sessionmaker, embed or CountingEmbed(), debounce_s=debounce_s, max_wait_s=60.0)
+    return ContextIndexer(
+        state.redis, state.sessionmaker, embed or CountingEmbed(), debounce_s=debounce_s, max_wait_s=60.0
+    )
 
 
 async def index_now(state: AppState, embed: CountingEmbed | None = None):  # type: ignore[no-untyped-def]
@@ -100,7 +104,9 @@ async def index_now(state: AppState, embed: CountingEmbed | None = None):  # typ
 async def test_update_answers_lines_per_file_and_keeps_them_strings(api) -> None:
     client, state = api
     c, _ = await signed_in(client)
-    r = await c.post(URL, json={"context_updates": {"src/a.py": [insert(["42", "null", "true", "[1]", '"x"'])]}})
+    r = await c.post(
+        URL, json={"context_updates": {"src/a.py": [insert(["42", "null", "true", "[1]", '"x"'])]}}
+    )
     assert r.status_code == 200, r.text
     assert r.json() == {
         "message": "Multi-file context updated successfully.",
@@ -137,7 +143,9 @@ async def test_bad_ranges_are_refused_and_nothing_is_applied(api) -> None:
     client, state = api
     c, _ = await signed_in(client)
     owner = await owner_of(c, state)
-    assert (await c.post(URL, json={"context_updates": {"keep.py": [insert(["a", "b", "c"])]}})).status_code == 200
+    assert (
+        await c.post(URL, json={"context_updates": {"keep.py": [insert(["a", "b", "c"])]}})
+    ).status_code == 200
     cases = [
         ({"change_type": "update", "start_line": 3, "end_line": 1, "new_lines": ["x"]}, "before start_line"),
         ({"change_type": "remove", "start_line": -1, "end_line": 1, "new_lines": []}, "start_line"),
@@ -194,8 +202,15 @@ async def test_without_consent_nothing_reaches_postgres_and_state_dies_with_the_
     assert await chunk_rows(state, owner.project_id) == []
     # Retrieval works from Redis alone.
     snippets = await snippets_for(
-        state, owner.project_id, "app.py", "repo = UserRepository(conn)\nuser = repo.fetch_user_by_email(", "",
-        ["*"], 2000, False, user_id=owner.user_id,
+        state,
+        owner.project_id,
+        "app.py",
+        "repo = UserRepository(conn)\nuser = repo.fetch_user_by_email(",
+        "",
+        ["*"],
+        2000,
+        False,
+        user_id=owner.user_id,
     )
     assert snippets and snippets[0]["path"] == "db/users.py" and "fetch_user_by_email" in snippets[0]["text"]
     # Deactivating the session ends the live state's lifetime: its TTL never exceeds the session's.
@@ -235,25 +250,59 @@ async def test_indexer_debounces_upserts_and_removes_stale_chunks(api) -> None:
     long_lines = "\n".join(long_file).split("\n")
     await c.post(URL, json={"context_updates": {"pkg/many.py": [insert(long_lines)]}})
     await idx.run_once(now=time.time() + 6)
-    before = {r.chunk_index: (r.chunk_id, r.content_hash) for r in await chunk_rows(state, owner.project_id, "pkg/many.py")}
+    before = {
+        r.chunk_index: (r.chunk_id, r.content_hash)
+        for r in await chunk_rows(state, owner.project_id, "pkg/many.py")
+    }
     assert len(before) >= 3
     embedded_before = embed.texts
     n = len(long_lines)
-    await c.post(URL, json={"context_updates": {"pkg/many.py": [{"change_type": "update", "start_line": n - 3, "end_line": n, "new_lines": ["def last():", "    return None"]}]}})
+    await c.post(
+        URL,
+        json={
+            "context_updates": {
+                "pkg/many.py": [
+                    {
+                        "change_type": "update",
+                        "start_line": n - 3,
+                        "end_line": n,
+                        "new_lines": ["def last():", "    return None"],
+                    }
+                ]
+            }
+        },
+    )
     stats = await idx.run_once(now=time.time() + 6)
     assert stats.files == 1 and 1 <= embed.texts - embedded_before < len(before)
-    after = {r.chunk_index: (r.chunk_id, r.content_hash) for r in await chunk_rows(state, owner.project_id, "pkg/many.py")}
+    after = {
+        r.chunk_index: (r.chunk_id, r.content_hash)
+        for r in await chunk_rows(state, owner.project_id, "pkg/many.py")
+    }
     assert sum(before[i] == after.get(i) for i in before) >= len(before) - 2
 
     # Shrinking the file removes the chunks past its new end.
-    await c.post(URL, json={"context_updates": {"pkg/many.py": [{"change_type": "remove", "start_line": 10, "end_line": n, "new_lines": []}]}})
+    await c.post(
+        URL,
+        json={
+            "context_updates": {
+                "pkg/many.py": [{"change_type": "remove", "start_line": 10, "end_line": n, "new_lines": []}]
+            }
+        },
+    )
     stats = await idx.run_once(now=time.time() + 6)
     assert stats.deleted >= 1
     rows = await chunk_rows(state, owner.project_id, "pkg/many.py")
     assert rows and max(r.end_line for r in rows) <= 10
 
     # A file emptied entirely leaves no chunks.
-    await c.post(URL, json={"context_updates": {"pkg/many.py": [{"change_type": "remove", "start_line": 0, "end_line": 10, "new_lines": []}]}})
+    await c.post(
+        URL,
+        json={
+            "context_updates": {
+                "pkg/many.py": [{"change_type": "remove", "start_line": 0, "end_line": 10, "new_lines": []}]
+            }
+        },
+    )
     await idx.run_once(now=time.time() + 6)
     assert await chunk_rows(state, owner.project_id, "pkg/many.py") == []
     assert await read_file(state.redis, owner, "pkg/many.py") is None
@@ -282,7 +331,9 @@ async def test_a_failed_embedding_keeps_the_file_marked(api) -> None:
     async def broken(texts: list[str]) -> list[list[float]]:
         raise RuntimeError("embedder down")
 
-    stats = await ContextIndexer(state.redis, state.sessionmaker, broken, debounce_s=0).run_once(now=time.time() + 1)
+    stats = await ContextIndexer(state.redis, state.sessionmaker, broken, debounce_s=0).run_once(
+        now=time.time() + 1
+    )
     assert stats.failed >= 1
     assert await state.redis.zscore(DIRTY_KEY, f"{owner.project_id}:{owner.user_id}:flaky.py") is not None
     await index_now(state)
@@ -310,17 +361,38 @@ QUERY_SUFFIX = ")\n    return user\n"
 async def test_retrieval_puts_the_relevant_file_first(api) -> None:
     state, owner = await _project_with_three_files(api)
     async with state.sessionmaker() as db:
-        total = (await db.execute(select(func.count()).select_from(ContextChunk).where(ContextChunk.project_id == owner.project_id))).scalar_one()  # type: ignore[arg-type]
+        total = (
+            await db.execute(
+                select(func.count())
+                .select_from(ContextChunk)
+                .where(ContextChunk.project_id == owner.project_id)
+            )
+        ).scalar_one()  # type: ignore[arg-type]
     assert total >= 3
     for consent in (True, False):
         snippets = await snippets_for(
-            state, owner.project_id, "app/main.py", QUERY_PREFIX, QUERY_SUFFIX, ["*"], 4000, consent, user_id=owner.user_id
+            state,
+            owner.project_id,
+            "app/main.py",
+            QUERY_PREFIX,
+            QUERY_SUFFIX,
+            ["*"],
+            4000,
+            consent,
+            user_id=owner.user_id,
         )
         assert snippets[0]["path"] == "db/users.py", (consent, [s["path"] for s in snippets])
         assert "def fetch_user_by_email" in snippets[0]["text"]
     # Geometry by meaning and words.
     snippets = await snippets_for(
-        state, owner.project_id, "app/main.py", "def area_of_disk(r):\n    return circle_area(", "", None, 4000, True
+        state,
+        owner.project_id,
+        "app/main.py",
+        "def area_of_disk(r):\n    return circle_area(",
+        "",
+        None,
+        4000,
+        True,
     )
     assert snippets[0]["path"] == "pkg/geometry.py"
 
@@ -328,18 +400,28 @@ async def test_retrieval_puts_the_relevant_file_first(api) -> None:
 async def test_retrieval_respects_budget_context_files_and_current_file(api) -> None:
     state, owner = await _project_with_three_files(api)
     for budget in (4000, 300, 120, 0):
-        snippets = await snippets_for(state, owner.project_id, "x.py", QUERY_PREFIX, QUERY_SUFFIX, ["*"], budget, True)
+        snippets = await snippets_for(
+            state, owner.project_id, "x.py", QUERY_PREFIX, QUERY_SUFFIX, ["*"], budget, True
+        )
         assert sum(len(s["text"]) for s in snippets) <= budget
         assert all(set(s) == {"path", "text"} and s["text"].strip() for s in snippets)
     # Only the listed files, never the current one, nothing for [].
-    only = await snippets_for(state, owner.project_id, "x.py", QUERY_PREFIX, QUERY_SUFFIX, ["pkg/colors.py"], 4000, True)
+    only = await snippets_for(
+        state, owner.project_id, "x.py", QUERY_PREFIX, QUERY_SUFFIX, ["pkg/colors.py"], 4000, True
+    )
     assert {s["path"] for s in only} <= {"pkg/colors.py"}
-    current = await snippets_for(state, owner.project_id, "db/users.py", QUERY_PREFIX, QUERY_SUFFIX, ["*"], 4000, True)
+    current = await snippets_for(
+        state, owner.project_id, "db/users.py", QUERY_PREFIX, QUERY_SUFFIX, ["*"], 4000, True
+    )
     assert all(s["path"] != "db/users.py" for s in current)
     absolute = await snippets_for(
         state, owner.project_id, "/home/me/proj/db/users.py", QUERY_PREFIX, QUERY_SUFFIX, ["*"], 4000, True
     )
     assert all(s["path"] != "db/users.py" for s in absolute)
-    assert await snippets_for(state, owner.project_id, "x.py", QUERY_PREFIX, QUERY_SUFFIX, [], 4000, True) == []
+    assert (
+        await snippets_for(state, owner.project_id, "x.py", QUERY_PREFIX, QUERY_SUFFIX, [], 4000, True) == []
+    )
     # Another project sees none of these files.
-    assert await snippets_for(state, uuid.uuid4(), "x.py", QUERY_PREFIX, QUERY_SUFFIX, ["*"], 4000, True) == []
+    assert (
+        await snippets_for(state, uuid.uuid4(), "x.py", QUERY_PREFIX, QUERY_SUFFIX, ["*"], 4000, True) == []
+    )

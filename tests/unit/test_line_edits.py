@@ -13,7 +13,10 @@ WORDS = ["x = 1", "", "def f():", "    return 42", "null", "true", "42", "# note
 
 
 def random_file(rng: random.Random, n: int | None = None) -> list[str]:
-    return [rng.choice(WORDS) + (str(rng.randrange(5)) if rng.random() < 0.5 else "") for _ in range(n if n is not None else rng.randrange(0, 30))]
+    return [
+        rng.choice(WORDS) + (str(rng.randrange(5)) if rng.random() < 0.5 else "")
+        for _ in range(n if n is not None else rng.randrange(0, 30))
+    ]
 
 
 def random_new_version(rng: random.Random, old: list[str]) -> list[str]:
@@ -122,7 +125,11 @@ def test_changes_past_the_known_end_pad_with_empty_lines() -> None:
 
 def test_input_is_not_modified_and_order_is_bottom_up() -> None:
     lines = ["a", "b", "c", "d"]
-    changes = [LineChange("remove", 0, 1), LineChange("update", 2, 3, ["C", "C2"]), LineChange("insert", 4, 4, ["e"])]
+    changes = [
+        LineChange("remove", 0, 1),
+        LineChange("update", 2, 3, ["C", "C2"]),
+        LineChange("insert", 4, 4, ["e"]),
+    ]
     assert [c.start_line for c in validate(changes)] == [4, 2, 0]
     assert apply_changes(lines, changes) == ["b", "C", "C2", "d", "e"]
     assert lines == ["a", "b", "c", "d"]
@@ -147,5 +154,9 @@ def test_bad_changes_are_refused(changes: list[LineChange], words: str) -> None:
 
 
 def test_adjacent_changes_are_fine() -> None:
-    changes = [LineChange("update", 0, 2, ["x"]), LineChange("remove", 2, 3), LineChange("insert", 3, 3, ["y"])]
+    changes = [
+        LineChange("update", 0, 2, ["x"]),
+        LineChange("remove", 2, 3),
+        LineChange("insert", 3, 3, ["y"]),
+    ]
     assert apply_changes(["a", "b", "c", "d"], changes) == ["x", "y", "d"]
