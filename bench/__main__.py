@@ -1,4 +1,4 @@
-"""`python -m bench [overhead|batching|scaling|all]`: start the real stack once, run, print tables, write JSON."""
+"""`python -m bench [overhead|batching|scaling|retrieval|all]`: start the real stack once, run, print tables, write JSON."""
 
 from __future__ import annotations
 
@@ -9,12 +9,12 @@ import time
 import warnings
 from pathlib import Path
 
-from bench import batching, overhead, scaling
+from bench import batching, overhead, retrieval, scaling
 from bench.report import RESULTS_DIR, Table
 from bench.stack import Stack
 
 log = logging.getLogger("bench")
-BENCHMARKS = {"overhead": overhead, "batching": batching, "scaling": scaling}
+BENCHMARKS = {"overhead": overhead, "batching": batching, "scaling": scaling, "retrieval": retrieval}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -50,19 +50,22 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     began = time.perf_counter()
     stack = Stack(num_cpus=args.num_cpus, embedder=not args.no_embedder)
-    print(
-        f"starting the stack (embedded PostgreSQL + Redis, Ray with {args.num_cpus} logical CPUs, Serve app) ...",
-        flush=True,
-    )
+    # Benchmarks with NEEDS_STACK = False bring their own services; Ray and Serve start only when needed.
+    needs_stack = any(getattr(BENCHMARKS[name], "NEEDS_STACK", True) for name in args.which)
     failed: list[str] = []
     summary = Table("Summary", ["benchmark", "seconds", "checks", "goals", "results"])
     try:
-        stack.start()
-        print(
-            "stack up: services {services_s:.1f} s, Ray + proxy {ray_s:.1f} s, first deploy {first_deploy_s:.1f} s; "
-            "API at {url}".format(url=stack.base_url, **stack.timings),
-            flush=True,
-        )
+        if needs_stack:
+            print(
+                f"starting the stack (embedded PostgreSQL + Redis, Ray with {args.num_cpus} logical CPUs, Serve app) ...",
+                flush=True,
+            )
+            stack.start()
+            print(
+                "stack up: services {services_s:.1f} s, Ray + proxy {ray_s:.1f} s, first deploy {first_deploy_s:.1f} s; "
+                "API at {url}".format(url=stack.base_url, **stack.timings),
+                flush=True,
+            )
         for name in args.which:
             print(f"\nrunning {name} ...", flush=True)
             t0 = time.perf_counter()

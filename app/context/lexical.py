@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _CAMEL = re.compile(r"[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z]+|[A-Z]+|[0-9]+")
@@ -39,14 +39,21 @@ def tokens(text: str) -> list[str]:
     return out
 
 
-def query_terms(prefix: str, suffix: str, *, prefix_lines: int = 15, suffix_lines: int = 5) -> list[str]:
-    """The distinct tokens near the cursor, nearest first, at most MAX_QUERY_TERMS."""
+def query_terms(
+    prefix: str,
+    suffix: str,
+    *,
+    prefix_lines: int = 15,
+    suffix_lines: int = 5,
+    max_terms: int = MAX_QUERY_TERMS,
+) -> list[str]:
+    """The distinct tokens near the cursor, nearest first, at most `max_terms`."""
     near = prefix.split("\n")[-prefix_lines:][::-1] + suffix.split("\n")[:suffix_lines]
     seen: dict[str, None] = {}
     for line in near:
         for tok in tokens(line):
             seen.setdefault(tok, None)
-    return list(seen)[:MAX_QUERY_TERMS]
+    return list(seen)[:max_terms]
 
 
 def tsvector_literal(text: str) -> str:
@@ -65,22 +72,23 @@ def tsquery_literal(terms: Sequence[str]) -> str:
 
 
 def bm25_scores(
-    query: Sequence[str], docs: Sequence[Sequence[str]], k1: float = 1.2, b: float = 0.75
+    query: Sequence[str], docs: Sequence[Mapping[str, int]], k1: float = 1.2, b: float = 0.75
 ) -> list[float]:
-    """BM25 score of each tokenized document for the query terms."""
+    """BM25 score of each document (its token counts) for the query terms."""
     if not docs or not query:
         return [0.0] * len(docs)
+    terms = set(query)
     n = len(docs)
-    avg_len = sum(len(d) for d in docs) / n or 1.0
-    counts = [Counter(d) for d in docs]
-    df = Counter(t for c in counts for t in set(query) if t in c)
+    lengths = [sum(d.values()) for d in docs]
+    avg_len = sum(lengths) / n or 1.0
+    df = Counter(t for d in docs for t in terms if t in d)
+    idf = {t: math.log(1 + (n - df[t] + 0.5) / (df[t] + 0.5)) for t in terms}
     scores = []
-    for doc, c in zip(docs, counts, strict=True):
+    for doc, length in zip(docs, lengths, strict=True):
         s = 0.0
-        for t in set(query):
-            f = c.get(t, 0)
+        for t in terms:
+            f = doc.get(t, 0)
             if f:
-                idf = math.log(1 + (n - df[t] + 0.5) / (df[t] + 0.5))
-                s += idf * f * (k1 + 1) / (f + k1 * (1 - b + b * len(doc) / avg_len))
+                s += idf[t] * f * (k1 + 1) / (f + k1 * (1 - b + b * length / avg_len))
         scores.append(s)
     return scores
