@@ -49,6 +49,11 @@ def state_key(owner: Owner) -> str:
     return f"{PREFIX}{owner.project_id}:{owner.user_id}"
 
 
+def recent_key(owner: Owner) -> str:
+    """Redis key of the sorted set of an owner's live files by last change (for retrieval without a list)."""
+    return f"{state_key(owner)}:recent"
+
+
 def dirty_member(owner: Owner, path: str) -> str:
     """The member naming one file in the dirty sets (two fixed-length UUIDs, then the path)."""
     return f"{owner.project_id}:{owner.user_id}:{path}"
@@ -150,15 +155,19 @@ async def apply_updates(
                 )
                 if added and file_count + added - removed > max_files:
                     raise PayloadTooLarge(f"At most {max_files} context files per project")
+                stamp = time.time() if now is None else now
+                recent = recent_key(owner)
                 pipe.multi()
                 for path, lines in changed.items():
                     if lines:
                         pipe.hset(key, path, encode_lines(lines))
+                        pipe.zadd(recent, {path: stamp})
                     else:
                         pipe.hdel(key, path)
+                        pipe.zrem(recent, path)
                 pipe.pexpire(key, max(ttl_ms, 1))
+                pipe.pexpire(recent, max(ttl_ms, 1))
                 if mark_dirty and changed:
-                    stamp = time.time() if now is None else now
                     members = {dirty_member(owner, p): stamp for p in changed}
                     pipe.zadd(DIRTY_KEY, members)
                     pipe.zadd(DIRTY_SINCE_KEY, members, nx=True)
@@ -193,6 +202,14 @@ async def read_files(redis: Redis, owner: Owner, paths: Sequence[str] | None = N
     return out
 
 
+async def recent_files(redis: Redis, owner: Owner, limit: int) -> list[str]:
+    """The owner's `limit` most recently changed live files, newest first."""
+    return [
+        p.decode() if isinstance(p, bytes) else p
+        for p in await redis.zrevrange(recent_key(owner), 0, limit - 1)
+    ]
+
+
 async def drop(redis: Redis, owner: Owner) -> None:
     """Forget an owner's live state now (session end without consent); pending index marks stay harmless."""
-    await redis.delete(state_key(owner))
+    await redis.delete(state_key(owner), recent_key(owner))

@@ -26,7 +26,7 @@ from sqlalchemy import bindparam, text
 
 from app.context.chunking import Chunk, chunk_lines
 from app.context.lexical import bm25_scores, query_terms, tokens, tsquery_literal
-from app.context.live_state import WILDCARD, Owner, read_files
+from app.context.live_state import WILDCARD, Owner, read_files, recent_files
 from app.state import AppState
 from db.tables import EMBEDDING_DIM
 
@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 CANDIDATES = 24  # per ranking, before fusion
 PER_TERM = 10  # chunks fetched per query term by the lexical ranking
 PG_QUERY_TERMS = 24  # one index probe each
+LIVE_FILES_SCANNED = 64  # without consent: files chunked and ranked per request
 RRF_K = 60  # the usual constant of reciprocal rank fusion (Cormack et al., 2009)
 EF_SEARCH = 64
 # The embedded query: the lines around the cursor (MiniLM's cost grows with the text, and the nearest
@@ -249,7 +250,11 @@ async def _from_live_files(
     terms = query_terms(prefix, suffix)
     if not terms:
         return []
-    files = await read_files(state.redis, owner, sorted(allowed) if allowed is not None else None)
+    # Chunking happens per request here: '*' means the most recently edited files, not all of them.
+    paths = (
+        sorted(allowed) if allowed is not None else await recent_files(state.redis, owner, LIVE_FILES_SCANNED)
+    )
+    files = await read_files(state.redis, owner, paths[:LIVE_FILES_SCANNED])
     chunks = [
         pair
         for path, lines in files.items()
