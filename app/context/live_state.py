@@ -204,10 +204,8 @@ async def read_files(redis: Redis, owner: Owner, paths: Sequence[str] | None = N
 
 async def recent_files(redis: Redis, owner: Owner, limit: int) -> list[str]:
     """The owner's `limit` most recently changed live files, newest first."""
-    return [
-        p.decode() if isinstance(p, bytes) else p
-        for p in await redis.zrevrange(recent_key(owner), 0, limit - 1)
-    ]
+    members: list[bytes | str] = await redis.zrevrange(recent_key(owner), 0, limit - 1)
+    return [p.decode() if isinstance(p, bytes) else p for p in members]
 
 
 async def drop(redis: Redis, owner: Owner) -> None:

@@ -425,3 +425,18 @@ async def test_retrieval_respects_budget_context_files_and_current_file(api) -> 
     assert (
         await snippets_for(state, uuid.uuid4(), "x.py", QUERY_PREFIX, QUERY_SUFFIX, ["*"], 4000, True) == []
     )
+
+
+async def test_withdrawn_consent_forgets_the_users_indexed_chunks(api) -> None:
+    from app.context.consent import forget_context_of_user
+
+    client, state = api
+    c, _ = await signed_in(client)
+    owner = await owner_of(c, state)
+    await c.post(URL, json={"context_updates": {"pkg/colors.py": [insert(COLORS_PY)]}})
+    await index_now(state)
+    assert await chunk_rows(state, owner.project_id)
+    async with state.sessionmaker() as db:
+        assert await forget_context_of_user(db, owner.user_id) >= 1
+        await db.commit()
+    assert await chunk_rows(state, owner.project_id) == []
