@@ -21,6 +21,7 @@ import time
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from redis.asyncio import Redis
 from redis.exceptions import WatchError
@@ -204,7 +205,7 @@ async def read_files(redis: Redis, owner: Owner, paths: Sequence[str] | None = N
 
 async def recent_files(redis: Redis, owner: Owner, limit: int) -> list[str]:
     """The owner's `limit` most recently changed live files, newest first."""
-    members: list[bytes | str] = await redis.zrevrange(recent_key(owner), 0, limit - 1)
+    members: list[Any] = await redis.zrevrange(recent_key(owner), 0, limit - 1)  # no scores asked: names only
     return [p.decode() if isinstance(p, bytes) else p for p in members]
 
 
