@@ -12,6 +12,7 @@ from app.errors import install_error_handlers
 from app.routers import (
     chat,
     completion,
+    context,
     password_reset,
     ping,
     privacy,
@@ -45,6 +46,6 @@ def create_app(make_state: StateFactory) -> FastAPI:
         redirect_slashes=False,
     )
     install_error_handlers(app)
-    for module in (user, verification, password_reset, privacy, session, project, completion, chat, ws, ping):
+    for module in (user, verification, password_reset, privacy, session, project, completion, context, chat, ws, ping):
         app.include_router(module.router)
     return app

@@ -53,6 +53,14 @@ class Settings(BaseSettings):
     telemetry_batch_size: int = Field(default=2000, ge=1, le=10_000)
     query_cache_ttl_s: int = Field(default=24 * 3600, gt=0)
 
+    # Multi-file context: live file state in Redis (max_context_chars is also the limit per file),
+    # indexing into pgvector (debounced per file) and the snippets given to a model.
+    max_context_files: int = Field(default=2000, gt=0)
+    context_live_ttl_s: int = Field(default=7 * 24 * 3600, gt=0)
+    context_index_debounce_s: float = Field(default=2.0, ge=0)
+    context_index_max_wait_s: float = Field(default=30.0, gt=0)
+    context_snippet_budget_chars: int = Field(default=4000, ge=0)
+
     # Google sign-in: ID tokens are checked against the keys at google_jwks_url (cached for google_jwks_ttl_s).
     google_client_id: str | None = None
     google_jwks_url: str = "https://www.googleapis.com/oauth2/v3/certs"

@@ -34,6 +34,10 @@ class ModelGateway(Protocol):
         """Stream the named chat model's answer to the messages; raises on failure."""
         ...
 
+    async def embed(self, texts: list[str]) -> list[list[float]]:
+        """Unit-length embeddings (all-MiniLM-L6-v2, 384 dimensions), one per text; raises when unavailable."""
+        ...
+
 
 @dataclass
 class ReferenceIds:

@@ -1,4 +1,4 @@
-"""`python -m bench [overhead|batching|scaling|all]`: start the real stack once, run, print tables, write JSON."""
+"""`python -m bench [overhead|batching|scaling|retrieval|all]`: start the real stack once, run, print tables, write JSON."""
 
 from __future__ import annotations
 
@@ -9,12 +9,18 @@ import time
 import warnings
 from pathlib import Path
 
-from bench import batching, ingest, overhead, scaling
+from bench import batching, ingest, overhead, retrieval, scaling
 from bench.report import RESULTS_DIR, Table
 from bench.stack import Stack
 
 log = logging.getLogger("bench")
-BENCHMARKS = {"overhead": overhead, "batching": batching, "scaling": scaling, "ingest": ingest}
+BENCHMARKS = {
+    "overhead": overhead,
+    "batching": batching,
+    "scaling": scaling,
+    "ingest": ingest,
+    "retrieval": retrieval,
+}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -50,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     began = time.perf_counter()
     stack = Stack(num_cpus=args.num_cpus, embedder=not args.no_embedder)
-    # Some benchmarks (ingest, redaction, ...) bring their own pieces; the Serve stack starts only if needed.
+    # Benchmarks with NEEDS_STACK = False bring their own services; Ray and Serve start only when needed.
     needs_stack = any(getattr(BENCHMARKS[name], "NEEDS_STACK", True) for name in args.which)
     failed: list[str] = []
     summary = Table("Summary", ["benchmark", "seconds", "checks", "goals", "results"])

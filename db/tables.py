@@ -22,7 +22,7 @@ from sqlalchemy import (
     Uuid,
     text,
 )
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import JSONB, TSVECTOR
 from sqlmodel import Field, SQLModel
 
 EMBEDDING_DIM = 384  # all-MiniLM-L6-v2
@@ -367,11 +367,14 @@ class ContextChunk(SQLModel, table=True):
     content: str = Field(sa_column=Column(Text, nullable=False))
     content_hash: str = Field(sa_column=Column(String(64), nullable=False))
     embedding: list[float] | None = Field(default=None, sa_column=Column(Vector(EMBEDDING_DIM)))
+    # Identifier tokens of the content (app.context.lexical) for the lexical half of hybrid retrieval.
+    lexemes: str | None = Field(default=None, sa_column=Column(TSVECTOR))
     updated_at: datetime = _ts()
 
     __table_args__ = (
         UniqueConstraint("project_id", "file_path", "chunk_index", name="uq_context_chunk_position"),
         Index("ix_context_chunk_project_file", "project_id", "file_path"),
+        Index("ix_context_chunk_lexemes", "lexemes", postgresql_using="gin"),
         Index(
             "ix_context_chunk_embedding_hnsw",
             "embedding",

@@ -20,8 +20,9 @@ from deployments.telemetry_writer import ensure_writers
 class RayModelGateway:
     """Reaches model deployments through their Serve handles."""
 
-    def __init__(self, handles: dict[str, DeploymentHandle]) -> None:
+    def __init__(self, handles: dict[str, DeploymentHandle], embedder: DeploymentHandle | None = None) -> None:
         self.handles = handles
+        self.embedder = embedder
 
     async def complete(self, model_name: str, request: dict[str, Any]) -> dict[str, Any]:
         """One completion on the named model's deployment."""
@@ -31,6 +32,12 @@ class RayModelGateway:
         """The named chat model's answer, piece by piece, as the replica streams it."""
         async for piece in self.handles[model_name].options(stream=True).chat.remote(messages):
             yield piece
+
+    async def embed(self, texts: list[str]) -> list[list[float]]:
+        """Embeddings from the embedding deployment; RuntimeError when it is not deployed."""
+        if self.embedder is None:
+            raise RuntimeError("no embedding deployment in this application")
+        return await self.embedder.embed.remote(texts)
 
 
 @serve.deployment
@@ -46,7 +53,7 @@ class Ingress:
         redis_url: str,
         model_entries: list[dict[str, Any]],
     ) -> None:
-        self.gateway = RayModelGateway(model_handles)
+        self.gateway = RayModelGateway(model_handles, embedder)
         self.embedder = embedder
         self.database_url = database_url
         self.redis_url = redis_url
@@ -57,6 +64,11 @@ class Ingress:
             redis_url, database_url, settings.telemetry_writers, {"batch_size": settings.telemetry_batch_size}
         )
         self.retention = start_retention_sweeper(database_url, settings.retention_sweep_interval_s)
+        if embedder is not None:
+            # Context updates only mark files dirty in Redis; this (idempotent) actor indexes them.
+            from deployments.context_indexer import ensure_context_indexer
+
+            ensure_context_indexer(database_url, redis_url, serve.get_replica_context().app_name)
 
     def __serve_build_asgi_app__(self) -> FastAPI:
         """Build the app at replica start; its lifespan connects to PostgreSQL and Redis."""

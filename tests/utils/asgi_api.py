@@ -6,6 +6,7 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,18 @@ class ScriptedGateway:
         for piece in ("You ", "asked: ", messages[-1]["content"][:40]):
             await asyncio.sleep(0.01)
             yield piece
+
+    async def embed(self, texts: list[str]) -> list[list[float]]:
+        """Real all-MiniLM-L6-v2 embeddings, in process (loaded once, on first use)."""
+        return minilm().embed(texts)
+
+
+@lru_cache(maxsize=1)
+def minilm() -> Any:
+    """The packaged MiniLM embedder, shared by every test of the process."""
+    from deployments.embedder import MiniLMEmbedder
+
+    return MiniLMEmbedder()
 
 
 ENTRIES = [

@@ -1,0 +1,214 @@
+"""The live state of a user's project files in Redis, changed by line-range edits applied atomically.
+
+One Redis hash per project and user, ``c4m:ctx:{project_id}:{user_id}``: field = file path, value = the
+file's lines as a JSON array of strings. Per user, because the plugin's diffs are relative to that user's
+own snapshot of the file: two members' edits applied to one shared copy would corrupt it. One hash, so
+that an update of several files is one atomic write (WATCH/MULTI) and one TTL covers every file: without
+consent to store context the hash expires with the caller's session.
+
+Lines are decoded as a JSON array and each element checked to be a string; a line is never parsed on its
+own (the old server re-parsed each stored string as JSON, so a line ``42`` or ``null`` broke completion).
+
+Files whose content changed are marked dirty for the ContextIndexer in two sorted sets, ``dirty`` (score:
+last change) and ``dirty_since`` (score: first change since the last indexing), in the same transaction
+as the edit, so a mark is never lost and many edits in a short window cost one re-index.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.exceptions import WatchError
+
+from app.context.edits import EditError, LineChange, apply_changes, required_length, validate
+from app.errors import PayloadTooLarge, ServiceUnavailable, Unprocessable
+
+PREFIX = "c4m:ctx:"
+DIRTY_KEY = f"{PREFIX}dirty"
+DIRTY_SINCE_KEY = f"{PREFIX}dirty_since"
+MAX_PATH_CHARS = 4096
+WILDCARD = "*"
+_RETRIES = 16
+
+
+@dataclass(frozen=True)
+class Owner:
+    """Whose live state: a user in a project."""
+
+    project_id: uuid.UUID
+    user_id: uuid.UUID
+
+
+def state_key(owner: Owner) -> str:
+    """Redis key of the hash holding every live file of a user in a project."""
+    return f"{PREFIX}{owner.project_id}:{owner.user_id}"
+
+
+def recent_key(owner: Owner) -> str:
+    """Redis key of the sorted set of an owner's live files by last change (for retrieval without a list)."""
+    return f"{state_key(owner)}:recent"
+
+
+def dirty_member(owner: Owner, path: str) -> str:
+    """The member naming one file in the dirty sets (two fixed-length UUIDs, then the path)."""
+    return f"{owner.project_id}:{owner.user_id}:{path}"
+
+
+def parse_dirty_member(member: str | bytes) -> tuple[Owner, str]:
+    """The owner and path of a dirty-set member."""
+    text = member.decode() if isinstance(member, bytes) else member
+    return Owner(uuid.UUID(text[:36]), uuid.UUID(text[37:73])), text[74:]
+
+
+def file_chars(lines: Sequence[str]) -> int:
+    """Size of a file as its text (each line plus its newline)."""
+    return sum(len(line) for line in lines) + len(lines)
+
+
+def encode_lines(lines: Sequence[str]) -> bytes:
+    """The stored form of a file's lines."""
+    # Lone surrogates (valid in JSON input, not in UTF-8) are escaped by json.dumps, so this never fails.
+    return json.dumps(list(lines)).encode()
+
+
+def decode_lines(raw: bytes | str | None) -> list[str] | None:
+    """A file's lines from their stored form; None when absent or not a list of strings."""
+    if raw is None:
+        return None
+    value = json.loads(raw)
+    if not isinstance(value, list) or not all(isinstance(x, str) for x in value):
+        return None
+    return value
+
+
+def check_path(path: str) -> None:
+    """Refuse paths that cannot name a file (422)."""
+    if not path or len(path) > MAX_PATH_CHARS:
+        raise Unprocessable(f"File paths must have 1 to {MAX_PATH_CHARS} characters")
+    if path == WILDCARD:
+        raise Unprocessable("'*' is not a file path (it means every file in context_files)")
+
+
+def plan(updates: Mapping[str, Sequence[LineChange]], max_file_chars: int) -> None:
+    """Validate a whole request before reading anything; nothing is applied when any file's changes are bad."""
+    for path, changes in updates.items():
+        check_path(path)
+        try:
+            validate(changes)
+        except EditError as exc:
+            raise Unprocessable(f"context_updates[{path!r}]: {exc}") from None
+        # Padding costs at least one character per line: refuse absurd line numbers before allocating them.
+        if required_length(changes) > max_file_chars:
+            raise PayloadTooLarge(
+                f"context_updates[{path!r}]: line numbers beyond the file size limit of {max_file_chars} characters"
+            )
+
+
+async def apply_updates(
+    redis: Redis,
+    owner: Owner,
+    updates: Mapping[str, Sequence[LineChange]],
+    *,
+    max_file_chars: int,
+    max_files: int,
+    ttl_ms: int,
+    mark_dirty: bool,
+    now: float | None = None,
+) -> dict[str, list[str]]:
+    """Apply every file's changes in one transaction; answers each named file's lines ([] when emptied).
+
+    A file left without lines is removed from the live state. Raises 422/413 (nothing applied) for bad
+    changes or sizes, 503 when the state keeps changing under concurrent requests.
+    """
+    plan(updates, max_file_chars)
+    key = state_key(owner)
+    paths = list(updates)
+    for _ in range(_RETRIES):
+        try:
+            async with redis.pipeline(transaction=True) as pipe:
+                await pipe.watch(key)
+                stored = await pipe.hmget(key, paths) if paths else []
+                file_count = await pipe.hlen(key)
+                result: dict[str, list[str]] = {}
+                changed: dict[str, list[str]] = {}
+                for path, raw in zip(paths, stored, strict=True):
+                    old = decode_lines(raw) or []
+                    new = apply_changes(old, updates[path])
+                    # Redaction call site: `new` (the whole file, so that secrets spanning lines are seen) goes
+                    # through app.redaction here, before it is stored, indexed or answered.
+                    if file_chars(new) > max_file_chars:
+                        raise PayloadTooLarge(
+                            f"context_updates[{path!r}]: the file would have {file_chars(new)} characters,"
+                            f" over the limit of {max_file_chars}"
+                        )
+                    result[path] = new
+                    if new != old or raw is None:
+                        changed[path] = new
+                added = sum(1 for p, raw in zip(paths, stored, strict=True) if raw is None and result[p])
+                removed = sum(
+                    1 for p, raw in zip(paths, stored, strict=True) if raw is not None and not result[p]
+                )
+                if added and file_count + added - removed > max_files:
+                    raise PayloadTooLarge(f"At most {max_files} context files per project")
+                stamp = time.time() if now is None else now
+                recent = recent_key(owner)
+                pipe.multi()
+                for path, lines in changed.items():
+                    if lines:
+                        pipe.hset(key, path, encode_lines(lines))
+                        pipe.zadd(recent, {path: stamp})
+                    else:
+                        pipe.hdel(key, path)
+                        pipe.zrem(recent, path)
+                pipe.pexpire(key, max(ttl_ms, 1))
+                pipe.pexpire(recent, max(ttl_ms, 1))
+                if mark_dirty and changed:
+                    members = {dirty_member(owner, p): stamp for p in changed}
+                    pipe.zadd(DIRTY_KEY, members)
+                    pipe.zadd(DIRTY_SINCE_KEY, members, nx=True)
+                await pipe.execute()
+                return result
+        except WatchError:
+            continue
+    raise ServiceUnavailable("The context of this project is changing too fast; retry")
+
+
+async def read_file(redis: Redis, owner: Owner, path: str) -> list[str] | None:
+    """One live file's lines, or None when the owner has no such file (or the state expired)."""
+    return decode_lines(await redis.hget(state_key(owner), path))
+
+
+async def read_files(redis: Redis, owner: Owner, paths: Sequence[str] | None = None) -> dict[str, list[str]]:
+    """Live files of an owner: the named ones that exist, or all of them when `paths` is None."""
+    key = state_key(owner)
+    items: list[tuple[str, bytes | str | None]]
+    if paths is None:
+        raw = await redis.hgetall(key)
+        items = [(k.decode() if isinstance(k, bytes) else k, v) for k, v in raw.items()]
+    else:
+        if not paths:
+            return {}
+        items = list(zip(paths, await redis.hmget(key, list(paths)), strict=True))
+    out = {}
+    for path, value in items:
+        lines = decode_lines(value)
+        if lines:
+            out[path] = lines
+    return out
+
+
+async def recent_files(redis: Redis, owner: Owner, limit: int) -> list[str]:
+    """The owner's `limit` most recently changed live files, newest first."""
+    members: list[Any] = await redis.zrevrange(recent_key(owner), 0, limit - 1)  # no scores asked: names only
+    return [p.decode() if isinstance(p, bytes) else p for p in members]
+
+
+async def drop(redis: Redis, owner: Owner) -> None:
+    """Forget an owner's live state now (session end without consent); pending index marks stay harmless."""
+    await redis.delete(state_key(owner), recent_key(owner))

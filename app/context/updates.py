@@ -1,0 +1,43 @@
+"""A multi-file context update request: consent decides the live state's lifetime and whether it is indexed."""
+
+from __future__ import annotations
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app import tokens
+from app.context.consent import project_consents
+from app.context.edits import LineChange
+from app.context.live_state import Owner, apply_updates
+from app.schemas.context import MultiFileContextUpdate, MultiFileContextUpdateResponse
+from app.state import AppState
+
+
+async def live_ttl_ms(state: AppState, project: tokens.ProjectInfo, consent: bool) -> int:
+    """How long the live state lives: long with consent, else no longer than the caller's session."""
+    if consent:
+        return state.settings.context_live_ttl_s * 1000
+    remaining = await state.redis.pttl(tokens.session_key(project.session_token))
+    return int(remaining) if remaining and remaining > 0 else state.settings.session_token_ttl_s * 1000
+
+
+async def update_context(
+    state: AppState, db: AsyncSession, project: tokens.ProjectInfo, body: MultiFileContextUpdate
+) -> MultiFileContextUpdateResponse:
+    """Apply the request's line changes to the caller's live files; consenting projects get them indexed."""
+    consent = await project_consents(db, project.project_id)
+    await db.rollback()  # nothing to write; do not hold the connection's transaction open
+    updates = {
+        path: [LineChange(c.change_type, c.start_line, c.end_line, c.new_lines) for c in changes]
+        for path, changes in body.context_updates.items()
+    }
+    data = await apply_updates(
+        state.redis,
+        Owner(project.project_id, project.user_id),
+        updates,
+        max_file_chars=state.settings.max_context_chars,
+        max_files=state.settings.max_context_files,
+        ttl_ms=await live_ttl_ms(state, project, consent),
+        # Without consent nothing is marked for the indexer: nothing of it can reach PostgreSQL.
+        mark_dirty=consent,
+    )
+    return MultiFileContextUpdateResponse(message="Multi-file context updated successfully.", data=data)

@@ -1,0 +1,31 @@
+"""Multi-file context update schemas (the plugin's wire shapes)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from app.schemas.common import Body, Message
+
+
+class FileContextChange(Body):
+    """One change of a file: 0-based, half-open old line range [start_line, end_line)."""
+
+    change_type: Literal["insert", "update", "remove"]
+    start_line: int = Field(ge=0)
+    end_line: int = Field(ge=0)
+    # Strings only: a line "42" or "null" stays text (no coercion of JSON numbers or nulls).
+    new_lines: list[str] = Field(default_factory=list)
+
+
+class MultiFileContextUpdate(Body):
+    """POST /api/completion/multi-file-context/update."""
+
+    context_updates: dict[str, list[FileContextChange]]
+
+
+class MultiFileContextUpdateResponse(Message):
+    """The lines of every file named in the request after the update ([] for a file left empty)."""
+
+    data: dict[str, list[str]]
