@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncSession
+from starlette.requests import HTTPConnection
 
 from app import tokens
 from app.errors import Forbidden, Unauthorized
@@ -45,7 +46,7 @@ RedisDep = Annotated[Redis, Depends(get_redis)]
 DbDep = Annotated[AsyncSession, Depends(get_db)]
 
 
-def auth_token_of(request: Request) -> str | None:
+def auth_token_of(request: HTTPConnection) -> str | None:
     """The auth token from the `auth_token` cookie or an `Authorization: Bearer` header."""
     header = request.headers.get("authorization", "")
     if header[:7].lower() == "bearer " and header[7:].strip():

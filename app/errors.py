@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import traceback
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from redis.exceptions import RedisError
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import Send
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +84,21 @@ class ServiceUnavailable(DomainError):
     status_code = 503
 
 
+async def send_error(send: Send, exc: DomainError) -> None:
+    """Answer a domain error from pure ASGI middleware (outside FastAPI's exception handlers)."""
+    body = json.dumps({"message": exc.message}).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    headers += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in (exc.headers or {}).items()]
+    await send({"type": "http.response.start", "status": exc.status_code, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def route_of(request: Request) -> str:
+    """The matched route template (`/api/completion/{meta_query_id}`): raw paths can hold tokens."""
+    route = request.scope.get("route")
+    return getattr(route, "path", None) or "(unmatched route)"
+
+
 def _field_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
     # Only location, message and type: echoing the offending input could leak code or passwords.
     return [
@@ -103,8 +124,22 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         return JSONResponse({"message": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers)
 
+    @app.exception_handler(RedisError)
+    @app.exception_handler(OperationalError)
+    @app.exception_handler(InterfaceError)
+    @app.exception_handler(PoolTimeout)
+    async def _backing_service(request: Request, exc: Exception) -> JSONResponse:
+        # An outage is not the client's mistake, but it is not a bug either: 503 tells it to retry.
+        log.warning("service down on %s %s (%s)", request.method, route_of(request), type(exc).__name__)
+        which = "Redis" if isinstance(exc, RedisError) else "The database"
+        return JSONResponse(
+            {"message": f"{which} is unavailable; retry later"}, status_code=503, headers={"Retry-After": "5"}
+        )
+
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        # Route and exception type only: never the body, cookies or headers.
-        log.exception("unhandled error on %s %s (%s)", request.method, request.url.path, type(exc).__name__)
+        # Route template, exception type and code locations only: exception messages and raw paths can
+        # carry request data (SQL parameters, tokens), and bodies, cookies and headers are never logged.
+        frames = "".join(traceback.format_tb(exc.__traceback__))
+        log.error("unhandled %s on %s %s\n%s", type(exc).__name__, request.method, route_of(request), frames)
         return JSONResponse({"message": "Internal server error"}, status_code=500)

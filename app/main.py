@@ -7,9 +7,12 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from app.body_limit import BodyLimitMiddleware
 from app.bootstrap import close_state
 from app.errors import install_error_handlers
+from app.ratelimit import RateLimitMiddleware
 from app.routers import completion, ping, project, session, user
+from app.schemas.common import error_responses
 from app.state import AppState
 
 StateFactory = Callable[[], Awaitable[AppState]]
@@ -34,6 +37,11 @@ def create_app(make_state: StateFactory) -> FastAPI:
         redirect_slashes=False,
     )
     install_error_handlers(app)
-    for module in (user, session, project, completion, ping):
-        app.include_router(module.router)
+    # The last added runs first: floods are refused (429) before any body is read (413).
+    app.add_middleware(BodyLimitMiddleware)
+    app.add_middleware(RateLimitMiddleware)
+    for module in (user, session, project, completion):
+        # Every /api route can answer these, whatever it declares itself.
+        app.include_router(module.router, responses=error_responses(413, 422, 429))
+    app.include_router(ping.router)  # liveness: never rate limited, no body
     return app

@@ -10,7 +10,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, field_validator
 
-from app.schemas.common import Body, Message
+from app.schemas.common import Body, Int32, Message
 
 
 class Preference(BaseModel):
@@ -45,7 +45,7 @@ class UserCreate(Body):
     email: EmailStr
     name: str = Field(min_length=1, max_length=200)
     password: str = Field(min_length=1, max_length=256)
-    config_id: int | None = None
+    config_id: Int32 | None = None
     preference: Preference | None = None
 
     @field_validator("preference", mode="before")

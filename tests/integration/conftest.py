@@ -39,7 +39,9 @@ def services(data_dir: Path) -> Iterator[ServiceUrls]:
 @pytest.fixture(scope="module")
 async def api(services: ServiceUrls) -> AsyncIterator[tuple[httpx.AsyncClient, AppState]]:
     """The FastAPI app in-process on the real services (scripted models); yields a client and its state."""
-    settings = Settings(environment="test", max_context_chars=10_000)
+    # Limits off: the modules sharing this fixture sign up many users from one address (the limiter
+    # itself is tested with its own apps in test_rate_limits.py).
+    settings = Settings(environment="test", max_context_chars=10_000, rate_limit_enabled=False)
 
     def make_state():  # type: ignore[no-untyped-def]
         return build_state(settings, services.database_url, services.redis_url, ScriptedGateway(), ENTRIES)
@@ -90,19 +92,25 @@ def ray_cluster(metrics_port: int) -> Iterator[None]:
 
     import ray
 
-    ray.init(
-        num_cpus=8,
-        include_dashboard=False,
-        logging_level=logging.WARNING,
-        log_to_driver=False,
-        # Idle workers prestarted for 8 logical CPUs would cost the 2 real cores a minute of imports.
-        _metrics_export_port=metrics_port,
-        _system_config={
-            "prestart_worker_first_driver": False,
-            "enable_worker_prestart": False,
-            "metrics_report_interval_ms": 1000,
-        },
-    )
+    # Ray's workers inherit the environment at ray.init: the Serve app's limits are lifted there (the
+    # session signs up more users per minute from 127.0.0.1 than an IDE would); the limiter still runs.
+    limits = {name: "1000000" for name in ("RATE_LIMIT_AUTH", "RATE_LIMIT_DEFAULT", "RATE_LIMIT_COMPLETION")}
+    with pytest.MonkeyPatch.context() as env:
+        for name, value in limits.items():
+            env.setenv(name, value)
+        ray.init(
+            num_cpus=8,
+            include_dashboard=False,
+            logging_level=logging.WARNING,
+            log_to_driver=False,
+            # Idle workers prestarted for 8 logical CPUs would cost the 2 real cores a minute of imports.
+            _metrics_export_port=metrics_port,
+            _system_config={
+                "prestart_worker_first_driver": False,
+                "enable_worker_prestart": False,
+                "metrics_report_interval_ms": 1000,
+            },
+        )
     try:
         yield
     finally:
