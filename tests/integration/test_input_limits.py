@@ -241,7 +241,8 @@ async def test_nothing_the_client_sent_reaches_the_logs(services, caplog) -> Non
             raise RuntimeError(f"boom with {token} and {SECRET}")
 
         caplog.set_level(logging.DEBUG)
-        c, email = await signed_in(client_for(app, raise_app_exceptions=False))
+        # raise_app_exceptions on: the exception must not escape the app (servers above would log it).
+        c, email = await signed_in(client_for(app))
         body = P.completion_request(
             [model_id(state, "scripted"), model_id(state, "broken")], prefix=f"key = '{SECRET}'\n"
         )
@@ -261,3 +262,26 @@ async def test_nothing_the_client_sent_reaches_the_logs(services, caplog) -> Non
         assert "unhandled RuntimeError on GET /api/test/explode/{token}" in logged
         forbidden = [SECRET, "querysecret", "leak", email, *(v for v in c.cookies.values())]
         assert not [s for s in forbidden if s in logged]
+
+
+def test_websocket_bug_closes_1011_and_logs_no_message(services, caplog) -> None:
+    settings = Settings(environment="test", rate_limit_enabled=False)
+
+    def make_state():  # type: ignore[no-untyped-def]
+        return build_state(settings, services.database_url, services.redis_url, ScriptedGateway(), ENTRIES)
+
+    app = create_app(make_state)
+
+    @app.websocket("/api/ws/broken")
+    async def broken(websocket: WebSocket) -> None:
+        await websocket.accept()
+        raise RuntimeError(await websocket.receive_text())
+
+    caplog.set_level(logging.DEBUG)
+    with TestClient(app) as tc, tc.websocket_connect("/api/ws/broken") as ws:
+        ws.send_text(SECRET)
+        with pytest.raises(WebSocketDisconnect) as exc:
+            ws.receive_text()
+        assert exc.value.code == 1011
+    logged = "\n".join(r.getMessage() for r in caplog.records if not r.name.startswith(("httpx", "httpcore")))
+    assert "unhandled RuntimeError on WEBSOCKET /api/ws/broken" in logged and SECRET not in logged
