@@ -29,7 +29,7 @@ from typing import Literal
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from starlette.requests import HTTPConnection
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app import tokens
 from app.client_address import address_bucket, client_address_of, parse_networks
@@ -223,7 +223,7 @@ async def _deny_websocket(scope: Scope, receive: Receive, send: Send, error: Rat
 def _as_websocket_denial(send: Send) -> Send:
     """A `send` that turns HTTP response messages into the WebSocket denial-response extension's."""
 
-    async def denial_send(message: dict) -> None:  # type: ignore[type-arg]
+    async def denial_send(message: Message) -> None:
         await send({**message, "type": message["type"].replace("http.response", "websocket.http.response")})
 
     return denial_send

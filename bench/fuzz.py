@@ -29,6 +29,7 @@ from hypothesis import strategies as st
 from hypothesis.errors import Unsatisfiable
 from schemathesis.checks import not_a_server_error
 from schemathesis.core.failures import Failure, FailureGroup
+from schemathesis.core.result import Ok
 from schemathesis.python import asgi
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
@@ -233,6 +234,12 @@ def run_fuzz(
             state = app.state.c4m
             creds = Credentials(client, [m.model_id for m in state.models.values() if not m.is_chat])
             for result in schema.get_all_operations():
+                if not isinstance(result, Ok):  # the schema itself is broken here: that is a finding too
+                    error = result.err()
+                    report.findings[(str(error), "InvalidSchema", 0)] = Finding(
+                        str(error), "InvalidSchema", 0, "", ""
+                    )
+                    continue
                 operation = result.ok()
                 label = operation.label
                 if only and only not in label:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Response
 
 router = APIRouter(tags=["ping"])
-UP = {200: {"description": "The ingress is up (empty body)", "content": {}}}
+UP: dict[int | str, dict[str, Any]] = {200: {"description": "The ingress is up (empty body)", "content": {}}}
 
 
 @router.get("/api/ping", status_code=200, response_class=Response, responses=UP)

@@ -10,15 +10,17 @@ from __future__ import annotations
 import hashlib
 import uuid
 from datetime import timedelta
+from typing import cast
 
 from redis.asyncio import Redis
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import ColumnElement, delete, func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
 from app import tokens
 from app.errors import Conflict, Forbidden, NotFound
-from app.schemas.project import InvitationPublic, MemberPublic, ProjectPublic
+from app.schemas.project import InvitationPublic, InvitedRole, MemberPublic, ProjectPublic, Role
 from app.settings import Settings
 from db.tables import Project, ProjectInvitation, ProjectMember, SessionProject, User, utcnow
 
@@ -66,7 +68,7 @@ def _require(member: ProjectMember, roles: tuple[str, ...], action: str) -> None
 
 
 async def _member_count(db: AsyncSession, project_id: uuid.UUID) -> int:
-    query = select(func.count()).select_from(ProjectMember).where(ProjectMember.project_id == project_id)
+    query = select(func.count()).select_from(ProjectMember).where(col(ProjectMember.project_id) == project_id)
     return int((await db.execute(query)).scalar_one())
 
 
@@ -76,7 +78,7 @@ def _public(project: Project, role: str, member_count: int) -> ProjectPublic:
         project_name=project.project_name,
         created_by=project.created_by,
         created_at=project.created_at,
-        role=role,  # type: ignore[arg-type]
+        role=cast(Role, role),
         member_count=member_count,
     )
 
@@ -111,16 +113,16 @@ async def get(db: AsyncSession, user_id: uuid.UUID, project_id: uuid.UUID) -> Pr
 async def list_mine(db: AsyncSession, user_id: uuid.UUID) -> list[ProjectPublic]:
     """Every project the caller is a member of, newest first."""
     counts = (
-        select(ProjectMember.project_id, func.count().label("n"))
-        .group_by(ProjectMember.project_id)  # type: ignore[arg-type]
+        select(col(ProjectMember.project_id), func.count().label("n"))
+        .group_by(col(ProjectMember.project_id))
         .subquery()
     )
     query = (
-        select(Project, ProjectMember.role, counts.c.n)
-        .join(ProjectMember, ProjectMember.project_id == Project.project_id)  # type: ignore[arg-type]
-        .join(counts, counts.c.project_id == Project.project_id)  # type: ignore[arg-type]
-        .where(ProjectMember.user_id == user_id)
-        .order_by(Project.created_at.desc(), Project.project_id)  # type: ignore[attr-defined]
+        select(Project, col(ProjectMember.role), counts.c.n)
+        .join(ProjectMember, col(ProjectMember.project_id) == col(Project.project_id))
+        .join(counts, counts.c.project_id == col(Project.project_id))
+        .where(col(ProjectMember.user_id) == user_id)
+        .order_by(col(Project.created_at).desc(), col(Project.project_id))
     )
     return [_public(project, role, n) for project, role, n in (await db.execute(query)).all()]
 
@@ -140,7 +142,7 @@ async def delete_project(db: AsyncSession, redis: Redis, user_id: uuid.UUID, pro
     _require(member, ("owner",), "delete it")
     # Tokens go first and again after the delete: a token activated in between must not outlive the project.
     await tokens.revoke_project_tokens(redis, project_id)
-    await db.execute(delete(Project).where(Project.project_id == project_id))  # type: ignore[arg-type]
+    await db.execute(delete(Project).where(col(Project.project_id) == project_id))
     await db.commit()
     await tokens.revoke_project_tokens(redis, project_id)
 
@@ -151,12 +153,14 @@ async def members(db: AsyncSession, user_id: uuid.UUID, project_id: uuid.UUID) -
     rank = {"owner": 0, "admin": 1}
     query = (
         select(User, ProjectMember)
-        .join(ProjectMember, ProjectMember.user_id == User.user_id)  # type: ignore[arg-type]
-        .where(ProjectMember.project_id == project_id)
+        .join(ProjectMember, col(ProjectMember.user_id) == col(User.user_id))
+        .where(col(ProjectMember.project_id) == project_id)
     )
     rows = sorted((await db.execute(query)).all(), key=lambda r: (rank.get(r[1].role, 2), r[1].joined_at))
     return [
-        MemberPublic(user_id=u.user_id, name=u.name, email=u.email, role=m.role, joined_at=m.joined_at)  # type: ignore[arg-type]
+        MemberPublic(
+            user_id=u.user_id, name=u.name, email=u.email, role=cast(Role, m.role), joined_at=m.joined_at
+        )
         for u, m in rows
     ]
 
@@ -172,20 +176,20 @@ def invitation_public(inv: ProjectInvitation) -> InvitationPublic:
         invitation_id=inv.invitation_id,
         project_id=inv.project_id,
         email=inv.email,
-        role=inv.role,  # type: ignore[arg-type]
+        role=cast(InvitedRole, inv.role),
         invited_by=inv.invited_by,
         created_at=inv.created_at,
         expires_at=inv.expires_at,
     )
 
 
-def _pending(project_id: uuid.UUID):  # type: ignore[no-untyped-def]
+def _pending(project_id: uuid.UUID) -> tuple[ColumnElement[bool], ...]:
     """Conditions of a pending invitation of a project: neither used, revoked nor expired."""
     return (
-        ProjectInvitation.project_id == project_id,
-        ProjectInvitation.accepted_at.is_(None),  # type: ignore[union-attr]
-        ProjectInvitation.revoked_at.is_(None),  # type: ignore[union-attr]
-        ProjectInvitation.expires_at > func.now(),
+        col(ProjectInvitation.project_id) == project_id,
+        col(ProjectInvitation.accepted_at).is_(None),
+        col(ProjectInvitation.revoked_at).is_(None),
+        col(ProjectInvitation.expires_at) > func.now(),
     )
 
 
@@ -196,9 +200,9 @@ async def invite(
     _, member = await membership(db, project_id, user_id)
     _require(member, ("owner",), "invite")
     already = await db.execute(
-        select(ProjectMember.user_id)
-        .join(User, User.user_id == ProjectMember.user_id)  # type: ignore[arg-type]
-        .where(ProjectMember.project_id == project_id, func.lower(User.email) == email.lower())
+        select(col(ProjectMember.user_id))
+        .join(User, col(User.user_id) == col(ProjectMember.user_id))
+        .where(col(ProjectMember.project_id) == project_id, func.lower(col(User.email)) == email.lower())
     )
     if already.first() is not None:
         raise Conflict("This email address belongs to a member of the project already")
@@ -206,7 +210,7 @@ async def invite(
     # A lost token is replaced by inviting again: the older pending invitation stops working.
     await db.execute(
         update(ProjectInvitation)
-        .where(*_pending(project_id), func.lower(ProjectInvitation.email) == email.lower())
+        .where(*_pending(project_id), func.lower(col(ProjectInvitation.email)) == email.lower())
         .values(revoked_at=now)
     )
     token = tokens.new_token()
@@ -230,8 +234,11 @@ async def pending_invitations(
     """A project's pending invitations, newest first (owner only)."""
     _, member = await membership(db, project_id, user_id)
     _require(member, ("owner",), "see its invitations")
-    newest_first = ProjectInvitation.created_at.desc()  # type: ignore[attr-defined]
-    query = select(ProjectInvitation).where(*_pending(project_id)).order_by(newest_first)
+    query = (
+        select(ProjectInvitation)
+        .where(*_pending(project_id))
+        .order_by(col(ProjectInvitation.created_at).desc())
+    )
     return list((await db.execute(query)).scalars())
 
 
@@ -252,7 +259,7 @@ async def revoke_invitation(db: AsyncSession, user_id: uuid.UUID, invitation_id:
 async def accept_invitation(db: AsyncSession, user: User, token: str) -> ProjectPublic:
     """Join a project with an invitation token sent to the caller's email address; the token works once."""
     result = await db.execute(
-        select(ProjectInvitation).where(ProjectInvitation.token_hash == token_hash(token))
+        select(ProjectInvitation).where(col(ProjectInvitation.token_hash) == token_hash(token))
     )
     invitation = result.scalar_one_or_none()
     if invitation is None:
@@ -270,9 +277,11 @@ async def accept_invitation(db: AsyncSession, user: User, token: str) -> Project
     # Consumed with a conditional update: of two concurrent accepts, exactly one wins.
     consumed = await db.execute(
         update(ProjectInvitation)
-        .where(ProjectInvitation.invitation_id == invitation.invitation_id, *_pending(invitation.project_id))
+        .where(
+            col(ProjectInvitation.invitation_id) == invitation.invitation_id, *_pending(invitation.project_id)
+        )
         .values(accepted_at=func.now(), accepted_by=user.user_id)
-        .returning(ProjectInvitation.invitation_id)  # type: ignore[arg-type]
+        .returning(col(ProjectInvitation.invitation_id))
     )
     if consumed.first() is None:
         await db.rollback()
