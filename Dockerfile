@@ -36,8 +36,11 @@ RUN pip install -e .
 
 USER code4me
 # Writable state (mail outbox when SMTP is not configured, ...) lives outside the source tree.
+# FORWARDED_ALLOW_IPS empty: the Serve proxy must not rewrite the client address from X-Forwarded-For;
+# the app decides which forwarded addresses to believe (TRUSTED_PROXIES, app/client_address.py).
 ENV HOME=/home/code4me \
-    CODE4ME_DATA_DIR=/home/code4me/data
+    CODE4ME_DATA_DIR=/home/code4me/data \
+    FORWARDED_ALLOW_IPS=""
 RUN mkdir -p /home/code4me/data
 
 # 8000: the Serve HTTP proxy (API and WebSocket); 8265: the Ray dashboard.

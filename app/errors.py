@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
+import traceback
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from redis.exceptions import RedisError
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 log = logging.getLogger(__name__)
 
@@ -72,10 +79,30 @@ class RateLimited(DomainError):
     status_code = 429
 
 
+class InternalError(DomainError):
+    """A bug on our side (never raised on purpose: what UnhandledErrorMiddleware answers)."""
+
+    status_code = 500
+
+
 class ServiceUnavailable(DomainError):
     """A backing service (database, Redis, models) is down; retry later."""
 
     status_code = 503
+
+
+async def send_error(send: Send, exc: DomainError) -> None:
+    """Answer a domain error from pure ASGI middleware (outside FastAPI's exception handlers)."""
+    body = json.dumps({"message": exc.message}).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    headers += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in (exc.headers or {}).items()]
+    await send({"type": "http.response.start", "status": exc.status_code, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def route_of(scope: Scope) -> str:
+    """The matched route template (`/api/completion/{meta_query_id}`): raw paths can hold tokens."""
+    return getattr(scope.get("route"), "path", None) or "(unmatched route)"
 
 
 def _field_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
@@ -103,8 +130,57 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         return JSONResponse({"message": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers)
 
-    @app.exception_handler(Exception)
-    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        # Route and exception type only: never the body, cookies or headers.
-        log.exception("unhandled error on %s %s (%s)", request.method, request.url.path, type(exc).__name__)
-        return JSONResponse({"message": "Internal server error"}, status_code=500)
+    @app.exception_handler(RedisError)
+    @app.exception_handler(OperationalError)
+    @app.exception_handler(InterfaceError)
+    @app.exception_handler(PoolTimeout)
+    async def _backing_service(request: Request, exc: Exception) -> JSONResponse:
+        # An outage is not the client's mistake, but it is not a bug either: 503 tells it to retry.
+        log.warning("service down on %s %s (%s)", request.method, route_of(request.scope), type(exc).__name__)
+        which = "Redis" if isinstance(exc, RedisError) else "The database"
+        return JSONResponse(
+            {"message": f"{which} is unavailable; retry later"}, status_code=503, headers={"Retry-After": "5"}
+        )
+
+
+# Messages after which the client has its answer (or the socket is closed).
+ANSWER_STARTS = ("http.response.start", "websocket.close", "websocket.http.response.start")
+
+
+class UnhandledErrorMiddleware:
+    """The last line: a bug answers 500 (a WebSocket closes with 1011) and goes no further.
+
+    Starlette's own error middleware re-raises after answering, and the servers above it (uvicorn,
+    Ray Serve's replica: "Request failed.") then log the exception with its message, which can carry
+    request data (SQL parameters, tokens, code). Here only the route template, the exception type and
+    the code locations are logged; bodies, cookies and headers never are.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Run the app; swallow and log (sanitised) whatever escapes it."""
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] in ANSWER_STARTS
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception as exc:  # noqa: BLE001 - deliberately the catch-all
+            frames = "".join(traceback.format_tb(exc.__traceback__))
+            method = scope.get("method", "WEBSOCKET")
+            log.error("unhandled %s on %s %s\n%s", type(exc).__name__, method, route_of(scope), frames)
+            if started:
+                return  # the answer is under way (or the socket closed): nothing more can be said
+            if scope["type"] == "http":
+                await send_error(send, InternalError("Internal server error"))
+            else:
+                with contextlib.suppress(Exception):  # the client may be gone already
+                    await send({"type": "websocket.close", "code": 1011, "reason": "Internal server error"})

@@ -7,8 +7,10 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from app.body_limit import BodyLimitMiddleware
 from app.bootstrap import close_state
-from app.errors import install_error_handlers
+from app.errors import UnhandledErrorMiddleware, install_error_handlers
+from app.ratelimit import RateLimitMiddleware
 from app.routers import (
     chat,
     completion,
@@ -22,6 +24,7 @@ from app.routers import (
     verification,
     ws,
 )
+from app.schemas.common import error_responses
 from app.state import AppState
 
 StateFactory = Callable[[], Awaitable[AppState]]
@@ -46,6 +49,15 @@ def create_app(make_state: StateFactory) -> FastAPI:
         redirect_slashes=False,
     )
     install_error_handlers(app)
-    for module in (user, verification, password_reset, privacy, session, project, completion, context, chat, ws, ping):
-        app.include_router(module.router)
+    # The last added runs first: floods are refused (429) before any body is read (413); bugs anywhere
+    # below (limiter included) end in a sanitised log line and a 500.
+    app.add_middleware(BodyLimitMiddleware)
+    app.add_middleware(RateLimitMiddleware)
+    app.add_middleware(UnhandledErrorMiddleware)
+    for module in (user, verification, password_reset, privacy, session, project, completion, context, chat, ws):
+        # Every /api route can answer these, whatever it declares itself: 400 for a body that is not
+        # UTF-8 JSON or a bad Content-Length, 413 over the size limit, 422 for the schema, 429 rate
+        # limited, 503 while Redis or PostgreSQL is down.
+        app.include_router(module.router, responses=error_responses(400, 413, 422, 429, 503))
+    app.include_router(ping.router)  # liveness: never rate limited, no body
     return app

@@ -6,8 +6,10 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from app.client_address import parse_networks
 
 PLACEHOLDER_SECRET = "change-me-in-production"  # noqa: S105 - a known placeholder, refused outside development
 
@@ -29,6 +31,7 @@ class Settings(BaseSettings):
     session_token_ttl_s: int = Field(default=4 * 3600, gt=0)
     project_token_ttl_s: int = Field(default=4 * 3600, gt=0)
     email_token_ttl_s: int = Field(default=24 * 3600, gt=0)
+    project_invitation_ttl_s: int = Field(default=7 * 24 * 3600, gt=0)
 
     # Accounts: when true, password sign-in is refused (403) until the email address is verified.
     require_verified_email: bool = False
@@ -36,11 +39,14 @@ class Settings(BaseSettings):
     # request's Host header, which a client controls (a forged host would send reset links elsewhere).
     public_url: str | None = None
 
-    # Rate limits: requests per window per user (and per client address for unauthenticated routes).
+    # Rate limits (app/ratelimit.py): requests per sliding window, per user when authenticated, else per
+    # client address; auth routes always per address. Off only for tests of other modules.
+    rate_limit_enabled: bool = True
     rate_limit_window_s: int = Field(default=60, gt=0)
     rate_limit_completion: int = Field(default=600, gt=0)
     rate_limit_auth: int = Field(default=30, gt=0)
     rate_limit_default: int = Field(default=300, gt=0)
+    # CIDRs of reverse proxies whose X-Forwarded-For is believed (app/client_address.py); empty: none.
     trusted_proxies: list[str] = Field(default_factory=list)
 
     # Request limits.
@@ -81,6 +87,13 @@ class Settings(BaseSettings):
     http_port: int = Field(default=8000, gt=0, lt=65536)
     dashboard_port: int = Field(default=8265, gt=0, lt=65536)
     completion_timeout_s: float = Field(default=10.0, gt=0)
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _valid_cidrs(cls, value: list[str]) -> list[str]:
+        """Fail fast on a proxy entry that is not a CIDR or an address."""
+        parse_networks(value)
+        return value
 
     @model_validator(mode="after")
     def _refuse_placeholder_secret(self) -> Settings:

@@ -49,6 +49,11 @@ def user_tokens_key(user_id: uuid.UUID) -> str:
     return f"{PREFIX}user_tokens:{user_id}"
 
 
+def project_tokens_key(project_id: uuid.UUID) -> str:
+    """Redis set of the project tokens issued for a project (revoked together when it is deleted)."""
+    return f"{PREFIX}project_tokens:{project_id}"
+
+
 @dataclass(frozen=True)
 class AuthInfo:
     """What an auth token stands for."""
@@ -186,8 +191,19 @@ async def issue_project(
         pipe.sadd(session_projects_key(session_token), token)
         pipe.expire(session_projects_key(session_token), ttl_s)
         index_for_user(pipe, user_id, project_key(token), ttl_s)
+        pipe.sadd(project_tokens_key(project_id), token)
+        pipe.expire(project_tokens_key(project_id), ttl_s)
         await pipe.execute()
     return token
+
+
+async def revoke_project_tokens(redis: Redis, project_id: uuid.UUID) -> int:
+    """Forget every live token of a project; how many there were."""
+    members = await redis.smembers(project_tokens_key(project_id))
+    project_tokens = [t.decode() if isinstance(t, bytes) else t for t in members]
+    keys = [project_tokens_key(project_id), *(project_key(t) for t in project_tokens)]
+    await redis.delete(*keys)
+    return len(project_tokens)
 
 
 async def resolve_project(redis: Redis, token: str) -> ProjectInfo | None:

@@ -1,4 +1,8 @@
-"""`python -m bench [overhead|batching|scaling|retrieval|all]`: start the real stack once, run, print tables, write JSON."""
+"""`python -m bench [overhead|batching|scaling|ingest|retrieval|all]`: run benchmarks, print tables, write JSON.
+
+The Serve stack starts only for benchmarks that need it. `python -m bench fuzz` is separate: schema-driven
+fuzzing of the API in-process (no Ray), see bench/fuzz.py.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,7 @@ import time
 import warnings
 from pathlib import Path
 
-from bench import batching, ingest, overhead, retrieval, scaling
+from bench import batching, fuzz, ingest, overhead, retrieval, scaling
 from bench.report import RESULTS_DIR, Table
 from bench.stack import Stack
 
@@ -31,22 +35,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "which",
         nargs="*",
-        choices=["all", *BENCHMARKS],
+        choices=["all", "fuzz", *BENCHMARKS],
         default="all",
-        help="benchmarks to run (default all)",
+        help="benchmarks to run (default all); `fuzz` runs alone (schemathesis, no Ray)",
     )
     p.add_argument("--num-cpus", type=int, default=8, help="logical CPUs given to Ray (default 8)")
     p.add_argument("--no-embedder", action="store_true", help="deploy without the embedding deployment")
     p.add_argument(
         "--results-dir", type=Path, default=RESULTS_DIR, help="where <name>.json goes (default bench/results)"
     )
-    for module in BENCHMARKS.values():
+    for module in (*BENCHMARKS.values(), fuzz):
         module.add_arguments(p)
     args = p.parse_args(argv)
     if isinstance(args.which, str):
         args.which = [args.which]
     if "all" in args.which:
         args.which = list(BENCHMARKS)
+    if "fuzz" in args.which and len(args.which) > 1:
+        p.error("fuzz runs alone: python -m bench fuzz")
     return args
 
 
@@ -54,6 +60,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     warnings.filterwarnings("ignore", category=DeprecationWarning)
+    if args.which == ["fuzz"]:
+        return fuzz.main(args)
     began = time.perf_counter()
     stack = Stack(num_cpus=args.num_cpus, embedder=not args.no_embedder)
     # Benchmarks with NEEDS_STACK = False bring their own services; Ray and Serve start only when needed.

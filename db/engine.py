@@ -23,7 +23,10 @@ def plain_url(url: str) -> str:
 
 def make_engine(url: str, *, pool_size: int = 5) -> AsyncEngine:
     """An engine with pre-ping so that a restarted PostgreSQL does not break the pool."""
-    return create_async_engine(async_url(url), pool_size=pool_size, max_overflow=10, pool_pre_ping=True)
+    # hide_parameters: SQL errors and logs must never carry row values (code context, ground truth).
+    return create_async_engine(
+        async_url(url), pool_size=pool_size, max_overflow=10, pool_pre_ping=True, hide_parameters=True
+    )
 
 
 def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

@@ -141,13 +141,33 @@ class Project(SQLModel, table=True):
 
 
 class ProjectMember(SQLModel, table=True):
-    """Membership of a user in a project; only members may activate or read it."""
+    """Membership of a user in a project (role owner, admin or member); only members may activate or read it."""
 
     __tablename__ = "project_member"
     project_id: uuid.UUID = Field(sa_column=Column(ForeignKey("project.project_id", ondelete="CASCADE"), primary_key=True))
     user_id: uuid.UUID = Field(sa_column=Column(ForeignKey("user.user_id", ondelete="CASCADE"), primary_key=True, index=True))
     role: str = Field(default="member", sa_column=Column(String(20), nullable=False, server_default="member"))
     joined_at: datetime = _ts()
+
+
+class ProjectInvitation(SQLModel, table=True):
+    """An owner's invitation of an email address to a project, accepted once with its token before it expires."""
+
+    __tablename__ = "project_invitation"
+    invitation_id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    project_id: uuid.UUID = _fk("project.project_id")
+    email: str = Field(sa_column=Column(String(320), nullable=False))
+    role: str = Field(default="member", sa_column=Column(String(20), nullable=False, server_default="member"))
+    # SHA-256 of the token: a leaked table does not let anyone accept.
+    token_hash: str = Field(sa_column=Column(String(64), nullable=False, unique=True))
+    invited_by: uuid.UUID | None = _fk("user.user_id", nullable=True, ondelete="SET NULL", index=False)
+    created_at: datetime = _ts()
+    expires_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    accepted_at: datetime | None = _ts(nullable=True)
+    accepted_by: uuid.UUID | None = _fk("user.user_id", nullable=True, ondelete="SET NULL", index=False)
+    revoked_at: datetime | None = _ts(nullable=True)
+
+    __table_args__ = (Index("ix_project_invitation_project_email", "project_id", text("lower(email)")),)
 
 
 class Session(SQLModel, table=True):

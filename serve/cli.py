@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import signal
 import sys
 import threading
@@ -79,6 +80,10 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
         print(f"PostgreSQL: {'embedded under ' + str(data_dir / 'postgres') if embedded and not settings.database_url else 'external'}")
         print(f"Redis:      {'embedded under ' + str(data_dir / 'redis') if embedded and not settings.redis_url else 'external'}")
         upgrade(urls.database_url)
+        # The Serve proxy's uvicorn rewrites the client address from X-Forwarded-For for loopback peers
+        # unless told to trust nobody; the app applies its own trusted-proxy rule (app/client_address.py).
+        # Ray's workers inherit this process's environment.
+        os.environ.setdefault("FORWARDED_ALLOW_IPS", "")
         ray.init(
             include_dashboard=True,
             dashboard_host=host,

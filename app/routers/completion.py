@@ -21,6 +21,7 @@ ERRORS = {
     401: {"model": ErrorResponse},
     403: {"model": ErrorResponse},
     404: {"model": ErrorResponse},
+    409: {"model": ErrorResponse},  # superseded by a newer request of the session
     413: {"model": ErrorResponse},
     422: {"model": ErrorResponse},
 }

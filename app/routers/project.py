@@ -1,18 +1,33 @@
-"""Routes under /api/project."""
+"""Routes under /api/project: create and activate (the plugin's), then read, rename, delete, members, invitations."""
 
 from __future__ import annotations
+
+import uuid
 
 from fastapi import Request, Response, status
 
 from app.cookies import set_token_cookie
-from app.deps import DbDep, RedisDep, SessionDep, StateDep, session_token_of
+from app.deps import AuthDep, DbDep, RedisDep, SessionDep, StateDep, UserDep, session_token_of
 from app.routing import SlashTolerantRouter
-from app.schemas.common import ErrorResponse
-from app.schemas.project import ProjectActivate, ProjectCreate, ProjectTokenResponse
+from app.schemas.common import Message, error_responses
+from app.schemas.project import (
+    InvitationAccept,
+    InvitationCreate,
+    InvitationCreatedResponse,
+    InvitationsResponse,
+    MembersResponse,
+    ProjectActivate,
+    ProjectCreate,
+    ProjectListResponse,
+    ProjectResponse,
+    ProjectTokenResponse,
+    ProjectUpdate,
+)
 from app.services import projects
 
 router = SlashTolerantRouter(prefix="/api/project", tags=["project"])
-ERRORS = {401: {"model": ErrorResponse}, 403: {"model": ErrorResponse}, 404: {"model": ErrorResponse}}
+ERRORS = error_responses(401, 403, 404)
+ACCEPT_ERRORS = error_responses(401, 403, 404, 409)
 
 
 @router.post("/create", status_code=status.HTTP_201_CREATED, response_model=ProjectTokenResponse, responses=ERRORS)
@@ -33,3 +48,74 @@ async def activate_project(
     token = await projects.activate(db, redis, state.settings, session, session_token_of(request), body.project_id)
     set_token_cookie(response, state.settings, "project_token", token, state.settings.project_token_ttl_s)
     return ProjectTokenResponse(message="Project activated successfully", project_token=token, project_id=body.project_id)
+
+
+@router.get("/list", response_model=ProjectListResponse, responses=error_responses(401))
+async def list_projects(auth: AuthDep, db: DbDep) -> ProjectListResponse:
+    """The projects the caller is a member of, with the caller's role, newest first."""
+    return ProjectListResponse(message="Projects retrieved successfully", projects=await projects.list_mine(db, auth.user_id))
+
+
+@router.get("/get/{project_id}", response_model=ProjectResponse, responses=ERRORS)
+async def get_project(project_id: uuid.UUID, auth: AuthDep, db: DbDep) -> ProjectResponse:
+    """One project; members only."""
+    return ProjectResponse(message="Project retrieved successfully", project=await projects.get(db, auth.user_id, project_id))
+
+
+@router.put("/update/{project_id}", response_model=ProjectResponse, responses=ERRORS)
+async def update_project(project_id: uuid.UUID, body: ProjectUpdate, auth: AuthDep, db: DbDep) -> ProjectResponse:
+    """Rename a project; its owner and admins only."""
+    project = await projects.rename(db, auth.user_id, project_id, body.project_name)
+    return ProjectResponse(message="Project updated successfully", project=project)
+
+
+@router.delete("/delete/{project_id}", response_model=Message, responses=ERRORS)
+async def delete_project(project_id: uuid.UUID, auth: AuthDep, db: DbDep, redis: RedisDep) -> Message:
+    """Delete a project and revoke its project tokens; its owner only. Queries keep their rows, unlinked."""
+    await projects.delete_project(db, redis, auth.user_id, project_id)
+    return Message(message="Project deleted successfully")
+
+
+@router.get("/members/{project_id}", response_model=MembersResponse, responses=ERRORS)
+async def list_members(project_id: uuid.UUID, auth: AuthDep, db: DbDep) -> MembersResponse:
+    """The members of a project, owner first; members only."""
+    return MembersResponse(message="Members retrieved successfully", members=await projects.members(db, auth.user_id, project_id))
+
+
+@router.post(
+    "/invitation/create/{project_id}",
+    status_code=status.HTTP_201_CREATED,
+    response_model=InvitationCreatedResponse,
+    responses=error_responses(401, 403, 404, 409),
+)
+async def create_invitation(
+    project_id: uuid.UUID, body: InvitationCreate, auth: AuthDep, state: StateDep, db: DbDep
+) -> InvitationCreatedResponse:
+    """Invite an email address (owner only); the answer holds the single-use token, shown only here."""
+    invitation, token = await projects.invite(db, state.settings, auth.user_id, project_id, str(body.email), body.role)
+    return InvitationCreatedResponse(
+        message="Invitation created successfully", invitation=projects.invitation_public(invitation), token=token
+    )
+
+
+@router.get("/invitation/list/{project_id}", response_model=InvitationsResponse, responses=ERRORS)
+async def list_invitations(project_id: uuid.UUID, auth: AuthDep, db: DbDep) -> InvitationsResponse:
+    """A project's pending invitations (owner only)."""
+    pending = await projects.pending_invitations(db, auth.user_id, project_id)
+    return InvitationsResponse(
+        message="Invitations retrieved successfully", invitations=[projects.invitation_public(i) for i in pending]
+    )
+
+
+@router.delete("/invitation/revoke/{invitation_id}", response_model=Message, responses=ACCEPT_ERRORS)
+async def revoke_invitation(invitation_id: uuid.UUID, auth: AuthDep, db: DbDep) -> Message:
+    """Revoke a pending invitation (owner only)."""
+    await projects.revoke_invitation(db, auth.user_id, invitation_id)
+    return Message(message="Invitation revoked successfully")
+
+
+@router.post("/invitation/accept", response_model=ProjectResponse, responses=ACCEPT_ERRORS)
+async def accept_invitation(body: InvitationAccept, user: UserDep, db: DbDep) -> ProjectResponse:
+    """Join the project of an invitation sent to the caller's email address; the token works once."""
+    project = await projects.accept_invitation(db, user, body.token)
+    return ProjectResponse(message="Invitation accepted: you are a member of the project", project=project)

@@ -26,7 +26,7 @@ from fastapi import WebSocket, WebSocketDisconnect
 from pydantic import BaseModel, ValidationError
 from starlette.websockets import WebSocketState
 
-from app import deps
+from app import deps, ratelimit
 from app.errors import DomainError
 from app.routing import SlashTolerantRouter
 from app.schemas.chat import ChatRequest
@@ -149,6 +149,7 @@ class Connection:
 
     async def _run(self, operation: str, body: Any, request_id: str | None) -> None:
         try:
+            await ratelimit.enforce(self.ws)  # each operation counts like a request (429 on this socket)
             result = await HANDLERS[operation](self, body, request_id)
             await self.send({"request_id": request_id, f"{operation}_response": result})
         except asyncio.CancelledError:

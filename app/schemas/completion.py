@@ -6,7 +6,7 @@ import uuid
 
 from pydantic import BaseModel, Field
 
-from app.schemas.common import Body, Message
+from app.schemas.common import Body, Int32, Message, NonNegativeInt32, NonNegativeInt64
 
 
 class CompletionContext(Body):
@@ -22,27 +22,27 @@ class CompletionContext(Body):
 class ContextualTelemetry(Body):
     """Where and how the completion was triggered."""
 
-    version_id: int
-    trigger_type_id: int
-    language_id: int
+    version_id: Int32
+    trigger_type_id: Int32
+    language_id: Int32
     file_path: str | None = Field(default=None, max_length=4096)
-    caret_line: int | None = Field(default=None, ge=0)
-    document_char_length: int | None = Field(default=None, ge=0)
+    caret_line: NonNegativeInt32 | None = None
+    document_char_length: NonNegativeInt32 | None = None
     relative_document_position: float | None = Field(default=None, ge=0.0, le=1.0)
 
 
 class BehavioralTelemetry(Body):
     """The user's typing behaviour."""
 
-    time_since_last_shown: int | None = Field(default=None, ge=0)
-    time_since_last_accepted: int | None = Field(default=None, ge=0)
+    time_since_last_shown: NonNegativeInt64 | None = None
+    time_since_last_accepted: NonNegativeInt64 | None = None
     typing_speed: float | None = Field(default=None, ge=0.0)
 
 
 class CompletionRequest(Body):
     """POST /api/completion/request."""
 
-    model_ids: list[int] = Field(min_length=1)
+    model_ids: list[Int32] = Field(min_length=1)
     context: CompletionContext
     contextual_telemetry: ContextualTelemetry
     behavioral_telemetry: BehavioralTelemetry = Field(default_factory=BehavioralTelemetry)
@@ -108,6 +108,6 @@ class FeedbackRequest(Body):
     """POST /api/completion/feedback."""
 
     meta_query_id: uuid.UUID
-    model_id: int
+    model_id: Int32
     was_accepted: bool
     ground_truth: str | None = None

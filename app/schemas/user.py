@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, field_validator, model_validator
 
-from app.schemas.common import Body, Message
+from app.schemas.common import Body, Int32, Message
 
 MAX_PREFERENCE_CHARS = 16_384
 Provider = Literal["no_provider", "", "google"]
@@ -67,7 +67,7 @@ class UserCreate(Body):
     email: EmailStr
     name: str = Field(min_length=1, max_length=200)
     password: str = Field(default="", max_length=256)
-    config_id: int | None = None
+    config_id: Int32 | None = None
     preference: Preference | None = None
     provider: Provider = "no_provider"
     token: str = Field(default="", max_length=8192)

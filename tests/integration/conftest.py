@@ -85,19 +85,25 @@ def ray_cluster(metrics_port: int) -> Iterator[None]:
 
     import ray
 
-    ray.init(
-        num_cpus=8,
-        include_dashboard=False,
-        logging_level=logging.WARNING,
-        log_to_driver=False,
-        # Idle workers prestarted for 8 logical CPUs would cost the 2 real cores a minute of imports.
-        _metrics_export_port=metrics_port,
-        _system_config={
-            "prestart_worker_first_driver": False,
-            "enable_worker_prestart": False,
-            "metrics_report_interval_ms": 1000,
-        },
-    )
+    # Ray's workers inherit the environment at ray.init: the Serve app's limits are lifted there (the
+    # session signs up more users per minute from 127.0.0.1 than an IDE would); the limiter still runs.
+    limits = {name: "1000000" for name in ("RATE_LIMIT_AUTH", "RATE_LIMIT_DEFAULT", "RATE_LIMIT_COMPLETION")}
+    with pytest.MonkeyPatch.context() as env:
+        for name, value in limits.items():
+            env.setenv(name, value)
+        ray.init(
+            num_cpus=8,
+            include_dashboard=False,
+            logging_level=logging.WARNING,
+            log_to_driver=False,
+            # Idle workers prestarted for 8 logical CPUs would cost the 2 real cores a minute of imports.
+            _metrics_export_port=metrics_port,
+            _system_config={
+                "prestart_worker_first_driver": False,
+                "enable_worker_prestart": False,
+                "metrics_report_interval_ms": 1000,
+            },
+        )
     try:
         yield
     finally:

@@ -92,6 +92,7 @@ async def test_chat_deleted_before_it_was_written_stays_deleted(api) -> None:
     client, state = api
     c, _ = await signed_in(client)
     chat_id = uuid.uuid4()
+    await settle(state)
     meta_before = await rows(state, MetaQuery)
     r = await c.post("/api/chat/request", json=chat_body(state, chat_id, [["user", "quick"]]))
     assert r.status_code == 200

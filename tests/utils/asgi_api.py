@@ -69,8 +69,11 @@ ENTRIES = [
 
 
 def api_settings(data_dir: Path, **overrides: Any) -> Settings:
-    """Settings of an in-process test app; mail goes to the outbox under `data_dir`."""
-    base = Settings(environment="test", max_context_chars=10_000)
+    """Settings of an in-process test app; mail goes to the outbox under `data_dir`.
+
+    Rate limits are off: these tests sign up many users from one address (test_rate_limits.py tests them).
+    """
+    base = Settings(environment="test", max_context_chars=10_000, rate_limit_enabled=False)
     # model_copy: data_dir is read from CODE4ME_DATA_DIR only, so it cannot be passed by name.
     return base.model_copy(update={"data_dir": data_dir, **overrides})
 
