@@ -26,7 +26,7 @@ import os
 import re
 import string
 import threading
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -58,7 +58,7 @@ from detect_secrets.plugins.square_oauth import SquareOAuthDetector
 from detect_secrets.plugins.stripe import StripeDetector
 from detect_secrets.plugins.telegram_token import TelegramBotTokenDetector
 from detect_secrets.plugins.twilio import TwilioKeyDetector
-from detect_secrets.util.filetype import FileType, determine_file_type
+from detect_secrets.util.filetype import determine_file_type
 
 PLACEHOLDER_FORMAT = "<REDACTED:{kind}>"
 PLACEHOLDER_RE = re.compile(r"<REDACTED:[a-z0-9_]+>")
@@ -132,11 +132,16 @@ _JWT_TAIL = re.compile(r"[A-Za-z0-9\-_.+/=]*")
 
 
 def _jwt_spans(line: str) -> Iterator[Span]:
-    for pat in JwtTokenDetector.denylist:
-        for m in pat.finditer(line):
-            if JwtTokenDetector.is_formally_valid(m.group(0)):
-                tail = _JWT_TAIL.match(line, m.end())
-                yield m.start(), tail.end() if tail else m.end()
+    # Try the plugin's regex only where `eyJ` starts, and once per run of token characters: finditer
+    # would rescan the same run from every `eyJ` inside it (quadratic on `eyJeyJeyJ...`).
+    (pat,) = JwtTokenDetector.denylist
+    pos = line.find("eyJ")
+    while pos >= 0:
+        m = pat.match(line, pos)
+        run_end = _JWT_TAIL.match(line, pos).end()  # type: ignore[union-attr]  # `*` always matches
+        if m and JwtTokenDetector.is_formally_valid(m.group(0)):
+            yield pos, run_end  # the run goes on through the signature the lazy regex leaves out
+        pos = line.find("eyJ", max(run_end, pos + 1))
 
 
 def _mixed(value: str, classes: int = 2) -> bool:
@@ -206,6 +211,31 @@ def _random_looking(value: str) -> bool:
     )
 
 
+# detect-secrets' `build_assignment_regex` allows `key = value`, `key: value` and `key value` as
+# ` *(=|:|...| +) *`, which backtracks cubically over a long run of spaces (minutes for 3,000 spaces).
+# The same language, written so each space is consumed once:
+_ASSIGNMENT_SLOW = r"(?: *)(?:=|:|:=|=>| +|::)(?: *)"
+_ASSIGNMENT_FAST = r"(?: *+(?:=|:|:=|=>|::) *+| ++)"
+# The keyword table's `keyword\w*` gives back characters one by one to later parts that cannot take
+# them; possessive, it fails at once (same matches).
+_KEYWORD_SLOW = ds_keyword.DENYLIST_REGEX
+_KEYWORD_FAST = ds_keyword.DENYLIST_REGEX + "+"
+
+
+def _hardened(pattern: re.Pattern[str], slow: str, fast: str) -> re.Pattern[str]:
+    """A plugin regex with one backtracking-prone part rewritten; fails loudly if the plugin changed."""
+    if slow not in pattern.pattern:
+        raise RuntimeError(f"detect-secrets regex changed, cannot harden: {pattern.pattern[:60]}")
+    return re.compile(pattern.pattern.replace(slow, fast), pattern.flags)
+
+
+def _assignment_regexes(patterns: Iterable[re.Pattern[str]]) -> list[re.Pattern[str]]:
+    return [
+        _hardened(p, _ASSIGNMENT_SLOW, _ASSIGNMENT_FAST) if _ASSIGNMENT_SLOW in p.pattern else p
+        for p in patterns
+    ]
+
+
 @dataclass(frozen=True)
 class _Rule:
     """A detector: needles gate which lines it sees (any occurs in the lower-cased line), or a gate regex."""
@@ -235,7 +265,7 @@ def _token_rules() -> list[_Rule]:
         ),
         _Rule(
             "cloudant",
-            _regex_spans(CloudantDetector.denylist, group=1),
+            _regex_spans(_assignment_regexes(CloudantDetector.denylist), group=1),
             ("cloudant", "clou", "cl_", "cl-", "clkey", "clpw", "clpass", "cltoken", "clapi"),
         ),
         _Rule(
@@ -268,10 +298,14 @@ def _token_rules() -> list[_Rule]:
         _Rule("huggingface_token", _validated(_regex_spans([_HUGGINGFACE]), _mixed), ("hf_", "api_org_")),
         _Rule(
             "ibm_cloud_iam_key",
-            _regex_spans(IbmCloudIamDetector.denylist, group=1),
+            _regex_spans(_assignment_regexes(IbmCloudIamDetector.denylist), group=1),
             ("key", "pwd", "pass", "token"),
         ),
-        _Rule("ibm_cos_hmac", _regex_spans(IbmCosHmacDetector.denylist, group=1), ("secret",)),
+        _Rule(
+            "ibm_cos_hmac",
+            _regex_spans(_assignment_regexes(IbmCosHmacDetector.denylist), group=1),
+            ("secret",),
+        ),
         _Rule("jwt", _jwt_spans, ("eyj",), priority=4),
         _Rule("mailchimp_key", _regex_spans(MailchimpDetector.denylist), ("-us",)),
         _Rule("npm_token", _regex_spans([*NpmDetector.denylist], group=1), ("_authtoken",)),
@@ -294,7 +328,7 @@ def _token_rules() -> list[_Rule]:
         _Rule("slack_webhook", _regex_spans([slack_hook]), ("hooks.slack.com",)),
         _Rule(
             "softlayer",
-            _regex_spans(SoftlayerDetector.denylist, group=1),
+            _regex_spans(_assignment_regexes(SoftlayerDetector.denylist), group=1),
             ("softlayer", "sl_", "sl-", "slkey", "slpw", "slpass", "sltoken", "slapi"),
         ),
         _Rule("square_oauth", _regex_spans(SquareOAuthDetector.denylist), ("sq0csp-",)),
@@ -335,10 +369,28 @@ def _token_rules() -> list[_Rule]:
 
 # Go's `:=` with a quoted value; for files of unknown type it is as safe as the quotes-required forms.
 _GO_QUOTED = re.compile(
-    rf"{ds_keyword.DENYLIST_REGEX}({ds_keyword.CLOSING})?{ds_keyword.OPTIONAL_WHITESPACE}:={ds_keyword.OPTIONAL_WHITESPACE}({ds_keyword.QUOTE})({ds_keyword.SECRET})(\3)",
+    rf"{_KEYWORD_FAST}({ds_keyword.CLOSING})?{ds_keyword.OPTIONAL_WHITESPACE}:="
+    rf"{ds_keyword.OPTIONAL_WHITESPACE}({ds_keyword.QUOTE})({ds_keyword.SECRET})(\3)",
     flags=re.IGNORECASE,
 )
-_UNKNOWN_TYPE_REGEXES = {**ds_keyword.QUOTES_REQUIRED_DENYLIST_REGEX_TO_GROUP, _GO_QUOTED: 4}
+
+
+_KeywordTable = tuple[tuple[re.Pattern[str], int, bool], ...]  # (regex, secret group, starts with the value)
+
+
+def _keyword_table(table: dict[re.Pattern[str], int]) -> _KeywordTable:
+    value_first = ds_keyword.PRECEDED_BY_EQUAL_COMPARISON_SIGNS_QUOTES_REQUIRED_REGEX
+    return tuple(
+        (_hardened(p, _KEYWORD_SLOW, _KEYWORD_FAST), group, p is value_first) for p, group in table.items()
+    )
+
+
+_CONFIG_TABLE = _keyword_table(ds_keyword.CONFIG_DENYLIST_REGEX_TO_GROUP)
+_TABLE_BY_TYPE = {ftype: _keyword_table(table) for ftype, table in ds_keyword.REGEX_BY_FILETYPE.items()}
+_UNKNOWN_TYPE_TABLE = (
+    *_keyword_table(ds_keyword.QUOTES_REQUIRED_DENYLIST_REGEX_TO_GROUP),
+    (_GO_QUOTED, 4, False),
+)
 
 # Files where an unquoted value after `key =` / `key:` is a literal, not a variable.
 _CONFIG_SUFFIXES = frozenset(
@@ -376,8 +428,8 @@ _KEYWORD_NEEDLES = (
 )  # fmt: skip
 
 
-def keyword_regexes(filename: str | None) -> dict[re.Pattern[str], int]:
-    """detect-secrets' keyword regexes (pattern -> secret group) for a file name, or for unknown files."""
+def keyword_regexes(filename: str | None) -> _KeywordTable:
+    """detect-secrets' keyword regexes (hardened) for a file name's type: (regex, secret group, value first)."""
     if filename:
         base = os.path.basename(filename).lower()
         _, ext = os.path.splitext(base)
@@ -387,13 +439,9 @@ def keyword_regexes(filename: str | None) -> dict[re.Pattern[str], int]:
             or base.startswith(".env")
             or base in _CONFIG_SUFFIXES
         ):
-            return ds_keyword.CONFIG_DENYLIST_REGEX_TO_GROUP
-        ftype = determine_file_type(base)
-        if ftype in ds_keyword.REGEX_BY_FILETYPE:
-            return ds_keyword.REGEX_BY_FILETYPE[ftype]
-        if ftype is FileType.OTHER and ext in {".json", ".ts", ".tsx", ".jsx", ".rb", ".php", ".kt", ".rs"}:
-            return _UNKNOWN_TYPE_REGEXES
-    return _UNKNOWN_TYPE_REGEXES
+            return _CONFIG_TABLE
+        return _TABLE_BY_TYPE.get(determine_file_type(base), _UNKNOWN_TYPE_TABLE)
+    return _UNKNOWN_TYPE_TABLE
 
 
 # Values that stand for "no secret here": language literals and the usual placeholders. Only exact
@@ -429,11 +477,44 @@ def _keyword_value_ok(value: str, line: str) -> bool:
     )
 
 
-def _keyword_spans(line: str, regexes: dict[re.Pattern[str], int]) -> Iterator[Span]:
-    for pattern, group in regexes.items():
-        m = pattern.search(line)
-        if m and m.start(group) < m.end(group) and _keyword_value_ok(m.group(group), line):
-            yield m.span(group)
+_KEYWORD_AT = re.compile("|".join(sorted(_KEYWORD_NEEDLES, key=len, reverse=True)))
+_WORD_RUN = re.compile(r"\w*")
+_VALUE_FIRST_REACH = 512  # how far before the keyword its quoted value may start
+# What must sit right before the keyword for the value-first form: `"value" == my_password`.
+_COMPARISON_BEFORE = re.compile(r"[!=]{2,3}\s*\w*\Z")
+
+
+def _keyword_spans(line: str, regexes: _KeywordTable) -> Iterator[Span]:
+    """detect-secrets' keyword regexes, anchored at each keyword instead of searched along the line.
+
+    Every table regex but one starts with `keyword\\w*`, so matching at the first keyword of each word
+    run finds what a search would, in linear time: a search retries from every later keyword in the
+    run and rescans it (quadratic on minified code or `secretsecret...`).
+    """
+    lower = _aligned_lower(line)
+    run_end = -1
+    for occ in _KEYWORD_AT.finditer(lower):
+        start = occ.start()
+        if start < run_end:
+            continue
+        run_end = _WORD_RUN.match(line, start).end()  # type: ignore[union-attr]  # `*` always matches
+        for pattern, group, value_first in regexes:
+            if not value_first:
+                m = pattern.match(line, start)
+            elif _COMPARISON_BEFORE.search(line, max(0, start - 64), start):
+                m = pattern.search(line, max(0, start - _VALUE_FIRST_REACH), run_end)
+            else:
+                continue
+            if m and m.start(group) < m.end(group) and _keyword_value_ok(m.group(group), line):
+                yield m.span(group)
+
+
+def _aligned_lower(text: str) -> str:
+    """`text.lower()` with every position unchanged (a few characters, like `İ`, lower to two)."""
+    lower = text.lower()
+    if len(lower) == len(text):
+        return lower
+    return "".join(c if len(c.lower()) != 1 else c.lower() for c in text)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -449,25 +530,39 @@ _ENTROPY_GATE = re.compile(rf"[\"'`][{re.escape(_B64.charset)}]{{{MIN_ENTROPY_LE
 
 def _entropy_kind(value: str, line: str) -> str | None:
     """`high_entropy_hex` / `high_entropy_base64` when a quoted value passes the plugins and our shape rules."""
-    distinct = set(value)
-    is_hex = distinct <= _HEX_CHARS
+    counts = Counter(value)
+    is_hex = counts.keys() <= _HEX_CHARS
     plugin: Base64HighEntropyString | HexHighEntropyString = _HEX if is_hex else _B64
-    # Entropy never exceeds log2(distinct characters): skip the plugin's maths when it cannot pass.
-    if math.log2(len(distinct)) <= plugin.entropy_limit:
-        return None
-    if plugin.calculate_shannon_entropy(value) <= plugin.entropy_limit:
+    # Entropy never exceeds log2(distinct characters): most candidates stop here.
+    if math.log2(len(counts)) <= plugin.entropy_limit:
         return None
     if (
         heuristic.is_sequential_string(value)
         or heuristic.is_potential_uuid(value)
         or heuristic.is_not_alphanumeric_string(value)
-        or heuristic.is_likely_id_string(value, line, plugin)
         or _sequence_like(value)
+        or shannon_entropy(value, counts, hex_digits=is_hex) <= plugin.entropy_limit
+        or heuristic.is_likely_id_string(value, line, plugin)
     ):
         return None
     if is_hex:
         return None if _hex_is_not_a_key(value) else "high_entropy_hex"
     return None if _looks_like_words(value) else "high_entropy_base64"
+
+
+def shannon_entropy(value: str, counts: Counter[str] | None = None, hex_digits: bool = False) -> float:
+    """detect-secrets' entropy (HexHighEntropyString's with `hex_digits`), summed over present characters.
+
+    The plugins count every character of their charset over the whole string (66 passes); this is the
+    same sum in one pass, tested equal to the plugins'.
+    """
+    n = len(value)
+    if not n:
+        return 0.0
+    entropy = -sum(c / n * math.log2(c / n) for c in (counts or Counter(value)).values())
+    if hex_digits and n > 1 and value.isascii() and value.isdigit():
+        entropy -= 1.2 / math.log2(n)  # the hex plugin's penalty for all-digit strings
+    return entropy
 
 
 def _sequence_like(value: str) -> bool:
@@ -516,8 +611,11 @@ def _entropy_spans(lines: list[str], idx: int, content: str) -> Iterator[tuple[i
         # Doctest output is sample output, never a live credential.
         if idx > 0 and _DOCTEST_PROMPT.match(lines[idx - 1]):
             continue
-        if kind == "high_entropy_hex" and any(
-            _HEX_CONTEXT.search(lines[j]) for j in range(max(0, idx - _HEX_CONTEXT_LINES), idx + 1)
+        if kind == "high_entropy_hex" and (
+            _HEX_CONTEXT.search(content)
+            or any(
+                _HEX_CONTEXT.search(lines[j], 0, 2048) for j in range(max(0, idx - _HEX_CONTEXT_LINES), idx)
+            )
         ):
             continue
         yield m.start(2), m.end(2), kind
@@ -663,23 +761,15 @@ class Redactor:
         kw_regexes = keyword_regexes(filename)
         lock_file = bool(filename) and heuristic.is_lock_file(filename or "")
         for idx, rules in todo.items():
-            line = lines[idx]
-            content = line.removesuffix("\r")
-            for rule in rules:
-                if rule is _KEY_GATE_RULE:
+            content = lines[idx].removesuffix("\r")
+            for rule, offsets in rules.items():
+                if rule is _KEY_GATE_RULE or (rule is _ENTROPY_RULE and lock_file):
                     continue
-                if rule is _ENTROPY_RULE:
-                    if not lock_file:
-                        for a, b, kind in _entropy_spans(lines, idx, content):
-                            spans.setdefault(idx, []).append((a, b, rule.priority, kind))
-                    continue
-                if rule is _KEYWORD_RULE:
-                    found: Iterable[Span] = _keyword_spans(content, kw_regexes)
-                else:
-                    found = rule.find(content)
-                for a, b in found:
-                    if not PLACEHOLDER_RE.fullmatch(content, a, b):
-                        spans.setdefault(idx, []).append((a, b, rule.priority, rule.kind))
+                for ws, we in _windows(len(content), offsets):
+                    window = content if we - ws == len(content) else content[ws:we]
+                    for a, b, kind in _rule_spans(rule, window, lines, idx, kw_regexes):
+                        if not PLACEHOLDER_RE.fullmatch(window, a, b):
+                            spans.setdefault(idx, []).append((ws + a, ws + b, rule.priority, kind))
         if not spans:
             return RedactionResult(text, ())
 
@@ -688,6 +778,50 @@ class Redactor:
             lines[idx], kinds = _apply(lines[idx], spans[idx])
             findings.extend(Finding(idx + 1, k) for k in kinds)
         return RedactionResult("\n".join(lines), tuple(findings))
+
+
+LONG_LINE = 4096
+_WINDOW_BEFORE = 1024
+_WINDOW_AFTER = 4096
+_CHUNK = 16384
+
+
+def _windows(length: int, offsets: list[int]) -> Iterator[Span]:
+    """The whole line, or for a long one (minified code, data) windows around where a rule was triggered.
+
+    Bounds the cost of detect-secrets' regexes on long runs (`key` then 100k spaces) and of rules
+    triggered thousands of times on one line: windows around the triggers are merged, then cut into
+    chunks that overlap by `_WINDOW_BEFORE`; a secret rarely reaches further than `_WINDOW_AFTER`.
+    """
+    if length <= LONG_LINE:
+        yield 0, length
+        return
+    merged: list[list[int]] = []
+    for off in sorted(offsets):
+        start, end = max(0, off - _WINDOW_BEFORE), min(length, off + _WINDOW_AFTER)
+        if merged and start <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], end)
+        else:
+            merged.append([start, end])
+    for start, end in merged:
+        while True:
+            stop = min(end, start + _CHUNK)
+            yield start, stop
+            if stop >= end:
+                break
+            start = stop - _WINDOW_BEFORE
+
+
+def _rule_spans(
+    rule: _Rule, window: str, lines: list[str], idx: int, kw_regexes: _KeywordTable
+) -> Iterator[tuple[int, int, str]]:
+    """(start, end, kind) of the secrets one rule finds in one line (or window of a line)."""
+    if rule is _ENTROPY_RULE:
+        yield from _entropy_spans(lines, idx, window)
+        return
+    found = _keyword_spans(window, kw_regexes) if rule is _KEYWORD_RULE else rule.find(window)
+    for a, b in found:
+        yield a, b, rule.kind
 
 
 def _apply(line: str, spans: list[tuple[int, int, int, str]]) -> tuple[str, list[str]]:
@@ -762,9 +896,9 @@ _NEEDLES = re.compile(_trie_pattern(_NEEDLE_RULES))
 _GATED_RULES = [rule for rule in _ALL_RULES if rule.gate is not None]
 
 
-def _gate(text: str) -> dict[int, dict[_Rule, None]]:
-    """Line index -> the rules worth running on that line (ordered, no repeats); empty for most code."""
-    lower = text.lower()
+def _gate(text: str) -> dict[int, dict[_Rule, list[int]]]:
+    """Line index -> {rule worth running there: where in the line it was triggered}; empty for most code."""
+    lower = _aligned_lower(text)
     hits: list[tuple[int, tuple[_Rule, ...]]] = []
     # search() from one past each match, not finditer: needles overlap (`api_key` holds `key`), and a
     # lookahead pattern would lose the engine's first-character skip.
@@ -778,11 +912,12 @@ def _gate(text: str) -> dict[int, dict[_Rule, None]]:
     if not hits:
         return {}
     line_starts = [0] + [m.end() for m in _NEWLINE.finditer(text)]
-    todo: dict[int, dict[_Rule, None]] = {}
+    todo: dict[int, dict[_Rule, list[int]]] = {}
     for pos, rules in hits:
-        line = todo.setdefault(bisect.bisect_right(line_starts, pos) - 1, {})
+        idx = bisect.bisect_right(line_starts, pos) - 1
+        line = todo.setdefault(idx, {})
         for rule in rules:
-            line[rule] = None
+            line.setdefault(rule, []).append(pos - line_starts[idx])
     return todo
 
 
