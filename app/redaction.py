@@ -179,6 +179,8 @@ _AWS_SECRET_UNQUOTED = re.compile(
     r"aws.{0,20}?(?:key|pwd|pw|password|pass|token)\w*\s*[:=]\s*([0-9a-zA-Z/+]{40})(?![0-9a-zA-Z/+=])",
     re.IGNORECASE,
 )
+# RFC 3986 lets a password hold sub-delimiters (`!$&'()*+,;=`), which the plugin's regex refuses.
+_BASIC_AUTH_SUBDELIMS = re.compile(r"://[^:/?#\[\]@\s\"'`<>{}]+:([^/?#\[\]@\s\"'`<>{}]+)@")
 _BEARER = re.compile(r"\b(?:Bearer|Basic|token)\s+([A-Za-z0-9\-._~+/]{20,}=*)(?![A-Za-z0-9\-._~+/=])")
 _ARTIFACTORY_TOKEN = re.compile(r"A(?:KC|P[\dA-F])[a-zA-Z0-9]+")
 _AZURE_VALUE = re.compile(r"(?<=AccountKey=)[a-zA-Z0-9+/=]+")
@@ -260,7 +262,9 @@ def _token_rules() -> list[_Rule]:
         ),
         _Rule(
             "basic_auth",
-            _validated(_regex_spans(BasicAuthDetector.denylist, group=1), _basic_auth_ok),
+            _validated(
+                _regex_spans([*BasicAuthDetector.denylist, _BASIC_AUTH_SUBDELIMS], group=1), _basic_auth_ok
+            ),
             ("://",),
         ),
         _Rule(
@@ -381,7 +385,11 @@ _KeywordTable = tuple[tuple[re.Pattern[str], int, bool], ...]  # (regex, secret 
 def _keyword_table(table: dict[re.Pattern[str], int]) -> _KeywordTable:
     value_first = ds_keyword.PRECEDED_BY_EQUAL_COMPARISON_SIGNS_QUOTES_REQUIRED_REGEX
     return tuple(
-        (_hardened(p, _KEYWORD_SLOW, _KEYWORD_FAST), group, p is value_first) for p, group in table.items()
+        (_hardened(p, _KEYWORD_SLOW, _KEYWORD_FAST), group, False)
+        if p is not value_first
+        # detect-secrets compiles this one alone without IGNORECASE, so `"..." == userPassword` escaped it.
+        else (re.compile(_hardened(p, _KEYWORD_SLOW, _KEYWORD_FAST).pattern, re.IGNORECASE), group, True)
+        for p, group in table.items()
     )
 
 
@@ -456,10 +464,16 @@ _PLACEHOLDER_VALUE = re.compile(
 _KEYWORD_PLUGIN = KeywordDetector()
 
 
+# A value that is only a formatting or templating hole: `%s`, `%(pw)s`, `{}`, `{0}`, `${PW}`, `$PW`, `{{ pw }}`.
+_TEMPLATE_VALUE = re.compile(
+    r"%[-#0 +]*\d*(?:\.\d+)?[sdrifxXa]|%\(\w+\)[sdr]|\{[\w.\[\]!:]*\}|\$\{?\w+\}?|\{\{[^{}]*\}\}|<[^<>]*>"
+)
+
+
 def is_placeholder_value(value: str) -> bool:
-    """Whether a credential value is a stand-in (`xxx`, `changeme`, `your_password`, a redaction placeholder)."""
+    """Whether a credential value is a stand-in (`xxx`, `changeme`, `%s`, `${PW}`, a redaction placeholder)."""
     v = value.strip()
-    return not v or bool(_PLACEHOLDER_VALUE.fullmatch(v) or PLACEHOLDER_RE.fullmatch(v))
+    return not v or any(p.fullmatch(v) for p in (_PLACEHOLDER_VALUE, _TEMPLATE_VALUE, PLACEHOLDER_RE))
 
 
 def _keyword_value_ok(value: str, line: str) -> bool:
@@ -728,6 +742,8 @@ class Redactor:
 
     def redact_lines(self, lines: list[str], filename: str | None = None) -> list[str]:
         """Redact a list of lines (with or without line endings); the list keeps its length."""
+        if not lines:
+            return []
         if any("\n" in ln[:-1] for ln in lines):
             raise ValueError("a line may contain a newline only at its end")
         keepends = bool(lines) and all(ln.endswith("\n") for ln in lines[:-1]) and lines[0].endswith("\n")
