@@ -172,6 +172,8 @@ _GOOGLE_API_KEY = re.compile(r"(?<![A-Za-z0-9_-])AIza[0-9A-Za-z_-]{35}(?![A-Za-z
 _STRIPE_EXTRA = re.compile(
     r"(?<![A-Za-z0-9_])(?:sk|rk)_test_[0-9a-zA-Z]{24,}|(?<![A-Za-z0-9_])whsec_[0-9a-zA-Z]{24,}"
 )
+# `.npmrc` credentials beyond the plugin's UUID / npm_ forms: any `_authToken=` or base64 `_auth=` value.
+_NPMRC_AUTH = re.compile(r"//\S+/:_auth(?:Token)?=\s*([^\s$][^\s]*)")
 _NPM_BARE = re.compile(r"(?<![A-Za-z0-9_])npm_[A-Za-z0-9]{36}(?![A-Za-z0-9_])")
 _SLACK_APP = re.compile(r"(?<![A-Za-z0-9_-])xapp-\d-[A-Z0-9]+-\d+-[a-z0-9]+", re.IGNORECASE)
 # The 40-character AWS secret key in a credentials file (unquoted); the plugin's own regex needs quotes.
@@ -187,8 +189,10 @@ _AZURE_VALUE = re.compile(r"(?<=AccountKey=)[a-zA-Z0-9+/=]+")
 
 
 def _basic_auth_ok(password: str) -> bool:
+    # Placeholder words (`user:password@`) still count here: detect-secrets' own cases flag them.
     return not (
-        is_placeholder_value(password)
+        _TEMPLATE_VALUE.fullmatch(password)
+        or PLACEHOLDER_RE.fullmatch(password)
         or heuristic.is_templated_secret(password)
         or heuristic.is_not_alphanumeric_string(password)
     )
@@ -312,7 +316,7 @@ def _token_rules() -> list[_Rule]:
         ),
         _Rule("jwt", _jwt_spans, ("eyj",), priority=4),
         _Rule("mailchimp_key", _regex_spans(MailchimpDetector.denylist), ("-us",)),
-        _Rule("npm_token", _regex_spans([*NpmDetector.denylist], group=1), ("_authtoken",)),
+        _Rule("npm_token", _regex_spans([*NpmDetector.denylist, _NPMRC_AUTH], group=1), ("_auth",)),
         _Rule("npm_token", _regex_spans([_NPM_BARE]), ("npm_",)),
         _Rule("openai_key", _regex_spans([*OpenAIDetector.denylist, _OPENAI_PROJECT]), ("sk-",)),
         _Rule("openai_key", _validated(_regex_spans([_OPENAI_LEGACY]), lambda v: _mixed(v, 3)), ("sk-",)),
@@ -456,9 +460,9 @@ def keyword_regexes(filename: str | None) -> _KeywordTable:
 # matches: a real password that merely contains "pass" must still be caught.
 _PLACEHOLDER_VALUE = re.compile(
     r"true|false|none|null|nil|undefined|yes|no|on|off|\*+|x+|\.+|-+|_+|#+|\?+"
-    r"|(?:(?:your|my|the|some|dummy|fake|example|sample|test)[-_ ]?)?"
+    r"|(?:(?:your|my|the|some|dummy|fake|example|sample|test|insert|enter|put)[-_ ]?(?:your[-_ ]?)?)?"
     r"(?:pass|password|passwd|passphrase|pwd|secret|token|key|api[-_ ]?key|user|username)(?:[-_ ]?here)?"
-    r"|changeme|change[-_ ]me|redacted|placeholder|example|dummy|fake|sample|todo|tbd|\w*fake\w*",
+    r"|changeme|change[-_ ]me|redacted|placeholder|example|dummy|sample|todo|tbd|.*fake.*",
     re.IGNORECASE,
 )
 _KEYWORD_PLUGIN = KeywordDetector()
@@ -617,9 +621,27 @@ _HEX_CONTEXT_LINES = 12
 _DOCTEST_PROMPT = re.compile(r"\s*(?:>>>|\.\.\.)(?: |$)")
 
 
+# A line that is one bare token (a pasted key, a value in a heredoc): the only unquoted strings that
+# count, since the plugins' unquoted ("eager") search is what flags `system` and `routines`. A run of
+# such lines is a wrapped data block (MIME, an embedded file), not a credential.
+_BARE_TOKEN_LINE = re.compile(rf"[ \t]*([{re.escape(_B64.charset)}]{{{MIN_ENTROPY_LENGTH},}})[ \t,;]*")
+# A neighbour that makes a bare token part of a data block: another run of base64 characters (the
+# short last line of a MIME body too), but not a lowercase word such as `done` or `else`.
+_DATA_LINE = re.compile(rf"[ \t]*(?![a-z]+[ \t]*$)[{re.escape(_B64.charset)}]{{4,}}[ \t,;]*")
+_BARE_TOKEN_GATE = re.compile(
+    rf"^[ \t]*[{re.escape(_B64.charset)}]{{{MIN_ENTROPY_LENGTH},}}[ \t,;]*\r?$", re.MULTILINE
+)
+
+
 def _entropy_spans(lines: list[str], idx: int, content: str) -> Iterator[tuple[int, int, str]]:
-    for m in _QUOTED_RUN.finditer(content):
-        kind = _entropy_kind(m.group(2), content)
+    bare = _BARE_TOKEN_LINE.fullmatch(content)
+    if bare and any(
+        0 <= j < len(lines) and _DATA_LINE.fullmatch(lines[j].removesuffix("\r")) for j in (idx - 1, idx + 1)
+    ):
+        return
+    values = [bare.span(1)] if bare else [m.span(2) for m in _QUOTED_RUN.finditer(content)]
+    for a, b in values:
+        kind = _entropy_kind(content[a:b], content)
         if kind is None:
             continue
         # Doctest output is sample output, never a live credential.
@@ -632,7 +654,7 @@ def _entropy_spans(lines: list[str], idx: int, content: str) -> Iterator[tuple[i
             )
         ):
             continue
-        yield m.start(2), m.end(2), kind
+        yield a, b, kind
 
 
 # --------------------------------------------------------------------------------------------------
@@ -652,41 +674,61 @@ def _private_key_spans(lines: list[str], candidates: Iterable[int]) -> dict[int,
     """Per line index, the spans of private key material (bodies, not the BEGIN/END markers)."""
     out: dict[int, list[Span]] = {}
     for i in sorted(set(candidates)):
-        line = lines[i]
-        for pat in PrivateKeyDetector.denylist:
-            if pat.search(line):
-                break
+        line = lines[i].removesuffix("\r")
+        if not any(pat.search(line) for pat in PrivateKeyDetector.denylist):
+            continue
+        putty = _PUTTY.search(line)
+        begin = _KEY_BEGIN.search(line)
+        if putty and not begin:
+            body = _putty_body(lines, i)
+        elif begin:
+            body = _pem_body(lines, i, begin.end())
         else:
-            continue
-        begin = _KEY_BEGIN.search(line) or _PUTTY.search(line)
-        if begin is None:
-            # A marker without a well-formed header (e.g. a string compared against): nothing to cut.
-            continue
-        end_here = _KEY_END.search(line, begin.end())
-        if end_here:  # one line, e.g. JSON with \n escapes
-            if _has_key_material(line[begin.end() : end_here.start()]):
-                out.setdefault(i, []).append((begin.end(), end_here.start()))
-            continue
-        rest = line[begin.end() :]
-        body: list[tuple[int, Span]] = []
-        if _has_key_material(rest):
-            body.append((i, (begin.end(), len(line))))
-        j = i + 1
-        while j < len(lines) and j - i <= _MAX_KEY_LINES:
-            nxt = lines[j]
-            end = _KEY_END.search(nxt)
-            if end:
-                if end.start() > 0 and _has_key_material(nxt[: end.start()]):
-                    body.append((j, (0, end.start())))
-                break
-            if not _KEY_BODY_LINE.match(nxt):
-                break
-            if nxt.strip():
-                body.append((j, (0, len(nxt))))
-            j += 1
+            continue  # a marker without a well-formed header (a string compared against): nothing to cut
         for idx, span in body:
             out.setdefault(idx, []).append(span)
     return out
+
+
+def _pem_body(lines: list[str], i: int, header_end: int) -> list[tuple[int, Span]]:
+    """From a BEGIN header to the END footer, or to the first line that is not key material."""
+    line = lines[i].removesuffix("\r")
+    end_here = _KEY_END.search(line, header_end)
+    if end_here:  # one line, e.g. JSON with \n escapes
+        return (
+            [(i, (header_end, end_here.start()))]
+            if _has_key_material(line[header_end : end_here.start()])
+            else []
+        )
+    body: list[tuple[int, Span]] = []
+    if _has_key_material(line[header_end:]):
+        body.append((i, (header_end, len(line))))
+    for j in range(i + 1, min(len(lines), i + 1 + _MAX_KEY_LINES)):
+        nxt = lines[j].removesuffix("\r")
+        end = _KEY_END.search(nxt)
+        if end:
+            if _has_key_material(nxt[: end.start()]):
+                body.append((j, (0, end.start())))
+            break
+        if not _KEY_BODY_LINE.match(nxt):
+            break
+        if nxt.strip():
+            body.append((j, (0, len(nxt))))
+    return body
+
+
+def _putty_body(lines: list[str], i: int) -> list[tuple[int, Span]]:
+    """A PuTTY key file has no footer: every following line up to a blank one (or its Private-MAC line)."""
+    body: list[tuple[int, Span]] = []
+    for j in range(i + 1, min(len(lines), i + 1 + _MAX_KEY_LINES)):
+        nxt = lines[j].removesuffix("\r")
+        if not nxt.strip():
+            break
+        if not PLACEHOLDER_RE.fullmatch(nxt.strip()):  # already redacted
+            body.append((j, (0, len(nxt))))
+        if nxt.lstrip().startswith("Private-MAC:"):
+            break
+    return body
 
 
 def _has_key_material(segment: str) -> bool:
@@ -779,7 +821,11 @@ class Redactor:
         for idx, rules in todo.items():
             content = lines[idx].removesuffix("\r")
             for rule, offsets in rules.items():
-                if rule is _KEY_GATE_RULE or (rule is _ENTROPY_RULE and lock_file):
+                if (
+                    rule is _KEY_GATE_RULE
+                    or (rule.kind == "high_entropy" and lock_file)
+                    or (rule is _BARE_ENTROPY_RULE and _ENTROPY_RULE in rules)  # the same function
+                ):
                     continue
                 for ws, we in _windows(len(content), offsets):
                     window = content if we - ws == len(content) else content[ws:we]
@@ -832,7 +878,7 @@ def _rule_spans(
     rule: _Rule, window: str, lines: list[str], idx: int, kw_regexes: _KeywordTable
 ) -> Iterator[tuple[int, int, str]]:
     """(start, end, kind) of the secrets one rule finds in one line (or window of a line)."""
-    if rule is _ENTROPY_RULE:
+    if rule is _ENTROPY_RULE or rule is _BARE_ENTROPY_RULE:
         yield from _entropy_spans(lines, idx, window)
         return
     found = _keyword_spans(window, kw_regexes) if rule is _KEYWORD_RULE else rule.find(window)
@@ -868,8 +914,9 @@ def _mode(filename: str | None) -> str:
 
 _KEYWORD_RULE = _Rule("secret_keyword", lambda line: iter(()), _KEYWORD_NEEDLES, priority=2)
 _ENTROPY_RULE = _Rule("high_entropy", lambda line: iter(()), gate=_ENTROPY_GATE, priority=1)
+_BARE_ENTROPY_RULE = _Rule("high_entropy", lambda line: iter(()), gate=_BARE_TOKEN_GATE, priority=1)
 _KEY_GATE_RULE = _Rule("private_key", lambda line: iter(()), _KEY_NEEDLES)
-_ALL_RULES = [*_TOKEN_RULES, _KEYWORD_RULE, _ENTROPY_RULE, _KEY_GATE_RULE]
+_ALL_RULES = [*_TOKEN_RULES, _KEYWORD_RULE, _ENTROPY_RULE, _BARE_ENTROPY_RULE, _KEY_GATE_RULE]
 
 
 def _trie_pattern(words: Iterable[str]) -> str:

@@ -215,6 +215,14 @@ SECRET_CASES: list[Case] = [
     # High-entropy strings in literals
     Case("entropy-base64", f'blob = "{B64_BLOB}"', "high_entropy_base64", B64_BLOB),
     Case("entropy-hex", f"signing = '{HEX_BLOB}'", "high_entropy_hex", HEX_BLOB),
+    Case(
+        "entropy-bare-line",
+        f"cat > token.txt <<EOF\n{B64_BLOB}\nEOF",
+        "high_entropy_base64",
+        B64_BLOB,
+        "setup.sh",
+    ),
+    Case("npmrc-auth", f"//npm.internal.example/:_auth={B64_BLOB}", "npm_token", B64_BLOB, ".npmrc"),
     Case("entropy-js-template", f"const k = `{B64_BLOB}`;", "high_entropy_base64", B64_BLOB),
     # Private keys (multi-line)
     Case("pem-rsa", _pem("RSA PRIVATE KEY"), "private_key", PEM_BODY[0], "key.pem"),
@@ -226,6 +234,18 @@ SECRET_CASES: list[Case] = [
         "private_key",
         PEM_BODY[1],
         "values.yaml",
+    ),
+    Case(
+        "putty-key-file",
+        "PuTTY-User-Key-File-2: ssh-rsa\nEncryption: none\nComment: deploy\nPrivate-Lines: 2\n"
+        + PEM_BODY[0]
+        + "\n"
+        + PEM_BODY[4]
+        + "\nPrivate-MAC: "
+        + rand(40, HEX),
+        "private_key",
+        PEM_BODY[4],
+        "deploy.ppk",
     ),
     Case(
         "pem-json-escaped",
@@ -307,5 +327,11 @@ LOOKALIKE_CASES: list[Case] = [
     Case("placeholder-output", 'password = "<REDACTED:secret_keyword>"', None),
     Case("placeholder-token", "token = <REDACTED:github_token>", None),
     Case("sample-code", "for key, value in sorted(settings.items()):\n    print(f'{key}={value}')", None),
+    Case(
+        "mime-base64-body",
+        "Content-Transfer-Encoding: base64\n\n" + "\n".join(rand(76, B64) for _ in range(3)) + "\nLgo=",
+        None,
+    ),
+    Case("bare-word-line", "    AbstractEventLoopPolicyFactory", None),
     Case("secret-module", "import secrets\nnonce = secrets.token_urlsafe(32)", None),
 ]
