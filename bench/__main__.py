@@ -1,4 +1,4 @@
-"""`python -m bench [overhead|batching|scaling|all]`: start the real stack once, run, print tables, write JSON."""
+"""`python -m bench [overhead|batching|scaling|redaction|all]`: start the real stack once (if needed), run, print tables, write JSON."""
 
 from __future__ import annotations
 
@@ -9,12 +9,12 @@ import time
 import warnings
 from pathlib import Path
 
-from bench import batching, overhead, scaling
+from bench import batching, overhead, redaction, scaling
 from bench.report import RESULTS_DIR, Table
 from bench.stack import Stack
 
 log = logging.getLogger("bench")
-BENCHMARKS = {"overhead": overhead, "batching": batching, "scaling": scaling}
+BENCHMARKS = {"overhead": overhead, "batching": batching, "scaling": scaling, "redaction": redaction}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -50,19 +50,23 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     began = time.perf_counter()
     stack = Stack(num_cpus=args.num_cpus, embedder=not args.no_embedder)
-    print(
-        f"starting the stack (embedded PostgreSQL + Redis, Ray with {args.num_cpus} logical CPUs, Serve app) ...",
-        flush=True,
-    )
+    # Benchmarks of in-process code (redaction) declare NEEDS_STACK = False and get no stack started.
+    needs_stack = any(getattr(BENCHMARKS[name], "NEEDS_STACK", True) for name in args.which)
+    if needs_stack:
+        print(
+            f"starting the stack (embedded PostgreSQL + Redis, Ray with {args.num_cpus} logical CPUs, Serve app) ...",
+            flush=True,
+        )
     failed: list[str] = []
     summary = Table("Summary", ["benchmark", "seconds", "checks", "goals", "results"])
     try:
-        stack.start()
-        print(
-            "stack up: services {services_s:.1f} s, Ray + proxy {ray_s:.1f} s, first deploy {first_deploy_s:.1f} s; "
-            "API at {url}".format(url=stack.base_url, **stack.timings),
-            flush=True,
-        )
+        if needs_stack:
+            stack.start()
+            print(
+                "stack up: services {services_s:.1f} s, Ray + proxy {ray_s:.1f} s, first deploy {first_deploy_s:.1f} s; "
+                "API at {url}".format(url=stack.base_url, **stack.timings),
+                flush=True,
+            )
         for name in args.which:
             print(f"\nrunning {name} ...", flush=True)
             t0 = time.perf_counter()
@@ -92,7 +96,8 @@ def main(argv: list[str] | None = None) -> int:
                 str(path.relative_to(Path.cwd())) if path.is_relative_to(Path.cwd()) else str(path),
             )
     finally:
-        stack.stop()
+        if needs_stack:
+            stack.stop()
     print()
     print(summary.render())
     print(f"\ntotal {time.perf_counter() - began:.0f} s")
