@@ -628,6 +628,13 @@ _BARE_TOKEN_LINE = re.compile(rf"[ \t]*([{re.escape(_B64.charset)}]{{{MIN_ENTROP
 # A neighbour that makes a bare token part of a data block: another run of base64 characters (the
 # short last line of a MIME body too), but not a lowercase word such as `done` or `else`.
 _DATA_LINE = re.compile(rf"[ \t]*(?![a-z]+[ \t]*$)[{re.escape(_B64.charset)}]{{4,}}[ \t,;]*")
+
+
+def _is_data_line(line: str) -> bool:
+    # A redacted neighbour still counts, so that a second pass decides as the first did.
+    return bool(_DATA_LINE.fullmatch(line) or PLACEHOLDER_RE.fullmatch(line.strip()))
+
+
 _BARE_TOKEN_GATE = re.compile(
     rf"^[ \t]*[{re.escape(_B64.charset)}]{{{MIN_ENTROPY_LENGTH},}}[ \t,;]*\r?$", re.MULTILINE
 )
@@ -636,7 +643,7 @@ _BARE_TOKEN_GATE = re.compile(
 def _entropy_spans(lines: list[str], idx: int, content: str) -> Iterator[tuple[int, int, str]]:
     bare = _BARE_TOKEN_LINE.fullmatch(content)
     if bare and any(
-        0 <= j < len(lines) and _DATA_LINE.fullmatch(lines[j].removesuffix("\r")) for j in (idx - 1, idx + 1)
+        0 <= j < len(lines) and _is_data_line(lines[j].removesuffix("\r")) for j in (idx - 1, idx + 1)
     ):
         return
     values = [bare.span(1)] if bare else [m.span(2) for m in _QUOTED_RUN.finditer(content)]
@@ -680,7 +687,7 @@ def _private_key_spans(lines: list[str], candidates: Iterable[int]) -> dict[int,
         putty = _PUTTY.search(line)
         begin = _KEY_BEGIN.search(line)
         if putty and not begin:
-            body = _putty_body(lines, i)
+            body = _putty_body(lines, i, putty.start())
         elif begin:
             body = _pem_body(lines, i, begin.end())
         else:
@@ -717,15 +724,15 @@ def _pem_body(lines: list[str], i: int, header_end: int) -> list[tuple[int, Span
     return body
 
 
-def _putty_body(lines: list[str], i: int) -> list[tuple[int, Span]]:
-    """A PuTTY key file has no footer: every following line up to a blank one (or its Private-MAC line)."""
-    body: list[tuple[int, Span]] = []
+def _putty_body(lines: list[str], i: int, marker: int) -> list[tuple[int, Span]]:
+    """A PuTTY key file has no footer: its marker line and every line after it up to a blank one (or
+    its Private-MAC line). The marker goes too, so that a second pass finds no block to extend."""
+    body: list[tuple[int, Span]] = [(i, (marker, len(lines[i].removesuffix("\r"))))]
     for j in range(i + 1, min(len(lines), i + 1 + _MAX_KEY_LINES)):
         nxt = lines[j].removesuffix("\r")
         if not nxt.strip():
             break
-        if not PLACEHOLDER_RE.fullmatch(nxt.strip()):  # already redacted
-            body.append((j, (0, len(nxt))))
+        body.append((j, (0, len(nxt))))
         if nxt.lstrip().startswith("Private-MAC:"):
             break
     return body
@@ -809,17 +816,21 @@ class Redactor:
         todo = _gate(text)
         if not todo:
             return RedactionResult(text, ())
-        key_lines = [idx for idx, rules in todo.items() if _KEY_GATE_RULE in rules]
-
         lines = text.split("\n")
         spans: dict[int, list[tuple[int, int, int, str]]] = {}
-        if key_lines:
-            for idx, key_spans in _private_key_spans(lines, key_lines).items():
-                spans.setdefault(idx, []).extend((a, b, 5, "private_key") for a, b in key_spans)
+        key_lines = [idx for idx, rules in todo.items() if _KEY_GATE_RULE in rules]
+        for idx, key_spans in _private_key_spans(lines, key_lines).items():
+            spans[idx] = [(a, b, 5, "private_key") for a, b in key_spans]
         kw_regexes = keyword_regexes(filename)
         lock_file = bool(filename) and heuristic.is_lock_file(filename or "")
-        for idx, rules in todo.items():
+        findings: list[Finding] = []
+        # In line order, each line replaced before the next is looked at: rules that read the lines
+        # above (hex context, doctest prompts) then see what a second pass would see, which keeps
+        # redaction idempotent (a token above that happens to contain `sha` is gone by then).
+        for idx in sorted(todo.keys() | spans.keys()):
+            found = spans.get(idx, [])
             content = lines[idx].removesuffix("\r")
+            rules = todo.get(idx, {})
             for rule, offsets in rules.items():
                 if (
                     rule is _KEY_GATE_RULE
@@ -831,14 +842,12 @@ class Redactor:
                     window = content if we - ws == len(content) else content[ws:we]
                     for a, b, kind in _rule_spans(rule, window, lines, idx, kw_regexes):
                         if not PLACEHOLDER_RE.fullmatch(window, a, b):
-                            spans.setdefault(idx, []).append((ws + a, ws + b, rule.priority, kind))
-        if not spans:
+                            found.append((ws + a, ws + b, rule.priority, kind))
+            if found:
+                lines[idx], kinds = _apply(lines[idx], found)
+                findings.extend(Finding(idx + 1, k) for k in kinds)
+        if not findings:
             return RedactionResult(text, ())
-
-        findings: list[Finding] = []
-        for idx in sorted(spans):
-            lines[idx], kinds = _apply(lines[idx], spans[idx])
-            findings.extend(Finding(idx + 1, k) for k in kinds)
         return RedactionResult("\n".join(lines), tuple(findings))
 
 

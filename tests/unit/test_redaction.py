@@ -228,3 +228,29 @@ def test_entropy_equals_the_plugins(value: str) -> None:
         assert math.isclose(
             shannon_entropy(value, hex_digits=True), hexp.calculate_shannon_entropy(value), abs_tol=1e-9
         )
+
+
+def test_putty_block_followed_by_code_is_cut_once(redactor: Redactor) -> None:
+    case = next(c for c in SECRET_CASES if c.id == "putty-key-file")
+    text = case.text + "\ndef main():\n    return 0\n"
+    once = redactor.redact(text, case.filename)
+    assert once.text.endswith("\ndef main():\n    return 0\n")
+    assert redactor.redact(once.text, case.filename).findings == ()
+
+
+def test_context_rules_decide_the_same_on_a_second_pass(redactor: Redactor) -> None:
+    # A token holding `sha` above a hex string must not act as digest context only until it is redacted.
+    token = "ghp_" + "shA" + rand(33)
+    text = f'GH = "{token}"\nsigning = "{rand(40, "0123456789abcdef")}"\n'
+    once = redactor.redact(text)
+    assert redactor.redact(once.text) == type(once)(once.text, ())
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_mixed_files_are_idempotent(redactor: Redactor, seed: int) -> None:
+    rng = random.Random(seed)
+    lines = [c.text for c in rng.sample(ALL_CASES, 30)]
+    text = "\n".join(lines)
+    once = redactor.redact(text)
+    assert redactor.redact(once.text).findings == ()
+    assert once.text.count("\n") == text.count("\n")
