@@ -2,16 +2,22 @@
 
 Detection reuses detect-secrets' plugin regexes, entropy maths and heuristic filters, but not its scan
 loop: the naive per-line `scan_line` runs every plugin on every line (and its "eager" entropy search
-flags plain words such as `system`). Here a cheap gate first finds the few lines that could hold a
-secret (literal needles searched once over the whole text, plus a handful of whole-text regexes), and
-only those lines meet the detectors. Results are cached by a hash of the text.
+flags plain words such as `system`). Here one pass over the lower-cased text with a trie-shaped regex
+of literal needles (`ghp_`, `password`, `eyj`, ...) plus a few literal-prefixed whole-text regexes
+finds the few lines that could hold a secret, and only those lines meet the detectors that fired.
+Results are cached by a hash of the text (and of the part of the file name that changes the rules).
 
-Deliberate choices (see bench/README.md, "redaction", for the figures they were tuned against):
+Deliberate choices (bench/README.md, "redaction", has the figures they were tuned against):
 * Public IP addresses (detect-secrets' IPPublicDetector) are not redacted: an address is not a
   credential, and code is full of them.
-* High-entropy strings count only inside quotes, with extra shape rules (see `_entropy_kind`).
+* High-entropy strings count inside quotes, or as a line of their own that is not part of a data
+  block, with extra shape rules (see `_entropy_kind`); hex ones only with no digest, UUID or
+  test-vector words nearby.
 * Keyword assignments follow detect-secrets' per-file-type regexes; unquoted values count only in
   config-like files (YAML, INI, .env, shell, ...), since in code they are variables.
+* Regexes of detect-secrets that backtrack badly are rewritten to the same language (`_hardened`),
+  and long lines are scanned in windows around their triggers: the pathological lines in
+  tests/unit/test_redaction.py, which took minutes, now take milliseconds.
 * `pragma: allowlist secret` comments are not honoured: they make CI quiet, they do not make a
   secret safe to store.
 """
@@ -743,118 +749,10 @@ def _has_key_material(segment: str) -> bool:
 
 
 # --------------------------------------------------------------------------------------------------
-
+# Scanning: the gate, windows over long lines, overlapping spans.
 
 _TOKEN_RULES = _token_rules()
 _KEY_NEEDLES = ("private key", "putty-user-key-file")
-
-
-class Redactor:
-    """Finds secrets in text and replaces them with `<REDACTED:kind>`; thread-safe, with an LRU cache."""
-
-    def __init__(self, cache_entries: int = 2048, cache_chars: int = 64_000_000) -> None:
-        self._cache: OrderedDict[tuple[bytes, str], tuple[str | None, tuple[Finding, ...]]] = OrderedDict()
-        self._cache_chars = 0
-        self._max_entries = cache_entries
-        self._max_chars = cache_chars
-        self._lock = threading.Lock()
-        self.hits = 0
-        self.misses = 0
-
-    def redact(self, text: str, filename: str | None = None) -> RedactionResult:
-        """Redact every secret in `text`; `filename` (any path or name) selects the keyword rules."""
-        key = (
-            hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest(),
-            _mode(filename),
-        )
-        with self._lock:
-            cached = self._cache.get(key)
-            if cached is not None:
-                self._cache.move_to_end(key)
-                self.hits += 1
-        if cached is not None:
-            redacted, findings = cached
-            return RedactionResult(text if redacted is None else redacted, findings)
-        result = self._scan(text, filename)
-        # Unchanged text is stored as None: the cache keeps redacted copies only, never an original.
-        entry = (result.text if result.findings else None, result.findings)
-        size = len(result.text) if result.findings else 0
-        with self._lock:
-            self.misses += 1
-            if key not in self._cache:
-                self._cache[key] = entry
-                self._cache_chars += size
-                while len(self._cache) > self._max_entries or self._cache_chars > self._max_chars:
-                    _, (old, _f) = self._cache.popitem(last=False)
-                    self._cache_chars -= len(old) if old is not None else 0
-        return result
-
-    def redact_lines(self, lines: list[str], filename: str | None = None) -> list[str]:
-        """Redact a list of lines (with or without line endings); the list keeps its length."""
-        if not lines:
-            return []
-        if any("\n" in ln[:-1] for ln in lines):
-            raise ValueError("a line may contain a newline only at its end")
-        keepends = bool(lines) and all(ln.endswith("\n") for ln in lines[:-1]) and lines[0].endswith("\n")
-        if keepends:
-            text = "".join(lines)
-            out = self.redact(text, filename).text.split("\n")
-            redacted = [ln + "\n" for ln in out[:-1]] + ([out[-1]] if out[-1] else [])
-        else:
-            redacted = self.redact("\n".join(lines), filename).text.split("\n")
-        if len(redacted) != len(lines):  # pragma: no cover - redaction never adds or removes newlines
-            raise AssertionError("redaction changed the number of lines")
-        return redacted
-
-    def clear_cache(self) -> None:
-        """Forget every cached result."""
-        with self._lock:
-            self._cache.clear()
-            self._cache_chars = 0
-
-    def _scan(self, text: str, filename: str | None) -> RedactionResult:
-        todo = _gate(text)
-        if not todo:
-            return RedactionResult(text, ())
-        lines = text.split("\n")
-        spans: dict[int, list[tuple[int, int, int, str]]] = {}
-        key_lines = [idx for idx, rules in todo.items() if _KEY_GATE_RULE in rules]
-        for idx, key_spans in _private_key_spans(lines, key_lines).items():
-            spans[idx] = [(a, b, 5, "private_key") for a, b in key_spans]
-        kw_regexes = keyword_regexes(filename)
-        lock_file = bool(filename) and heuristic.is_lock_file(filename or "")
-        findings: list[Finding] = []
-        # In line order, each line replaced before the next is looked at: rules that read the lines
-        # above (hex context, doctest prompts) then see what a second pass would see, which keeps
-        # redaction idempotent (a token above that happens to contain `sha` is gone by then).
-        for idx in sorted(todo.keys() | spans.keys()):
-            found = spans.get(idx, [])
-            content = lines[idx].removesuffix("\r")
-            rules = todo.get(idx, {})
-            for rule, offsets in rules.items():
-                if (
-                    rule is _KEY_GATE_RULE
-                    or (rule.kind == "high_entropy" and lock_file)
-                    or (rule is _BARE_ENTROPY_RULE and _ENTROPY_RULE in rules)  # the same function
-                ):
-                    continue
-                for ws, we in _windows(len(content), offsets):
-                    window = content if we - ws == len(content) else content[ws:we]
-                    for a, b, kind in _rule_spans(rule, window, lines, idx, kw_regexes):
-                        if not PLACEHOLDER_RE.fullmatch(window, a, b):
-                            found.append((ws + a, ws + b, rule.priority, kind))
-            if found:
-                lines[idx], kinds = _apply(lines[idx], found)
-                findings.extend(Finding(idx + 1, k) for k in kinds)
-        if not findings:
-            return RedactionResult(text, ())
-        return RedactionResult("\n".join(lines), tuple(findings))
-
-
-LONG_LINE = 4096
-_WINDOW_BEFORE = 1024
-_WINDOW_AFTER = 4096
-_CHUNK = 16384
 
 
 def _windows(length: int, offsets: list[int]) -> Iterator[Span]:
@@ -994,6 +892,117 @@ def _gate(text: str) -> dict[int, dict[_Rule, list[int]]]:
 
 
 _NEWLINE = re.compile("\n")
+
+# --------------------------------------------------------------------------------------------------
+
+
+class Redactor:
+    """Finds secrets in text and replaces them with `<REDACTED:kind>`; thread-safe, with an LRU cache."""
+
+    def __init__(self, cache_entries: int = 2048, cache_chars: int = 64_000_000) -> None:
+        self._cache: OrderedDict[tuple[bytes, str], tuple[str | None, tuple[Finding, ...]]] = OrderedDict()
+        self._cache_chars = 0
+        self._max_entries = cache_entries
+        self._max_chars = cache_chars
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+
+    def redact(self, text: str, filename: str | None = None) -> RedactionResult:
+        """Redact every secret in `text`; `filename` (any path or name) selects the keyword rules."""
+        key = (
+            hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest(),
+            _mode(filename),
+        )
+        with self._lock:
+            cached = self._cache.get(key)
+            if cached is not None:
+                self._cache.move_to_end(key)
+                self.hits += 1
+        if cached is not None:
+            redacted, findings = cached
+            return RedactionResult(text if redacted is None else redacted, findings)
+        result = self._scan(text, filename)
+        # Unchanged text is stored as None: the cache keeps redacted copies only, never an original.
+        entry = (result.text if result.findings else None, result.findings)
+        size = len(result.text) if result.findings else 0
+        with self._lock:
+            self.misses += 1
+            if key not in self._cache:
+                self._cache[key] = entry
+                self._cache_chars += size
+                while len(self._cache) > self._max_entries or self._cache_chars > self._max_chars:
+                    _, (old, _f) = self._cache.popitem(last=False)
+                    self._cache_chars -= len(old) if old is not None else 0
+        return result
+
+    def redact_lines(self, lines: list[str], filename: str | None = None) -> list[str]:
+        """Redact a list of lines (with or without line endings); the list keeps its length."""
+        if not lines:
+            return []
+        if any("\n" in ln[:-1] for ln in lines):
+            raise ValueError("a line may contain a newline only at its end")
+        keepends = bool(lines) and all(ln.endswith("\n") for ln in lines[:-1]) and lines[0].endswith("\n")
+        if keepends:
+            text = "".join(lines)
+            out = self.redact(text, filename).text.split("\n")
+            redacted = [ln + "\n" for ln in out[:-1]] + ([out[-1]] if out[-1] else [])
+        else:
+            redacted = self.redact("\n".join(lines), filename).text.split("\n")
+        if len(redacted) != len(lines):  # pragma: no cover - redaction never adds or removes newlines
+            raise AssertionError("redaction changed the number of lines")
+        return redacted
+
+    def clear_cache(self) -> None:
+        """Forget every cached result."""
+        with self._lock:
+            self._cache.clear()
+            self._cache_chars = 0
+
+    def _scan(self, text: str, filename: str | None) -> RedactionResult:
+        todo = _gate(text)
+        if not todo:
+            return RedactionResult(text, ())
+        lines = text.split("\n")
+        spans: dict[int, list[tuple[int, int, int, str]]] = {}
+        key_lines = [idx for idx, rules in todo.items() if _KEY_GATE_RULE in rules]
+        for idx, key_spans in _private_key_spans(lines, key_lines).items():
+            spans[idx] = [(a, b, 5, "private_key") for a, b in key_spans]
+        kw_regexes = keyword_regexes(filename)
+        lock_file = bool(filename) and heuristic.is_lock_file(filename or "")
+        findings: list[Finding] = []
+        # In line order, each line replaced before the next is looked at: rules that read the lines
+        # above (hex context, doctest prompts) then see what a second pass would see, which keeps
+        # redaction idempotent (a token above that happens to contain `sha` is gone by then).
+        for idx in sorted(todo.keys() | spans.keys()):
+            found = spans.get(idx, [])
+            content = lines[idx].removesuffix("\r")
+            rules = todo.get(idx, {})
+            for rule, offsets in rules.items():
+                if (
+                    rule is _KEY_GATE_RULE
+                    or (rule.kind == "high_entropy" and lock_file)
+                    or (rule is _BARE_ENTROPY_RULE and _ENTROPY_RULE in rules)  # the same function
+                ):
+                    continue
+                for ws, we in _windows(len(content), offsets):
+                    window = content if we - ws == len(content) else content[ws:we]
+                    for a, b, kind in _rule_spans(rule, window, lines, idx, kw_regexes):
+                        if not PLACEHOLDER_RE.fullmatch(window, a, b):
+                            found.append((ws + a, ws + b, rule.priority, kind))
+            if found:
+                lines[idx], kinds = _apply(lines[idx], found)
+                findings.extend(Finding(idx + 1, k) for k in kinds)
+        if not findings:
+            return RedactionResult(text, ())
+        return RedactionResult("\n".join(lines), tuple(findings))
+
+
+LONG_LINE = 4096
+_WINDOW_BEFORE = 1024
+_WINDOW_AFTER = 4096
+_CHUNK = 16384
+
 
 _default: Redactor | None = None
 _default_lock = threading.Lock()
