@@ -1,4 +1,4 @@
-"""`python -m bench [overhead|batching|scaling|ingest|retrieval|all]`: run benchmarks, print tables, write JSON.
+"""`python -m bench [overhead|batching|scaling|ingest|retrieval|redaction|all]`: run benchmarks, print tables, write JSON.
 
 The Serve stack starts only for benchmarks that need it. `python -m bench fuzz` is separate: schema-driven
 fuzzing of the API in-process (no Ray), see bench/fuzz.py.
@@ -13,7 +13,7 @@ import time
 import warnings
 from pathlib import Path
 
-from bench import batching, fuzz, ingest, overhead, retrieval, scaling
+from bench import batching, fuzz, ingest, overhead, redaction, retrieval, scaling
 from bench.report import RESULTS_DIR, Table
 from bench.stack import Stack
 
@@ -24,6 +24,7 @@ BENCHMARKS = {
     "scaling": scaling,
     "ingest": ingest,
     "retrieval": retrieval,
+    "redaction": redaction,
 }
 
 
@@ -109,7 +110,8 @@ def main(argv: list[str] | None = None) -> int:
                 str(path.relative_to(Path.cwd())) if path.is_relative_to(Path.cwd()) else str(path),
             )
     finally:
-        stack.stop()
+        if needs_stack:
+            stack.stop()
     print()
     print(summary.render())
     print(f"\ntotal {time.perf_counter() - began:.0f} s")
