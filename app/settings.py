@@ -54,6 +54,10 @@ class Settings(BaseSettings):
     max_context_chars: int = Field(default=200_000, gt=0)
     max_models_per_request: int = Field(default=8, gt=0)
 
+    # Secrets in code are replaced by placeholders before anything is stored or logged; this also
+    # redacts what the models see (turn off only for models you host yourself and trust with secrets).
+    redact_model_input: bool = True
+
     # Telemetry: writer actors draining the Redis stream; how long answers stay readable from Redis.
     telemetry_writers: int = Field(default=1, ge=1, le=16)
     telemetry_batch_size: int = Field(default=2000, ge=1, le=10_000)

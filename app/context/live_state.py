@@ -28,6 +28,7 @@ from redis.exceptions import WatchError
 
 from app.context.edits import EditError, LineChange, apply_changes, required_length, validate
 from app.errors import PayloadTooLarge, ServiceUnavailable, Unprocessable
+from app.redaction import default_redactor
 
 PREFIX = "c4m:ctx:"
 DIRTY_KEY = f"{PREFIX}dirty"
@@ -139,9 +140,9 @@ async def apply_updates(
                 changed: dict[str, list[str]] = {}
                 for path, raw in zip(paths, stored, strict=True):
                     old = decode_lines(raw) or []
-                    new = apply_changes(old, updates[path])
-                    # Redaction call site: `new` (the whole file, so that secrets spanning lines are seen) goes
-                    # through app.redaction here, before it is stored, indexed or answered.
+                    # The whole file is redacted (secrets may span lines, e.g. private keys) before it is
+                    # stored, indexed or answered; line counts stay, so the plugin's next diffs still apply.
+                    new = default_redactor().redact_lines(apply_changes(old, updates[path]), filename=path)
                     if file_chars(new) > max_file_chars:
                         raise PayloadTooLarge(
                             f"context_updates[{path!r}]: the file would have {file_chars(new)} characters,"

@@ -24,7 +24,9 @@ from app.schemas.chat import (
     ChatMessageItem,
     ChatRequest,
 )
+from app.redaction import redact
 from app.schemas.user import Preference
+from app.services.completions import redact_context
 from app.state import AppState, ModelInfo
 from app.telemetry.events import (
     BehavioralRow,
@@ -157,10 +159,17 @@ async def request_chat(
     owner = await _owner(state, db, body.chat_id)
     if owner is not None and owner[0] != user.user_id:
         raise Forbidden("This chat belongs to another user")
-    title = owner[1] if owner is not None else title_for(body.messages)
+    redacted = body.model_copy(
+        update={
+            "context": redact_context(body.context),
+            "messages": [(role, redact(content)) for role, content in body.messages],
+        }
+    )
+    title = owner[1] if owner is not None else title_for(redacted.messages)
 
     started = time.perf_counter()
-    messages = model_messages(body)
+    # Secrets never reach storage; whether the models see them is a setting (default: they do not).
+    messages = model_messages(redacted if state.settings.redact_model_input else body)
     answers = await asyncio.gather(*(_answer(state, m, messages, on_piece) for m in models))
     total_ms = int((time.perf_counter() - started) * 1000)
 
@@ -182,7 +191,7 @@ async def request_chat(
             total_serving_time_ms=total_ms,
             chat_id=body.chat_id,
             web_enabled=body.web_enabled,
-            context=ContextRow(context_id=uuid.uuid4(), **body.context.model_dump()) if keep_text else None,
+            context=ContextRow(context_id=uuid.uuid4(), **redacted.context.model_dump()) if keep_text else None,
             contextual=(
                 ContextualRow(contextual_telemetry_id=uuid.uuid4(), **ct.model_dump())
                 if ct is not None and prefs.store_contextual_telemetry and body.store_contextual_telemetry is not False
@@ -195,11 +204,12 @@ async def request_chat(
             ),
         )
     )
-    user_text = body.messages[-1][1]
+    user_text = redacted.messages[-1][1]
     if keep_text:
         events.append(ChatMessageEvent(message_id=uuid.uuid4(), chat_id=body.chat_id, meta_query_id=meta_query_id, role="user", content=user_text, created_at=now))
     responses: list[ChatCompletionItem | ChatCompletionErrorItem] = []
-    for model, (text, ms, error) in zip(models, answers, strict=True):
+    for model, (raw_text, ms, error) in zip(models, answers, strict=True):
+        text = redact(raw_text) if raw_text is not None else None  # a model may echo or invent a secret
         events.append(
             GenerationEvent(meta_query_id=meta_query_id, model_id=model.model_id, completion=text or "", generation_time_ms=ms, error=error, created_at=utcnow(), chat_id=body.chat_id)
         )

@@ -16,7 +16,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app import tokens
 from app.errors import Conflict, Forbidden, NotFound, PayloadTooLarge, Unprocessable
+from app.redaction import redact
 from app.schemas.completion import (
+    CompletionContext,
     CompletionData,
     CompletionFailure,
     CompletionItem,
@@ -72,6 +74,18 @@ def check_request(state: AppState, body: CompletionRequest) -> None:
         raise PayloadTooLarge(
             f"Context of {size} characters is over the limit of {state.settings.max_context_chars}"
         )
+
+
+def redact_context(ctx: CompletionContext) -> CompletionContext:
+    """The context with every secret replaced by a placeholder (cached by content, so cheap when unchanged)."""
+    name = ctx.file_name
+    return ctx.model_copy(
+        update={
+            "prefix": redact(ctx.prefix, name),
+            "suffix": redact(ctx.suffix, name),
+            "selected_text": redact(ctx.selected_text, name) if ctx.selected_text else ctx.selected_text,
+        }
+    )
 
 
 def model_payload(body: CompletionRequest) -> dict[str, Any]:
@@ -216,7 +230,9 @@ async def request_completion(
     """Ask every requested model concurrently, queue the query and generations for storage, answer all slots."""
     models = resolve_models(state, body.model_ids)
     check_request(state, body)
-    payload = model_payload(body)
+    redacted = body.model_copy(update={"context": redact_context(body.context)})
+    # Secrets never reach storage; whether the models see them is a setting (default: they do not).
+    payload = model_payload(redacted if state.settings.redact_model_input else body)
     meta_query_id = uuid.uuid4()
     started = time.perf_counter()
 
@@ -232,7 +248,7 @@ async def request_completion(
     data = CompletionData(meta_query_id=meta_query_id, completions=slots)
     # One round trip: the events for the writers, and the answer kept readable until they are written.
     pipe = state.redis.pipeline(transaction=False)
-    add_events(pipe, [query_event(user, session, project, body, meta_query_id, total_ms), *generations])
+    add_events(pipe, [query_event(user, session, project, redacted, meta_query_id, total_ms), *generations])
     ttl = state.settings.query_cache_ttl_s
     pipe.set(_query_key(meta_query_id), _CachedQuery(user_id=user.user_id, data=data).model_dump_json(), ex=ttl)
     tokens.index_for_user(pipe, user.user_id, _query_key(meta_query_id), ttl)  # so account deletion finds it
@@ -299,7 +315,7 @@ async def feedback(state: AppState, db: AsyncSession, user: User, body: Feedback
         meta_query_id=body.meta_query_id,
         model_id=body.model_id,
         was_accepted=body.was_accepted,
-        ground_truth=body.ground_truth,
+        ground_truth=redact(body.ground_truth) if body.ground_truth is not None else None,
         timestamp=utcnow(),
     )
     await publish(state.redis, [event])

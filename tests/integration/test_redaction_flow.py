@@ -1,0 +1,55 @@
+"""Secrets are redacted on every path into storage and (by default) into models, on real PostgreSQL and Redis."""
+
+from __future__ import annotations
+
+import uuid
+
+from sqlalchemy import select
+
+from db.tables import ChatMessage, Context, GroundTruth, MetaQuery
+from tests.utils import payloads as P
+from tests.utils.asgi_api import model_id, settle, signed_in
+
+# Built at run time so that no secret-looking literal sits in the repository.
+GITHUB_TOKEN = "ghp_" + "A1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q7r8"
+AWS_KEY = "AKIA" + "Z7XQ2MLK4PRT9WNB"
+
+
+async def test_completion_chat_feedback_and_context_never_store_or_send_secrets(api) -> None:
+    client, state = api
+    c, _ = await signed_in(client)
+    sid = model_id(state, "scripted")
+    prefix = f'import os\nGITHUB = "{GITHUB_TOKEN}"\naws_key = "{AWS_KEY}"\n\ndef main():\n    return os.'
+    r = await c.post("/api/completion/request", json=P.completion_request([sid], prefix=prefix))
+    assert r.status_code == 200, r.text
+    qid = uuid.UUID(r.json()["data"]["meta_query_id"])
+    sent = [req for name, req in state.gateway.calls if name == "scripted"][-1]  # type: ignore[attr-defined]
+    assert GITHUB_TOKEN not in sent["prefix"] and AWS_KEY not in sent["prefix"] and "<REDACTED:" in sent["prefix"]
+    assert sent["prefix"].endswith("return os.") and sent["prefix"].count("\n") == prefix.count("\n")
+    r = await c.post("/api/completion/feedback", json={"meta_query_id": str(qid), "model_id": sid, "was_accepted": True, "ground_truth": f"token = '{GITHUB_TOKEN}'"})
+    assert r.status_code == 200
+
+    chat_id = uuid.uuid4()
+    chat = {"model_ids": [model_id(state, "chatty")], "chat_id": str(chat_id), "messages": [["user", f"why does {GITHUB_TOKEN} fail?"]]}
+    r = await c.post("/api/chat/request", json=chat)
+    assert r.status_code == 200, r.text
+    assert GITHUB_TOKEN not in r.text  # the answer quoted the (redacted) question
+
+    r = await c.post("/api/completion/multi-file-context/update", json={"context_updates": {"settings.py": [{"change_type": "insert", "start_line": 0, "end_line": 0, "new_lines": ["DEBUG = True", f'AWS = "{AWS_KEY}"']}]}})
+    assert r.status_code == 200, r.text
+    lines = r.json()["data"]["settings.py"]
+    assert lines[0] == "DEBUG = True" and AWS_KEY not in lines[1] and "<REDACTED:" in lines[1]
+
+    await settle(state)
+    async with state.sessionmaker() as db:
+        meta = await db.get(MetaQuery, qid)
+        assert meta is not None and meta.context_id is not None
+        context = await db.get(Context, meta.context_id)
+        assert context is not None and "return os." in context.prefix
+        truths = (await db.execute(select(GroundTruth).where(GroundTruth.meta_query_id == qid))).scalars().all()
+        messages = (await db.execute(select(ChatMessage).where(ChatMessage.chat_id == chat_id))).scalars().all()
+    stored = [context.prefix, *(t.ground_truth for t in truths), *(m.content for m in messages)]
+    assert len(stored) == 4
+    for text in stored:
+        assert GITHUB_TOKEN not in text and AWS_KEY not in text
+    assert all("<REDACTED:" in text for text in stored[1:3])
