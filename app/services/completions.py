@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app import tokens
 from app.errors import Conflict, Forbidden, NotFound, PayloadTooLarge, Unprocessable
+from app.context.retrieval import snippets_for
 from app.redaction import redact
 from app.schemas.completion import (
     CompletionContext,
@@ -233,6 +234,19 @@ async def request_completion(
     redacted = body.model_copy(update={"context": redact_context(body.context)})
     # Secrets never reach storage; whether the models see them is a setting (default: they do not).
     payload = model_payload(redacted if state.settings.redact_model_input else body)
+    prefs = Preference.model_validate(user.preference or {})
+    # The project's other files most relevant to the cursor (from the redacted live state or the index).
+    payload["context_snippets"] = await snippets_for(
+        state,
+        project.project_id,
+        body.contextual_telemetry.file_path or body.context.file_name or "",
+        payload["prefix"],
+        payload["suffix"],
+        body.context.context_files,
+        state.settings.context_snippet_budget_chars,
+        _stored(body.store_context, prefs.store_context),
+        user_id=user.user_id,
+    )
     meta_query_id = uuid.uuid4()
     started = time.perf_counter()
 

@@ -192,3 +192,23 @@ async def test_malformed_json_is_422(api) -> None:
     client, _ = api
     r = await client.post("/api/user/create", content=b"{not json", headers={"content-type": "application/json"})
     assert r.status_code == 422
+
+
+async def test_completion_with_all_context_files_gets_snippets_of_other_files(api) -> None:
+    client, state = api
+    c, _ = await signed_in(client)
+    sid = model_id(state, "scripted")
+    helper = ["def read_config(path):", "    with open(path) as handle:", "        return json.load(handle)"]
+    update = {"change_type": "insert", "start_line": 0, "end_line": 0, "new_lines": helper}
+    r = await c.post("/api/completion/multi-file-context/update", json={"context_updates": {"src/config.py": [update]}})
+    assert r.status_code == 200, r.text
+    body = P.completion_request([sid], prefix="from config import read_config\n\nsettings = read_config(", suffix=")\n")
+    body["context"]["context_files"] = ["*"]
+    r = await c.post("/api/completion/request", json=body)
+    assert r.status_code == 200, r.text
+    sent = [req for name, req in state.gateway.calls if name == "scripted"][-1]  # type: ignore[attr-defined]
+    assert [s["path"] for s in sent["context_snippets"]] == ["src/config.py"]
+    assert "def read_config(path):" in sent["context_snippets"][0]["text"]
+    body["context"]["context_files"] = []
+    r = await c.post("/api/completion/request", json=body)
+    assert [req for name, req in state.gateway.calls if name == "scripted"][-1]["context_snippets"] == []  # type: ignore[attr-defined]
