@@ -29,7 +29,9 @@ from starlette.websockets import WebSocketState
 from app import deps, ratelimit
 from app.errors import DomainError
 from app.routing import SlashTolerantRouter
+from app.context.updates import update_context
 from app.schemas.chat import ChatRequest
+from app.schemas.context import MultiFileContextUpdate
 from app.schemas.completion import CompletionRequest, FeedbackData, FeedbackRequest, FeedbackResponse
 from app.services import chats, completions
 from app.state import AppState, ModelInfo
@@ -225,7 +227,16 @@ async def _chat_delete(conn: Connection, body: Any, request_id: str | None) -> A
     return {"message": "Chat deleted successfully", "chat_id": str(request.chat_id)}
 
 
+async def _context_update(conn: Connection, body: Any, request_id: str | None) -> Any:
+    request = MultiFileContextUpdate.model_validate(body)
+    async with conn.state.sessionmaker() as db:
+        _u, _s, project = await conn.caller(db, need_project=True)
+        response = await update_context(conn.state, db, project, request)
+    return response.model_dump(mode="json")
+
+
 HANDLERS: dict[str, Handler] = {
+    "multi_file_context_update": _context_update,
     "completion_request": _completion_request,
     "completion_feedback": _completion_feedback,
     "chat_request": _chat_request,
@@ -233,6 +244,7 @@ HANDLERS: dict[str, Handler] = {
     "chat_delete": _chat_delete,
 }
 COMPLETION_OPS = {"completion_request", "completion_feedback", "cancel"}
+CONTEXT_OPS = {"multi_file_context_update", "cancel"}
 CHAT_OPS = {"chat_request", "chat_get", "chat_delete", "cancel"}
 
 
@@ -240,6 +252,12 @@ CHAT_OPS = {"chat_request", "chat_get", "chat_delete", "cancel"}
 async def completion_socket(ws: WebSocket) -> None:
     """Completion requests and feedback; per-model results as each model finishes."""
     await Connection(ws, ws.app.state.c4m, COMPLETION_OPS).serve()
+
+
+@router.websocket("/completion/multi-file-context")
+async def context_socket(ws: WebSocket) -> None:
+    """Multi-file context updates; each answers the redacted lines per file."""
+    await Connection(ws, ws.app.state.c4m, CONTEXT_OPS).serve()
 
 
 @router.websocket("/chat")

@@ -98,6 +98,12 @@ async def test_plugin_session_over_websockets(live) -> None:
         reply, _ = await until(ws, "completion_request_response", "ok")
         assert reply["completion_request_response"]["data"]["completions"][0]["completion"] == "read()"
 
+    async with websockets.connect(f"{base}/api/ws/completion/multi-file-context", additional_headers=cookie_header(c)) as ws:
+        change = {"change_type": "insert", "start_line": 0, "end_line": 0, "new_lines": ["x = 1", "42", "null"]}
+        await ws.send(json.dumps({"request_id": "m", "multi_file_context_update": {"context_updates": {"a.py": [change]}}}))
+        reply, _ = await until(ws, "multi_file_context_update_response", "m")
+        assert reply["multi_file_context_update_response"]["data"] == {"a.py": ["x = 1", "42", "null"]}
+
     chat_id = str(uuid.uuid4())
     chat = {
         "model_ids": [model_id(state, "chatty")],
