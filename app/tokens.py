@@ -44,6 +44,21 @@ def session_projects_key(session_token: str) -> str:
     return f"{PREFIX}session_projects:{session_token}"
 
 
+# A session's shadow outlives its token by this much, so the SessionReaper can still read what the
+# token stood for after Redis expired it (expiry events carry only the key name).
+SHADOW_GRACE_S = 24 * 3600
+
+
+def session_shadow_key(token: str) -> str:
+    """Redis copy of a session token's payload that outlives the token (for the expiry cascade)."""
+    return f"{PREFIX}session_shadow:{token}"
+
+
+def auth_sessions_key(auth_token: str) -> str:
+    """Redis set of the session tokens acquired with an auth token (ended when it expires)."""
+    return f"{PREFIX}auth_sessions:{auth_token}"
+
+
 def user_tokens_key(user_id: uuid.UUID) -> str:
     """Redis sorted set of the keys of every token issued to a user (auth, session, project, mailed), by expiry."""
     return f"{PREFIX}user_tokens:{user_id}"
@@ -142,6 +157,9 @@ async def issue_session(
     payload = {"user_id": str(user_id), "session_id": str(session_id), "auth_token": auth_token}
     async with redis.pipeline(transaction=True) as pipe:
         pipe.set(session_key(token), json.dumps(payload), ex=ttl_s)
+        pipe.set(session_shadow_key(token), json.dumps(payload), ex=ttl_s + SHADOW_GRACE_S)
+        pipe.sadd(auth_sessions_key(auth_token), token)
+        pipe.expire(auth_sessions_key(auth_token), ttl_s + SHADOW_GRACE_S)
         pipe.set(user_session_key(user_id), token, ex=ttl_s)
         index_for_user(pipe, user_id, session_key(token), ttl_s)
         await pipe.execute()
@@ -152,6 +170,7 @@ async def refresh_session(redis: Redis, token: str, user_id: uuid.UUID, ttl_s: i
     """Extend a reused session's lifetime."""
     async with redis.pipeline(transaction=True) as pipe:
         pipe.expire(session_key(token), ttl_s)
+        pipe.expire(session_shadow_key(token), ttl_s + SHADOW_GRACE_S)
         pipe.expire(user_session_key(user_id), ttl_s)
         index_for_user(pipe, user_id, session_key(token), ttl_s)  # its new expiry, or the index would drop it
         await pipe.execute()
@@ -168,7 +187,7 @@ async def resolve_session(redis: Redis, token: str) -> SessionInfo | None:
 async def end_session(redis: Redis, token: str, user_id: uuid.UUID) -> None:
     """Remove a session token, its project tokens and the user's live-session pointer."""
     project_tokens = await redis.smembers(session_projects_key(token))
-    keys = [session_key(token), session_projects_key(token)]
+    keys = [session_key(token), session_projects_key(token), session_shadow_key(token)]
     keys += [project_key(t.decode() if isinstance(t, bytes) else t) for t in project_tokens]
     async with redis.pipeline(transaction=True) as pipe:
         pipe.delete(*keys)

@@ -14,6 +14,7 @@ from app.main import create_app
 from app.settings import get_settings
 from app.state import AppState
 from deployments.retention import start_retention_sweeper
+from deployments.session_reaper import ensure_session_reaper
 from deployments.telemetry_writer import ensure_writers
 
 
@@ -64,6 +65,7 @@ class Ingress:
             redis_url, database_url, settings.telemetry_writers, {"batch_size": settings.telemetry_batch_size}
         )
         self.retention = start_retention_sweeper(database_url, settings.retention_sweep_interval_s)
+        self.reaper = ensure_session_reaper(redis_url, database_url)
         if embedder is not None:
             # Context updates only mark files dirty in Redis; this (idempotent) actor indexes them.
             from deployments.context_indexer import ensure_context_indexer
