@@ -26,7 +26,7 @@ from app.schemas.chat import (
 )
 from app.redaction import redact
 from app.schemas.user import Preference
-from app.services.completions import redact_context
+from app.services.completions import redact_context, resolve_models
 from app.state import AppState, ModelInfo
 from app.telemetry.events import (
     BehavioralRow,
@@ -72,21 +72,6 @@ def title_for(messages: list[tuple[str, str]]) -> str:
             if words:
                 return words if len(words) <= TITLE_CHARS else words[: TITLE_CHARS - 1].rstrip() + "…"
     return "Untitled chat"
-
-
-def resolve_chat_models(state: AppState, model_ids: list[int]) -> list[ModelInfo]:
-    """The requested chat models, in request order without duplicates; 422 for unknown or non-chat ids."""
-    if len(model_ids) > state.settings.max_models_per_request:
-        raise Unprocessable(f"At most {state.settings.max_models_per_request} models per request")
-    chosen = []
-    for model_id in dict.fromkeys(model_ids):
-        info = state.models.get(model_id)
-        if info is None:
-            raise Unprocessable(f"Unknown model id {model_id}")
-        if not info.is_chat:
-            raise Unprocessable(f"Model {model_id} ({info.name}) is not a chat model")
-        chosen.append(info)
-    return chosen
 
 
 def model_messages(body: ChatRequest) -> list[dict[str, str]]:
@@ -147,7 +132,7 @@ async def request_chat(
     on_piece: OnPiece | None = None,
 ) -> ChatHistoryResponse:
     """Ask every requested chat model, queue the turn for storage, answer with this turn's history item."""
-    models = resolve_chat_models(state, body.model_ids)
+    models = resolve_models(state, body.model_ids, chat=True)
     size = sum(len(c) for _r, c in body.messages) + len(body.context.prefix) + len(body.context.suffix)
     if size > state.settings.max_context_chars:
         raise PayloadTooLarge(f"Chat of {size} characters is over the limit of {state.settings.max_context_chars}")

@@ -44,8 +44,8 @@ log = logging.getLogger(__name__)
 MANUAL_TRIGGER_ID = 1
 
 
-def resolve_models(state: AppState, model_ids: list[int]) -> list[ModelInfo]:
-    """The requested completion models in request order, without duplicates; 422 for unknown ids."""
+def resolve_models(state: AppState, model_ids: list[int], *, chat: bool = False) -> list[ModelInfo]:
+    """The requested models (completion or chat ones) in request order, without duplicates; 422 otherwise."""
     if len(model_ids) > state.settings.max_models_per_request:
         raise Unprocessable(f"At most {state.settings.max_models_per_request} models per request")
     chosen: list[ModelInfo] = []
@@ -53,8 +53,10 @@ def resolve_models(state: AppState, model_ids: list[int]) -> list[ModelInfo]:
         info = state.models.get(model_id)
         if info is None:
             raise Unprocessable(f"Unknown model id {model_id}")
-        if info.is_chat:
+        if info.is_chat and not chat:
             raise Unprocessable(f"Model {model_id} ({info.name}) is a chat model, not a completion model")
+        if chat and not info.is_chat:
+            raise Unprocessable(f"Model {model_id} ({info.name}) is not a chat model")
         chosen.append(info)
     return chosen
 
