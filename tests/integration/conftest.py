@@ -156,17 +156,25 @@ def app_settings(services: ServiceUrls):  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture(scope="session")
-def serve_app(ray_cluster: None, app_settings, test_models: dict[str, Path]) -> Iterator[str]:  # type: ignore[no-untyped-def]
-    """The Serve application (ingress + models + embedder) on a real local Ray; yields its base URL."""
+def serve_http(ray_cluster: None) -> Iterator[str]:
+    """Serve started once with its HTTP proxy on a free port (a second serve.start would keep the first port)."""
     from ray import serve
-
-    from serve.builder import build_application
 
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
-    app = build_application({"models": registry(test_models), "embedding": {"enabled": True}}, settings=app_settings, migrate=False)
-    serve.run(app, name="code4me", route_prefix="/")
     try:
         yield f"http://127.0.0.1:{port}"
     finally:
         serve.shutdown()
+
+
+@pytest.fixture(scope="session")
+def serve_app(serve_http: str, app_settings, test_models: dict[str, Path]) -> str:  # type: ignore[no-untyped-def]
+    """The Serve application (ingress + models + embedder) on a real local Ray; returns its base URL."""
+    from ray import serve
+
+    from serve.builder import build_application
+
+    app = build_application({"models": registry(test_models), "embedding": {"enabled": True}}, settings=app_settings, migrate=False)
+    serve.run(app, name="code4me", route_prefix="/")
+    return serve_http

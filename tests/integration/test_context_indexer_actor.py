@@ -18,20 +18,18 @@ from app.context.live_state import Owner, apply_updates
 from db.engine import make_engine, make_sessionmaker
 from db.tables import ContextChunk, Project, ProjectMember, User
 from serve.embedded import ServiceUrls
-from tests.integration.conftest import free_port
 
 APP = "ctx-indexer-test"
 NAMESPACE = f"ctx-test-{uuid.uuid4().hex[:8]}"
 
 
 @pytest.fixture(scope="module")
-def embedder_app(ray_cluster: None) -> Iterator[str]:
+def embedder_app(serve_http: str) -> Iterator[str]:
     """Only the embedder deployment, as an application of its own."""
     from ray import serve
 
     from deployments.embedder import Embedder
 
-    serve.start(http_options={"host": "127.0.0.1", "port": free_port()})
     serve.run(Embedder.options(name="embedder", num_replicas=1).bind(), name=APP, route_prefix=None)
     try:
         yield APP
