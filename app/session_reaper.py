@@ -28,7 +28,6 @@ from db.engine import make_engine, make_sessionmaker
 from db.tables import Session, SessionProject, utcnow
 
 log = logging.getLogger(__name__)
-EXPIRED_CHANNEL = "__keyevent@*__:expired"
 
 
 class SessionReaper:
@@ -68,7 +67,8 @@ class SessionReaper:
     async def _listen(self) -> None:
         await self._enable_notifications()
         pubsub = self.redis.pubsub()
-        await pubsub.psubscribe(EXPIRED_CHANNEL)
+        db = int(self.redis.connection_pool.connection_kwargs.get("db", 0) or 0)
+        await pubsub.subscribe(f"__keyevent@{db}__:expired")  # this database's expiries only
         try:
             await self.sweep()
             next_sweep = time.monotonic() + self.sweep_interval_s

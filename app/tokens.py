@@ -239,10 +239,12 @@ async def revoke_user(redis: Redis, user_id: uuid.UUID) -> None:
     keys: list[str] = [m.decode() if isinstance(m, bytes) else str(m) for m in members]
     session_prefix = session_key("")
     doomed: list[str] = [user_tokens_key(user_id), user_session_key(user_id), *keys]
+    auth_prefix = auth_key("")
+    doomed += [auth_sessions_key(k[len(auth_prefix) :]) for k in keys if k.startswith(auth_prefix)]
     for key in keys:
         if key.startswith(session_prefix):
             token = key[len(session_prefix) :]
             project_tokens = await redis.smembers(session_projects_key(token))
-            doomed.append(session_projects_key(token))
+            doomed += [session_projects_key(token), session_shadow_key(token)]
             doomed += [project_key(t.decode() if isinstance(t, bytes) else t) for t in project_tokens]
     await redis.delete(*doomed)

@@ -49,13 +49,15 @@ class TelemetryWriterActor:
         return os.getpid()
 
 
-def ensure_writers(redis_url: str, database_url: str, count: int, options: dict[str, Any] | None = None) -> list[ActorHandle]:
+def ensure_writers(
+    redis_url: str, database_url: str, count: int, options: dict[str, Any] | None = None, namespace: str = NAMESPACE
+) -> list[ActorHandle]:
     """Start the writer actors unless they run already (any ingress replica may call this, at any time)."""
     handles = []
     for i in range(count):
         handles.append(
             TelemetryWriterActor.options(  # type: ignore[attr-defined]
-                name=writer_name(i), namespace=NAMESPACE, lifetime="detached", get_if_exists=True
+                name=writer_name(i), namespace=namespace, lifetime="detached", get_if_exists=True
             ).remote(redis_url, database_url, writer_name(i), options)
         )
     return handles

@@ -152,7 +152,14 @@ def app_settings(services: ServiceUrls):  # type: ignore[no-untyped-def]
     """Settings pointing the application at the embedded services."""
     from app.settings import Settings
 
-    return Settings(environment="test", database_url=services.database_url, redis_url=services.redis_url)
+    # Its own Redis database: the Serve app's writer and reaper actors live all session long and must not
+    # consume the telemetry stream (or expiry events) of the in-process apps of other test modules.
+    return Settings(environment="test", database_url=services.database_url, redis_url=ray_app_redis_url(services.redis_url))
+
+
+def ray_app_redis_url(url: str) -> str:
+    """The embedded Redis URL pointed at database 1."""
+    return url.replace("?db=0", "?db=1") if "?db=0" in url else url.rstrip("/") + "/1"
 
 
 @pytest.fixture(scope="session")

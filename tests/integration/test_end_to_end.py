@@ -26,6 +26,7 @@ from db.tables import (
     Session,
 )
 from serve.embedded import ServiceUrls
+from tests.integration.conftest import ray_app_redis_url
 from tests.utils import payloads as P
 
 
@@ -97,7 +98,7 @@ def test_plugin_flow_end_to_end(serve_app: str, services: ServiceUrls) -> None:
             assert r.status_code == 200, r.text
 
     # The telemetry writer actor stores the query asynchronously.
-    asyncio.run(_drained(services.redis_url))
+    asyncio.run(_drained(ray_app_redis_url(services.redis_url)))
     rows = asyncio.run(_rows(services.database_url, qid))
     assert rows["meta"].query_type == "completion" and rows["meta"].total_serving_time_ms is not None
     assert rows["completion_query"] is not None

@@ -162,7 +162,7 @@ def test_writer_actor_killed_mid_stream_loses_nothing(ray_cluster: None, service
         for q in queries
     ]
     assert len(events) + len(feedbacks) == 10_000
-    (handle,) = ensure_writers(services.redis_url, services.database_url, 1, {"batch_size": 200})
+    (handle,) = ensure_writers(services.redis_url, services.database_url, 1, {"batch_size": 200}, namespace="code4me-test-writers")
     pid_before = ray.get(handle.pid.remote(), timeout=60)
 
     async def load_and_kill() -> None:
