@@ -107,10 +107,8 @@ class Credentials:
     def __init__(self, client: asgi.ASGIClient, model_ids: list[int]) -> None:
         self.client = client
         self.model_ids = model_ids
-        email = P.new_email()
-        self._ok(client.post("/api/user/create", json=P.user_create(email)))
-        signed_in = self._ok(client.post("/api/user/authenticate", json=P.authenticate(email)))
-        self.auth_token = signed_in.cookies["auth_token"]
+        self.auth_token = ""
+        self._sign_up()
         self.project_id = ""
         self.cookies: dict[str, str] = {}
         self.renew()
@@ -135,11 +133,24 @@ class Credentials:
         )
         return response
 
-    def renew(self) -> None:
-        """A live session and project token for the same user (a new project if the old one was deleted)."""
+    def _sign_up(self) -> None:
+        """A new fuzz user, signed in."""
+        email = P.new_email()
+        self._ok(self.client.post("/api/user/create", json=P.user_create(email)))
+        signed_in = self._ok(self.client.post("/api/user/authenticate", json=P.authenticate(email)))
+        self.auth_token = signed_in.cookies["auth_token"]
         self.client.cookies.clear()
+
+    def renew(self) -> None:
+        """A live session and project token (a new project if the old one was deleted, a new user if the
+        account was deleted or its tokens revoked by a case)."""
+        self.client.cookies.clear()
+        acquired = self.client.get("/api/session/acquire", cookies={"auth_token": self.auth_token})
+        if acquired.status_code == 401:
+            self._sign_up()
+            acquired = self.client.get("/api/session/acquire", cookies={"auth_token": self.auth_token})
         auth = {"auth_token": self.auth_token}
-        session = self._ok(self.client.get("/api/session/acquire", cookies=auth)).json()
+        session = self._ok(acquired).json()
         cookies = {**auth, "session_token": session["session_token"]}
         known = {"project_id": self.project_id or str(uuid.uuid4())}
         r = self.client.put("/api/project/activate", json=known, cookies=cookies)
