@@ -191,17 +191,17 @@ async def request_chat(
     )
     user_text = redacted.messages[-1][1]
     if keep_text:
-        events.append(ChatMessageEvent(message_id=uuid.uuid4(), chat_id=body.chat_id, meta_query_id=meta_query_id, role="user", content=user_text, created_at=now))
+        events.append(ChatMessageEvent(message_id=uuid.uuid4(), user_id=user.user_id, chat_id=body.chat_id, meta_query_id=meta_query_id, role="user", content=user_text, created_at=now))
     responses: list[ChatCompletionItem | ChatCompletionErrorItem] = []
     for model, (raw_text, ms, error) in zip(models, answers, strict=True):
         text = redact(raw_text) if raw_text is not None else None  # a model may echo or invent a secret
         events.append(
-            GenerationEvent(meta_query_id=meta_query_id, model_id=model.model_id, completion=text or "", generation_time_ms=ms, error=error, created_at=utcnow(), chat_id=body.chat_id)
+            GenerationEvent(meta_query_id=meta_query_id, user_id=user.user_id, model_id=model.model_id, completion=text or "", generation_time_ms=ms, error=error, created_at=utcnow(), chat_id=body.chat_id)
         )
         if error is None and text is not None:
             if keep_text:
                 events.append(
-                    ChatMessageEvent(message_id=uuid.uuid4(), chat_id=body.chat_id, meta_query_id=meta_query_id, role="assistant", content=text, model_id=model.model_id, created_at=utcnow())
+                    ChatMessageEvent(message_id=uuid.uuid4(), user_id=user.user_id, chat_id=body.chat_id, meta_query_id=meta_query_id, role="assistant", content=text, model_id=model.model_id, created_at=utcnow())
                 )
             responses.append(ChatCompletionItem(model_id=model.model_id, model_name=model.name, completion=text, generation_time=ms))
         else:

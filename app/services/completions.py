@@ -204,10 +204,13 @@ def query_event(
     )
 
 
-def generation_event(meta_query_id: uuid.UUID, model: ModelInfo, res: dict[str, Any]) -> GenerationEvent:
+def generation_event(
+    meta_query_id: uuid.UUID, model: ModelInfo, res: dict[str, Any], user_id: uuid.UUID | None = None
+) -> GenerationEvent:
     """One model's result as a telemetry event."""
     return GenerationEvent(
         meta_query_id=meta_query_id,
+        user_id=user_id,
         model_id=model.model_id,
         completion=res["completion"] if res["ok"] else "",
         generation_time_ms=int(res["generation_time_ms"]),
@@ -259,7 +262,7 @@ async def request_completion(
     results = await _run_superseding(state, session.session_id, models, payload, forward if on_result else None)
     total_ms = int((time.perf_counter() - started) * 1000)
 
-    generations = [generation_event(meta_query_id, m, r) for m, r in zip(models, results, strict=True)]
+    generations = [generation_event(meta_query_id, m, r, user.user_id) for m, r in zip(models, results, strict=True)]
     slots = [_slot(g, m.name) for g, m in zip(generations, models, strict=True)]
     data = CompletionData(meta_query_id=meta_query_id, completions=slots)
     # One round trip: the events for the writers, and the answer kept readable until they are written.
@@ -328,6 +331,7 @@ async def feedback(state: AppState, db: AsyncSession, user: User, body: Feedback
             raise NotFound(f"No generation of model {body.model_id} for this query")
     event = FeedbackEvent(
         event_id=uuid.uuid4(),
+        user_id=user.user_id,
         meta_query_id=body.meta_query_id,
         model_id=body.model_id,
         was_accepted=body.was_accepted,

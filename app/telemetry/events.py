@@ -74,6 +74,7 @@ class GenerationEvent(_Event):
 
     kind: Literal["generation"] = "generation"
     meta_query_id: uuid.UUID
+    user_id: uuid.UUID | None = None  # the owner: events of a deleted account are dropped, never deferred
     model_id: int
     completion: str
     generation_time_ms: int
@@ -89,6 +90,7 @@ class FeedbackEvent(_Event):
 
     kind: Literal["feedback"] = "feedback"
     event_id: uuid.UUID
+    user_id: uuid.UUID | None = None
     meta_query_id: uuid.UUID
     model_id: int
     was_accepted: bool
@@ -101,6 +103,7 @@ class ShownEvent(_Event):
 
     kind: Literal["shown"] = "shown"
     meta_query_id: uuid.UUID
+    user_id: uuid.UUID | None = None
     model_id: int
     shown_at: datetime
 
@@ -121,6 +124,7 @@ class ChatMessageEvent(_Event):
 
     kind: Literal["chat_message"] = "chat_message"
     message_id: uuid.UUID
+    user_id: uuid.UUID | None = None
     chat_id: uuid.UUID
     meta_query_id: uuid.UUID | None = None
     role: str

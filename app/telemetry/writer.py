@@ -343,16 +343,22 @@ class TelemetryWriter:
 async def _write_batch(conn: asyncpg.Connection, entries: list[Entry]) -> Outcome:
     """Insert what can be inserted; entries whose parent row is missing are deferred."""
     out = Outcome()
+    # Events of an account deleted meanwhile are dropped (its data must not come back), whatever their kind.
+    owners = {u for e in entries if (u := getattr(e.event, "user_id", None)) is not None}
+    users = await R.existing(conn, "user", "user_id", owners)
     by_kind: dict[str, list[Entry]] = {}
     for e in entries:
+        owner = getattr(e.event, "user_id", None)
+        if owner is not None and owner not in users:
+            out.done.append(e)
+            out.dropped += 1
+            continue
         by_kind.setdefault(e.event.kind, []).append(e)
     chats = by_kind.get("chat", [])
     queries = by_kind.get("query", [])
 
-    # Rows of a user who is gone must not be written (the account and its data were deleted).
-    users = await R.existing(conn, "user", "user_id", [e.event.user_id for e in chats + queries])
-    live_chats = [e for e in chats if e.event.user_id in users]
-    out.done += chats  # written now, or dropped because the user is gone
+    live_chats = chats
+    out.done += chats
     projects = await R.existing(
         conn, "project", "project_id", [e.event.project_id for e in chats + queries if e.event.project_id]
     )
@@ -369,14 +375,11 @@ async def _write_batch(conn: asyncpg.Connection, entries: list[Entry]) -> Outcom
     live_queries: list[QueryEvent] = []
     for e in queries:
         q: QueryEvent = e.event
-        if q.user_id not in users:
-            out.done.append(e)
-        elif q.chat_id is not None and q.chat_id not in known_chats:
+        if q.chat_id is not None and q.chat_id not in known_chats:
             out.deferred.append(e)
         else:
             live_queries.append(q)
             out.done.append(e)
-    dropped = sum(1 for e in chats + queries if e.event.user_id not in users)
     await R.insert_rows(conn, "context", R.CONTEXT, [_context_row(q) for q in live_queries if q.context])
     await R.insert_rows(conn, "contextual_telemetry", R.CONTEXTUAL, [_contextual_row(q) for q in live_queries if q.contextual])
     await R.insert_rows(conn, "behavioral_telemetry", R.BEHAVIORAL, [_behavioral_row(q) for q in live_queries if q.behavioral])
@@ -456,7 +459,6 @@ async def _write_batch(conn: asyncpg.Connection, entries: list[Entry]) -> Outcom
             [k[1] for k in keys],
             ["{" + ",".join(f'"{t.isoformat()}"' for t in times[k]) + "}" for k in keys],
         )
-    out.dropped = dropped
     return out
 
 

@@ -69,6 +69,20 @@ async def test_feedback_before_its_generation_waits_instead_of_dropping(
     assert (await stream_status(redis))["pending"] == 0
 
 
+async def test_late_events_of_a_deleted_account_are_dropped_not_deferred(
+    services: ServiceUrls, redis: Redis, writer: TelemetryWriter
+) -> None:
+    gone = uuid.uuid4()  # no such user (any more): nothing of it may be written, and nothing may wait for it
+    _user, models = await make_user_and_models(services.database_url)
+    events = query_events(gone, models)
+    await publish(redis, events[1:] + events[:1])  # the dependent events first
+    await wait_drained(redis, timeout_s=10)
+    assert await stored_counts(services.database_url, gone) == {
+        "queries": 0, "contexts": 0, "completion_queries": 0, "generations": 0, "accepted": 0, "ground_truths": 0,
+    }
+    assert writer.stats.dropped_orphans >= len(events)
+
+
 async def test_malformed_and_failing_events_are_dead_lettered_with_a_reason(
     services: ServiceUrls, redis: Redis, writer: TelemetryWriter
 ) -> None:

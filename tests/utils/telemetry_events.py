@@ -66,14 +66,14 @@ def query_events(user_id: uuid.UUID, model_ids: list[int], *, language_id: int =
     for m in model_ids:
         events.append(
             GenerationEvent(
-                meta_query_id=qid, model_id=m, completion="x + 1", generation_time_ms=30, confidence=0.4,
+                meta_query_id=qid, user_id=user_id, model_id=m, completion="x + 1", generation_time_ms=30, confidence=0.4,
                 token_logprobs=[-0.5, -1.2], created_at=utcnow(),
             )
         )
     if feedback:
         events.append(
             FeedbackEvent(
-                event_id=uuid.uuid4(), meta_query_id=qid, model_id=model_ids[0], was_accepted=True,
+                event_id=uuid.uuid4(), user_id=user_id, meta_query_id=qid, model_id=model_ids[0], was_accepted=True,
                 ground_truth="x + 1", timestamp=utcnow(),
             )
         )
