@@ -90,20 +90,23 @@ async def _level(stack: Stack, path: str, clients: list[tuple[httpx.AsyncClient,
 
 
 def _rss_mb(name_part: str) -> float:
-    """Resident memory (MB) of the Ray worker whose actor class name contains name_part."""
+    """Resident memory (MB) of the Ray worker processes whose title contains name_part (e.g. `ray::ProxyActor`)."""
     import psutil
-    from ray.util.state import list_actors
 
     total = 0.0
-    for actor in list_actors(filters=[("state", "=", "ALIVE")], limit=1000):
-        if name_part in (actor.class_name or "") and actor.pid:
-            total += psutil.Process(actor.pid).memory_info().rss / 2**20
+    for proc in psutil.process_iter(["cmdline"]):
+        title = " ".join(proc.info.get("cmdline") or [])
+        if title.startswith("ray::") and name_part in title:
+            try:
+                total += proc.memory_info().rss / 2**20
+            except psutil.Error:
+                continue
     return total
 
 
 async def _idle_sockets(stack: Stack, client: httpx.AsyncClient, n: int) -> dict[str, Any]:
     ws_url = stack.base_url.replace("http://", "ws://") + "/api/ws/completion"
-    before = {"ingress": _rss_mb("ingress"), "proxy": _rss_mb("ProxyActor")}
+    before = {"ingress": _rss_mb(":ingress"), "proxy": _rss_mb("ProxyActor")}
     sockets = []
     failed = 0
     began = time.perf_counter()
@@ -114,7 +117,7 @@ async def _idle_sockets(stack: Stack, client: httpx.AsyncClient, n: int) -> dict
             failed += 1
     opened_s = time.perf_counter() - began
     await asyncio.sleep(3)
-    after = {"ingress": _rss_mb("ingress"), "proxy": _rss_mb("ProxyActor")}
+    after = {"ingress": _rss_mb(":ingress"), "proxy": _rss_mb("ProxyActor")}
     # Every socket is still served: a cheap bad message on each gets its error answer.
     alive = 0
     for ws in sockets:
@@ -146,6 +149,7 @@ async def _run(stack: Stack, args: argparse.Namespace) -> Result:
                 r = await _level(stack, path, clients[:level], prompts, args.load_seconds)
                 data[f"{path}-{level}"] = r
                 t.add(path, level, r["n"], round(r["p50"], 1), round(r["p99"], 1), round(r["per_s"], 2), r["errors"])
+        print(t.render(), flush=True)  # the load figures, even if the idle-socket part fails
         idle = await _idle_sockets(stack, clients[0][0], args.idle_sockets)
     finally:
         for client, _ in clients:

@@ -101,7 +101,9 @@ class IngressOptions(_Strict):
     """The ingress deployment's scaling."""
 
     num_replicas: int = Field(default=1, ge=1)
-    max_ongoing_requests: int = Field(default=256, ge=1)
+    # Every open WebSocket is an ongoing request of the replica for its whole life: this caps the
+    # sockets (idle ones included) one ingress replica holds; further connects wait in Serve's proxy.
+    max_ongoing_requests: int = Field(default=4096, ge=1)
 
 
 class EmbeddingOptions(_Strict):
