@@ -9,17 +9,11 @@ from fastapi import Path
 from app.deps import DbDep, ProjectDep, SessionDep, StateDep, UserDep
 from app.routing import SlashTolerantRouter
 from app.schemas.chat import ChatDeleted, ChatHistoryPage, ChatHistoryResponse, ChatRequest
-from app.schemas.common import ErrorResponse
+from app.schemas.common import error_responses
 from app.services import chats
 
 router = SlashTolerantRouter(prefix="/api/chat", tags=["chat"])
-ERRORS = {
-    401: {"model": ErrorResponse},
-    403: {"model": ErrorResponse},
-    404: {"model": ErrorResponse},
-    413: {"model": ErrorResponse},
-    422: {"model": ErrorResponse},
-}
+ERRORS = error_responses(401, 403, 404, 413, 422)
 
 
 @router.post("/request", response_model=ChatHistoryResponse, responses=ERRORS)

@@ -2,22 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
 
 from app.context.updates import update_context
 from app.deps import DbDep, ProjectDep, StateDep
 from app.routing import SlashTolerantRouter
-from app.schemas.common import ErrorResponse
+from app.schemas.common import error_responses
 from app.schemas.context import MultiFileContextUpdate, MultiFileContextUpdateResponse
 
 router = SlashTolerantRouter(prefix="/api/completion/multi-file-context", tags=["context"])
-ERRORS: dict[int | str, dict[str, Any]] = {
-    401: {"model": ErrorResponse},
-    403: {"model": ErrorResponse},
-    413: {"model": ErrorResponse},
-    422: {"model": ErrorResponse},
-    503: {"model": ErrorResponse},
-}
+ERRORS = error_responses(401, 403, 413, 422, 503)
 
 
 @router.post("/update", response_model=MultiFileContextUpdateResponse, responses=ERRORS)

@@ -168,10 +168,15 @@ def _stored(flag: bool | None, preference: bool) -> bool:
 
 
 def query_event(
-    user: User, session: tokens.SessionInfo, project: tokens.ProjectInfo, body: CompletionRequest, meta_query_id: uuid.UUID, total_ms: int
+    user: User,
+    prefs: Preference,
+    session: tokens.SessionInfo,
+    project: tokens.ProjectInfo,
+    body: CompletionRequest,
+    meta_query_id: uuid.UUID,
+    total_ms: int,
 ) -> QueryEvent:
-    """The query as it will be stored: context and telemetry only where the user allows it."""
-    prefs = Preference.model_validate(user.preference or {})
+    """The query as it will be stored: context and telemetry only where the user's preferences allow it."""
     ctx = body.context
     context = None
     if _stored(body.store_context, prefs.store_context):
@@ -267,7 +272,7 @@ async def request_completion(
     data = CompletionData(meta_query_id=meta_query_id, completions=slots)
     # One round trip: the events for the writers, and the answer kept readable until they are written.
     pipe = state.redis.pipeline(transaction=False)
-    add_events(pipe, [query_event(user, session, project, redacted, meta_query_id, total_ms), *generations])
+    add_events(pipe, [query_event(user, prefs, session, project, redacted, meta_query_id, total_ms), *generations])
     ttl = state.settings.query_cache_ttl_s
     pipe.set(_query_key(meta_query_id), _CachedQuery(user_id=user.user_id, data=data).model_dump_json(), ex=ttl)
     tokens.index_for_user(pipe, user.user_id, _query_key(meta_query_id), ttl)  # so account deletion finds it

@@ -13,6 +13,7 @@ from app.state import AppState
 from db.migrate import upgrade
 from serve.embedded import EmbeddedServices, ServiceUrls
 from tests.utils.asgi_api import api_settings, running_api
+from tests.utils.google_tokens import CLIENT_ID, GoogleKeys
 
 
 @pytest.fixture(scope="session")
@@ -44,6 +45,23 @@ def services(embedded: EmbeddedServices) -> ServiceUrls:
 async def api(services: ServiceUrls, data_dir: Path) -> AsyncIterator[tuple[httpx.AsyncClient, AppState]]:
     """The FastAPI app in-process on the real services (scripted models); yields a client and its state."""
     async with running_api(services.database_url, services.redis_url, api_settings(data_dir)) as (client, state):
+        yield client, state
+
+
+@pytest.fixture(scope="module")
+def keys() -> GoogleKeys:
+    """The module's stand-in for Google's signing keys."""
+    return GoogleKeys()
+
+
+@pytest.fixture(scope="module")
+async def google_api(
+    services: ServiceUrls, data_dir: Path, keys: GoogleKeys, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[tuple[httpx.AsyncClient, AppState]]:
+    """The app with Google sign-in configured against the local key set (a file:// JWKS URL)."""
+    jwks_url = keys.write_jwks(tmp_path_factory.mktemp("jwks") / "certs.json")
+    settings = api_settings(data_dir, google_client_id=CLIENT_ID, google_jwks_url=jwks_url)
+    async with running_api(services.database_url, services.redis_url, settings) as (client, state):
         yield client, state
 
 

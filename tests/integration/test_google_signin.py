@@ -6,12 +6,10 @@ import asyncio
 import json
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Self
 
-import httpx
 import pytest
 from sqlalchemy import select
 
@@ -19,27 +17,9 @@ from app.errors import Unauthorized
 from app.google_identity import GoogleVerifier, JwksCache
 from app.state import AppState
 from db.tables import User
-from serve.embedded import ServiceUrls
 from tests.utils import payloads as P
 from tests.utils.asgi_api import api_settings, count, fresh_client, running_api
 from tests.utils.google_tokens import CLIENT_ID, GoogleKeys, rsa_key
-
-
-@pytest.fixture(scope="module")
-def keys() -> GoogleKeys:
-    """The module's stand-in for Google's signing keys."""
-    return GoogleKeys()
-
-
-@pytest.fixture(scope="module")
-async def google_api(
-    services: ServiceUrls, data_dir: Path, keys: GoogleKeys, tmp_path_factory: pytest.TempPathFactory
-) -> AsyncIterator[tuple[httpx.AsyncClient, AppState]]:
-    """The app with Google sign-in configured against the local key set (a file:// JWKS URL)."""
-    jwks_url = keys.write_jwks(tmp_path_factory.mktemp("jwks") / "certs.json")
-    settings = api_settings(data_dir, google_client_id=CLIENT_ID, google_jwks_url=jwks_url)
-    async with running_api(services.database_url, services.redis_url, settings) as (client, state):
-        yield client, state
 
 
 def google_body(email: str, token: str) -> dict:

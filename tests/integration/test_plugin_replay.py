@@ -3,35 +3,15 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
-from pathlib import Path
 
-import httpx
 import pytest
 from pyhocon import ConfigFactory
 from sqlalchemy import select
 
-from app.state import AppState
 from db.tables import ChatMessage, Generation, GroundTruth, Session
-from serve.embedded import ServiceUrls
 from tests.utils import payloads as P
-from tests.utils.asgi_api import api_settings, fresh_client, running_api, settle
-from tests.utils.google_tokens import CLIENT_ID, GoogleKeys
-
-
-@pytest.fixture(scope="module")
-def keys() -> GoogleKeys:
-    return GoogleKeys()
-
-
-@pytest.fixture(scope="module")
-async def plugin_api(
-    services: ServiceUrls, data_dir: Path, keys: GoogleKeys, tmp_path_factory: pytest.TempPathFactory
-) -> AsyncIterator[tuple[httpx.AsyncClient, AppState]]:
-    jwks_url = keys.write_jwks(tmp_path_factory.mktemp("jwks") / "certs.json")
-    settings = api_settings(data_dir, google_client_id=CLIENT_ID, google_jwks_url=jwks_url)
-    async with running_api(services.database_url, services.redis_url, settings) as (client, state):
-        yield client, state
+from tests.utils.asgi_api import fresh_client, settle
+from tests.utils.google_tokens import GoogleKeys
 
 
 def change(kind: str, start: int, end: int, lines: list[str]) -> dict:
@@ -39,8 +19,8 @@ def change(kind: str, start: int, end: int, lines: list[str]) -> dict:
 
 
 @pytest.mark.parametrize("provider", ["password", "google"])
-async def test_plugin_session_replayed_over_http(plugin_api, keys: GoogleKeys, provider: str) -> None:
-    client, state = plugin_api
+async def test_plugin_session_replayed_over_http(google_api, keys: GoogleKeys, provider: str) -> None:
+    client, state = google_api
     jar = fresh_client(client)  # one cookie jar for the whole session, as the plugin keeps it
     email = P.new_email()
     if provider == "password":
