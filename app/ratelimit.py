@@ -33,7 +33,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app import tokens
 from app.client_address import address_bucket, client_address_of, parse_networks
-from app.deps import auth_token_of
+from app.deps import auth_token_of, remember_auth
 from app.errors import RateLimited, send_error
 from app.settings import Settings
 from app.state import AppState
@@ -138,6 +138,8 @@ class RateLimiter:
         if route_class != "auth":
             token = auth_token_of(conn)
             info = await tokens.resolve_auth(self.redis, token) if token else None
+            if token:
+                remember_auth(conn, token, info)  # the route's auth dependency need not ask Redis again
             if info is not None:
                 return f"user:{info.user_id}"
         return f"addr:{address_bucket(client_address_of(conn, self.trusted))}"

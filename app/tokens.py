@@ -34,6 +34,11 @@ def project_key(token: str) -> str:
     return f"{PREFIX}project:{token}"
 
 
+def user_snapshot_key(user_id: uuid.UUID) -> str:
+    """Redis key of the cached copy of a user's preference (the hot paths' read; PostgreSQL is the truth)."""
+    return f"{PREFIX}user_snapshot:{user_id}"
+
+
 def user_session_key(user_id: uuid.UUID) -> str:
     """Redis key pointing at the user's live session token (for reuse on acquire)."""
     return f"{PREFIX}user_session:{user_id}"
@@ -94,12 +99,15 @@ class ProjectInfo:
     session_token: str
 
 
-async def _get_json(redis: Redis, key: str) -> dict | None:
-    raw = await redis.get(key)
+def _json_object(raw: bytes | str | None) -> dict | None:
     if raw is None:
         return None
     value = json.loads(raw)
     return value if isinstance(value, dict) else None
+
+
+async def _get_json(redis: Redis, key: str) -> dict | None:
+    return _json_object(await redis.get(key))
 
 
 async def issue_auth(redis: Redis, user_id: uuid.UUID, ttl_s: int) -> str:
@@ -176,12 +184,17 @@ async def refresh_session(redis: Redis, token: str, user_id: uuid.UUID, ttl_s: i
         await pipe.execute()
 
 
-async def resolve_session(redis: Redis, token: str) -> SessionInfo | None:
-    """The session behind a session token, or None."""
-    data = await _get_json(redis, session_key(token))
+def session_from(raw: bytes | str | None) -> SessionInfo | None:
+    """A session key's stored value as SessionInfo (None when absent)."""
+    data = _json_object(raw)
     if not data:
         return None
     return SessionInfo(uuid.UUID(data["user_id"]), uuid.UUID(data["session_id"]), data["auth_token"])
+
+
+async def resolve_session(redis: Redis, token: str) -> SessionInfo | None:
+    """The session behind a session token, or None."""
+    return session_from(await redis.get(session_key(token)))
 
 
 async def end_session(redis: Redis, token: str, user_id: uuid.UUID) -> None:
@@ -225,12 +238,17 @@ async def revoke_project_tokens(redis: Redis, project_id: uuid.UUID) -> int:
     return len(project_tokens)
 
 
-async def resolve_project(redis: Redis, token: str) -> ProjectInfo | None:
-    """The project behind a project token, or None."""
-    data = await _get_json(redis, project_key(token))
+def project_from(raw: bytes | str | None) -> ProjectInfo | None:
+    """A project key's stored value as ProjectInfo (None when absent)."""
+    data = _json_object(raw)
     if not data:
         return None
     return ProjectInfo(uuid.UUID(data["user_id"]), uuid.UUID(data["project_id"]), data["session_token"])
+
+
+async def resolve_project(redis: Redis, token: str) -> ProjectInfo | None:
+    """The project behind a project token, or None."""
+    return project_from(await redis.get(project_key(token)))
 
 
 async def revoke_user(redis: Redis, user_id: uuid.UUID) -> None:
@@ -238,7 +256,7 @@ async def revoke_user(redis: Redis, user_id: uuid.UUID) -> None:
     members = await redis.zrange(user_tokens_key(user_id), 0, -1)
     keys: list[str] = [m.decode() if isinstance(m, bytes) else str(m) for m in members]
     session_prefix = session_key("")
-    doomed: list[str] = [user_tokens_key(user_id), user_session_key(user_id), *keys]
+    doomed: list[str] = [user_tokens_key(user_id), user_session_key(user_id), user_snapshot_key(user_id), *keys]
     auth_prefix = auth_key("")
     doomed += [auth_sessions_key(k[len(auth_prefix) :]) for k in keys if k.startswith(auth_prefix)]
     for key in keys:

@@ -37,7 +37,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--requests-per-client", type=int, default=12, help="measured requests per client (default 12)"
     )
     g.add_argument("--batch-size", type=int, default=16, help="max_batch_size with batching on (default 16)")
-    g.add_argument("--batch-wait-s", type=float, default=0.01, help="batch_wait_timeout_s (default 0.01)")
+    g.add_argument("--batch-wait-s", type=float, default=0.0, help="batch_wait_timeout_s (default 0: batches form from the queue)")
     g.add_argument(
         "--raw-repeats", type=int, default=3, help="repeats of the in-process comparison (default 3)"
     )

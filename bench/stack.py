@@ -22,6 +22,7 @@ import httpx
 import yaml
 from pyhocon import ConfigFactory
 
+from app.serve_tuning import apply_serve_env
 from tests.utils import payloads as P
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -93,6 +94,7 @@ class Stack:
 
         # Ray's raylet (and so every worker) inherits this process's environment.
         os.environ.update(WORKER_ENV)
+        apply_serve_env()
         began = time.perf_counter()
         ray.init(
             num_cpus=self.num_cpus,
@@ -142,6 +144,13 @@ class Stack:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"API at {self.base_url} did not answer within {timeout_s} s")
             time.sleep(0.25)
+
+    def direct_url(self) -> str | None:
+        """The ingress replica's own HTTP address when Serve runs with direct ingress (no proxy hop), else None."""
+        from app.serve_tuning import direct_ingress_urls
+
+        urls = direct_ingress_urls(APP_NAME, host="127.0.0.1")
+        return urls[0] if urls else None
 
     def replica_states(self) -> dict[str, Any]:
         """Replica counts by state (RUNNING, STARTING, STOPPING, ...) and the status of the model deployment."""

@@ -13,6 +13,7 @@ from typing import Any
 from ray import serve
 from ray.serve import metrics
 
+from deployments.batcher import Batcher
 from deployments.generator import CausalLMGenerator, GenRequest, pick_device
 from deployments.prompts import Snippet
 from serve.registry import ModelEntry
@@ -74,20 +75,22 @@ class CompletionModel:
             device=device,
             max_context_tokens=self.entry.max_context_tokens,
         )
-        self._generate_batch.set_max_batch_size(self.entry.batch.max_batch_size)
-        self._generate_batch.set_batch_wait_timeout_s(self.entry.batch.batch_wait_timeout_s)
+        # Not @serve.batch: it forms the next batch while the previous one still generates (see batcher.py).
+        self.batcher: Batcher[GenRequest, dict[str, Any]] = Batcher(
+            self._generate_batch, self.entry.batch.max_batch_size, self.entry.batch.batch_wait_timeout_s
+        )
         self.metrics = _Metrics(self.entry.name)
         self.counters = {"requests": 0, "cancelled": 0, "tokens_generated": 0, "batches": 0, "max_batch_size_seen": 0}
         self.recent: list[dict[str, Any]] = []
         log.info("model %s loaded on %s (pid %s)", self.entry.name, device, os.getpid())
 
     async def complete(self, payload: dict[str, Any]) -> dict[str, Any]:
-        """One completion; concurrent calls are batched; a cancelled caller stops its row's generation."""
+        """One completion; concurrent calls are batched; a cancelled caller leaves the queue or stops its row."""
         request = to_gen_request(payload, self.entry)
         started = time.perf_counter()
         self.counters["requests"] += 1
         try:
-            result = await self._generate_batch(request)
+            result = await self.batcher.submit(request)
         except asyncio.CancelledError:
             request.cancel.set()
             self.counters["cancelled"] += 1
@@ -100,7 +103,6 @@ class CompletionModel:
         self.metrics.latency.observe((time.perf_counter() - started) * 1000, tags=self.metrics.tags)
         return result
 
-    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.005)
     async def _generate_batch(self, requests: list[GenRequest]) -> list[dict[str, Any]]:
         # Generation runs in a thread so the replica's event loop keeps accepting (and batching) requests.
         results = await asyncio.to_thread(self.generator.generate_batch, requests, self.entry.generation.time_budget_s)

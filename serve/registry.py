@@ -32,10 +32,14 @@ class GenerationDefaults(_Strict):
 
 
 class BatchOptions(_Strict):
-    """Dynamic batching of concurrent requests on one replica."""
+    """Dynamic batching of concurrent requests on one replica (deployments/batcher.py).
+
+    Requests that arrive while a batch generates form the next batch together; `batch_wait_timeout_s`
+    is only how long a request reaching an *idle* replica waits for company (0: none).
+    """
 
     max_batch_size: int = Field(default=8, ge=1, le=256)
-    batch_wait_timeout_s: float = Field(default=0.005, ge=0.0, le=1.0)
+    batch_wait_timeout_s: float = Field(default=0.0, ge=0.0, le=1.0)
 
 
 class AutoscalingOptions(BaseModel):

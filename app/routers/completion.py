@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 
-from app.deps import DbDep, ProjectDep, SessionDep, StateDep, UserDep
+from app.deps import CallerDep, DbDep, StateDep, UserDep
 from app.routing import SlashTolerantRouter
 from app.schemas.common import ErrorResponse
 from app.schemas.completion import (
@@ -28,11 +28,9 @@ ERRORS = {
 
 
 @router.post("/request", response_model=CompletionResponse, responses=ERRORS)
-async def request_completion(
-    body: CompletionRequest, user: UserDep, session: SessionDep, project: ProjectDep, state: StateDep
-) -> CompletionResponse:
+async def request_completion(body: CompletionRequest, caller: CallerDep, state: StateDep) -> CompletionResponse:
     """Completions from every requested model, side by side; a failed model gets a failure slot."""
-    return await completions.request_completion(state, user, session, project, body)
+    return await completions.request_completion(state, caller, caller.session, caller.project, body)
 
 
 @router.post("/feedback", response_model=FeedbackResponse, responses=ERRORS)

@@ -9,6 +9,7 @@ from fastapi import BackgroundTasks, Depends, Query, Request, Response, status
 from app import tokens
 from app.client_config import client_config
 from app.cookies import clear_token_cookie, set_token_cookie
+from app import deps
 from app.deps import DbDep, RedisDep, StateDep, UserDep
 from app.google_identity import GoogleVerifier, get_google_verifier
 from app.mail import send_mail
@@ -91,7 +92,9 @@ async def update_user(
     body: UserUpdate, user: UserDep, state: StateDep, db: DbDep, redis: RedisDep, background: BackgroundTasks
 ) -> UserResponse:
     """Change name, email, password, preference or config; the old password guards password and email."""
-    if await users.update_user(db, user, body):
+    email_changed = await users.update_user(db, user, body)
+    await deps.store_user_snapshot(redis, user.user_id, user.preference)  # the completion path reads this copy
+    if email_changed:
         background.add_task(send_mail, state.settings, await verification.verification_mail(redis, state.settings, user))
     return UserResponse(message="User updated successfully", user=users.public_user(user))
 

@@ -179,8 +179,9 @@ Handler = Callable[[Connection, Any, "str | None"], Awaitable[Any]]
 
 async def _completion_request(conn: Connection, body: Any, request_id: str | None) -> Any:
     request = CompletionRequest.model_validate(body)
-    async with conn.state.sessionmaker() as db:
-        user, session, project = await conn.caller(db, need_project=True)
+    auth = await deps.current_auth(conn.ws, conn.state.redis)
+    caller = await deps.current_caller(conn.ws, auth, conn.state)
+    user, session, project = caller, caller.session, caller.project
 
     async def partial(meta_query_id: uuid.UUID, model: ModelInfo, slot: Any) -> None:
         await conn.send({"request_id": request_id, "completion_partial": {"meta_query_id": str(meta_query_id), "completion": slot.model_dump()}})

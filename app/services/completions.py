@@ -8,7 +8,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from pydantic import BaseModel
 from sqlalchemy import select
@@ -42,6 +42,16 @@ from db.tables import Generation, MetaQuery, User, utcnow
 
 log = logging.getLogger(__name__)
 MANUAL_TRIGGER_ID = 1
+
+
+class Requester(Protocol):
+    """Who asks for a completion: a user row, or the completion path's cached copy of it (deps.Caller)."""
+
+    @property
+    def user_id(self) -> uuid.UUID: ...
+
+    @property
+    def preference(self) -> dict[str, Any] | None: ...
 
 
 def resolve_models(state: AppState, model_ids: list[int], *, chat: bool = False) -> list[ModelInfo]:
@@ -168,7 +178,7 @@ def _stored(flag: bool | None, preference: bool) -> bool:
 
 
 def query_event(
-    user: User,
+    user: Requester,
     prefs: Preference,
     session: tokens.SessionInfo,
     project: tokens.ProjectInfo,
@@ -232,7 +242,7 @@ def _query_key(meta_query_id: uuid.UUID) -> str:
 
 async def request_completion(
     state: AppState,
-    user: User,
+    user: Requester,
     session: tokens.SessionInfo,
     project: tokens.ProjectInfo,
     body: CompletionRequest,

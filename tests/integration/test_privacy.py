@@ -326,6 +326,62 @@ async def test_delete_rejects_bad_flag_and_needs_auth(api) -> None:
     assert (await anonymous.delete("/api/user/delete")).status_code == 401
 
 
+# ---------------------------------------------------------------- preference changes
+
+
+async def stored_parts(state: AppState, query_id: str) -> tuple[bool, bool, bool]:
+    """(context, contextual telemetry, behavioral telemetry) stored for a query."""
+    async with state.sessionmaker() as db:
+        meta = await db.get(MetaQuery, uuid.UUID(query_id))
+        assert meta is not None
+        return (
+            meta.context_id is not None,
+            meta.contextual_telemetry_id is not None,
+            meta.behavioral_telemetry_id is not None,
+        )
+
+
+async def test_a_preference_change_applies_to_the_very_next_completion(api) -> None:
+    """The completion path reads a cached copy of the preference: every change must replace it at once."""
+    client, state = api
+    c, _ = await signed_in(client, preference={"store_context": True})
+    ids = [model_id(state, "scripted")]
+
+    async def complete() -> str:
+        r = await c.post("/api/completion/request", json=P.completion_request(ids, prefix="total = "))
+        assert r.status_code == 200, r.text
+        return r.json()["data"]["meta_query_id"]
+
+    first = await complete()  # fills the cached copy
+    changes = {"store_context": False, "store_contextual_telemetry": False, "store_behavioral_telemetry": False}
+    r = await c.put("/api/user/update", json={"preference": changes})
+    assert r.status_code == 200, r.text
+    second = await complete()
+    r = await c.put("/api/user/update", json={"preference": {"store_context": True}})
+    assert r.status_code == 200, r.text
+    third = await complete()
+    await settle(state)
+    assert await stored_parts(state, first) == (True, True, True)
+    assert await stored_parts(state, second) == (False, False, False)
+    assert await stored_parts(state, third) == (True, False, False)
+
+
+async def test_a_deleted_account_cannot_complete_even_with_a_cached_preference(api) -> None:
+    client, state = api
+    c, _ = await signed_in(client)
+    ids = [model_id(state, "scripted")]
+    r = await c.post("/api/completion/request", json=P.completion_request(ids, prefix="x = "))
+    assert r.status_code == 200, r.text
+    user_id = await me(c)
+    assert await state.redis.exists(f"c4m:user_snapshot:{user_id}")
+    cookies = dict(c.cookies)
+    assert (await c.delete("/api/user/delete", params={"delete_data": "true"})).status_code == 200
+    assert not await state.redis.exists(f"c4m:user_snapshot:{user_id}")
+    again = client.__class__(transport=client._transport, base_url="http://test", cookies=cookies)
+    r = await again.post("/api/completion/request", json=P.completion_request(ids, prefix="x = "))
+    assert r.status_code == 401, r.text
+
+
 # ---------------------------------------------------------------- retention
 
 
