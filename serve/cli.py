@@ -18,6 +18,7 @@ from typing import Any
 
 import yaml
 
+from app.serve_tuning import apply_serve_env, direct_ingress_urls
 from app.settings import Settings, get_settings
 from serve.registry import PROJECT_ROOT
 
@@ -84,6 +85,7 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
         # unless told to trust nobody; the app applies its own trusted-proxy rule (app/client_address.py).
         # Ray's workers inherit this process's environment.
         os.environ.setdefault("FORWARDED_ALLOW_IPS", "")
+        apply_serve_env()  # Serve's low-latency request path (app/serve_tuning.py)
         ray.init(
             include_dashboard=True,
             dashboard_host=host,
@@ -101,6 +103,8 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
             return 1
         print(f"Code4me Serve ready in {time.monotonic() - started:.1f} s")
         print(f"  API:       {base}/api")
+        for url in direct_ingress_urls(APP_NAME, host=host if host not in ("0.0.0.0", "::") else None):
+            print(f"  API, direct to an ingress replica (no proxy hop): {url}/api")
         print(f"  API docs:  {base}/docs")
         print(f"  Dashboard: http://{host}:{settings.dashboard_port}")
         print("Press Ctrl-C to stop.", flush=True)

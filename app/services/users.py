@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from typing import Any
 
 from pydantic import ValidationError
@@ -71,7 +73,7 @@ async def create_user(db: AsyncSession, body: UserCreate) -> User:
     user = User(
         email=str(body.email),
         name=body.name.strip() or str(body.email),
-        password_hash=hash_password(body.password),
+        password_hash=await asyncio.to_thread(hash_password, body.password),
         config_id=config_id,
         preference=(body.preference or Preference()).model_dump(),
     )
@@ -100,7 +102,7 @@ async def create_google_user(db: AsyncSession, body: UserCreate, identity: Googl
     user = User(
         email=str(body.email),
         name=body.name.strip() or identity.name or str(body.email),
-        password_hash=hash_password(body.password) if body.password else None,
+        password_hash=await asyncio.to_thread(hash_password, body.password) if body.password else None,
         is_oauth_signup=True,
         verified=True,
         config_id=body.config_id or DEFAULT_CONFIG_ID,
@@ -115,9 +117,9 @@ async def authenticate_password(db: AsyncSession, body: UserAuthenticate, *, req
         raise Unprocessable("Password is required for provider 'no_provider'")
     user = await find_by_email(db, body.email)
     if user is None or user.password_hash is None:
-        burn_verification(body.password)
+        await asyncio.to_thread(burn_verification, body.password)
         raise Unauthorized("Invalid email or password")
-    ok, new_hash = verify_password(body.password, user.password_hash)
+    ok, new_hash = await asyncio.to_thread(verify_password, body.password, user.password_hash)
     if not ok:
         raise Unauthorized("Invalid email or password")
     if new_hash:
@@ -184,7 +186,7 @@ async def update_user(db: AsyncSession, user: User, body: UserUpdate) -> bool:
             )
         if not changes.get("previous_password"):
             raise Unprocessable("previous_password is required to change the password or the email")
-        ok, _ = verify_password(changes["previous_password"], user.password_hash)
+        ok, _ = await asyncio.to_thread(verify_password, changes["previous_password"], user.password_hash)
         if not ok:
             raise Forbidden("Previous password is incorrect")
     if "password" in changes:
@@ -202,7 +204,7 @@ async def update_user(db: AsyncSession, user: User, body: UserUpdate) -> bool:
     if "name" in changes:
         user.name = changes["name"].strip() or user.name
     if "password" in changes:
-        user.password_hash = hash_password(changes["password"])
+        user.password_hash = await asyncio.to_thread(hash_password, changes["password"])
     if email_changes:
         assert new_email is not None
         user.email = new_email

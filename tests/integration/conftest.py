@@ -9,6 +9,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from app.serve_tuning import SERVE_ENV
+
 from app.state import AppState
 from db.migrate import upgrade
 from serve.embedded import EmbeddedServices, ServiceUrls
@@ -107,8 +109,8 @@ def ray_cluster(metrics_port: int) -> Iterator[None]:
     # session signs up more users per minute from 127.0.0.1 than an IDE would); the limiter still runs.
     limits = {name: "1000000" for name in ("RATE_LIMIT_AUTH", "RATE_LIMIT_DEFAULT", "RATE_LIMIT_COMPLETION")}
     with pytest.MonkeyPatch.context() as env:
-        for name, value in limits.items():
-            env.setenv(name, value)
+        for name, value in {**limits, **SERVE_ENV}.items():
+            env.setenv(name, value)  # and Serve's request-path settings, as `code4me up` runs them
         ray.init(
             num_cpus=8,
             include_dashboard=False,
