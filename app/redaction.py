@@ -12,9 +12,14 @@ Deliberate choices (bench/README.md, "redaction", has the figures they were tune
   credential, and code is full of them.
 * High-entropy strings count inside quotes, or as a line of their own that is not part of a data
   block, with extra shape rules (see `_entropy_kind`); hex ones only with no digest, UUID or
-  test-vector words nearby.
+  test-vector words nearby (a heading covers its whole table); base64 ones not when they decode to
+  an alphabet or counting sequence.
 * Keyword assignments follow detect-secrets' per-file-type regexes; unquoted values count only in
   config-like files (YAML, INI, .env, shell, ...), since in code they are variables.
+* Test and documentation fixtures are left alone by shape, never by file name (`_fixture_value`): a
+  keyword or URL password that is a word under 8 characters, a letters-only value that says it is
+  not real, a value mixing no character classes in an example, a URL password mixing no classes on a
+  documentation domain (`example.com`, `.test`), and credentials published in standards.
 * Regexes of detect-secrets that backtrack badly are rewritten to the same language (`_hardened`),
   and long lines are scanned in windows around their triggers: the pathological lines in
   tests/unit/test_redaction.py, which took minutes, now take milliseconds.
@@ -809,6 +814,11 @@ def _decoded_text(value: str, offset: int = 0, min_len: int = _MIN_DECODED_TEXT)
     return raw.decode("ascii")
 
 
+def _published_example(value: str) -> bool:
+    """A credential published as an example in a standard, plain or base64-encoded (see above)."""
+    return value in _PUBLISHED_EXAMPLES or _decoded_text(value) in _PUBLISHED_EXAMPLES
+
+
 def _encoded_sample_text(lines: list[str], idx: int, value: str) -> bool:
     """Base64 that decodes to an alphabet or counting sequence, or to a published example (see above)."""
     # Key material decodes to bytes that are not text at any alignment; then no join can make it text.
@@ -816,7 +826,7 @@ def _encoded_sample_text(lines: list[str], idx: int, value: str) -> bool:
         return False
     for candidate in dict.fromkeys((value, _joined_literal(lines, idx, value))):
         text = _decoded_text(candidate)
-        if text is not None and (text in _PUBLISHED_EXAMPLES or _sequence_like(text)):
+        if text is not None and _sequence_like(text):
             return True
     return False
 
@@ -858,7 +868,9 @@ def _entropy_spans(lines: list[str], idx: int, content: str) -> Iterator[tuple[i
             continue
         if kind == "high_entropy_hex" and (_HEX_CONTEXT.search(content) or _hex_context_above(lines, idx)):
             continue
-        if kind == "high_entropy_base64" and _encoded_sample_text(lines, idx, content[a:b]):
+        if _published_example(content[a:b]) or (
+            kind == "high_entropy_base64" and _encoded_sample_text(lines, idx, content[a:b])
+        ):
             continue
         yield a, b, kind
 
@@ -984,7 +996,7 @@ def _rule_spans(
     found = _keyword_spans(window, kw_regexes) if rule is _KEYWORD_RULE else rule.find(window)
     fixtures_apply = rule is _KEYWORD_RULE or rule.kind == "basic_auth"
     for a, b in found:
-        if window[a:b] in _PUBLISHED_EXAMPLES:
+        if _published_example(window[a:b]):
             continue
         if fixtures_apply and _fixture_value(window[a:b], lines, idx):
             continue

@@ -321,6 +321,8 @@ FIXTURES_LEFT_ALONE = [
     ),
     ("encoded-rfc7617-example", "out = b'QWxhZGRpbjpvcGVuIHNlc2FtZQ==\\n'", None),
     ("rfc6749-example-token", 'resp = {"access_token": "2YotnFZFEjr1zCsicMWpAA"}', None),
+    ("rfc7617-example-header", 'headers = {"Authorization": "Basic QWxhZGRpbjpvcGVuIHNlc2FtZQ=="}', None),
+    ("rfc6750-example-bearer", "Authorization: Bearer mF_9.B5f-4.1JqM", None),
     # Hex: a digest heading covers its whole table.
     ("hex-table-under-digest-heading", _hex_table('"sha512": ['), None),
 ]
@@ -379,6 +381,13 @@ FIXTURE_LOOKALIKES_STILL_CAUGHT = [
         "high_entropy_base64",
     ),
     ("encoded-random-split", _split_literal("".join(_RANDOM_B64_LINES)), None, "high_entropy_base64"),
+    # Published examples are matched whole: another credential in the same shape is still caught.
+    (
+        "basic-header-other-credential",
+        f'headers = {{"Authorization": "Basic {base64.b64encode(f"Aladdin:{PASSWORD}".encode()).decode()}"}}',
+        None,
+        "bearer_token",
+    ),
     # Hex: the same table without a digest word anywhere above it.
     ("hex-table-without-heading", _hex_table('"rows": ['), None, "high_entropy_hex"),
 ]
