@@ -12,9 +12,14 @@ Deliberate choices (bench/README.md, "redaction", has the figures they were tune
   credential, and code is full of them.
 * High-entropy strings count inside quotes, or as a line of their own that is not part of a data
   block, with extra shape rules (see `_entropy_kind`); hex ones only with no digest, UUID or
-  test-vector words nearby.
+  test-vector words nearby (a heading covers its whole table); base64 ones not when they decode to
+  an alphabet or counting sequence.
 * Keyword assignments follow detect-secrets' per-file-type regexes; unquoted values count only in
   config-like files (YAML, INI, .env, shell, ...), since in code they are variables.
+* Test and documentation fixtures are left alone by shape, never by file name (`_fixture_value`): a
+  keyword or URL password that is a word under 8 characters, a letters-only value that says it is
+  not real, a value mixing no character classes in an example, a URL password mixing no classes on a
+  documentation domain (`example.com`, `.test`), and credentials published in standards.
 * Regexes of detect-secrets that backtrack badly are rewritten to the same language (`_hardened`),
   and long lines are scanned in windows around their triggers: the pathological lines in
   tests/unit/test_redaction.py, which took minutes, now take milliseconds.
@@ -24,6 +29,7 @@ Deliberate choices (bench/README.md, "redaction", has the figures they were tune
 
 from __future__ import annotations
 
+import base64
 import bisect
 import hashlib
 import itertools
@@ -195,7 +201,8 @@ _AZURE_VALUE = re.compile(r"(?<=AccountKey=)[a-zA-Z0-9+/=]+")
 
 
 def _basic_auth_ok(password: str) -> bool:
-    # Placeholder words (`user:password@`) still count here: detect-secrets' own cases flag them.
+    # Placeholder words (`user:password@`) still count here: detect-secrets' own cases flag them. The
+    # fixture rules (`_fixture_value`, `_documentation_host`) run later, where the line's context is known.
     return not (
         _TEMPLATE_VALUE.fullmatch(password)
         or PLACEHOLDER_RE.fullmatch(password)
@@ -501,6 +508,82 @@ def _keyword_value_ok(value: str, line: str) -> bool:
     )
 
 
+# --------------------------------------------------------------------------------------------------
+# Fixture values: what a keyword assignment or a URL's password holds in tests and documentation. Each
+# rule looks at the value's shape (and at most the lines above it), never at the file's name or path;
+# a value that mixes character classes (`_mixed`), as generated and policy-compliant secrets do, passes
+# none of them except the published-example list below.
+
+# A counting suffix (`1`, `12`, `123`, ...) is the first thing a password cracker appends; it adds no secrecy.
+_COUNTING_SUFFIX = "(?:1(?:2(?:3(?:4(?:5(?:6(?:7(?:8(?:9(?:0)?)?)?)?)?)?)?)?)?)?"
+# Rule 1, a short word: letters in one case pattern (`python`, `Pass`, `ADMIN`), optionally with a counting
+# suffix (`test123`), shorter than 8 characters. NIST SP 800-63B sets 8 characters as the minimum for a
+# memorised secret, and a word of 7 letters is in every cracking word list: what such a value protects
+# is not protected by keeping it out of a data set. In code these are fixtures (`password = 'python'`,
+# `user:pass@host`). Still caught: 8+ characters (`password` in `username:password@`, which
+# detect-secrets' own cases flag), any digit besides a counting suffix (`hunter2`), any symbol or
+# mixed case (`Tr0ub4dor&3`), several words (`value with quotes and spaces`).
+_SHORT_WORD = re.compile(rf"(?:[a-z]+|[A-Z][a-z]*|[A-Z]+){_COUNTING_SUFFIX}")
+_MIN_SECRET_LENGTH = 8
+# Rule 2, a value that says it is not real: letters only (words joined by `-_. `), holding a word that
+# marks it as wrong or absent (`Incorrect`, `doesnotexist`, `invalid-password`). detect-secrets itself
+# drops any value containing `fake` (its keyword_exclude convention); this extends the idea to the other
+# words tests use for credentials that must fail, but only for letters-only values: `Invalid!Pass7`
+# mixes classes and symbols and is still caught.
+_LETTERS_ONLY = re.compile(r"[A-Za-z]+(?:[-_. ][A-Za-z]+)*")
+_NOT_REAL = re.compile(
+    r"invalid|incorrect|wrong|bogus|does_?not_?exist|non_?existent|not_?(?:a_?)?(?:real|valid)", re.IGNORECASE
+)
+# Rule 3, an example: the value mixes no character classes (`geheim$parole`: lower case and a symbol)
+# and sits in a doctest line or under an example heading (`Example usage:`, `Examples:`, `For example:`,
+# `Usage:`) at most `_EXAMPLE_CONTEXT_LINES` above. A documented example with a generated-looking value
+# (`S3cr3t-Xy9`, a vendor token) is still caught: the heading does not make a real token safe.
+_EXAMPLE_HEADING = re.compile(
+    r"[\s#/*;>-]*(?:For example|For instance|Examples?|Usage|Sample)(?:[ \t]+[A-Za-z]+){0,3}[ \t]*::?\s*"
+)
+_EXAMPLE_CONTEXT_LINES = 12
+
+
+def _fixture_value(value: str, lines: list[str], idx: int) -> bool:
+    """Whether a keyword or URL password is a test or documentation fixture (rules 1-3 above)."""
+    v = value.strip()
+    if len(v) < _MIN_SECRET_LENGTH and _SHORT_WORD.fullmatch(v):
+        return True
+    if _LETTERS_ONLY.fullmatch(v) and _NOT_REAL.search(v):
+        return True
+    if _mixed(v):
+        return False
+    if _DOCTEST_PROMPT.match(lines[idx]):
+        return True
+    return any(
+        _EXAMPLE_HEADING.fullmatch(lines[j].removesuffix("\r"))
+        for j in range(max(0, idx - _EXAMPLE_CONTEXT_LINES), idx)
+    )
+
+
+# Rule 4, a URL on a documentation domain: RFC 2606 and RFC 6761 reserve `example.com`, `.net`, `.org`
+# and the `.example`, `.test` and `.invalid` top-level domains so that documentation and tests can name
+# hosts that are nobody's. A password for such a host that mixes no character classes
+# (`http://joe:password@proxy.example.com/`) is a fixture; one that looks generated
+# (`https://deploy:Tr0ub4dor&3@git.example.com`) is still caught, since it may be real and reused.
+# `localhost` is not on the list: it is a real machine, often with real development credentials.
+_HOST_AFTER_USERINFO = re.compile(r"@([A-Za-z0-9.-]+)")
+_DOCUMENTATION_DOMAINS = ("example.com", "example.net", "example.org")
+_DOCUMENTATION_TLDS = ("example", "test", "invalid")
+
+
+def _documentation_host(line: str, password_end: int) -> bool:
+    m = _HOST_AFTER_USERINFO.match(line, password_end)
+    if not m:
+        return False
+    host = m.group(1).lower().rstrip(".")
+    return (
+        host.rsplit(".", 1)[-1] in _DOCUMENTATION_TLDS
+        or host in _DOCUMENTATION_DOMAINS
+        or host.endswith(tuple("." + d for d in _DOCUMENTATION_DOMAINS))
+    )
+
+
 _KEYWORD_AT = re.compile("|".join(sorted(_KEYWORD_NEEDLES, key=len, reverse=True)))
 _WORD_RUN = re.compile(r"\w*")
 _VALUE_FIRST_REACH = 512  # how far before the keyword its quoted value may start
@@ -646,6 +729,129 @@ _BARE_TOKEN_GATE = re.compile(
 )
 
 
+# Base64 is judged by what it decodes to. Key material decodes to arbitrary bytes; a run that decodes
+# to printable text which is an alphabet or counting sequence (`YWJjZGVm...` is `abcdef...`, the
+# standard encoder test vector) is sample data, as is a credential published as an example in a
+# standard (RFC 7617 and RFC 2617's `Aladdin:open sesame`). Those published examples, and RFC 6749 and
+# 6750's sample tokens, are public by definition and are left alone whatever rule finds them, plain or
+# encoded: redacting them protects nothing.
+# Encoded prose and encoded credentials still count (detect-secrets' own case `c3VwZXIgbG9uZy...`,
+# "super long string ...", must be caught): only sequences and the published examples are let go.
+_PUBLISHED_EXAMPLES = frozenset(
+    {
+        "Aladdin:open sesame",  # RFC 7617 section 2, RFC 2617 section 2
+        "2YotnFZFEjr1zCsicMWpAA",  # RFC 6749 section 4.1.4 (access token)
+        "tGzv3JOkF0XG5Qx2TlKWIA",  # RFC 6749 section 4.1.4 (refresh token)
+        "mF_9.B5f-4.1JqM",  # RFC 6750 section 2.1
+    }
+)
+_MIN_DECODED_TEXT = 12
+_PRINTABLE_BYTES = bytes([9, 10, 13, *range(32, 127)])
+# A line that ends with a quoted base64 literal (`eq(x, b"YWJj..."`), and one that holds nothing else:
+# a long literal is often split into one literal per line, and the pieces only decode together.
+# The literal goes on to the next line only when nothing but `+`, `\\` or blanks follows it (no `,`, `)`).
+_LITERAL_AT_END = re.compile(
+    rf"""(?:.*[^\w])?[bBrRuU]{{0,2}}(["'])([{re.escape(_B64.charset)}]{{4,}})\1([\s,;:)+\\]*)"""
+)
+_LITERAL_ONLY = re.compile(
+    rf"""[ \t]*[bBrRuU]{{0,2}}(["'])([{re.escape(_B64.charset)}]{{4,}})\1([\s,;:)+\\]*)"""
+)
+_CONTINUED = re.compile(r"[\s+\\]*")
+_MAX_LITERAL_LINES = 64
+_MAX_LITERAL_LINE_CHARS = 1024  # longer lines are not split literals; and `.*` stays cheap
+
+
+def _literal(pattern: re.Pattern[str], line: str) -> re.Match[str] | None:
+    line = line.removesuffix("\r")
+    return pattern.fullmatch(line) if len(line) <= _MAX_LITERAL_LINE_CHARS else None
+
+
+def _continues(m: re.Match[str] | None) -> bool:
+    return m is not None and _CONTINUED.fullmatch(m.group(3)) is not None
+
+
+def _joined_literal(lines: list[str], idx: int, value: str) -> str:
+    """`value`, or the whole literal when its line is one piece of a literal split over several lines."""
+    m = _literal(_LITERAL_AT_END, lines[idx])
+    if not m or m.group(2) != value:
+        return value
+    first = idx
+    while (
+        idx - first < _MAX_LITERAL_LINES
+        and first > 0
+        and _literal(_LITERAL_ONLY, lines[first])
+        and _continues(_literal(_LITERAL_AT_END, lines[first - 1]))
+    ):
+        first -= 1
+    last = idx
+    while (
+        last - first < _MAX_LITERAL_LINES
+        and last + 1 < len(lines)
+        and _continues(_literal(_LITERAL_AT_END, lines[last]))
+        and _literal(_LITERAL_ONLY, lines[last + 1])
+    ):
+        last += 1
+    pieces = (_literal(_LITERAL_AT_END, lines[j]) for j in range(first, last + 1))
+    return "".join(p.group(2) for p in pieces if p)
+
+
+def _decoded_text(value: str, offset: int = 0, min_len: int = _MIN_DECODED_TEXT) -> str | None:
+    """The printable ASCII text a base64 run (standard or URL-safe, `\\n` escapes allowed) decodes to,
+    read from `offset` characters in (a piece of a split literal need not start on a 4-character group)."""
+    v = re.sub(r"\\[nrt]", "", value)
+    if "\\" in v:
+        return None
+    v = v.replace("-", "+").replace("_", "/").rstrip("=")[offset:]
+    if "=" in v:
+        return None
+    v = v[: len(v) // 4 * 4] if len(v) % 4 == 1 else v + "=" * (-len(v) % 4)  # a lone 6 bits is no byte
+    try:
+        raw = base64.b64decode(v, validate=True)
+    except ValueError:
+        return None
+    if len(raw) < min_len or raw.translate(None, _PRINTABLE_BYTES):  # anything left is not text
+        return None
+    return raw.decode("ascii")
+
+
+def _published_example(value: str) -> bool:
+    """A credential published as an example in a standard, plain or base64-encoded (see above)."""
+    return value in _PUBLISHED_EXAMPLES or _decoded_text(value) in _PUBLISHED_EXAMPLES
+
+
+def _encoded_sample_text(lines: list[str], idx: int, value: str) -> bool:
+    """Base64 that decodes to an alphabet or counting sequence, or to a published example (see above)."""
+    # Key material decodes to bytes that are not text at any alignment; then no join can make it text.
+    if all(_decoded_text(value, offset, 0) is None for offset in range(4)):
+        return False
+    for candidate in dict.fromkeys((value, _joined_literal(lines, idx, value))):
+        text = _decoded_text(candidate)
+        if text is not None and _sequence_like(text):
+            return True
+    return False
+
+
+# Hex digests come in tables (test vectors, known hashes): the digest words that excuse a hex run may
+# head a table longer than `_HEX_CONTEXT_LINES`. The look-back therefore restarts at every line above that
+# holds a quoted hex run too (or its placeholder, so that a second pass decides as the first did), up to
+# `_HEX_TABLE_LINES`: the heading of a table covers all of it. A lone hex value with no digest word within
+# `_HEX_CONTEXT_LINES` is still caught.
+_HEX_LITERAL = re.compile(r"""["'`][0-9a-fA-F]{16,}["'`]|<REDACTED:high_entropy_hex>""")
+_HEX_TABLE_LINES = 400
+
+
+def _hex_context_above(lines: list[str], idx: int) -> bool:
+    reach = idx - _HEX_CONTEXT_LINES
+    j = idx - 1
+    while j >= 0 and j >= reach and idx - j <= _HEX_TABLE_LINES:
+        if _HEX_CONTEXT.search(lines[j], 0, 2048):
+            return True
+        if _HEX_LITERAL.search(lines[j], 0, 2048):
+            reach = j - _HEX_CONTEXT_LINES
+        j -= 1
+    return False
+
+
 def _entropy_spans(lines: list[str], idx: int, content: str) -> Iterator[tuple[int, int, str]]:
     bare = _BARE_TOKEN_LINE.fullmatch(content)
     if bare and any(
@@ -660,11 +866,10 @@ def _entropy_spans(lines: list[str], idx: int, content: str) -> Iterator[tuple[i
         # Doctest output is sample output, never a live credential.
         if idx > 0 and _DOCTEST_PROMPT.match(lines[idx - 1]):
             continue
-        if kind == "high_entropy_hex" and (
-            _HEX_CONTEXT.search(content)
-            or any(
-                _HEX_CONTEXT.search(lines[j], 0, 2048) for j in range(max(0, idx - _HEX_CONTEXT_LINES), idx)
-            )
+        if kind == "high_entropy_hex" and (_HEX_CONTEXT.search(content) or _hex_context_above(lines, idx)):
+            continue
+        if _published_example(content[a:b]) or (
+            kind == "high_entropy_base64" and _encoded_sample_text(lines, idx, content[a:b])
         ):
             continue
         yield a, b, kind
@@ -789,7 +994,18 @@ def _rule_spans(
         yield from _entropy_spans(lines, idx, window)
         return
     found = _keyword_spans(window, kw_regexes) if rule is _KEYWORD_RULE else rule.find(window)
+    fixtures_apply = rule is _KEYWORD_RULE or rule.kind == "basic_auth"
     for a, b in found:
+        if _published_example(window[a:b]):
+            continue
+        if fixtures_apply and _fixture_value(window[a:b], lines, idx):
+            continue
+        if (
+            rule.kind == "basic_auth"
+            and not _mixed(window[a:b])
+            and _documentation_host(window, b)
+        ):
+            continue
         yield a, b, rule.kind
 
 

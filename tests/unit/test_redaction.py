@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import math
 import random
 from concurrent.futures import ThreadPoolExecutor
@@ -19,6 +20,7 @@ from app.redaction import (
     shannon_entropy,
 )
 from tests.unit.redaction_cases import (
+    ALNUM,
     GITHUB_PAT,
     LOOKALIKE_CASES,
     PASSWORD,
@@ -254,3 +256,170 @@ def test_mixed_files_are_idempotent(redactor: Redactor, seed: int) -> None:
     once = redactor.redact(text)
     assert redactor.redact(once.text).findings == ()
     assert once.text.count("\n") == text.count("\n")
+
+
+# --------------------------------------------------------------------------------------------------
+# Fixture rules (app/redaction.py, "Fixture values" and the entropy rules): each table holds what a rule
+# now leaves alone and, next to it, the similar real-looking secrets it must still catch.
+
+_ALPHABET = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789!@#0^&*();:<>,. []{}"
+_ENCODED_ALPHABET = base64.b64encode(_ALPHABET).decode()
+_HEX_VECTORS = [rand(40, "0123456789abcdef") for _ in range(20)]
+_RANDOM_B64_LINES = [rand(40, ALNUM + "+/") for _ in range(3)]
+
+
+def _split_literal(value: str, width: int = 40, first: str = "    eq(encode(data),") -> str:
+    """`value` as Python writes a long bytes literal: one piece per line, the last one closing the call."""
+    pieces = [value[i : i + width] for i in range(0, len(value), width)]
+    lines = [f'{first} b"{pieces[0]}"'] + [f'       b"{p}"' for p in pieces[1:]]
+    return "\n".join(lines) + ")"
+
+
+def _hex_table(heading: str) -> str:
+    rows = [f"    (bytes.fromhex('{h}'), None)," for h in _HEX_VECTORS]
+    return "\n".join([f"results = {{{heading}", *rows, "}"])
+
+
+FIXTURES_LEFT_ALONE = [
+    # Rule 1: a word shorter than 8 characters, in one case pattern, maybe with a counting suffix.
+    ("short-word", "password = 'python'", "test_nntplib.py"),
+    ("short-word-kwarg", 'ctx.load_cert_chain(CERTFILE, password="badpass")', None),
+    ("short-word-pair", 'user, password = "wile", "coyote"', None),
+    ("short-word-capitalised", 'pwd = "Secret"', None),
+    ("short-word-upper", 'DB_PASSWORD = "ADMIN"', None),
+    ("short-word-counting-suffix", 'PASSWD = "test123"', None),
+    ("short-word-comment", "#        test_password = 'blah'", None),
+    ("short-word-config", "password: admin", "docker-compose.yml"),
+    ("short-word-url", 'fp = urlopen("http://user:pass@python.org/")', None),
+    ("short-word-url-capitalised", 'url = "http://User:Pass@www.python.org:080/doc/?query=yes#frag"', None),
+    # Rule 2: letters only, and says it is not real.
+    ("says-incorrect", 'INCORRECT_PASSWD = "Incorrect"', None),
+    ("says-does-not-exist", "smtp.password = 'doesnotexist'", None),
+    ("says-wrong", 'password = "wrong-password"', None),
+    ("says-invalid", 'api_key = "invalid_api_key_value"', None),
+    # Rule 3: no mixed classes, in an example.
+    (
+        "example-heading",
+        "Example usage:\n\nimport urllib.request\n\nauthinfo.add_password(realm='PDQ',\n"
+        "                      user='klem',\n                      passwd='geheim$parole')",
+        "request.py",
+    ),
+    ("example-doctest", ">>> client.login(user='klem', password='geheim$parole')", None),
+    ("example-heading-comment", "# For example:\n#   secret = 'open sesame please'", None),
+    # Rule 4: a URL password without mixed classes, on a documentation domain.
+    ("documentation-host", "('http://joe:password@proxy.example.com/', 'joe', 'password')", None),
+    ("documentation-host-port", "'ftp://joe:password@proxy.example.com/rubbish:3128'", None),
+    ("documentation-tld", 'DSN = "postgres://app:correcthorsebattery@db.test/app"', None),
+    ("documentation-tld-invalid", 'u = "https://ci:supersecretvalue@runner.invalid/"', None),
+    # Base64 that decodes to a sequence, whole or split over lines, or to a published example.
+    ("encoded-alphabet", f'ENCODED = "{_ENCODED_ALPHABET}"', None),
+    ("encoded-alphabet-split", _split_literal(_ENCODED_ALPHABET), None),
+    (
+        "encoded-alphabet-split-escaped",
+        _split_literal(_ENCODED_ALPHABET[:38] + "\\n" + _ENCODED_ALPHABET[38:]),
+        None,
+    ),
+    ("encoded-rfc7617-example", "out = b'QWxhZGRpbjpvcGVuIHNlc2FtZQ==\\n'", None),
+    ("rfc6749-example-token", 'resp = {"access_token": "2YotnFZFEjr1zCsicMWpAA"}', None),
+    ("rfc7617-example-header", 'headers = {"Authorization": "Basic QWxhZGRpbjpvcGVuIHNlc2FtZQ=="}', None),
+    ("rfc6750-example-bearer", "Authorization: Bearer mF_9.B5f-4.1JqM", None),
+    # Hex: a digest heading covers its whole table.
+    ("hex-table-under-digest-heading", _hex_table('"sha512": ['), None),
+]
+
+FIXTURE_LOOKALIKES_STILL_CAUGHT = [
+    # Rule 1's limits: 8+ characters, other digits, symbols, mixed case, several words.
+    ("eight-letter-word", 'password = "sunshine"', None, "secret_keyword"),
+    ("word-other-digit", 'password = "hunter2"', None, "secret_keyword"),
+    ("word-digit-inside", 'password = "pyth0n"', None, "secret_keyword"),
+    ("word-symbol", 'password = "pass!"', None, "secret_keyword"),
+    ("word-mixed-case", 'password = "PyThOn"', None, "secret_keyword"),
+    ("long-passphrase", 'password = "correcthorsebatterystaple"', None, "secret_keyword"),
+    ("words-with-spaces", 'password = "value with quotes and spaces"', "app.conf", "secret_keyword"),
+    ("short-word-config-long", "password: postgres", "docker-compose.yml", "secret_keyword"),
+    ("url-placeholder-pair", "https://username:password@yelp.com", None, "basic_auth"),
+    ("url-real-password", 'fp = urlopen("http://user:s3cr3tPass@python.org/")', None, "basic_auth"),
+    # Rule 2's limits: a negation word inside a value with digits or symbols.
+    ("says-invalid-but-mixed", 'password = "Invalid!Pass7"', None, "secret_keyword"),
+    ("says-wrong-with-digits", 'password = "wrongful2024dismissal"', None, "secret_keyword"),
+    # Rule 3's limits: mixed classes under a heading, a heading too far up, no heading at all.
+    (
+        "example-mixed-value",
+        "Example usage:\n\nlogin(user='klem', passwd='Geh3im$Parole')",
+        None,
+        "secret_keyword",
+    ),
+    ("example-token", f"Examples:\n    token = '{GITHUB_PAT}'", None, "github_token"),
+    (
+        "example-heading-far",
+        "Example usage:\n" + "x = 1\n" * 13 + "passwd='geheim$parole'",
+        None,
+        "secret_keyword",
+    ),
+    ("no-example-heading", "passwd='geheim$parole'", None, "secret_keyword"),
+    ("usage-in-code", "if usage:\n    passwd = 'geheim$parole'", None, "secret_keyword"),
+    # Rule 4's limits: a generated-looking password, or a host that only resembles a reserved one.
+    (
+        "documentation-host-real-password",
+        f"https://deploy:{PASSWORD}@git.example.com/repo.git",
+        None,
+        "basic_auth",
+    ),
+    ("lookalike-host", "http://joe:password@example.com.evil.io/", None, "basic_auth"),
+    ("lookalike-host-prefix", "http://joe:password@myexample.com/", None, "basic_auth"),
+    # Base64 that decodes to prose or a credential, or to nothing printable.
+    (
+        "encoded-prose",
+        "'c3VwZXIgbG9uZyBzdHJpbmcgc2hvdWxkIGNhdXNlIGVub3VnaCBlbnRyb3B5'",
+        None,
+        "high_entropy_base64",
+    ),
+    (
+        "encoded-credential",
+        f'AUTH = "{base64.b64encode(f"admin:{PASSWORD}".encode()).decode()}"',
+        None,
+        "high_entropy_base64",
+    ),
+    ("encoded-random-split", _split_literal("".join(_RANDOM_B64_LINES)), None, "high_entropy_base64"),
+    # Published examples are matched whole: another credential in the same shape is still caught.
+    (
+        "basic-header-other-credential",
+        f'headers = {{"Authorization": "Basic {base64.b64encode(f"Aladdin:{PASSWORD}".encode()).decode()}"}}',
+        None,
+        "bearer_token",
+    ),
+    # Hex: the same table without a digest word anywhere above it.
+    ("hex-table-without-heading", _hex_table('"rows": ['), None, "high_entropy_hex"),
+]
+
+
+@pytest.mark.parametrize(
+    ("case_id", "text", "filename"), FIXTURES_LEFT_ALONE, ids=[c[0] for c in FIXTURES_LEFT_ALONE]
+)
+def test_fixture_is_left_alone(redactor: Redactor, case_id: str, text: str, filename: str | None) -> None:
+    result = redactor.redact(text, filename)
+    assert result.findings == (), case_id
+    assert result.text is text
+
+
+@pytest.mark.parametrize(
+    ("case_id", "text", "filename", "kind"),
+    FIXTURE_LOOKALIKES_STILL_CAUGHT,
+    ids=[c[0] for c in FIXTURE_LOOKALIKES_STILL_CAUGHT],
+)
+def test_real_secret_next_to_a_fixture_rule_is_caught(
+    redactor: Redactor, case_id: str, text: str, filename: str | None, kind: str
+) -> None:
+    result = redactor.redact(text, filename)
+    assert kind in {f.kind for f in result.findings}, (case_id, result)
+    assert redactor.redact(result.text, filename).findings == ()  # and idempotent
+
+
+def test_hex_table_under_a_heading_is_left_alone_on_every_row(redactor: Redactor) -> None:
+    text = _hex_table('"sha256": [')
+    # More rows than the plain look-back reaches: the heading covers them through the table.
+    assert len(_HEX_VECTORS) > 12
+    assert redactor.redact(text).findings == ()
+    # A lone hex value below the table, after a gap of other code, needs its own context again.
+    tail = "\n".join(["x = 1"] * 13) + f"\nsigning = '{rand(40, '0123456789abcdef')}'"
+    assert redactor.redact(text + "\n" + tail).findings[-1].kind == "high_entropy_hex"
