@@ -100,8 +100,10 @@ class CompletionModel:
             self.metrics.outcome("error")
             raise
         self.metrics.outcome("ok")
-        self.metrics.latency.observe((time.perf_counter() - started) * 1000, tags=self.metrics.tags)
-        return result
+        replica_ms = (time.perf_counter() - started) * 1000
+        self.metrics.latency.observe(replica_ms, tags=self.metrics.tags)
+        # Time in this replica (queue + batch + generation + post-processing), for overhead breakdowns.
+        return {**result, "replica_ms": round(replica_ms, 2)}
 
     async def _generate_batch(self, requests: list[GenRequest]) -> list[dict[str, Any]]:
         # Generation runs in a thread so the replica's event loop keeps accepting (and batching) requests.
