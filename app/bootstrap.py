@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from typing import Any
 
 from redis.asyncio import Redis
@@ -10,6 +12,7 @@ from sqlalchemy.dialects.postgresql import insert
 
 from app.settings import Settings
 from app.state import AppState, ModelGateway, ModelInfo, ReferenceIds
+from app.supersede import listen
 from db.engine import make_engine, make_sessionmaker
 from db.tables import ModelName, PluginVersion, ProgrammingLanguage, TriggerType
 
@@ -70,10 +73,22 @@ async def build_state(
     )
     await register_models(state, model_entries)
     await load_reference_ids(state)
+    ready = asyncio.Event()
+    state.supersede_listener = asyncio.create_task(listen(state.redis, state.inflight, ready), name="supersede")
+    try:  # subscribed before the first request, unless Redis is down (the listener keeps trying then)
+        await asyncio.wait_for(ready.wait(), timeout=3)
+    except TimeoutError:
+        pass
     return state
 
 
 async def close_state(state: AppState) -> None:
-    """Release connections."""
+    """Stop the listener, release connections."""
+    if state.supersede_listener is not None:
+        state.supersede_listener.cancel()
+        try:
+            await state.supersede_listener
+        except asyncio.CancelledError:
+            pass
     await state.redis.aclose()
     await state.engine.dispose()

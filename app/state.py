@@ -61,6 +61,8 @@ class AppState:
     reference: ReferenceIds = field(default_factory=ReferenceIds)
     # In-flight model calls per session on this replica: a newer request of the session cancels the older.
     inflight: dict[Any, Any] = field(default_factory=dict)
+    # Listens for newer requests announced by other replicas (app/supersede.py).
+    supersede_listener: Any = None
 
     def model_by_name(self, name: str) -> ModelInfo | None:
         """Look a model up by its registry name."""

@@ -18,6 +18,7 @@ from app import tokens
 from app.errors import Conflict, Forbidden, NotFound, PayloadTooLarge, Unprocessable
 from app.context.retrieval import snippets_for
 from app.redaction import redact
+from app.supersede import announce, cancel_older
 from app.schemas.completion import (
     CompletionContext,
     CompletionData,
@@ -133,6 +134,7 @@ class _InFlight:
     """The model calls of one completion request, and whether a newer request superseded them."""
 
     calls: asyncio.Future[list[dict[str, Any]]]
+    seq: int = 0  # the request's number in its session (app/supersede.py)
     superseded: bool = False
 
 
@@ -143,15 +145,13 @@ OnResult = Callable[[uuid.UUID, ModelInfo, "CompletionItem | CompletionFailure"]
 async def _run_superseding(
     state: AppState,
     session_id: uuid.UUID,
+    seq: int,
     models: list[ModelInfo],
     payload: dict[str, Any],
     on_result: Callable[[ModelInfo, dict[str, Any]], Awaitable[None]] | None = None,
 ) -> list[dict[str, Any]]:
-    """Call the models side by side; a newer request of the same session cancels this one's generations."""
-    previous = state.inflight.get(session_id)
-    if previous is not None and not previous.calls.done():
-        previous.superseded = True
-        previous.calls.cancel()
+    """Call the models side by side; a newer request of the same session (on any replica) cancels this one's."""
+    cancel_older(state.inflight, session_id, seq)  # ours, on this replica; other replicas hear of `seq` from Redis
 
     async def one(model: ModelInfo) -> dict[str, Any]:
         result = await _call_model(state, model, payload)
@@ -159,7 +159,7 @@ async def _run_superseding(
             await on_result(model, result)
         return result
 
-    mine = _InFlight(asyncio.gather(*(one(m) for m in models)))
+    mine = _InFlight(asyncio.gather(*(one(m) for m in models)), seq)
     state.inflight[session_id] = mine
     try:
         return await mine.calls
@@ -255,8 +255,10 @@ async def request_completion(
     # Secrets never reach storage; whether the models see them is a setting (default: they do not).
     payload = model_payload(redacted if state.settings.redact_model_input else body)
     prefs = Preference.model_validate(user.preference or {})
+    # Numbered in its session and announced to every replica (supersedes older requests) meanwhile.
+    announced = asyncio.create_task(announce(state.redis, session.session_id))
     # The project's other files most relevant to the cursor (from the redacted live state or the index).
-    payload["context_snippets"] = await snippets_for(
+    snippets = snippets_for(
         state,
         project.project_id,
         body.contextual_telemetry.file_path or body.context.file_name or "",
@@ -267,6 +269,10 @@ async def request_completion(
         _stored(body.store_context, prefs.store_context),
         user_id=user.user_id,
     )
+    try:
+        payload["context_snippets"] = await snippets
+    finally:
+        seq = await announced
     meta_query_id = uuid.uuid4()
     started = time.perf_counter()
 
@@ -274,7 +280,7 @@ async def request_completion(
         assert on_result is not None
         await on_result(meta_query_id, model, _slot(generation_event(meta_query_id, model, result), model.name))
 
-    results = await _run_superseding(state, session.session_id, models, payload, forward if on_result else None)
+    results = await _run_superseding(state, session.session_id, seq, models, payload, forward if on_result else None)
     total_ms = int((time.perf_counter() - started) * 1000)
 
     generations = [generation_event(meta_query_id, m, r, user.user_id) for m, r in zip(models, results, strict=True)]
