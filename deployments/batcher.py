@@ -12,7 +12,10 @@ Here one worker task per replica takes requests off the queue only when the gene
   next one at once, with no waiting;
 * when the replica was idle, the first request waits at most `wait_s` for company (0: not at all);
 * a caller that goes away while still queued is dropped before its batch forms; one that goes away
-  during generation is the generator's business (its row's cancel event).
+  during generation is the generator's business (its row's cancel event);
+* `run_batch(items, deliver)` may hand a row's result over before the batch ends with
+  `deliver(index, result)` (callable from any thread): a short completion does not wait for the
+  batch's longest one.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import Awaitable, Callable
+from typing import Any
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
@@ -36,7 +40,12 @@ class _Pending(Generic[T, R]):
 class Batcher(Generic[T, R]):
     """Collects concurrent `submit` calls into batches for `run_batch` (one batch at a time)."""
 
-    def __init__(self, run_batch: Callable[[list[T]], Awaitable[list[R]]], max_batch_size: int, wait_s: float = 0.0) -> None:
+    def __init__(
+        self,
+        run_batch: Callable[[list[T], Callable[[int, R], None]], Awaitable[list[R]]],
+        max_batch_size: int,
+        wait_s: float = 0.0,
+    ) -> None:
         if max_batch_size < 1:
             raise ValueError("max_batch_size must be at least 1")
         if wait_s < 0:
@@ -86,6 +95,17 @@ class Batcher(Generic[T, R]):
             return False
         return True
 
+    @staticmethod
+    def _deliverer(batch: list[_Pending[T, R]], loop: asyncio.AbstractEventLoop) -> Callable[[int, R], None]:
+        def resolve(future: asyncio.Future[Any], result: R) -> None:
+            if not future.done():
+                future.set_result(result)
+
+        def deliver(index: int, result: R) -> None:
+            loop.call_soon_threadsafe(resolve, batch[index].future, result)
+
+        return deliver
+
     def _take(self) -> list[_Pending[T, R]]:
         batch: list[_Pending[T, R]] = []
         while self._queue and len(batch) < self.max_batch_size:
@@ -113,7 +133,7 @@ class Batcher(Generic[T, R]):
                 was_idle = True
                 continue
             try:
-                results = await self.run_batch([p.item for p in batch])
+                results = await self.run_batch([p.item for p in batch], self._deliverer(batch, loop))
             except Exception as exc:  # noqa: BLE001 - every caller of the batch gets the failure
                 for p in batch:
                     if not p.future.done():

@@ -7,14 +7,14 @@ import logging
 import os
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from ray import serve
 from ray.serve import metrics
 
 from deployments.batcher import Batcher
-from deployments.generator import CausalLMGenerator, GenRequest, pick_device
+from deployments.generator import CausalLMGenerator, GenRequest, GenResult, pick_device
 from deployments.prompts import Snippet
 from serve.registry import ModelEntry
 
@@ -36,6 +36,19 @@ def to_gen_request(payload: dict[str, Any], entry: ModelEntry) -> GenRequest:
         single_line=bool(payload.get("single_line", True)),
         max_new_tokens=min(int(payload.get("max_new_tokens") or entry.generation.max_new_tokens), entry.generation.max_new_tokens),
     )
+
+
+def _answer(result: GenResult, batch_size: int) -> dict[str, Any]:
+    """What the ingress receives for one completion."""
+    return {
+        "completion": result.completion,
+        "confidence": result.confidence,
+        "token_logprobs": result.token_logprobs,
+        "generation_time_ms": result.generation_time_ms,
+        "tokens_generated": result.tokens_generated,
+        "stopped_by": result.stopped_by,
+        "batch_size": batch_size,
+    }
 
 
 class _Metrics:
@@ -105,30 +118,28 @@ class CompletionModel:
         # Time in this replica (queue + batch + generation + post-processing), for overhead breakdowns.
         return {**result, "replica_ms": round(replica_ms, 2)}
 
-    async def _generate_batch(self, requests: list[GenRequest]) -> list[dict[str, Any]]:
-        # Generation runs in a thread so the replica's event loop keeps accepting (and batching) requests.
-        results = await asyncio.to_thread(self.generator.generate_batch, requests, self.entry.generation.time_budget_s)
+    async def _generate_batch(
+        self, requests: list[GenRequest], deliver: Callable[[int, dict[str, Any]], None]
+    ) -> list[dict[str, Any]]:
+        # Generation runs in a thread so the replica's event loop keeps accepting (and batching) requests;
+        # each row's answer is handed over as soon as that row is done.
+        size = len(requests)
+        results = await asyncio.to_thread(
+            self.generator.generate_batch,
+            requests,
+            self.entry.generation.time_budget_s,
+            lambda row, result: deliver(row, _answer(result, size)),
+        )
         self.counters["batches"] += 1
-        self.counters["max_batch_size_seen"] = max(self.counters["max_batch_size_seen"], len(requests))
-        self.metrics.batch.observe(len(requests), tags=self.metrics.tags)
+        self.counters["max_batch_size_seen"] = max(self.counters["max_batch_size_seen"], size)
+        self.metrics.batch.observe(size, tags=self.metrics.tags)
         generated = sum(r.tokens_generated for r in results)
         self.counters["tokens_generated"] += generated
         if generated:
             self.metrics.tokens.inc(generated, tags=self.metrics.tags)
         for r in results:
             self.recent = (self.recent + [{"tokens_generated": r.tokens_generated, "stopped_by": r.stopped_by}])[-50:]
-        return [
-            {
-                "completion": r.completion,
-                "confidence": r.confidence,
-                "token_logprobs": r.token_logprobs,
-                "generation_time_ms": r.generation_time_ms,
-                "tokens_generated": r.tokens_generated,
-                "stopped_by": r.stopped_by,
-                "batch_size": len(requests),
-            }
-            for r in results
-        ]
+        return [_answer(r, size) for r in results]
 
     async def chat(self, messages: list[dict[str, str]], max_new_tokens: int | None = None) -> AsyncIterator[str]:
         """Stream answer pieces for chat messages (call through a handle with stream=True)."""

@@ -8,7 +8,8 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections.abc import Iterator
+import inspect
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -137,6 +138,11 @@ class CausalLMGenerator:
         if self.tokenizer.eos_token_id is not None:
             stop_ids.add(self.tokenizer.eos_token_id)
         self.stop_token_ids = sorted(stop_ids)
+        # Only the last position's logits are needed; models that support it skip the rest of the prompt's.
+        params = inspect.signature(self.model.forward).parameters
+        self._keeps_logits = "logits_to_keep" in params
+        # transformers 5.2x names the KV cache `cache`; older releases `past_key_values`.
+        self._cache_arg = "cache" if "cache" in params else "past_key_values"
 
     def _count(self, text: str) -> int:
         return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
@@ -160,59 +166,109 @@ class CausalLMGenerator:
             else:
                 prefix = prefix[len(prefix) - int(len(prefix) * 0.8) :]
 
-    def generate_batch(self, requests: list[GenRequest], time_budget_s: float = 10.0) -> list[GenResult]:
-        """Greedy completions for a batch (left padding + attention mask, so results match unbatched runs)."""
+    def generate_batch(
+        self,
+        requests: list[GenRequest],
+        time_budget_s: float = 10.0,
+        on_done: Callable[[int, GenResult], None] | None = None,
+    ) -> list[GenResult]:
+        """Greedy completions for a batch (left padding + attention mask, so results match unbatched runs).
+
+        A row leaves the batch as soon as it is done (stop token, stop text, its own token limit, or its
+        caller's cancel event): the remaining rows decode without it, and `on_done(row, result)` hands its
+        result over at once instead of after the batch's longest row. The wall-clock budget ends every row.
+        """
         started = time.perf_counter()
         prompts = [self.build_prompt(r) for r in requests]
         enc = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
-        prompt_len = enc["input_ids"].shape[1]
-        criteria = StoppingCriteriaList(
-            [_TextStop(self.tokenizer, prompt_len, requests), _Deadline(time.monotonic() + time_budget_s)]
-        )
+        results: list[GenResult | None] = [None] * len(requests)
+
+        def finish(row: int, ids: list[int], logprobs: list[float], reason: str) -> None:
+            result = self._result(requests[row], ids, logprobs, reason, started)
+            results[row] = result
+            if on_done is not None:
+                on_done(row, result)
+
+        self._greedy(enc["input_ids"], enc["attention_mask"], requests, time.monotonic() + time_budget_s, finish)
+        return [r for r in results if r is not None]
+
+    def _greedy(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        requests: list[GenRequest],
+        deadline: float,
+        finish: Callable[[int, list[int], list[float], str], None],
+    ) -> None:
+        """Token-by-token greedy decoding with a KV cache; finished rows are dropped from the batch."""
+        stop_ids = set(self.stop_token_ids)
+        stops = [list(r.stop_sequences) + (["\n"] if r.single_line else []) for r in requests]
+        ids: list[list[int]] = [[] for _ in requests]
+        logprobs: list[list[float]] = [[] for _ in requests]
+        active = list(range(len(requests)))  # original row of each batch position
+        mask = attention_mask
+        # As transformers' generate: positions count the real tokens; padding gets a harmless 1.
+        positions = (mask.long().cumsum(-1) - 1).masked_fill_(mask == 0, 1)
+        extra = {"logits_to_keep": 1} if self._keeps_logits else {}
         with torch.inference_mode():
-            out = self.model.generate(
-                **enc,
-                max_new_tokens=max(r.max_new_tokens for r in requests),
-                do_sample=False,
-                num_beams=1,
-                eos_token_id=self.stop_token_ids,
-                pad_token_id=self.tokenizer.pad_token_id,
-                stopping_criteria=criteria,
-                output_logits=True,
-                return_dict_in_generate=True,
-            )
-        new_tokens = out.sequences[:, prompt_len:]
-        # logits[i] is (batch, vocab) for step i; log-softmax once for the whole batch.
-        steps = torch.stack(out.logits, dim=1).float().log_softmax(dim=-1) if out.logits else None
-        elapsed_ms = int((time.perf_counter() - started) * 1000)
-        results = []
-        for row, req in enumerate(requests):
-            ids = new_tokens[row].tolist()[: req.max_new_tokens]
-            n = len(ids)
-            for i, t in enumerate(ids):
-                if t in self.stop_token_ids:
-                    n = i
-                    break
-            ids = ids[:n]
-            text = self.tokenizer.decode(ids, skip_special_tokens=True)
-            completion, reason = cut_completion(text, req.stop_sequences, req.single_line)
-            if reason == "length" and n < len(new_tokens[row]) and n < req.max_new_tokens:
-                reason = "stop_token"
-            if req.cancel.is_set():
-                reason = "cancelled"
-            kept = self._tokens_covering(ids, len(completion))
-            logprobs = [float(steps[row, i, ids[i]]) for i in range(kept)] if steps is not None else []
-            results.append(
-                GenResult(
-                    completion=completion,
-                    token_logprobs=logprobs,
-                    confidence=confidence_of(logprobs),
-                    generation_time_ms=elapsed_ms,
-                    tokens_generated=n,
-                    stopped_by=reason,
+            out = self.model(input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=True, **extra)
+            cache = out.cache if self._cache_arg == "cache" else out.past_key_values
+            while True:
+                step = out.logits[:, -1, :].float().log_softmax(dim=-1)
+                chosen = step.argmax(dim=-1)
+                picked = step.gather(1, chosen[:, None])[:, 0].tolist()
+                tokens = chosen.tolist()
+                over = time.monotonic() >= deadline
+                keep: list[int] = []
+                for pos, row in enumerate(active):
+                    req, token = requests[row], tokens[pos]
+                    if req.cancel.is_set():
+                        finish(row, ids[row], logprobs[row], "cancelled")
+                        continue
+                    if token in stop_ids or req.max_new_tokens <= 0:
+                        finish(row, ids[row], logprobs[row], "stop_token")
+                        continue
+                    ids[row].append(token)
+                    logprobs[row].append(picked[pos])
+                    text_stop = stops[row] and any(
+                        s and s in self.tokenizer.decode(ids[row], skip_special_tokens=True) for s in stops[row]
+                    )
+                    if text_stop or over or len(ids[row]) >= req.max_new_tokens:
+                        finish(row, ids[row], logprobs[row], "length")
+                        continue
+                    keep.append(pos)
+                if not keep:
+                    return
+                if len(keep) < len(active):
+                    index = torch.tensor(keep, device=mask.device)
+                    cache.batch_select_indices(index)
+                    mask, chosen = mask[index], chosen[index]
+                    active = [active[pos] for pos in keep]
+                mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=-1)
+                positions = mask.long().sum(-1, keepdim=True) - 1
+                out = self.model(
+                    input_ids=chosen[:, None], attention_mask=mask, position_ids=positions,
+                    use_cache=True, **{self._cache_arg: cache},
                 )
-            )
-        return results
+
+    def _result(self, req: GenRequest, ids: list[int], logprobs: list[float], reason: str, started: float) -> GenResult:
+        """A finished row: the text cut at its first stop, the log-probs of the tokens it returns."""
+        text = self.tokenizer.decode(ids, skip_special_tokens=True)
+        completion, cut_reason = cut_completion(text, req.stop_sequences, req.single_line)
+        if cut_reason != "length":
+            reason = cut_reason
+        if req.cancel.is_set():
+            reason = "cancelled"
+        kept = self._tokens_covering(ids, len(completion))
+        returned = logprobs[:kept]
+        return GenResult(
+            completion=completion,
+            token_logprobs=returned,
+            confidence=confidence_of(returned),
+            generation_time_ms=int((time.perf_counter() - started) * 1000),
+            tokens_generated=len(ids),
+            stopped_by=reason,
+        )
 
     def _tokens_covering(self, ids: list[int], n_chars: int) -> int:
         """How many leading tokens contribute text to the first n_chars characters (the tokens returned)."""

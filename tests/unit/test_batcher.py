@@ -18,7 +18,7 @@ class Model:
         self.batches: list[list[int]] = []
         self.fail_on = fail_on
 
-    async def __call__(self, items: list[int]) -> list[int]:
+    async def __call__(self, items: list[int], deliver) -> list[int]:  # type: ignore[no-untyped-def]
         self.batches.append(list(items))
         await asyncio.sleep(self.seconds)
         if self.fail_on is not None and self.fail_on in items:
@@ -104,7 +104,7 @@ async def test_a_failing_batch_fails_its_callers_and_the_next_batch_still_runs()
 
 
 async def test_wrong_result_count_is_an_error_not_a_hang() -> None:
-    async def short(items: list[int]) -> list[int]:
+    async def short(items: list[int], deliver) -> list[int]:  # type: ignore[no-untyped-def]
         return items[:-1]
 
     batcher: Batcher[int, int] = Batcher(short, max_batch_size=4)
@@ -114,10 +114,29 @@ async def test_wrong_result_count_is_an_error_not_a_hang() -> None:
 
 
 def test_bad_settings_are_refused() -> None:
-    async def run(items: list[int]) -> list[int]:
+    async def run(items: list[int], deliver) -> list[int]:  # type: ignore[no-untyped-def]
         return items
 
     with pytest.raises(ValueError):
         Batcher(run, max_batch_size=0)
     with pytest.raises(ValueError):
         Batcher(run, max_batch_size=1, wait_s=-1)
+
+
+async def test_a_row_delivered_early_does_not_wait_for_the_batch() -> None:
+    async def slow_tail(items: list[int], deliver) -> list[int]:  # type: ignore[no-untyped-def]
+        loop = asyncio.get_running_loop()
+        # The first row is ready at once (handed over from a worker thread, as the generator does).
+        await loop.run_in_executor(None, deliver, 0, items[0] * 10)
+        await asyncio.sleep(0.3)
+        return [i * 10 for i in items]
+
+    batcher: Batcher[int, int] = Batcher(slow_tail, max_batch_size=4, wait_s=0.05)
+    began = time.perf_counter()
+    first = asyncio.create_task(batcher.submit(1))
+    second = asyncio.create_task(batcher.submit(2))
+    assert await first == 10
+    assert time.perf_counter() - began < 0.2
+    assert await second == 20
+    assert time.perf_counter() - began >= 0.3
+    await batcher.close()

@@ -1,0 +1,116 @@
+"""The generator's own greedy loop (rows leave the batch when done) against transformers' generate()."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from deployments.generator import CausalLMGenerator, GenRequest, cut_completion
+
+MODEL_DIR = Path(__file__).resolve().parents[2] / "models" / "code4me-tiny"
+
+PREFIXES = [
+    "def area(w, h):\n    return ",
+    "import os\n\nfor name in os.listdir(path):\n    if name.",
+    "class Stack:\n    def __init__(self):\n        self.items = []\n\n    def push(self, item):\n        self.",
+    "total = 0\nfor value in values:\n    total += ",
+    "with open(path) as f:\n    data = json.",
+    "x",
+]
+
+
+@pytest.fixture(scope="module")
+def gen() -> CausalLMGenerator:
+    torch.set_num_threads(1)
+    return CausalLMGenerator(MODEL_DIR, "code4me", max_context_tokens=512)
+
+
+def reference(gen: CausalLMGenerator, req: GenRequest) -> tuple[list[int], list[float]]:
+    """transformers' greedy generate() for one request alone: its new tokens (up to a stop token) and log-probs."""
+    enc = gen.tokenizer([gen.build_prompt(req)], return_tensors="pt", add_special_tokens=False)
+    with torch.inference_mode():
+        out = gen.model.generate(
+            **enc,
+            max_new_tokens=req.max_new_tokens,
+            do_sample=False,
+            num_beams=1,
+            eos_token_id=gen.stop_token_ids,
+            pad_token_id=gen.tokenizer.pad_token_id,
+            output_logits=True,
+            return_dict_in_generate=True,
+        )
+    new = out.sequences[0, enc["input_ids"].shape[1] :].tolist()
+    steps = torch.stack(out.logits, dim=1)[0].float().log_softmax(dim=-1)
+    ids: list[int] = []
+    for token in new:
+        if token in gen.stop_token_ids:
+            break
+        ids.append(token)
+    return ids, [float(steps[i, t]) for i, t in enumerate(ids)]
+
+
+def requests(single_line: bool, max_new: int = 24) -> list[GenRequest]:
+    return [GenRequest(prefix=p, suffix="\n", single_line=single_line, max_new_tokens=max_new) for p in PREFIXES]
+
+
+@pytest.mark.parametrize("single_line", [True, False])
+def test_each_request_alone_matches_transformers_generate(gen: CausalLMGenerator, single_line: bool) -> None:
+    for req in requests(single_line):
+        (result,) = gen.generate_batch([req])
+        ids, logprobs = reference(gen, req)
+        expected, _ = cut_completion(gen.tokenizer.decode(ids, skip_special_tokens=True), req.stop_sequences, single_line)
+        assert result.completion == expected, req.prefix
+        assert result.token_logprobs == pytest.approx(logprobs[: len(result.token_logprobs)], abs=1e-4)
+        assert result.tokens_generated <= len(ids) or result.stopped_by != "stop_token"
+
+
+@pytest.mark.parametrize("single_line", [True, False])
+def test_a_batch_gives_every_row_its_alone_answer(gen: CausalLMGenerator, single_line: bool) -> None:
+    reqs = requests(single_line)
+    alone = [gen.generate_batch([r])[0] for r in requests(single_line)]
+    together = gen.generate_batch(reqs)
+    assert [r.completion for r in together] == [r.completion for r in alone]
+    assert [r.stopped_by for r in together] == [r.stopped_by for r in alone]
+    for a, b in zip(together, alone, strict=True):
+        assert a.token_logprobs == pytest.approx(b.token_logprobs, abs=1e-4)
+
+
+def test_rows_are_handed_over_as_they_finish(gen: CausalLMGenerator) -> None:
+    # One row may write up to 40 tokens; the single-line rows stop at their first newline.
+    reqs = [GenRequest(prefix=p, suffix="\n", single_line=True, max_new_tokens=40) for p in PREFIXES[:4]]
+    reqs.append(GenRequest(prefix=PREFIXES[2], single_line=False, max_new_tokens=40))
+    order: list[tuple[int, int]] = []
+    results = gen.generate_batch(reqs, on_done=lambda row, res: order.append((row, res.tokens_generated)))
+    assert sorted(row for row, _ in order) == list(range(len(reqs)))
+    lengths = [n for _, n in order]
+    assert lengths == sorted(lengths), "a row was handed over after a longer one"
+    assert [r.tokens_generated for r in results] == [dict(order)[i] for i in range(len(reqs))]
+
+
+def test_per_row_token_limits_and_zero(gen: CausalLMGenerator) -> None:
+    reqs = [
+        GenRequest(prefix=PREFIXES[2], single_line=False, max_new_tokens=3),
+        GenRequest(prefix=PREFIXES[2], single_line=False, max_new_tokens=9),
+        GenRequest(prefix=PREFIXES[2], single_line=False, max_new_tokens=0),
+    ]
+    short, longer, none = gen.generate_batch(reqs)
+    assert short.tokens_generated <= 3 and longer.tokens_generated <= 9 and none.tokens_generated == 0
+    assert none.completion == "" and none.confidence == 0.0
+    assert longer.completion.startswith(short.completion)
+
+
+def test_a_cancelled_row_stops_and_the_others_go_on(gen: CausalLMGenerator) -> None:
+    reqs = [GenRequest(prefix=PREFIXES[2], single_line=False, max_new_tokens=30) for _ in range(2)]
+    reqs[0].cancel.set()
+    cancelled, kept = gen.generate_batch(reqs)
+    assert cancelled.stopped_by == "cancelled" and cancelled.tokens_generated == 0
+    assert kept.stopped_by != "cancelled"
+    assert kept.completion == gen.generate_batch([GenRequest(prefix=PREFIXES[2], single_line=False, max_new_tokens=30)])[0].completion
+
+
+def test_the_time_budget_ends_every_row(gen: CausalLMGenerator) -> None:
+    reqs = [GenRequest(prefix=p, single_line=False, max_new_tokens=200) for p in PREFIXES[:3]]
+    results = gen.generate_batch(reqs, time_budget_s=0.0)
+    assert all(r.tokens_generated <= 1 for r in results)
