@@ -51,7 +51,9 @@ async def insert_rows(
     await conn.execute(_insert_sql(table, cols, conflict), *columns)
 
 
-async def copy_rows(conn: asyncpg.Connection, table: str, cols: Sequence[Col], rows: Sequence[Sequence[Any]]) -> None:
+async def copy_rows(
+    conn: asyncpg.Connection, table: str, cols: Sequence[Col], rows: Sequence[Sequence[Any]]
+) -> None:
     """Binary COPY of many rows into one table (nothing when rows is empty); a key already there raises
     asyncpg.UniqueViolationError and aborts the transaction."""
     if not rows:

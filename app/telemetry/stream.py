@@ -28,7 +28,9 @@ def chat_deleted_key(chat_id: object) -> str:
 # Appends every argument as its own entry (field FIELD), in order, in one command. redis-py spends some 30 µs
 # of the caller's CPU per pipelined command: one XADD per event was most of what telemetry cost a request.
 # (Scripts replicate their effects since Redis 5, so the `*` ids are fine; one script runs atomically.)
-_APPEND = "for i = 1, #ARGV do redis.call('XADD', KEYS[1], '*', '" + FIELD.decode() + "', ARGV[i]) end return #ARGV"
+_APPEND = (
+    "for i = 1, #ARGV do redis.call('XADD', KEYS[1], '*', '" + FIELD.decode() + "', ARGV[i]) end return #ARGV"
+)
 
 
 def add_events(pipe: Pipeline | Redis, events: Iterable[Any]) -> None:

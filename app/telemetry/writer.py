@@ -127,6 +127,7 @@ class TelemetryWriter:
         linger_ms: int = 50,
         copy_min_events: int = 100,
         copy_cooldown_batches: int = 5,
+        pipeline_depth: int = 2,
     ) -> None:
         self.redis = Redis.from_url(redis_url)
         self.database_url = plain_url(database_url)
@@ -140,9 +141,10 @@ class TelemetryWriter:
         self.linger_ms = linger_ms
         self.copy_min_events = copy_min_events
         self.copy_cooldown_batches = copy_cooldown_batches
+        self.pipeline_depth = max(1, pipeline_depth)
         self._copy_cooldown = 0
         self.stats = WriterStats()
-        self._conn: asyncpg.Connection | None = None
+        self._conns: dict[int, asyncpg.Connection] = {}
         self._next_pending_scan = 0.0
         self._next_claim = 0.0
         self._stopping = asyncio.Event()
@@ -150,21 +152,32 @@ class TelemetryWriter:
     # ------------------------------------------------------------------ loop
 
     async def run(self) -> None:
-        """Consume until stop(); survives Redis and PostgreSQL outages by retrying with backoff."""
+        """Consume until stop(); survives Redis and PostgreSQL outages by retrying with backoff.
+
+        Under a backlog (full batches) up to `pipeline_depth` batches are written at once, each in its own
+        transaction on its own connection, so that PostgreSQL works on one while this process reads,
+        decodes and encodes the next: the two are busy at the same time instead of taking turns. That is
+        what `TELEMETRY_WRITERS` = 2 would do too (a child whose parent is in the other, uncommitted batch
+        is deferred and retried like any early event). Pending scans and claims happen only when nothing
+        is being written, so an entry is never in two batches at once.
+        """
         backoff = 0.1
-        prefetched: list[Entry] = []
+        inflight: list[tuple[asyncio.Task[Outcome], int]] = []  # batches being written, oldest first, with their slot
         await ensure_group(self.redis)
         while not self._stopping.is_set():
             try:
-                entries, prefetched = prefetched or await self._next_batch(), []
-                if len(entries) >= self.batch_size:
-                    # A backlog: read (and decode) the next batch while PostgreSQL writes this one.
-                    _, prefetched = await asyncio.gather(self.process(entries), self._read_new())
-                elif entries:
-                    await self.process(entries)
+                entries = await (self._read_new() if inflight else self._next_batch())
+                if entries:
+                    slot = min(set(range(self.pipeline_depth)) - {s for _t, s in inflight})
+                    inflight.append((asyncio.create_task(self.process(entries, slot)), slot))
+                # No backlog (a short batch): finish everything before the next blocking read.
+                while inflight and (len(inflight) >= self.pipeline_depth or len(entries) < self.batch_size):
+                    task, _slot = inflight[0]
+                    await task
+                    inflight.pop(0)
                 backoff = 0.1
             except TRANSIENT as exc:
-                prefetched = []  # still pending in Redis: the next pending scan reads them again
+                await _finish(inflight)  # what they did not commit stays pending: the next pending scan reads it again
                 self.stats.transient_errors += 1
                 self.stats.last_error = f"{type(exc).__name__} (will retry)"
                 await self._drop_connection()
@@ -177,14 +190,17 @@ class TelemetryWriter:
                 except TRANSIENT:
                     pass
             except asyncio.CancelledError:
+                for task, _slot in inflight:
+                    task.cancel()
                 raise
             except Exception as exc:  # noqa: BLE001 - the loop must outlive any one bad batch
-                prefetched = []
+                await _finish(inflight)
                 self._next_pending_scan = 0.0
                 self.stats.last_error = type(exc).__name__
                 log.exception("telemetry writer %s: unexpected error", self.consumer)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
+        await _finish(inflight)
         await self.close()
 
     def stop(self) -> None:
@@ -235,8 +251,9 @@ class TelemetryWriter:
 
     # ------------------------------------------------------------------ one batch
 
-    async def process(self, entries: list[Entry]) -> Outcome:
-        """Write a batch, then acknowledge what is committed and dead-letter what cannot be written."""
+    async def process(self, entries: list[Entry], slot: int = 0) -> Outcome:
+        """Write a batch (on connection number `slot`), then acknowledge what is committed and dead-letter
+        what cannot be written."""
         outcome = Outcome()
         good: list[Entry] = []
         for e in entries:
@@ -247,11 +264,11 @@ class TelemetryWriter:
         good = await self._drop_deleted_chats(good, outcome)
         if good:
             try:
-                part = await self._write(good)
+                part = await self._write(good, slot)
             except TRANSIENT:
                 raise
             except Exception:  # noqa: BLE001 - find the poisonous entries one by one
-                part = await self._write_one_by_one(good)
+                part = await self._write_one_by_one(good, slot)
             outcome.done += part.done
             outcome.deferred += part.deferred
             outcome.dead += part.dead
@@ -289,11 +306,11 @@ class TelemetryWriter:
                 kept.append(e)
         return kept
 
-    async def _write_one_by_one(self, entries: list[Entry]) -> Outcome:
+    async def _write_one_by_one(self, entries: list[Entry], slot: int = 0) -> Outcome:
         outcome = Outcome()
         for e in entries:
             try:
-                part = await self._write([e])
+                part = await self._write([e], slot)
             except TRANSIENT:
                 raise
             except Exception as exc:  # noqa: BLE001
@@ -334,27 +351,28 @@ class TelemetryWriter:
         self.stats.deferred += len(outcome.deferred)
         self.stats.dropped_orphans += outcome.dropped
 
-    async def _connection(self) -> asyncpg.Connection:
-        if self._conn is None or self._conn.is_closed():
-            self._conn = await asyncpg.connect(self.database_url, timeout=5)
-        return self._conn
+    async def _connection(self, slot: int = 0) -> asyncpg.Connection:
+        conn = self._conns.get(slot)
+        if conn is None or conn.is_closed():
+            conn = self._conns[slot] = await asyncpg.connect(self.database_url, timeout=5)
+        return conn
 
     async def _drop_connection(self) -> None:
-        conn, self._conn = self._conn, None
-        if conn is not None:
+        conns, self._conns = list(self._conns.values()), {}
+        for conn in conns:
             try:
                 await asyncio.wait_for(conn.close(), timeout=1)
             except Exception:  # noqa: BLE001 - a dead connection may not close cleanly
                 conn.terminate()
 
-    async def _write(self, entries: list[Entry]) -> Outcome:
+    async def _write(self, entries: list[Entry], slot: int = 0) -> Outcome:
         """All rows of a batch in one transaction, parents before children.
 
         Batches of at least `copy_min_events` are first tried with binary COPY (rows already there make
         it fail); a batch that fails so, a replay, is written again with INSERT ... ON CONFLICT, which
         is also used for the next `copy_cooldown_batches` batches, since replays come in runs.
         """
-        conn = await self._connection()
+        conn = await self._connection(slot)
         if len(entries) >= self.copy_min_events and self._copy_cooldown == 0:
             try:
                 async with conn.transaction():
@@ -391,7 +409,9 @@ async def _write_batch(conn: asyncpg.Connection, entries: list[Entry], copy: boo
     otherwise by INSERT ... ON CONFLICT (replays change nothing).
     """
 
-    async def put(table: str, cols: list[R.Col], rows: list[tuple[Any, ...]], conflict: str = "ON CONFLICT DO NOTHING") -> None:
+    async def put(
+        table: str, cols: list[R.Col], rows: list[tuple[Any, ...]], conflict: str = "ON CONFLICT DO NOTHING"
+    ) -> None:
         if copy:
             await R.copy_rows(conn, table, cols, rows)
         else:
@@ -602,12 +622,21 @@ def _entry(entry_id: bytes, fields: dict[bytes, bytes]) -> Entry:
     return e
 
 
+async def _finish(inflight: list[tuple[asyncio.Task[Outcome], int]]) -> None:
+    """Wait for the batches still being written (their errors are theirs: what failed stays pending)."""
+    tasks = [t for t, _slot in inflight]
+    inflight.clear()
+    for result in await asyncio.gather(*tasks, return_exceptions=True):
+        if isinstance(result, BaseException) and not isinstance(result, asyncio.CancelledError):
+            log.debug("telemetry batch failed beside another: %s", type(result).__name__)
+
+
 _DECODE_SLICE = 50
 
 
 async def _decoded(got: Any) -> list[Entry]:
-    """The entries of an XREADGROUP reply, decoded in slices with a yield to the event loop between them:
-    a batch decoded while the previous one is written must not keep PostgreSQL waiting for the next statement."""
+    """The entries of an XREADGROUP reply, decoded in slices with a yield to the event loop between them: a
+    batch decoded while the previous one is written must not keep PostgreSQL waiting for the next statement."""
     if not got:
         return []
     _stream, items = got[0]
