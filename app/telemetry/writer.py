@@ -162,7 +162,7 @@ class TelemetryWriter:
         is being written, so an entry is never in two batches at once.
         """
         backoff = 0.1
-        inflight: list[tuple[asyncio.Task[Outcome], int]] = []  # batches being written, oldest first, with their slot
+        inflight: list[tuple[asyncio.Task[Outcome], int]] = []  # batches being written (oldest first), slots
         await ensure_group(self.redis)
         while not self._stopping.is_set():
             try:
@@ -177,7 +177,7 @@ class TelemetryWriter:
                     inflight.pop(0)
                 backoff = 0.1
             except TRANSIENT as exc:
-                await _finish(inflight)  # what they did not commit stays pending: the next pending scan reads it again
+                await _finish(inflight)  # what they did not commit stays pending, read again by a pending scan
                 self.stats.transient_errors += 1
                 self.stats.last_error = f"{type(exc).__name__} (will retry)"
                 await self._drop_connection()
