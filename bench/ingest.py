@@ -38,8 +38,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _writer_main(redis_url: str, database_url: str, consumer: str) -> None:
-    from app.telemetry.writer import TelemetryWriter
+    from app.telemetry.writer import TelemetryWriter, tune_gc_for_writer_process
 
+    tune_gc_for_writer_process()  # as the Ray actor does in its worker process
     asyncio.run(TelemetryWriter(redis_url, database_url, consumer).run())
 
 

@@ -9,7 +9,7 @@ from typing import Any
 import ray
 from ray.actor import ActorHandle
 
-from app.telemetry.writer import TelemetryWriter
+from app.telemetry.writer import TelemetryWriter, tune_gc_for_writer_process
 
 NAMESPACE = "code4me"
 
@@ -24,6 +24,7 @@ class TelemetryWriterActor:
     """Runs one TelemetryWriter on its own event loop; after a crash Ray restarts it and it resumes its pending entries."""
 
     def __init__(self, redis_url: str, database_url: str, consumer: str, options: dict[str, Any] | None = None) -> None:
+        tune_gc_for_writer_process()  # this worker process runs the writer only
         self.writer = TelemetryWriter(redis_url, database_url, consumer, **(options or {}))
         self._loop = asyncio.new_event_loop()
         # The consumer loop runs beside the actor's method calls, started here so a restart restarts it too.

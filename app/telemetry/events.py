@@ -138,13 +138,16 @@ Event = Annotated[
     Field(discriminator="kind"),
 ]
 _EVENT = TypeAdapter(Event)
+# The compiled validator itself: TypeAdapter.validate_json's Python wrapper cost as much again per event.
+_VALIDATE_JSON = _EVENT.validator.validate_json
 
 
 def encode(event: _Event) -> bytes:
-    """The stream field value of an event."""
-    return event.model_dump_json().encode()
+    """The stream field value of an event. Unset optional fields are left out (every field that may be
+    None has None as its default, so decoding gives the same event): a third less to send, store and parse."""
+    return event.__pydantic_serializer__.to_json(event, exclude_none=True)
 
 
 def decode(raw: bytes | str) -> Any:
     """An event from its stream field value; raises pydantic.ValidationError when malformed."""
-    return _EVENT.validate_json(raw)
+    return _VALIDATE_JSON(raw)

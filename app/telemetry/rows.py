@@ -1,6 +1,13 @@
-"""Bulk writes of telemetry rows with asyncpg: one `INSERT ... SELECT FROM unnest(...)` per table per batch.
+"""Bulk writes of telemetry rows with asyncpg, one statement per table per batch, in two ways.
 
-Every insert is idempotent (ON CONFLICT on the row's key), so writing a replayed batch changes nothing.
+* `copy_rows`: a binary COPY straight into the table, the fast path for batches of new events. It is
+  idempotent too, in its own way: every table it writes has a unique key on the event's id, so a row
+  that is already there makes the COPY (and with it the batch's transaction) fail instead of writing it
+  twice; the writer then writes that batch again with `insert_rows`.
+* `insert_rows`: `INSERT ... SELECT FROM unnest(...) ON CONFLICT` on the row's key, so writing a replayed
+  batch changes nothing.
+
+Rows are tuples in the tables' column order; JSONB values are JSON text, float8[] values are lists.
 """
 
 from __future__ import annotations
@@ -38,7 +45,20 @@ async def insert_rows(
     if not rows:
         return
     columns = [list(values) for values in zip(*rows, strict=True)]
+    for i, c in enumerate(cols):
+        if c.cast == "float8[]":  # arrays of arrays cannot travel through unnest: one literal per row
+            columns[i] = [as_float_array(v) for v in columns[i]]
     await conn.execute(_insert_sql(table, cols, conflict), *columns)
+
+
+async def copy_rows(
+    conn: asyncpg.Connection, table: str, cols: Sequence[Col], rows: Sequence[Sequence[Any]]
+) -> None:
+    """Binary COPY of many rows into one table (nothing when rows is empty); a key already there raises
+    asyncpg.UniqueViolationError and aborts the transaction."""
+    if not rows:
+        return
+    await conn.copy_records_to_table(table, records=rows, columns=[c.name for c in cols])
 
 
 def as_json(value: Any) -> str | None:

@@ -25,10 +25,20 @@ def chat_deleted_key(chat_id: object) -> str:
     return f"c4m:chat_deleted:{chat_id}"
 
 
+# Appends every argument as its own entry (field FIELD), in order, in one command. redis-py spends some 30 µs
+# of the caller's CPU per pipelined command: one XADD per event was most of what telemetry cost a request.
+# (Scripts replicate their effects since Redis 5, so the `*` ids are fine; one script runs atomically.)
+_APPEND = (
+    "for i = 1, #ARGV do redis.call('XADD', KEYS[1], '*', '" + FIELD.decode() + "', ARGV[i]) end return #ARGV"
+)
+
+
 def add_events(pipe: Pipeline | Redis, events: Iterable[Any]) -> None:
-    """Queue XADDs of the events on a pipeline (the caller executes it: one round trip for all)."""
-    for event in events:
-        pipe.xadd(STREAM, {FIELD: encode(event)})
+    """Queue the events' append on a pipeline (the caller executes it: one round trip for all): one
+    command that adds one stream entry per event, in order."""
+    payloads = [encode(event) for event in events]
+    if payloads:
+        pipe.execute_command("EVAL", _APPEND, 1, STREAM, *payloads)
 
 
 async def publish(redis: Redis, events: Iterable[Any]) -> None:

@@ -10,6 +10,7 @@ entries, and entries left pending by a writer that never came back are claimed a
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
 import uuid
@@ -53,6 +54,20 @@ TRANSIENT = (
 )
 
 
+def tune_gc_for_writer_process() -> None:
+    """Garbage-collector settings for a process that runs a writer and little else (the Ray actor's worker,
+    the benchmark's writer process); not for a process shared with other work.
+
+    A batch of 2,000 events allocates some 40,000 objects, none of them in a reference cycle. With the
+    default threshold (700) the collector runs about 60 times per batch, and what is alive then (the
+    whole batch) is traversed again and again: that doubled the decoding time. Collecting every
+    50,000 allocations, with everything alive at start-up frozen out of the collector's way, removes it.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
+
+
 @dataclass
 class Entry:
     """One stream entry: its id, raw payload and decoded event (None when malformed)."""
@@ -89,6 +104,7 @@ class WriterStats:
     dropped_orphans: int = 0
     transient_errors: int = 0
     batches: int = 0
+    copy_conflicts: int = 0
     last_error: str | None = None
     started_at: float = field(default_factory=time.time)
 
@@ -108,6 +124,10 @@ class TelemetryWriter:
         claim_idle_ms: int = 30_000,
         max_attempts: int = 5,
         defer_max_age_s: float = 3600.0,
+        linger_ms: int = 50,
+        copy_min_events: int = 100,
+        copy_cooldown_batches: int = 5,
+        pipeline_depth: int = 2,
     ) -> None:
         self.redis = Redis.from_url(redis_url)
         self.database_url = plain_url(database_url)
@@ -118,8 +138,13 @@ class TelemetryWriter:
         self.claim_idle_ms = claim_idle_ms
         self.max_attempts = max_attempts
         self.defer_max_age_s = defer_max_age_s
+        self.linger_ms = linger_ms
+        self.copy_min_events = copy_min_events
+        self.copy_cooldown_batches = copy_cooldown_batches
+        self.pipeline_depth = max(1, pipeline_depth)
+        self._copy_cooldown = 0
         self.stats = WriterStats()
-        self._conn: asyncpg.Connection | None = None
+        self._conns: dict[int, asyncpg.Connection] = {}
         self._next_pending_scan = 0.0
         self._next_claim = 0.0
         self._stopping = asyncio.Event()
@@ -127,21 +152,32 @@ class TelemetryWriter:
     # ------------------------------------------------------------------ loop
 
     async def run(self) -> None:
-        """Consume until stop(); survives Redis and PostgreSQL outages by retrying with backoff."""
+        """Consume until stop(); survives Redis and PostgreSQL outages by retrying with backoff.
+
+        Under a backlog (full batches) up to `pipeline_depth` batches are written at once, each in its own
+        transaction on its own connection, so that PostgreSQL works on one while this process reads,
+        decodes and encodes the next: the two are busy at the same time instead of taking turns. That is
+        what `TELEMETRY_WRITERS` = 2 would do too (a child whose parent is in the other, uncommitted batch
+        is deferred and retried like any early event). Pending scans and claims happen only when nothing
+        is being written, so an entry is never in two batches at once.
+        """
         backoff = 0.1
-        prefetched: list[Entry] = []
+        inflight: list[tuple[asyncio.Task[Outcome], int]] = []  # batches being written (oldest first), slots
         await ensure_group(self.redis)
         while not self._stopping.is_set():
             try:
-                entries, prefetched = prefetched or await self._next_batch(), []
-                if len(entries) >= self.batch_size:
-                    # A backlog: read (and decode) the next batch while PostgreSQL writes this one.
-                    _, prefetched = await asyncio.gather(self.process(entries), self._read_new())
-                elif entries:
-                    await self.process(entries)
+                entries = await (self._read_new() if inflight else self._next_batch())
+                if entries:
+                    slot = min(set(range(self.pipeline_depth)) - {s for _t, s in inflight})
+                    inflight.append((asyncio.create_task(self.process(entries, slot)), slot))
+                # No backlog (a short batch): finish everything before the next blocking read.
+                while inflight and (len(inflight) >= self.pipeline_depth or len(entries) < self.batch_size):
+                    task, _slot = inflight[0]
+                    await task
+                    inflight.pop(0)
                 backoff = 0.1
             except TRANSIENT as exc:
-                prefetched = []  # still pending in Redis: the next pending scan reads them again
+                await _finish(inflight)  # what they did not commit stays pending, read again by a pending scan
                 self.stats.transient_errors += 1
                 self.stats.last_error = f"{type(exc).__name__} (will retry)"
                 await self._drop_connection()
@@ -154,14 +190,17 @@ class TelemetryWriter:
                 except TRANSIENT:
                     pass
             except asyncio.CancelledError:
+                for task, _slot in inflight:
+                    task.cancel()
                 raise
             except Exception as exc:  # noqa: BLE001 - the loop must outlive any one bad batch
-                prefetched = []
+                await _finish(inflight)
                 self._next_pending_scan = 0.0
                 self.stats.last_error = type(exc).__name__
                 log.exception("telemetry writer %s: unexpected error", self.consumer)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
+        await _finish(inflight)
         await self.close()
 
     def stop(self) -> None:
@@ -180,7 +219,7 @@ class TelemetryWriter:
             self._next_pending_scan = now + self.retry_interval_s
             got = await self.redis.xreadgroup(GROUP, self.consumer, {STREAM: "0"}, count=self.batch_size)
             await self._ack_vanished(got)
-            entries = _entries(got)
+            entries = await _decoded(got)
             if entries:
                 return entries
         if now >= self._next_claim:
@@ -192,11 +231,17 @@ class TelemetryWriter:
             if entries:
                 return entries
         got = await self.redis.xreadgroup(GROUP, self.consumer, {STREAM: ">"}, count=self.batch_size, block=self.block_ms)
-        return _entries(got)
+        entries = await _decoded(got)
+        if entries and len(entries) < self.batch_size and self.linger_ms > 0:
+            # Events trickle in: let more arrive, so one transaction writes many of them instead of each
+            # request costing a transaction (and the CPU beside the request path that goes with it).
+            await asyncio.sleep(self.linger_ms / 1000)
+            entries += await self._read_new(self.batch_size - len(entries))
+        return entries
 
-    async def _read_new(self) -> list[Entry]:
-        got = await self.redis.xreadgroup(GROUP, self.consumer, {STREAM: ">"}, count=self.batch_size)
-        return _entries(got)
+    async def _read_new(self, count: int | None = None) -> list[Entry]:
+        got = await self.redis.xreadgroup(GROUP, self.consumer, {STREAM: ">"}, count=count or self.batch_size)
+        return await _decoded(got)
 
     async def _ack_vanished(self, got: Any) -> None:
         """Pending entries already deleted from the stream (written by a previous life) are only acknowledged."""
@@ -206,8 +251,9 @@ class TelemetryWriter:
 
     # ------------------------------------------------------------------ one batch
 
-    async def process(self, entries: list[Entry]) -> Outcome:
-        """Write a batch, then acknowledge what is committed and dead-letter what cannot be written."""
+    async def process(self, entries: list[Entry], slot: int = 0) -> Outcome:
+        """Write a batch (on connection number `slot`), then acknowledge what is committed and dead-letter
+        what cannot be written."""
         outcome = Outcome()
         good: list[Entry] = []
         for e in entries:
@@ -218,11 +264,11 @@ class TelemetryWriter:
         good = await self._drop_deleted_chats(good, outcome)
         if good:
             try:
-                part = await self._write(good)
+                part = await self._write(good, slot)
             except TRANSIENT:
                 raise
             except Exception:  # noqa: BLE001 - find the poisonous entries one by one
-                part = await self._write_one_by_one(good)
+                part = await self._write_one_by_one(good, slot)
             outcome.done += part.done
             outcome.deferred += part.deferred
             outcome.dead += part.dead
@@ -260,11 +306,11 @@ class TelemetryWriter:
                 kept.append(e)
         return kept
 
-    async def _write_one_by_one(self, entries: list[Entry]) -> Outcome:
+    async def _write_one_by_one(self, entries: list[Entry], slot: int = 0) -> Outcome:
         outcome = Outcome()
         for e in entries:
             try:
-                part = await self._write([e])
+                part = await self._write([e], slot)
             except TRANSIENT:
                 raise
             except Exception as exc:  # noqa: BLE001
@@ -305,24 +351,39 @@ class TelemetryWriter:
         self.stats.deferred += len(outcome.deferred)
         self.stats.dropped_orphans += outcome.dropped
 
-    async def _connection(self) -> asyncpg.Connection:
-        if self._conn is None or self._conn.is_closed():
-            self._conn = await asyncpg.connect(self.database_url, timeout=5)
-        return self._conn
+    async def _connection(self, slot: int = 0) -> asyncpg.Connection:
+        conn = self._conns.get(slot)
+        if conn is None or conn.is_closed():
+            conn = self._conns[slot] = await asyncpg.connect(self.database_url, timeout=5)
+        return conn
 
     async def _drop_connection(self) -> None:
-        conn, self._conn = self._conn, None
-        if conn is not None:
+        conns, self._conns = list(self._conns.values()), {}
+        for conn in conns:
             try:
                 await asyncio.wait_for(conn.close(), timeout=1)
             except Exception:  # noqa: BLE001 - a dead connection may not close cleanly
                 conn.terminate()
 
-    async def _write(self, entries: list[Entry]) -> Outcome:
-        """All rows of a batch in one transaction, parents before children."""
-        conn = await self._connection()
+    async def _write(self, entries: list[Entry], slot: int = 0) -> Outcome:
+        """All rows of a batch in one transaction, parents before children.
+
+        Batches of at least `copy_min_events` are first tried with binary COPY (rows already there make
+        it fail); a batch that fails so, a replay, is written again with INSERT ... ON CONFLICT, which
+        is also used for the next `copy_cooldown_batches` batches, since replays come in runs.
+        """
+        conn = await self._connection(slot)
+        if len(entries) >= self.copy_min_events and self._copy_cooldown == 0:
+            try:
+                async with conn.transaction():
+                    return await _write_batch(conn, entries, copy=True)
+            except asyncpg.UniqueViolationError:
+                self.stats.copy_conflicts += 1
+                self._copy_cooldown = self.copy_cooldown_batches
+        elif self._copy_cooldown:
+            self._copy_cooldown -= 1
         async with conn.transaction():
-            return await _write_batch(conn, entries)
+            return await _write_batch(conn, entries, copy=False)
 
     async def status(self) -> dict[str, Any]:
         """This writer's counters."""
@@ -335,13 +396,27 @@ class TelemetryWriter:
             "dropped_orphans": s.dropped_orphans,
             "transient_errors": s.transient_errors,
             "batches": s.batches,
+            "copy_conflicts": s.copy_conflicts,
             "last_error": s.last_error,
             "uptime_s": round(time.time() - s.started_at, 1),
         }
 
 
-async def _write_batch(conn: asyncpg.Connection, entries: list[Entry]) -> Outcome:
-    """Insert what can be inserted; entries whose parent row is missing are deferred."""
+async def _write_batch(conn: asyncpg.Connection, entries: list[Entry], copy: bool = False) -> Outcome:
+    """Insert what can be inserted; entries whose parent row is missing are deferred.
+
+    copy: new rows go in by binary COPY (a row already there raises asyncpg.UniqueViolationError),
+    otherwise by INSERT ... ON CONFLICT (replays change nothing).
+    """
+
+    async def put(
+        table: str, cols: list[R.Col], rows: list[tuple[Any, ...]], conflict: str = "ON CONFLICT DO NOTHING"
+    ) -> None:
+        if copy:
+            await R.copy_rows(conn, table, cols, rows)
+        else:
+            await R.insert_rows(conn, table, cols, rows, conflict)
+
     out = Outcome()
     # Events of an account deleted meanwhile are dropped (its data must not come back), whatever their kind.
     owners = {u for e in entries if (u := getattr(e.event, "user_id", None)) is not None}
@@ -380,18 +455,16 @@ async def _write_batch(conn: asyncpg.Connection, entries: list[Entry]) -> Outcom
         else:
             live_queries.append(q)
             out.done.append(e)
-    await R.insert_rows(conn, "context", R.CONTEXT, [_context_row(q) for q in live_queries if q.context])
-    await R.insert_rows(conn, "contextual_telemetry", R.CONTEXTUAL, [_contextual_row(q) for q in live_queries if q.contextual])
-    await R.insert_rows(conn, "behavioral_telemetry", R.BEHAVIORAL, [_behavioral_row(q) for q in live_queries if q.behavioral])
-    await R.insert_rows(conn, "meta_query", R.META_QUERY, [_meta_row(q, sessions, projects) for q in live_queries])
-    await R.insert_rows(
-        conn,
+    await put("context", R.CONTEXT, [_context_row(q) for q in live_queries if q.context])
+    await put("contextual_telemetry", R.CONTEXTUAL, [_contextual_row(q) for q in live_queries if q.contextual])
+    await put("behavioral_telemetry", R.BEHAVIORAL, [_behavioral_row(q) for q in live_queries if q.behavioral])
+    await put("meta_query", R.META_QUERY, [_meta_row(q, sessions, projects) for q in live_queries])
+    await put(
         "completion_query",
         R.COMPLETION_QUERY,
         [(q.meta_query_id, R.as_json(q.stop_sequences)) for q in live_queries if q.query_type == "completion"],
     )
-    await R.insert_rows(
-        conn,
+    await put(
         "chat_query",
         R.CHAT_QUERY,
         [(q.meta_query_id, q.chat_id, q.web_enabled) for q in live_queries if q.query_type == "chat"],
@@ -412,8 +485,7 @@ async def _write_batch(conn: asyncpg.Connection, entries: list[Entry]) -> Outcom
     batch_gens = {(ev.meta_query_id, ev.model_id) for ev in ready_generations}
     # Acceptance of a generation written in this very batch goes into its row: no UPDATE needed.
     accepted_now = {(e.event.meta_query_id, e.event.model_id) for e in feedback if e.event.was_accepted} & batch_gens
-    await R.insert_rows(
-        conn,
+    await put(
         "had_generation",
         R.GENERATION,
         [_generation_row(ev, (ev.meta_query_id, ev.model_id) in accepted_now) for ev in ready_generations],
@@ -425,15 +497,14 @@ async def _write_batch(conn: asyncpg.Connection, entries: list[Entry]) -> Outcom
         lambda ev: ev.chat_id in msg_chats and (ev.meta_query_id is None or ev.meta_query_id in known_queries),
         out,
     )
-    await R.insert_rows(conn, "chat_message", R.CHAT_MESSAGE, [_message_row(ev) for ev in ready_messages])
+    await put("chat_message", R.CHAT_MESSAGE, [_message_row(ev) for ev in ready_messages])
 
     known_gens = batch_gens | await R.existing_generations(
         conn, [k for e in feedback + shown if (k := (e.event.meta_query_id, e.event.model_id)) not in batch_gens]
     )
     ready_feedback: list[FeedbackEvent] = _split(feedback, lambda ev: (ev.meta_query_id, ev.model_id) in known_gens, out)
     ready_shown: list[ShownEvent] = _split(shown, lambda ev: (ev.meta_query_id, ev.model_id) in known_gens, out)
-    await R.insert_rows(
-        conn,
+    await put(
         "ground_truth",
         R.GROUND_TRUTH,
         [
@@ -528,7 +599,7 @@ def _generation_row(ev: GenerationEvent, accepted: bool = False) -> tuple[Any, .
         ev.completion,
         ev.generation_time_ms,
         ev.confidence,
-        R.as_float_array(ev.token_logprobs),
+        ev.token_logprobs,
         ev.error,
         ev.created_at,
         accepted,
@@ -551,12 +622,31 @@ def _entry(entry_id: bytes, fields: dict[bytes, bytes]) -> Entry:
     return e
 
 
-def _entries(got: Any) -> list[Entry]:
+async def _finish(inflight: list[tuple[asyncio.Task[Outcome], int]]) -> None:
+    """Wait for the batches still being written (their errors are theirs: what failed stays pending)."""
+    tasks = [t for t, _slot in inflight]
+    inflight.clear()
+    for result in await asyncio.gather(*tasks, return_exceptions=True):
+        if isinstance(result, BaseException) and not isinstance(result, asyncio.CancelledError):
+            log.debug("telemetry batch failed beside another: %s", type(result).__name__)
+
+
+_DECODE_SLICE = 50
+
+
+async def _decoded(got: Any) -> list[Entry]:
+    """The entries of an XREADGROUP reply, decoded in slices with a yield to the event loop between them: a
+    batch decoded while the previous one is written must not keep PostgreSQL waiting for the next statement."""
     if not got:
         return []
     _stream, items = got[0]
-    # Pending entries already deleted from the stream come back with empty fields: nothing to write.
-    return [_entry(eid, fields) for eid, fields in items if fields]
+    out: list[Entry] = []
+    for i in range(0, len(items), _DECODE_SLICE):
+        if i:
+            await asyncio.sleep(0)
+        # Pending entries already deleted from the stream come back with empty fields: nothing to write.
+        out += [_entry(eid, fields) for eid, fields in items[i : i + _DECODE_SLICE] if fields]
+    return out
 
 
 def _first_line(exc: Exception) -> str:

@@ -26,10 +26,13 @@ async def redis(services: ServiceUrls) -> AsyncIterator[Redis]:
     await client.aclose()
 
 
-@pytest.fixture
-async def writer(services: ServiceUrls) -> AsyncIterator[TelemetryWriter]:
+# Every writer test runs twice: with every batch written by COPY first (falling back to INSERT ... ON
+# CONFLICT when a row is already there), and with INSERT ... ON CONFLICT only.
+@pytest.fixture(params=[1, 10**9], ids=["copy", "insert"])
+async def writer(services: ServiceUrls, request: pytest.FixtureRequest) -> AsyncIterator[TelemetryWriter]:
     w = TelemetryWriter(
-        services.redis_url, services.database_url, f"t-{uuid.uuid4().hex[:8]}", retry_interval_s=0.1, max_attempts=3
+        services.redis_url, services.database_url, f"t-{uuid.uuid4().hex[:8]}", retry_interval_s=0.1, max_attempts=3,
+        copy_min_events=request.param,
     )
     task = asyncio.create_task(w.run())
     yield w
@@ -47,6 +50,119 @@ async def test_replayed_events_add_no_rows(services: ServiceUrls, redis: Redis, 
     await publish(redis, events)  # at-least-once delivery: the very same events again
     await wait_drained(redis)
     assert await stored_counts(services.database_url, user_id) == first
+
+
+async def test_events_are_appended_one_entry_each_in_order(services: ServiceUrls, redis: Redis) -> None:
+    from app.telemetry.events import decode
+    from app.telemetry.stream import add_events
+
+    user_id, models = await make_user_and_models(services.database_url)
+    events = query_events(user_id, models)
+    pipe = redis.pipeline(transaction=False)
+    add_events(pipe, events)
+    pipe.xrevrange(STREAM, count=len(events))
+    *_appended, newest = await pipe.execute()
+    entries = list(reversed(newest))
+    assert [decode(fields[FIELD]) for _id, fields in entries] == events
+    assert all(set(fields) == {FIELD} for _id, fields in entries)
+    assert [eid for eid, _f in entries] == sorted(eid for eid, _f in entries)
+    await redis.xdel(STREAM, *[eid for eid, _f in entries])  # nobody writes them here: not left for other tests' writers
+
+
+async def test_copy_of_a_replay_fails_loudly_for_every_table(services: ServiceUrls, redis: Redis) -> None:
+    """The COPY path relies on this: a row already there is a unique violation, never a second row."""
+    import asyncpg
+
+    from app.telemetry.events import ChatEvent, ChatMessageEvent, QueryEvent
+    from app.telemetry.writer import Entry, _write_batch
+    from db.engine import plain_url
+
+    user_id, models = await make_user_and_models(services.database_url)
+    chat_id = uuid.uuid4()
+    query, *gens, feedback = query_events(user_id, models)
+    turn = QueryEvent(meta_query_id=uuid.uuid4(), user_id=user_id, query_type="chat", timestamp=utcnow(), chat_id=chat_id)
+    events = [
+        ChatEvent(chat_id=chat_id, user_id=user_id, title="t", created_at=utcnow()),
+        turn,
+        ChatMessageEvent(message_id=uuid.uuid4(), user_id=user_id, chat_id=chat_id, meta_query_id=turn.meta_query_id, role="user", content="hi", created_at=utcnow()),
+        query,
+        *gens,
+        feedback,
+    ]
+    entries = [Entry(entry_id=f"{i + 1}-0".encode(), raw=b"", event=ev) for i, ev in enumerate(events)]
+    conn = await asyncpg.connect(plain_url(services.database_url))
+    try:
+        async with conn.transaction():
+            out = await _write_batch(conn, entries, copy=True)
+        assert len(out.done) == len(entries) and not out.deferred
+        # Each event that writes a row of its own, replayed alone, must make the COPY fail and write nothing.
+        for e in entries[1:]:
+            with pytest.raises(asyncpg.UniqueViolationError):
+                async with conn.transaction():
+                    await _write_batch(conn, [e], copy=True)
+        # The same replays through INSERT ... ON CONFLICT change nothing.
+        async with conn.transaction():
+            out = await _write_batch(conn, entries, copy=False)
+        assert len(out.done) == len(entries)
+        chat_rows = await conn.fetchval("SELECT count(*) FROM chat_message WHERE chat_id = $1", chat_id)
+    finally:
+        await conn.close()
+    assert chat_rows == 1
+    assert await stored_counts(services.database_url, user_id) == {
+        "queries": 2, "contexts": 1, "completion_queries": 1, "generations": 2, "accepted": 1, "ground_truths": 1,
+    }
+
+
+async def test_copy_batch_with_replayed_rows_falls_back_and_writes_each_row_once(
+    services: ServiceUrls, redis: Redis
+) -> None:
+    user_id, models = await make_user_and_models(services.database_url)
+    w = TelemetryWriter(services.redis_url, services.database_url, f"t-{uuid.uuid4().hex[:8]}", copy_min_events=10)
+    task = asyncio.create_task(w.run())
+    try:
+        old = [e for _ in range(30) for e in query_events(user_id, models)]
+        await publish(redis, old)
+        await wait_drained(redis)
+        assert w.stats.copy_conflicts == 0
+        new = [e for _ in range(30) for e in query_events(user_id, models)]
+        # One batch of new events with old ones (a writer that died between commit and ack) and a duplicate.
+        await publish(redis, [*new[:60], *old[::3], new[60], *new[60:]])
+        await wait_drained(redis)
+        assert w.stats.copy_conflicts >= 1
+        assert (await stream_status(redis))["pending"] == 0
+    finally:
+        w.stop()
+        await task
+    assert await stored_counts(services.database_url, user_id) == {
+        "queries": 60, "contexts": 60, "completion_queries": 60, "generations": 120, "accepted": 60, "ground_truths": 60,
+    }
+
+
+@pytest.mark.parametrize("copy_min_events", [1, 10**9], ids=["copy", "insert"])
+async def test_a_backlog_written_two_batches_at_a_time_keeps_every_event_once(
+    services: ServiceUrls, redis: Redis, copy_min_events: int
+) -> None:
+    user_id, models = await make_user_and_models(services.database_url)
+    queries = [query_events(user_id, models) for _ in range(300)]
+    # Children in the batch before their parents, and parents in the batch being written beside theirs.
+    events = [q[3] for q in queries[:50]] + [e for i, q in enumerate(queries) for e in (q[:3] if i < 50 else q)]
+    await publish(redis, events)  # the whole backlog is there before the writer starts
+    w = TelemetryWriter(
+        services.redis_url, services.database_url, f"t-{uuid.uuid4().hex[:8]}", batch_size=64, retry_interval_s=0.1,
+        copy_min_events=copy_min_events, pipeline_depth=2,
+    )
+    task = asyncio.create_task(w.run())
+    try:
+        await wait_drained(redis, timeout_s=60)
+    finally:
+        w.stop()
+        await task
+    assert w.stats.batches >= len(events) // 64
+    assert w.stats.dead_lettered == 0
+    assert (await stream_status(redis))["pending"] == 0
+    assert await stored_counts(services.database_url, user_id) == {
+        "queries": 300, "contexts": 300, "completion_queries": 300, "generations": 600, "accepted": 300, "ground_truths": 300,
+    }
 
 
 async def test_feedback_before_its_generation_waits_instead_of_dropping(
