@@ -11,6 +11,7 @@ from app.body_limit import BodyLimitMiddleware
 from app.bootstrap import close_state
 from app.errors import UnhandledErrorMiddleware, install_error_handlers
 from app.ratelimit import RateLimitMiddleware
+from app.server_timing import ServerTimingMiddleware
 from app.routers import (
     chat,
     completion,
@@ -54,6 +55,7 @@ def create_app(make_state: StateFactory) -> FastAPI:
     app.add_middleware(BodyLimitMiddleware)
     app.add_middleware(RateLimitMiddleware)
     app.add_middleware(UnhandledErrorMiddleware)
+    app.add_middleware(ServerTimingMiddleware)  # outermost: the whole of the app's time
     for module in (user, verification, password_reset, privacy, session, project, completion, context, chat, ws):
         # Every /api route can answer these, whatever it declares itself: 400 for a body that is not
         # UTF-8 JSON or a bad Content-Length, 413 over the size limit, 422 for the schema, 429 rate

@@ -19,6 +19,26 @@ from bench.report import Result, Table, summary
 from bench.stack import Stack, completion_body, completion_slot, default_entry, plugin_login
 
 GOAL_P50_OVERHEAD_MS = 15.0
+# The ingress's Server-Timing stages (app/server_timing.py, routers/completion.py).
+STAGES = {
+    "app": "ingress app, arrival to response (Server-Timing)",
+    "prepare": "  checks, redaction, snippets, announce",
+    "models": "  model call (handle hop + replica)",
+    "replica": "    model replica's own time",
+    "events": "  telemetry events round trip",
+}
+
+
+def server_timing(header: str) -> dict[str, float]:
+    """`name;dur=ms, ...` as a dict (unknown or malformed parts are skipped)."""
+    out: dict[str, float] = {}
+    for part in header.split(","):
+        name, _, dur = part.strip().partition(";dur=")
+        try:
+            out[name] = float(dur)
+        except ValueError:
+            continue
+    return out
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -45,6 +65,7 @@ def run(stack: Stack, args: argparse.Namespace) -> Result:
     server_gen_ms: dict[str, list[float]] = {k: [] for k in paths}
     minus_gen_ms: dict[str, list[float]] = {k: [] for k in paths}
     ping_ms: dict[str, list[float]] = {k: [] for k in paths}
+    stages: dict[str, dict[str, list[float]]] = {k: {} for k in paths}
     mismatches: list[dict[str, str]] = []
 
     with httpx.Client(base_url=stack.base_url, timeout=60) as login:
@@ -63,13 +84,16 @@ def run(stack: Stack, args: argparse.Namespace) -> Result:
                     local_ms.append((t1 - t0) * 1000)
                 for name, client in clients.items():
                     t1 = time.perf_counter()
-                    slot = completion_slot(client.post("/api/completion/request", json=body))
+                    response = client.post("/api/completion/request", json=body)
                     t2 = time.perf_counter()
+                    slot = completion_slot(response)
                     client.get("/api/ping").raise_for_status()
                     t3 = time.perf_counter()
                     if not measured:
                         continue
                     ping_ms[name].append((t3 - t2) * 1000)
+                    for stage, ms in server_timing(response.headers.get("server-timing", "")).items():
+                        stages[name].setdefault(stage, []).append(ms)
                     http_ms[name].append((t2 - t1) * 1000)
                     server_gen_ms[name].append(float(slot["generation_time"]))
                     minus_gen_ms[name].append((t2 - t1) * 1000 - slot["generation_time"])
@@ -89,6 +113,7 @@ def run(stack: Stack, args: argparse.Namespace) -> Result:
             "server_generation_ms": summary(server_gen_ms[name]),
             "http_minus_generation_ms": summary(minus_gen_ms[name]),
             "ping_ms": summary(ping_ms[name]),
+            "server_timing_ms": {stage: summary(v) for stage, v in stages[name].items()},
         }
         for name in paths
     }
@@ -106,6 +131,10 @@ def run(stack: Stack, args: argparse.Namespace) -> Result:
         table.add("  server generation_time (API)", sgen["n"], sgen["p50"], sgen["p95"], sgen["mean"])
         table.add("  HTTP - server generation_time", rest["n"], rest["p50"], rest["p95"], rest["mean"])
         table.add("  for scale: GET /api/ping", ping["n"], ping["p50"], ping["p95"], ping["mean"])
+        for stage, label in STAGES.items():
+            if stage in st["server_timing_ms"]:
+                sv = st["server_timing_ms"][stage]
+                table.add(f"    {label}", sv["n"], sv["p50"], sv["p95"], sv["mean"])
         table.add(
             f"overhead {name}: HTTP p50 - in-process p50",
             loc["n"],

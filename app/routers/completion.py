@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import uuid
 
+from fastapi import Response
+
 from app.deps import CallerDep, DbDep, StateDep, UserDep
 from app.routing import SlashTolerantRouter
 from app.schemas.common import ErrorResponse
@@ -28,9 +30,23 @@ ERRORS = {
 
 
 @router.post("/request", response_model=CompletionResponse, responses=ERRORS)
-async def request_completion(body: CompletionRequest, caller: CallerDep, state: StateDep) -> CompletionResponse:
-    """Completions from every requested model, side by side; a failed model gets a failure slot."""
-    return await completions.request_completion(state, caller, caller.session, caller.project, body)
+async def request_completion(
+    body: CompletionRequest, caller: CallerDep, state: StateDep, response: Response
+) -> CompletionResponse:
+    """Completions from every requested model, side by side; a failed model gets a failure slot.
+
+    The `Server-Timing` header gives the stages in ms (prepare: checks, redaction, snippets; models: the
+    side-by-side calls; replica: the slowest model replica's own time; events: the telemetry round trip).
+    """
+    timings: dict[str, float] = {}
+    answer = await completions.request_completion(state, caller, caller.session, caller.project, body, timings=timings)
+    response.headers["server-timing"] = server_timing(timings)
+    return answer
+
+
+def server_timing(timings: dict[str, float]) -> str:
+    """A `Server-Timing` header value: `name;dur=ms` per stage."""
+    return ", ".join(f"{name};dur={ms:.2f}" for name, ms in timings.items())
 
 
 @router.post("/feedback", response_model=FeedbackResponse, responses=ERRORS)

@@ -247,8 +247,13 @@ async def request_completion(
     project: tokens.ProjectInfo,
     body: CompletionRequest,
     on_result: OnResult | None = None,
+    timings: dict[str, float] | None = None,
 ) -> CompletionResponse:
-    """Ask every requested model concurrently, queue the query and generations for storage, answer all slots."""
+    """Ask every requested model concurrently, queue the query and generations for storage, answer all slots.
+
+    `timings`, when given, receives the milliseconds of each stage (prepare, models, events).
+    """
+    began = time.perf_counter()
     models = resolve_models(state, body.model_ids)
     check_request(state, body)
     redacted = body.model_copy(update={"context": redact_context(body.context)})
@@ -281,7 +286,8 @@ async def request_completion(
         await on_result(meta_query_id, model, _slot(generation_event(meta_query_id, model, result), model.name))
 
     results = await _run_superseding(state, session.session_id, seq, models, payload, forward if on_result else None)
-    total_ms = int((time.perf_counter() - started) * 1000)
+    answered = time.perf_counter()
+    total_ms = int((answered - started) * 1000)
 
     generations = [generation_event(meta_query_id, m, r, user.user_id) for m, r in zip(models, results, strict=True)]
     slots = [_slot(g, m.name) for g, m in zip(generations, models, strict=True)]
@@ -293,6 +299,15 @@ async def request_completion(
     pipe.set(_query_key(meta_query_id), _CachedQuery(user_id=user.user_id, data=data).model_dump_json(), ex=ttl)
     tokens.index_for_user(pipe, user.user_id, _query_key(meta_query_id), ttl)  # so account deletion finds it
     await pipe.execute()
+    if timings is not None:
+        done = time.perf_counter()
+        timings.update(
+            prepare=(started - began) * 1000, models=(answered - started) * 1000, events=(done - answered) * 1000
+        )
+        # What the model replica reported of its own time (for the slowest model): queue + generation.
+        replica = [float(r["replica_ms"]) for r in results if r.get("ok") and "replica_ms" in r]
+        if replica:
+            timings["replica"] = max(replica)
     return CompletionResponse(message="Completions generated successfully", data=data)
 
 

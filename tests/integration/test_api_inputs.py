@@ -212,3 +212,19 @@ async def test_completion_with_all_context_files_gets_snippets_of_other_files(ap
     body["context"]["context_files"] = []
     r = await c.post("/api/completion/request", json=body)
     assert [req for name, req in state.gateway.calls if name == "scripted"][-1]["context_snippets"] == []  # type: ignore[attr-defined]
+
+
+async def test_completion_answer_carries_its_stage_timings(api) -> None:
+    client, state = api
+    c, _ = await signed_in(client)
+    r = await c.post("/api/completion/request", json=P.completion_request([model_id(state, "scripted")]))
+    assert r.status_code == 200, r.text
+    stages = {}
+    for part in r.headers["server-timing"].split(","):
+        name, dur = part.strip().split(";dur=")
+        stages[name] = float(dur)
+    assert list(stages) == ["prepare", "models", "events", "app"]
+    assert all(ms >= 0 for ms in stages.values())
+    assert stages["prepare"] + stages["models"] + stages["events"] <= stages["app"]
+    # Only durations: nothing of the request (context, tokens) is echoed in the header.
+    assert "def" not in r.headers["server-timing"] and c.cookies.get("auth_token") not in r.headers["server-timing"]
