@@ -19,6 +19,9 @@ from bench.report import Result, Table, summary
 from bench.stack import Stack, completion_body, completion_slot, default_entry, plugin_login
 
 GOAL_P50_OVERHEAD_MS = 15.0
+# Before each timed call: longer than the telemetry writer's 50 ms linger, so that the writing of the
+# previous request's events lands on neither path's clock (both start from a quiet machine).
+SETTLE_S = 0.12
 # The ingress's Server-Timing stages (app/server_timing.py, routers/completion.py).
 STAGES = {
     "app": "ingress app, arrival to response (Server-Timing)",
@@ -77,12 +80,14 @@ def run(stack: Stack, args: argparse.Namespace) -> Result:
         for rnd in range(args.overhead_warmup + args.overhead_rounds):
             measured = rnd >= args.overhead_warmup
             for prompt, body, req in zip(prompts, bodies, requests, strict=True):
+                time.sleep(SETTLE_S)
                 t0 = time.perf_counter()
                 (res,) = gen.generate_batch([req], budget)
                 t1 = time.perf_counter()
                 if measured:
                     local_ms.append((t1 - t0) * 1000)
                 for name, client in clients.items():
+                    time.sleep(SETTLE_S)
                     t1 = time.perf_counter()
                     response = client.post("/api/completion/request", json=body)
                     t2 = time.perf_counter()
@@ -118,6 +123,12 @@ def run(stack: Stack, args: argparse.Namespace) -> Result:
         for name in paths
     }
     overhead = {name: stats[name]["http_ms"]["p50"] - loc["p50"] for name in paths}
+    # Judged on both: the difference of the p50s (the wording) and the median of the paired
+    # per-request differences (the same prompt in the same round, so less sensitive to which prompts
+    # happen to sit at the median).
+    paired_p50 = {
+        name: summary([h - l for h, l in zip(http_ms[name], local_ms, strict=True)])["p50"] for name in paths
+    }
     table = Table(
         "Overhead: HTTP -> ingress -> model vs. in-process generate_batch([req]) (ms)",
         ["path", "n", "p50", "p95", "mean"],
@@ -135,6 +146,15 @@ def run(stack: Stack, args: argparse.Namespace) -> Result:
             if stage in st["server_timing_ms"]:
                 sv = st["server_timing_ms"][stage]
                 table.add(f"    {label}", sv["n"], sv["p50"], sv["p95"], sv["mean"])
+        paired = summary([h - l for h, l in zip(http_ms[name], local_ms, strict=True)])
+        table.add(
+            f"overhead {name}, paired: per-request HTTP - in-process",
+            paired["n"],
+            paired["p50"],
+            paired["p95"],
+            paired["mean"],
+        )
+        stats[name]["paired_overhead_ms"] = paired
         table.add(
             f"overhead {name}: HTTP p50 - in-process p50",
             loc["n"],
@@ -149,8 +169,9 @@ def run(stack: Stack, args: argparse.Namespace) -> Result:
             f"overhead {overhead[name]:.1f} ms"
             for name in paths
         )
-        + f"; goal p50 overhead <= {GOAL_P50_OVERHEAD_MS:.0f} ms ({best} path): "
-        + ("met" if overhead[best] <= GOAL_P50_OVERHEAD_MS else "NOT met"),
+        + f"; goal p50 overhead <= {GOAL_P50_OVERHEAD_MS:.0f} ms ({best} path, difference of p50s and paired "
+        + f"median {paired_p50[best]:.1f} ms both): "
+        + ("met" if max(overhead[best], paired_p50[best]) <= GOAL_P50_OVERHEAD_MS else "NOT met"),
         (
             f"{len(prompts)} stdlib prompts (fingerprint {fingerprint(prompts)}), {args.overhead_rounds} rounds after "
             f"{args.overhead_warmup} warm-up, paths interleaved prompt by prompt; model entry as in configs/local.yaml "
@@ -171,6 +192,7 @@ def run(stack: Stack, args: argparse.Namespace) -> Result:
         "in_process_ms": loc,
         "paths": stats,
         "overhead_p50_ms": overhead,
+        "paired_overhead_p50_ms": paired_p50,
         "mismatches": mismatches,
         "prompts_fingerprint": fingerprint(prompts),
         "rounds": args.overhead_rounds,
@@ -179,5 +201,5 @@ def run(stack: Stack, args: argparse.Namespace) -> Result:
         "raw": {"in_process_ms": local_ms, "http_ms": http_ms, "server_generation_ms": server_gen_ms},
     }
     result.checks["same_greedy_output"] = not mismatches
-    result.goals["p50_overhead_le_15ms"] = overhead[best] <= GOAL_P50_OVERHEAD_MS
+    result.goals["p50_overhead_le_15ms"] = max(overhead[best], paired_p50[best]) <= GOAL_P50_OVERHEAD_MS
     return result
