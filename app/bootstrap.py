@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 from typing import Any
 
@@ -86,9 +87,7 @@ async def close_state(state: AppState) -> None:
     """Stop the listener, release connections."""
     if state.supersede_listener is not None:
         state.supersede_listener.cancel()
-        try:
+        with contextlib.suppress(asyncio.CancelledError):
             await state.supersede_listener
-        except asyncio.CancelledError:
-            pass
     await state.redis.aclose()
     await state.engine.dispose()

@@ -21,6 +21,7 @@ Here one worker task per replica takes requests off the queue only when the gene
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -77,10 +78,8 @@ class Batcher(Generic[T, R]):
         """Stop the worker; queued callers get CancelledError."""
         if self._worker is not None:
             self._worker.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await self._worker
-            except asyncio.CancelledError:
-                pass
         for pending in self._queue:
             pending.future.cancel()
         self._queue.clear()

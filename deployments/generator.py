@@ -190,7 +190,9 @@ class CausalLMGenerator:
                 on_done(row, result)
 
         self._greedy(enc["input_ids"], enc["attention_mask"], requests, time.monotonic() + time_budget_s, finish)
-        return [r for r in results if r is not None]
+        done = [r for r in results if r is not None]
+        assert len(done) == len(requests), "every row of a batch is finished by the decoding loop"
+        return done
 
     def _greedy(
         self,
@@ -230,9 +232,10 @@ class CausalLMGenerator:
                         continue
                     ids[row].append(token)
                     logprobs[row].append(picked[pos])
-                    text_stop = stops[row] and any(
-                        s and s in self.tokenizer.decode(ids[row], skip_special_tokens=True) for s in stops[row]
-                    )
+                    text_stop = False
+                    if stops[row]:
+                        text = self.tokenizer.decode(ids[row], skip_special_tokens=True)  # once per row and step
+                        text_stop = any(s and s in text for s in stops[row])
                     if text_stop or over or len(ids[row]) >= req.max_new_tokens:
                         finish(row, ids[row], logprobs[row], "length")
                         continue
