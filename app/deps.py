@@ -21,7 +21,9 @@ from app.state import AppState
 from db.tables import User
 
 
-def get_state(request: HTTPConnection) -> AppState:
+# The trivial dependencies are `async def` on purpose: FastAPI runs a plain `def` dependency in its
+# thread pool, a thread hop per request (and per dependency) on the completion path.
+async def get_state(request: HTTPConnection) -> AppState:
     """The ingress state stored on the app at startup."""
     return request.app.state.c4m
 
@@ -29,12 +31,12 @@ def get_state(request: HTTPConnection) -> AppState:
 StateDep = Annotated[AppState, Depends(get_state)]
 
 
-def get_settings_dep(state: StateDep) -> Settings:
+async def get_settings_dep(state: StateDep) -> Settings:
     """The settings of this ingress."""
     return state.settings
 
 
-def get_redis(state: StateDep) -> Redis:
+async def get_redis(state: StateDep) -> Redis:
     """The shared Redis client."""
     return state.redis
 

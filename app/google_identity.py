@@ -137,7 +137,7 @@ def google_verifier_for(settings: Settings) -> GoogleVerifier:
     return GoogleVerifier(settings.google_client_id, JwksCache(settings.google_jwks_url, settings.google_jwks_ttl_s))
 
 
-def get_google_verifier(request: Request) -> GoogleVerifier:
+async def get_google_verifier(request: Request) -> GoogleVerifier:
     """The app's verifier (one key cache per ingress replica); override this dependency to inject keys."""
     verifier = getattr(request.app.state, "google_verifier", None)
     if verifier is None:

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from ray import serve
 from transformers import AutoModel, AutoTokenizer
+
+from deployments.batcher import Batcher
 
 EMBEDDING_DIM = 384
 
@@ -41,21 +45,29 @@ class MiniLMEmbedder:
 
 @serve.deployment
 class Embedder:
-    """Serve deployment around MiniLMEmbedder; concurrent calls are batched."""
+    """Serve deployment around MiniLMEmbedder; concurrent calls are batched (deployments/batcher.py).
+
+    Not @serve.batch, for the reasons in batcher.py: a query embedding reaching an idle replica would
+    wait out the batch timeout, and the batch would run on the replica's event loop (with Serve's
+    low-latency mode, user code shares that loop) instead of in a thread.
+    """
 
     def __init__(self, model_path: str | None = None, max_batch_size: int = 32) -> None:
         torch.set_num_threads(1)
         self.embedder = MiniLMEmbedder(model_path)
-        self._embed_batch.set_max_batch_size(max_batch_size)
+        self.batcher: Batcher[list[str], list[list[float]]] = Batcher(self._embed_batch, max_batch_size)
 
     async def embed(self, texts: list[str]) -> list[list[float]]:
         """Embed a list of texts (one call, possibly batched with others)."""
-        return await self._embed_batch(texts)
+        if not texts:
+            return []
+        return await self.batcher.submit(texts)
 
-    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005)
-    async def _embed_batch(self, calls: list[list[str]]) -> list[list[list[float]]]:
+    async def _embed_batch(
+        self, calls: list[list[str]], deliver: Callable[[int, list[list[float]]], None]
+    ) -> list[list[list[float]]]:
         flat = [t for call in calls for t in call]
-        vectors = self.embedder.embed(flat)
+        vectors = await asyncio.to_thread(self.embedder.embed, flat)
         out, i = [], 0
         for call in calls:
             out.append(vectors[i : i + len(call)])
