@@ -42,6 +42,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="benchmarks to run (default all); `fuzz` runs alone (schemathesis, no Ray)",
     )
     p.add_argument("--num-cpus", type=int, default=8, help="logical CPUs given to Ray (default 8)")
+    p.add_argument(
+        "--gpus",
+        type=float,
+        default=0.0,
+        help="GPUs per replica of the default model (default 0: CPU); > 0 also runs the in-process baselines on CUDA",
+    )
     p.add_argument("--no-embedder", action="store_true", help="deploy without the embedding deployment")
     p.add_argument(
         "--results-dir", type=Path, default=RESULTS_DIR, help="where <name>.json goes (default bench/results)"
@@ -55,6 +61,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.which = list(BENCHMARKS)
     if "fuzz" in args.which and len(args.which) > 1:
         p.error("fuzz runs alone: python -m bench fuzz")
+    if args.gpus < 0:
+        p.error("--gpus must not be negative")
+    if args.gpus > 0:
+        import torch
+
+        if not torch.cuda.is_available():
+            p.error("--gpus needs a visible CUDA device (torch.cuda.is_available() is False here)")
     return args
 
 
@@ -65,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.which == ["fuzz"]:
         return fuzz.main(args)
     began = time.perf_counter()
-    stack = Stack(num_cpus=args.num_cpus, embedder=not args.no_embedder)
+    stack = Stack(num_cpus=args.num_cpus, embedder=not args.no_embedder, gpus=args.gpus)
     # Benchmarks with NEEDS_STACK = False bring their own services; Ray and Serve start only when needed.
     needs_stack = any(getattr(BENCHMARKS[name], "NEEDS_STACK", True) for name in args.which)
     failed: list[str] = []

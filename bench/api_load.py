@@ -18,7 +18,7 @@ import websockets
 
 from bench.prompts import load_prompts
 from bench.report import Result, Table, percentile
-from bench.stack import Stack, completion_body, default_entry, plugin_login_async
+from bench.stack import Stack, completion_body, plugin_login_async
 
 IDLE_GOAL = 1000
 
@@ -174,5 +174,5 @@ async def _run(stack: Stack, args: argparse.Namespace) -> Result:
 
 def run(stack: Stack, args: argparse.Namespace) -> Result:
     """Deploy the default config and measure."""
-    stack.deploy(default_entry())
+    stack.deploy(stack.model_entry())
     return asyncio.run(_run(stack, args))

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import copy
 import time
 import warnings
 from dataclasses import replace
@@ -23,9 +24,10 @@ from typing import Any
 import httpx
 
 from bench.inprocess import gen_request, generator_for
+from bench.inprocess import where as _where
 from bench.prompts import fingerprint, load_prompts
 from bench.report import Result, Table, summary
-from bench.stack import Stack, completion_body, completion_slot, default_entry, plugin_login_async
+from bench.stack import Stack, completion_body, completion_slot, plugin_login_async
 
 GOAL_RATIO = 3.0
 
@@ -46,8 +48,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
-def batched_entry(max_batch_size: int, wait_s: float, clients: int) -> dict[str, Any]:
-    entry = default_entry()
+def batched_entry(base: dict[str, Any], max_batch_size: int, wait_s: float, clients: int) -> dict[str, Any]:
+    entry = copy.deepcopy(base)
     entry["batch"] = {"max_batch_size": max_batch_size, "batch_wait_timeout_s": wait_s}
     entry["max_ongoing_requests"] = max(int(entry.get("max_ongoing_requests", 16)), clients * 2)
     return entry
@@ -87,7 +89,7 @@ async def _http_runs(stack: Stack, args: argparse.Namespace, bodies_for) -> dict
         bodies = bodies_for(model_ids[0])
         runs = {}
         for label, size in (("on", args.batch_size), ("off", 1)):
-            deploy_s = stack.deploy(batched_entry(size, args.batch_wait_s, args.clients))
+            deploy_s = stack.deploy(batched_entry(stack.model_entry(), size, args.batch_wait_s, args.clients))
             runs[label] = await _measure(clients, bodies, args.requests_per_client, warmup=2)
             runs[label]["deploy_s"] = deploy_s
             runs[label]["max_batch_size"] = size
@@ -129,12 +131,18 @@ def _forward_costs(gen, prompt_tokens: int, n: int) -> dict[str, tuple[float, fl
 
     model = gen.model
 
+    def sync() -> None:
+        if gen.device == "cuda":
+            torch.cuda.synchronize()
+
     def median_ms(fn, repeats: int = 5) -> float:  # type: ignore[no-untyped-def]
         fn()
         times = []
         for _ in range(repeats):
+            sync()
             t0 = time.perf_counter()
             fn()
+            sync()
             times.append((time.perf_counter() - t0) * 1000)
         return sorted(times)[len(times) // 2]
 
@@ -144,10 +152,10 @@ def _forward_costs(gen, prompt_tokens: int, n: int) -> dict[str, tuple[float, fl
         warnings.simplefilter("ignore")  # transformers' past_key_values rename notice
         costs = {}
         for b in (1, n):
-            ids = torch.randint(10, gen.tokenizer.vocab_size - 10, (b, prompt_tokens), generator=gen_ids)
+            ids = torch.randint(10, gen.tokenizer.vocab_size - 10, (b, prompt_tokens), generator=gen_ids).to(gen.device)
             prefill = median_ms(lambda ids=ids: model(ids, logits_to_keep=1))
             cache = model(ids, use_cache=True).past_key_values
-            step = torch.randint(10, 1000, (b, 1), generator=gen_ids)
+            step = torch.randint(10, 1000, (b, 1), generator=gen_ids).to(gen.device)
             # Each step appends to the cache; a few extra positions do not change the cost measurably.
             decode = median_ms(
                 lambda step=step, cache=cache: model(step, past_key_values=cache, use_cache=True)
@@ -160,7 +168,7 @@ def _forward_costs(gen, prompt_tokens: int, n: int) -> dict[str, tuple[float, fl
 
 def run(stack: Stack, args: argparse.Namespace) -> Result:
     prompts = load_prompts()
-    entry = default_entry()
+    entry = stack.model_entry()
     gen, model = generator_for(entry)
     budget = model.generation.time_budget_s
 
@@ -214,7 +222,7 @@ def run(stack: Stack, args: argparse.Namespace) -> Result:
     ]
 
     raw = Table(
-        f"Batching, raw generator in-process (1 thread): one generate_batch of {args.clients} vs. {args.clients} single calls",
+        f"Batching, raw generator in-process ({_where(gen)}): one generate_batch of {args.clients} vs. {args.clients} single calls",
         [
             "prompts",
             "seq compl/s",
@@ -262,7 +270,7 @@ def run(stack: Stack, args: argparse.Namespace) -> Result:
     )
     parts = _forward_costs(gen, sorted(lengths)[len(lengths) // 2], n)
     forward = Table(
-        f"Batching, where the time goes: model forward passes in-process (1 thread), batch 1 vs. {n} (ms)",
+        f"Batching, where the time goes: model forward passes in-process ({_where(gen)}), batch 1 vs. {n} (ms)",
         ["forward pass", "batch 1", f"batch {n}", f"batch {n} per row", "per-row gain"],
     )
     for label, (one, many) in parts.items():
@@ -281,7 +289,7 @@ def run(stack: Stack, args: argparse.Namespace) -> Result:
         "args": {
             k: getattr(args, k) for k in ("clients", "requests_per_client", "batch_size", "batch_wait_s")
         },
-        "entry_on": batched_entry(args.batch_size, args.batch_wait_s, args.clients),
+        "entry_on": batched_entry(stack.model_entry(), args.batch_size, args.batch_wait_s, args.clients),
         "prompts_fingerprint": fingerprint(prompts),
     }
     result.goals["throughput_ratio_ge_3x"] = ratio >= GOAL_RATIO

@@ -14,9 +14,10 @@ import time
 import httpx
 
 from bench.inprocess import gen_request, generator_for
+from bench.inprocess import where as _where
 from bench.prompts import Prompt, fingerprint, load_prompts
 from bench.report import Result, Table, summary
-from bench.stack import LeanClient, Stack, completion_body, completion_slot, default_entry, plugin_login
+from bench.stack import LeanClient, Stack, completion_body, completion_slot, plugin_login
 
 GOAL_P50_OVERHEAD_MS = 15.0
 # Before each timed call: longer than the telemetry writer's 50 ms linger, so that the writing of the
@@ -55,7 +56,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(stack: Stack, args: argparse.Namespace) -> Result:
-    entry = default_entry()  # configs/local.yaml as is
+    entry = stack.model_entry()  # configs/local.yaml as is (on GPUs with --gpus)
     stack.deploy(entry)
     gen, model = generator_for(entry)
     budget = model.generation.time_budget_s
@@ -141,7 +142,7 @@ def run(stack: Stack, args: argparse.Namespace) -> Result:
         "Overhead: HTTP -> ingress -> model vs. in-process generate_batch([req]) (ms)",
         ["path", "n", "p50", "p95", "mean"],
     )
-    table.add("in-process generate (1 thread)", loc["n"], loc["p50"], loc["p95"], loc["mean"])
+    table.add(f"in-process generate ({_where(gen)})", loc["n"], loc["p50"], loc["p95"], loc["mean"])
     labels = {"proxy": "via Serve's proxy", "direct": "direct to the ingress replica"}
     for name in paths:
         st = stats[name]

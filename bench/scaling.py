@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import copy
 import time
 from typing import Any
 
@@ -18,7 +19,7 @@ import httpx
 
 from bench.prompts import load_prompts
 from bench.report import Result, Table, summary
-from bench.stack import Stack, completion_body, completion_slot, default_entry, plugin_login_async
+from bench.stack import Stack, completion_body, completion_slot, plugin_login_async
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -39,8 +40,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
-def scaling_entry(args: argparse.Namespace) -> dict[str, Any]:
-    entry = default_entry()
+def scaling_entry(base: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+    entry = copy.deepcopy(base)
     entry.pop("num_replicas", None)
     entry["autoscaling_config"] = {
         "min_replicas": 1,
@@ -116,7 +117,7 @@ async def _drive(stack: Stack, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run(stack: Stack, args: argparse.Namespace) -> Result:
-    entry = scaling_entry(args)
+    entry = scaling_entry(stack.model_entry(), args)
     deploy_s = stack.deploy(entry)
     before = stack.replica_states()
     out = asyncio.run(_drive(stack, args))

@@ -69,6 +69,7 @@ class Stack:
 
     num_cpus: int = 8
     embedder: bool = True
+    gpus: float = 0.0  # GPUs per model replica: > 0 puts the default model on CUDA (bench --gpus)
     data_dir: Path | None = None
     base_url: str = ""
     entry: dict[str, Any] = field(default_factory=default_entry)
@@ -77,6 +78,16 @@ class Stack:
     _database_url: str = ""
     _redis_url: str = ""
     timings: dict[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.entry = self.model_entry()
+
+    def model_entry(self) -> dict[str, Any]:
+        """The default model's entry as configs/local.yaml has it, on `gpus` GPUs per replica when set."""
+        entry = default_entry()
+        if self.gpus > 0:
+            entry["num_gpus"] = self.gpus
+        return entry
 
     def start(self) -> Stack:
         """Start PostgreSQL/Redis (migrated), Ray, Serve's proxy, and deploy the default config."""
@@ -101,7 +112,7 @@ class Stack:
         apply_serve_env()
         began = time.perf_counter()
         ray.init(
-            num_cpus=self.num_cpus,
+            num_cpus=self.num_cpus,  # GPUs: Ray detects them
             include_dashboard=False,
             logging_level=logging.WARNING,
             log_to_driver=False,
