@@ -22,9 +22,44 @@ PREFIXES = [
 
 
 @pytest.fixture(scope="module")
-def gen() -> CausalLMGenerator:
+def loaded() -> CausalLMGenerator:
     torch.set_num_threads(1)
     return CausalLMGenerator(MODEL_DIR, "code4me", max_context_tokens=512)
+
+
+# Both prompt-pass strategies: per row with merged caches (the CPU default) and one left-padded batch (GPU).
+@pytest.fixture(params=["per-row prefill", "batched prefill"])
+def gen(loaded: CausalLMGenerator, request: pytest.FixtureRequest):  # type: ignore[no-untyped-def]
+    loaded.prefill_per_row = request.param == "per-row prefill"
+    yield loaded
+    loaded.prefill_per_row = True
+
+
+def test_a_cpu_generator_processes_prompts_row_by_row(loaded: CausalLMGenerator) -> None:
+    # The tiny Llama's cache is the plain growing kind, so the CPU default applies.
+    fresh = CausalLMGenerator(MODEL_DIR, "code4me", max_context_tokens=512)
+    assert fresh.device == "cpu" and fresh.prefill_per_row
+
+
+def test_merged_caches_hold_each_rows_own_keys_left_padded(loaded: CausalLMGenerator) -> None:
+    prompts = [loaded.build_prompt(GenRequest(prefix=p)) for p in PREFIXES[:3]]
+    enc = loaded.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+    mask = enc["attention_mask"]
+    positions = (mask.long().cumsum(-1) - 1).masked_fill_(mask == 0, 1)
+    loaded.prefill_per_row = True
+    with torch.inference_mode():
+        logits, cache = loaded._prefill(enc["input_ids"], mask, positions)
+        loaded.prefill_per_row = False
+        batch_logits, batch_cache = loaded._prefill(enc["input_ids"], mask, positions)
+    loaded.prefill_per_row = True
+    assert logits.shape == batch_logits.shape
+    assert torch.allclose(logits, batch_logits, atol=1e-4)
+    for mine, theirs in zip(cache.layers, batch_cache.layers, strict=True):
+        assert mine.keys.shape == theirs.keys.shape
+        real = mask.bool()[:, None, :, None].expand_as(mine.keys)
+        assert torch.allclose(mine.keys[real], theirs.keys[real], atol=1e-4)
+        assert torch.allclose(mine.values[real], theirs.values[real], atol=1e-4)
+        assert not mine.keys[~real].any(), "padding positions are zeros"
 
 
 def reference(gen: CausalLMGenerator, req: GenRequest) -> tuple[list[int], list[float]]:
