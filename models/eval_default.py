@@ -32,7 +32,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import corpus  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULTS = {"n": 500, "seed": 1234, "batch_size": 8, "prefix_chars": 1500, "suffix_chars": 500, "max_new_tokens": 48}
+DEFAULTS = {
+    "n": 500,
+    "seed": 1234,
+    "batch_size": 8,
+    "prefix_chars": 1500,
+    "suffix_chars": 500,
+    "max_new_tokens": 48,
+    "context_tokens": None,
+}
 
 
 # ---------------------------------------------------------------- metrics
@@ -196,7 +204,9 @@ def evaluate(args) -> dict:
     model = AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.float32)
     model.eval()
     max_pos = int(getattr(model.config, "max_position_embeddings", 2048))
-    max_prompt = max_pos - args.max_new_tokens
+    # The prompt plus the new tokens fit the context given (default: all the positions the model has).
+    context = min(args.context_tokens or max_pos, max_pos)
+    max_prompt = context - args.max_new_tokens
     stops = stop_token_ids(tokenizer)
 
     prompts = [Prompt(build_prompt(tokenizer, t, args.prefix_chars, args.suffix_chars, max_prompt), t) for t in tasks]
@@ -228,6 +238,7 @@ def evaluate(args) -> dict:
         "prefix_chars": args.prefix_chars,
         "suffix_chars": args.suffix_chars,
         "max_new_tokens": args.max_new_tokens,
+        "context_tokens": context,
         "batch_size": args.batch_size,
         "threads": args.threads,
         "mean_prompt_tokens": sum(len(p.ids) for p in prompts) / max(len(prompts), 1),
@@ -255,7 +266,7 @@ def reproduce_command(args) -> str:
     model = Path(args.model).resolve()
     shown = str(model.relative_to(REPO_ROOT)) if model.is_relative_to(REPO_ROOT) else str(args.model)
     parts = ["python", "models/eval_default.py", "--model", shown, "--n", str(args.n), "--threads", str(args.threads)]
-    for key in ("seed", "batch_size", "prefix_chars", "suffix_chars", "max_new_tokens"):
+    for key in ("seed", "batch_size", "prefix_chars", "suffix_chars", "max_new_tokens", "context_tokens"):
         if getattr(args, key) != DEFAULTS[key]:
             parts += ["--" + key.replace("_", "-"), str(getattr(args, key))]
     return shlex.join(parts)
@@ -417,6 +428,13 @@ def main() -> None:
     parser.add_argument("--prefix-chars", type=int, default=DEFAULTS["prefix_chars"])
     parser.add_argument("--suffix-chars", type=int, default=DEFAULTS["suffix_chars"])
     parser.add_argument("--max-new-tokens", type=int, default=DEFAULTS["max_new_tokens"])
+    parser.add_argument(
+        "--context-tokens",
+        type=int,
+        default=DEFAULTS["context_tokens"],
+        help="prompt + new tokens fit this many positions (default: the model's max_position_embeddings); "
+        "a serving entry's max_context_tokens",
+    )
     parser.add_argument("--json", type=Path, help="write the results here")
     parser.add_argument("--write-card", action="store_true", help="write README.md (model card) into --model")
     args = parser.parse_args()

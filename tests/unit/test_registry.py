@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
+import yaml
 
 from serve.registry import ConfigError, load_args
 
@@ -55,3 +59,17 @@ def test_empty_registry_and_duplicates_are_refused() -> None:
         load_args({"models": []})
     with pytest.raises(ConfigError, match="duplicate model names: tiny"):
         load_args({"models": [GOOD, GOOD]})
+
+
+@pytest.mark.parametrize("config", sorted((Path(__file__).resolve().parents[2] / "configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_serve_config_validates(config: Path) -> None:
+    raw = yaml.safe_load(config.read_text())
+    (app,) = raw["applications"]
+    assert app["import_path"] == "serve.builder:build_app"
+    args = load_args(app["args"])
+    assert sum(m.is_default for m in args.models) == 1
+    # The default model was trained on 256-token windows (models/code4me-tiny/training_stats.json): its
+    # prompt plus completion are served within them.
+    (tiny,) = [m for m in args.models if m.name == "code4me-tiny"]
+    trained = json.loads((Path(tiny.resolved_source()) / "training_stats.json").read_text())["seq_len"]
+    assert tiny.max_context_tokens == trained
