@@ -15,13 +15,18 @@ Here one worker task per replica takes requests off the queue only when the gene
   during generation is the generator's business (its row's cancel event);
 * `run_batch(items, deliver)` may hand a row's result over before the batch ends with
   `deliver(index, result)` (callable from any thread): a short completion does not wait for the
-  batch's longest one.
+  batch's longest one;
+* `admit(n)` (callable from any thread while a batch runs) moves up to n queued requests into the
+  running batch, numbered after its items: a generator that decodes token by token takes newcomers
+  in between steps (continuous batching) instead of leaving them queued until the batch's last row
+  is done. `run_batch` then returns results for the grown batch.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -55,12 +60,17 @@ class Batcher(Generic[T, R]):
         self.max_batch_size = max_batch_size
         self.wait_s = wait_s
         self._queue: deque[_Pending[T, R]] = deque()
+        # The running batch's requests (grown by `admit`); the lock guards it and the queue, which a
+        # generation thread reads through `admit` while the event loop appends to it.
+        self._running: list[_Pending[T, R]] | None = None
+        self._lock = threading.Lock()
         self._arrived: asyncio.Event | None = None
         self._worker: asyncio.Task[None] | None = None
 
     def queued(self) -> int:
         """Requests waiting for a batch (callers that went away excluded)."""
-        return sum(1 for p in self._queue if not p.future.done())
+        with self._lock:
+            return sum(1 for p in self._queue if not p.future.done())
 
     async def submit(self, item: T) -> R:
         """The result for `item`, computed in some batch; cancelling the caller drops it if not yet started."""
@@ -70,7 +80,8 @@ class Batcher(Generic[T, R]):
         if self._worker is None or self._worker.done():
             self._worker = loop.create_task(self._work(), name="batcher")
         pending: _Pending[T, R] = _Pending(item, loop.create_future())
-        self._queue.append(pending)
+        with self._lock:
+            self._queue.append(pending)
         self._arrived.set()
         return await pending.future
 
@@ -94,6 +105,23 @@ class Batcher(Generic[T, R]):
             return False
         return True
 
+    def admit(self, n: int) -> list[T]:
+        """Move up to n queued requests into the running batch (from any thread); their items, in order.
+
+        They are numbered after the batch's current items, so `deliver(index, ...)` and the returned
+        results address them by that position. Outside a running batch nothing is admitted.
+        """
+        admitted: list[T] = []
+        with self._lock:
+            if self._running is None:
+                return admitted
+            while self._queue and len(admitted) < n:
+                pending = self._queue.popleft()
+                if not pending.future.done():  # its caller went away while it waited
+                    self._running.append(pending)
+                    admitted.append(pending.item)
+        return admitted
+
     @staticmethod
     def _deliverer(batch: list[_Pending[T, R]], loop: asyncio.AbstractEventLoop) -> Callable[[int, R], None]:
         def resolve(future: asyncio.Future[Any], result: R) -> None:
@@ -107,11 +135,17 @@ class Batcher(Generic[T, R]):
 
     def _take(self) -> list[_Pending[T, R]]:
         batch: list[_Pending[T, R]] = []
-        while self._queue and len(batch) < self.max_batch_size:
-            pending = self._queue.popleft()
-            if not pending.future.done():  # its caller went away while it waited
-                batch.append(pending)
+        with self._lock:
+            while self._queue and len(batch) < self.max_batch_size:
+                pending = self._queue.popleft()
+                if not pending.future.done():  # its caller went away while it waited
+                    batch.append(pending)
+            self._running = batch
         return batch
+
+    def _stop_admitting(self) -> None:
+        with self._lock:
+            self._running = None
 
     async def _work(self) -> None:
         loop = asyncio.get_running_loop()
@@ -134,10 +168,12 @@ class Batcher(Generic[T, R]):
             try:
                 results = await self.run_batch([p.item for p in batch], self._deliverer(batch, loop))
             except Exception as exc:  # noqa: BLE001 - every caller of the batch gets the failure
+                self._stop_admitting()
                 for p in batch:
                     if not p.future.done():
                         p.future.set_exception(exc)
                 continue
+            self._stop_admitting()
             if len(results) != len(batch):
                 error = RuntimeError(f"batch function returned {len(results)} results for {len(batch)} requests")
                 for p in batch:

@@ -38,7 +38,7 @@ def to_gen_request(payload: dict[str, Any], entry: ModelEntry) -> GenRequest:
     )
 
 
-def _answer(result: GenResult, batch_size: int) -> dict[str, Any]:
+def _answer(result: GenResult) -> dict[str, Any]:
     """What the ingress receives for one completion."""
     return {
         "completion": result.completion,
@@ -47,7 +47,7 @@ def _answer(result: GenResult, batch_size: int) -> dict[str, Any]:
         "generation_time_ms": result.generation_time_ms,
         "tokens_generated": result.tokens_generated,
         "stopped_by": result.stopped_by,
-        "batch_size": batch_size,
+        "batch_size": result.batch_rows,
     }
 
 
@@ -61,7 +61,9 @@ class _Metrics:
         self.latency = metrics.Histogram(
             "code4me_model_latency_ms", "Completion latency in the replica (ms)", LATENCY_BOUNDARIES_MS, tag_keys=("model",)
         )
-        self.batch = metrics.Histogram("code4me_model_batch_size", "Requests per generate batch", BATCH_BOUNDARIES, tag_keys=("model",))
+        self.batch = metrics.Histogram(
+            "code4me_model_batch_size", "Most rows decoding together during a request", BATCH_BOUNDARIES, tag_keys=("model",)
+        )
         self.tokens = metrics.Counter("code4me_model_tokens_generated", "Tokens generated", tag_keys=("model",))
         self.model = model
 
@@ -121,25 +123,28 @@ class CompletionModel:
     async def _generate_batch(
         self, requests: list[GenRequest], deliver: Callable[[int, dict[str, Any]], None]
     ) -> list[dict[str, Any]]:
-        # Generation runs in a thread so the replica's event loop keeps accepting (and batching) requests;
-        # each row's answer is handed over as soon as that row is done.
-        size = len(requests)
+        # Generation runs in a thread so the replica's event loop keeps accepting requests; requests that
+        # arrive meanwhile join the running rows between decoding steps (`Batcher.admit`), and each row's
+        # answer is handed over as soon as that row is done.
         results = await asyncio.to_thread(
             self.generator.generate_batch,
             requests,
             self.entry.generation.time_budget_s,
-            lambda row, result: deliver(row, _answer(result, size)),
+            lambda row, result: deliver(row, _answer(result)),
+            self.batcher.admit,
+            self.entry.batch.max_batch_size,
         )
         self.counters["batches"] += 1
-        self.counters["max_batch_size_seen"] = max(self.counters["max_batch_size_seen"], size)
-        self.metrics.batch.observe(size, tags=self.metrics.tags)
+        peak = max(r.batch_rows for r in results)
+        self.counters["max_batch_size_seen"] = max(self.counters["max_batch_size_seen"], peak)
         generated = sum(r.tokens_generated for r in results)
         self.counters["tokens_generated"] += generated
         if generated:
             self.metrics.tokens.inc(generated, tags=self.metrics.tags)
         for r in results:
-            self.recent = (self.recent + [{"tokens_generated": r.tokens_generated, "stopped_by": r.stopped_by}])[-50:]
-        return [_answer(r, size) for r in results]
+            self.metrics.batch.observe(r.batch_rows, tags=self.metrics.tags)
+        self.recent = (self.recent + [{"tokens_generated": r.tokens_generated, "stopped_by": r.stopped_by} for r in results])[-50:]
+        return [_answer(r) for r in results]
 
     async def chat(self, messages: list[dict[str, str]], max_new_tokens: int | None = None) -> AsyncIterator[str]:
         """Stream answer pieces for chat messages (call through a handle with stream=True)."""

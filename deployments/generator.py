@@ -53,6 +53,24 @@ class GenResult:
     generation_time_ms: int = 0
     tokens_generated: int = 0
     stopped_by: str = "length"
+    # The most rows that decoded together while this one did (1: it ran alone).
+    batch_rows: int = 1
+
+
+@dataclass
+class _Row:
+    """A request being decoded: its tokens so far, when it joined and when its budget ends."""
+
+    request: GenRequest
+    started: float
+    deadline: float
+    ids: list[int] = field(default_factory=list)
+    logprobs: list[float] = field(default_factory=list)
+    peak_rows: int = 1
+    stops: list[str] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.stops = list(self.request.stop_sequences) + (["\n"] if self.request.single_line else [])
 
 
 def cut_completion(text: str, stop_sequences: tuple[str, ...], single_line: bool) -> tuple[str, str]:
@@ -111,8 +129,14 @@ def pick_device(num_gpus: float) -> str:
     return "cuda" if num_gpus > 0 and torch.cuda.is_available() else "cpu"
 
 
+def _pad_left(mask: torch.Tensor, width: int) -> torch.Tensor:
+    """An attention mask left-padded with zeros (masked positions) to `width` columns."""
+    missing = width - mask.shape[1]
+    return torch.nn.functional.pad(mask, (missing, 0)) if missing else mask
+
+
 def _merge_caches(caches: list[DynamicCache], width: int) -> DynamicCache:
-    """Single-row caches stacked into one batch cache, each left-padded with zeros to `width` positions.
+    """Caches stacked into one batch cache, each left-padded with zeros to `width` positions.
 
     The padding positions are masked out by the batch's attention mask (0 there), as in a left-padded
     batched prompt pass, so the decode steps see exactly each row's own keys and values.
@@ -166,7 +190,8 @@ class CausalLMGenerator:
         # 0.9x per row for ~450 tokens), so padding every prompt to the batch's longest is pure loss. There
         # each prompt is processed alone and the rows' caches are merged for the batched decode steps, where
         # batching does pay (~4x per row). On a GPU the batched prompt pass runs the rows in parallel.
-        self.prefill_per_row = device == "cpu" and self._caches_mergeable()
+        self.caches_mergeable = self._caches_mergeable()
+        self.prefill_per_row = device == "cpu" and self.caches_mergeable
 
     def _caches_mergeable(self) -> bool:
         """Whether this model's KV cache is the plain growing kind that `_merge_caches` can left-pad and stack."""
@@ -204,75 +229,109 @@ class CausalLMGenerator:
         requests: list[GenRequest],
         time_budget_s: float = 10.0,
         on_done: Callable[[int, GenResult], None] | None = None,
+        admit: Callable[[int], list[GenRequest]] | None = None,
+        max_rows: int | None = None,
     ) -> list[GenResult]:
         """Greedy completions for a batch (left padding + attention mask, so results match unbatched runs).
 
-        A row leaves the batch as soon as it is done (stop token, stop text, its own token limit, or its
-        caller's cancel event): the remaining rows decode without it, and `on_done(row, result)` hands its
-        result over at once instead of after the batch's longest row. The wall-clock budget ends every row.
+        A row leaves the batch as soon as it is done (stop token, stop text, its own token limit, its
+        wall-clock budget or its caller's cancel event): the remaining rows decode without it, and
+        `on_done(row, result)` hands its result over at once instead of after the batch's longest row.
+        With `admit`, rows also join between decoding steps (continuous batching): `admit(n)` returns up
+        to n newly arrived requests, which get their prompt pass and then decode alongside the running
+        rows, never more than `max_rows` at once; they are numbered after `requests`, and the returned
+        list holds every row's result in that order. Each row's budget starts when it joins.
         """
-        started = time.perf_counter()
+        limit = max_rows or len(requests)
+        if admit is not None and not self.caches_mergeable:
+            admit = None  # a cache that cannot be padded and stacked cannot take rows in mid-flight
+        rows: list[_Row] = []
+        done: dict[int, GenResult] = {}
+
+        def join(new: list[GenRequest]) -> list[int]:
+            now, first = time.perf_counter(), len(rows)
+            rows.extend(_Row(r, now, time.monotonic() + time_budget_s) for r in new)
+            return list(range(first, len(rows)))
+
+        def finish(key: int, reason: str) -> None:
+            row = rows[key]
+            result = self._result(row, reason)
+            done[key] = result
+            if on_done is not None:
+                on_done(key, result)
+
+        self._greedy(join(requests), rows, finish, lambda free: join(admit(free)) if admit else [], limit)
+        assert len(done) == len(rows), "every row of a batch is finished by the decoding loop"
+        return [done[key] for key in range(len(rows))]
+
+    def _prompt_pass(self, requests: list[GenRequest]) -> tuple[torch.Tensor, DynamicCache, torch.Tensor]:
+        """The new rows' prompts, fitted and left-padded: their last logits, KV cache and attention mask."""
         prompts = [self.build_prompt(r) for r in requests]
         enc = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
-        results: list[GenResult | None] = [None] * len(requests)
-
-        def finish(row: int, ids: list[int], logprobs: list[float], reason: str) -> None:
-            result = self._result(requests[row], ids, logprobs, reason, started)
-            results[row] = result
-            if on_done is not None:
-                on_done(row, result)
-
-        self._greedy(enc["input_ids"], enc["attention_mask"], requests, time.monotonic() + time_budget_s, finish)
-        done = [r for r in results if r is not None]
-        assert len(done) == len(requests), "every row of a batch is finished by the decoding loop"
-        return done
+        mask = enc["attention_mask"]
+        # As transformers' generate: positions count the real tokens; padding gets a harmless 1.
+        positions = (mask.long().cumsum(-1) - 1).masked_fill_(mask == 0, 1)
+        logits, cache = self._prefill(enc["input_ids"], mask, positions)
+        return logits, cache, mask
 
     def _greedy(
         self,
-        input_ids: torch.Tensor,
-        attention_mask: torch.Tensor,
-        requests: list[GenRequest],
-        deadline: float,
-        finish: Callable[[int, list[int], list[float], str], None],
+        first: list[int],
+        rows: list[_Row],
+        finish: Callable[[int, str], None],
+        admit: Callable[[int], list[int]],
+        max_rows: int,
     ) -> None:
-        """Token-by-token greedy decoding with a KV cache; finished rows are dropped from the batch."""
+        """Token-by-token greedy decoding with a KV cache; finished rows are dropped, new rows join."""
         stop_ids = set(self.stop_token_ids)
-        stops = [list(r.stop_sequences) + (["\n"] if r.single_line else []) for r in requests]
-        ids: list[list[int]] = [[] for _ in requests]
-        logprobs: list[list[float]] = [[] for _ in requests]
-        active = list(range(len(requests)))  # original row of each batch position
-        mask = attention_mask
-        # As transformers' generate: positions count the real tokens; padding gets a harmless 1.
-        positions = (mask.long().cumsum(-1) - 1).masked_fill_(mask == 0, 1)
+        active: list[int] = []  # the row key of each batch position
+        joining = first
+        logits = mask = chosen = None
+        cache: DynamicCache | None = None
         with torch.inference_mode():
-            logits, cache = self._prefill(input_ids, mask, positions)
             while True:
+                if len(active) + len(joining) < max_rows:
+                    joining = joining + admit(max_rows - len(active) - len(joining))
+                if joining:
+                    new_logits, new_cache, new_mask = self._prompt_pass([rows[k].request for k in joining])
+                    if cache is None or not active:
+                        logits, cache, mask = new_logits, new_cache, new_mask
+                    else:
+                        width = max(mask.shape[1], new_mask.shape[1])
+                        cache = _merge_caches([cache, new_cache], width)
+                        mask = torch.cat([_pad_left(mask, width), _pad_left(new_mask, width)], dim=0)
+                        logits = torch.cat([logits, new_logits], dim=0)
+                    active, joining = active + joining, []
+                if not active:
+                    return
                 step = logits.float().log_softmax(dim=-1)
                 chosen = step.argmax(dim=-1)
                 picked = step.gather(1, chosen[:, None])[:, 0].tolist()
                 tokens = chosen.tolist()
-                over = time.monotonic() >= deadline
+                now = time.monotonic()
                 keep: list[int] = []
-                for pos, row in enumerate(active):
-                    req, token = requests[row], tokens[pos]
-                    if req.cancel.is_set():
-                        finish(row, ids[row], logprobs[row], "cancelled")
+                for pos, key in enumerate(active):
+                    row, token = rows[key], tokens[pos]
+                    row.peak_rows = max(row.peak_rows, len(active))
+                    if row.request.cancel.is_set():
+                        finish(key, "cancelled")
                         continue
-                    if token in stop_ids or req.max_new_tokens <= 0:
-                        finish(row, ids[row], logprobs[row], "stop_token")
+                    if token in stop_ids or row.request.max_new_tokens <= 0:
+                        finish(key, "stop_token")
                         continue
-                    ids[row].append(token)
-                    logprobs[row].append(picked[pos])
+                    row.ids.append(token)
+                    row.logprobs.append(picked[pos])
                     text_stop = False
-                    if stops[row]:
-                        text = self.tokenizer.decode(ids[row], skip_special_tokens=True)  # once per row and step
-                        text_stop = any(s and s in text for s in stops[row])
-                    if text_stop or over or len(ids[row]) >= req.max_new_tokens:
-                        finish(row, ids[row], logprobs[row], "length")
+                    if row.stops:
+                        text = self.tokenizer.decode(row.ids, skip_special_tokens=True)  # once per row and step
+                        text_stop = any(s and s in text for s in row.stops)
+                    if text_stop or now >= row.deadline or len(row.ids) >= row.request.max_new_tokens:
+                        finish(key, "length")
                         continue
                     keep.append(pos)
                 if not keep:
-                    return
+                    active, cache = [], None
+                    continue  # newcomers may be waiting; without any the loop ends at the top
                 if len(keep) < len(active):
                     index = torch.tensor(keep, device=mask.device)
                     cache.batch_select_indices(index)
@@ -303,8 +362,9 @@ class CausalLMGenerator:
             caches.append(out.cache if self._cache_arg == "cache" else out.past_key_values)
         return torch.cat(logits, dim=0), _merge_caches(caches, input_ids.shape[1])
 
-    def _result(self, req: GenRequest, ids: list[int], logprobs: list[float], reason: str, started: float) -> GenResult:
+    def _result(self, row: _Row, reason: str) -> GenResult:
         """A finished row: the text cut at its first stop, the log-probs of the tokens it returns."""
+        req, ids = row.request, row.ids
         text = self.tokenizer.decode(ids, skip_special_tokens=True)
         completion, cut_reason = cut_completion(text, req.stop_sequences, req.single_line)
         if cut_reason != "length":
@@ -312,14 +372,15 @@ class CausalLMGenerator:
         if req.cancel.is_set():
             reason = "cancelled"
         kept = self._tokens_covering(ids, len(completion))
-        returned = logprobs[:kept]
+        returned = row.logprobs[:kept]
         return GenResult(
             completion=completion,
             token_logprobs=returned,
             confidence=confidence_of(returned),
-            generation_time_ms=int((time.perf_counter() - started) * 1000),
+            generation_time_ms=int((time.perf_counter() - row.started) * 1000),
             tokens_generated=len(ids),
             stopped_by=reason,
+            batch_rows=row.peak_rows,
         )
 
     def _tokens_covering(self, ids: list[int], n_chars: int) -> int:

@@ -140,3 +140,49 @@ async def test_a_row_delivered_early_does_not_wait_for_the_batch() -> None:
     assert await second == 20
     assert time.perf_counter() - began >= 0.3
     await batcher.close()
+
+
+async def test_requests_queued_during_a_batch_can_join_it() -> None:
+    started = asyncio.Event()
+    seen: list[list[int]] = []
+
+    async def continuous(items: list[int], deliver) -> list[int]:  # type: ignore[no-untyped-def]
+        started.set()
+        await asyncio.sleep(0.1)  # newcomers queue meanwhile
+        # A generation thread takes them between decoding steps.
+        joined = await asyncio.to_thread(batcher.admit, 2)
+        seen.append(list(items) + joined)
+        await asyncio.to_thread(deliver, len(items), joined[0] * 10)  # a joiner answered early
+        return [i * 10 for i in items + joined]
+
+    batcher: Batcher[int, int] = Batcher(continuous, max_batch_size=8)
+    first = asyncio.create_task(batcher.submit(1))
+    await started.wait()
+    later = [asyncio.create_task(batcher.submit(i)) for i in (2, 3, 4)]
+    await asyncio.sleep(0.01)
+    later[2].cancel()  # went away while queued: never admitted
+    assert await first == 10
+    assert await asyncio.gather(later[0], later[1]) == [20, 30]
+    assert seen == [[1, 2, 3]]
+    assert batcher.queued() == 0
+    assert batcher.admit(4) == [], "nothing is admitted outside a running batch"
+    await batcher.close()
+
+
+async def test_admit_takes_no_more_than_asked() -> None:
+    started = asyncio.Event()
+
+    async def continuous(items: list[int], deliver) -> list[int]:  # type: ignore[no-untyped-def]
+        started.set()
+        await asyncio.sleep(0.05)
+        joined = batcher.admit(1)
+        return [i * 10 for i in items + joined]
+
+    batcher: Batcher[int, int] = Batcher(continuous, max_batch_size=8)
+    first = asyncio.create_task(batcher.submit(1))
+    await started.wait()
+    rest = [asyncio.create_task(batcher.submit(i)) for i in (2, 3)]
+    assert await first == 10
+    # 2 joined the first batch; 3 stayed queued and forms the next one.
+    assert await asyncio.gather(*rest) == [20, 30]
+    await batcher.close()

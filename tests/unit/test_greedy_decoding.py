@@ -149,3 +149,64 @@ def test_the_time_budget_ends_every_row(gen: CausalLMGenerator) -> None:
     reqs = [GenRequest(prefix=p, single_line=False, max_new_tokens=200) for p in PREFIXES[:3]]
     results = gen.generate_batch(reqs, time_budget_s=0.0)
     assert all(r.tokens_generated <= 1 for r in results)
+
+
+class Arrivals:
+    """An `admit` callback: hands over the queued requests scheduled for each decoding step."""
+
+    def __init__(self, schedule: dict[int, list[GenRequest]]) -> None:
+        self.schedule = schedule
+        self.calls = 0
+        self.asked: list[int] = []
+
+    def __call__(self, free: int) -> list[GenRequest]:
+        self.asked.append(free)
+        due = self.schedule.pop(self.calls, [])
+        self.calls += 1
+        assert len(due) <= free, "more requests arrived than the test meant to admit"
+        return due
+
+
+def test_rows_joining_between_steps_get_their_alone_answers(gen: CausalLMGenerator) -> None:
+    # The first row's prompt is short, so the long joiner widens the running cache (the running row is
+    # padded on the left), while the short joiners are padded to the running width.
+    first = [GenRequest(prefix=PREFIXES[5], single_line=False, max_new_tokens=30)]
+    joiners = {
+        2: [GenRequest(prefix=PREFIXES[2], suffix="\n", single_line=False, max_new_tokens=24)],
+        4: [GenRequest(prefix=p, suffix="\n", single_line=True, max_new_tokens=24) for p in PREFIXES[:2]],
+    }
+    everyone = first + joiners[2] + joiners[4]
+    alone = [gen.generate_batch([GenRequest(prefix=r.prefix, suffix=r.suffix, single_line=r.single_line,
+                                            max_new_tokens=r.max_new_tokens)])[0] for r in everyone]
+    arrivals = Arrivals(joiners)
+    handed: list[int] = []
+    results = gen.generate_batch(first, on_done=lambda key, _: handed.append(key), admit=arrivals, max_rows=8)
+    assert not arrivals.schedule, "the loop stopped asking before every joiner was admitted"
+    assert [r.completion for r in results] == [r.completion for r in alone]
+    assert [r.stopped_by for r in results] == [r.stopped_by for r in alone]
+    for a, b in zip(results, alone, strict=True):
+        assert a.token_logprobs == pytest.approx(b.token_logprobs, abs=1e-4)
+    assert sorted(handed) == [0, 1, 2, 3]
+    assert results[0].batch_rows > 1 and alone[0].batch_rows == 1
+
+
+def test_joiners_never_exceed_max_rows(loaded: CausalLMGenerator) -> None:
+    first = [GenRequest(prefix=p, single_line=False, max_new_tokens=12) for p in PREFIXES[:3]]
+    arrivals = Arrivals({})
+    loaded.generate_batch(first, admit=arrivals, max_rows=4)
+    # 3 rows running: room for one more; more room only as rows leave, never beyond the limit.
+    assert arrivals.asked[0] == 1 and max(arrivals.asked) <= 4
+    full = Arrivals({})
+    loaded.generate_batch(first, admit=full, max_rows=3)
+    # A full batch asks only once rows have left it.
+    assert all(0 < n <= 3 for n in full.asked)
+
+
+def test_a_joiner_arriving_after_the_last_row_left_still_runs(loaded: CausalLMGenerator) -> None:
+    # The first row ends at once (zero tokens); the loop asks again and decodes the late request alone.
+    late = GenRequest(prefix=PREFIXES[0], suffix="\n", max_new_tokens=16)
+    results = loaded.generate_batch(
+        [GenRequest(prefix="x", max_new_tokens=0)], admit=Arrivals({1: [late]}), max_rows=2
+    )
+    expected = loaded.generate_batch([GenRequest(prefix=PREFIXES[0], suffix="\n", max_new_tokens=16)])[0]
+    assert len(results) == 2 and results[1].completion == expected.completion
