@@ -135,6 +135,21 @@ def _pad_left(mask: torch.Tensor, width: int) -> torch.Tensor:
     return torch.nn.functional.pad(mask, (missing, 0)) if missing else mask
 
 
+def _trim_left(cache: DynamicCache, mask: torch.Tensor) -> torch.Tensor:
+    """Drop the leading columns that are padding in every remaining row, from the cache and the mask.
+
+    Without this a batch that never empties (rows keep joining under load) would only ever grow wider:
+    every step adds a column, and a departed long row's width would stay as padding for the others.
+    """
+    start = int(mask.any(dim=0).int().argmax())  # the first column any row uses
+    if start == 0:
+        return mask
+    for layer in cache.layers:
+        layer.keys = layer.keys[..., start:, :]
+        layer.values = layer.values[..., start:, :]
+    return mask[:, start:]
+
+
 def _merge_caches(caches: list[DynamicCache], width: int) -> DynamicCache:
     """Caches stacked into one batch cache, each left-padded with zeros to `width` positions.
 
@@ -335,7 +350,7 @@ class CausalLMGenerator:
                 if len(keep) < len(active):
                     index = torch.tensor(keep, device=mask.device)
                     cache.batch_select_indices(index)
-                    mask, chosen = mask[index], chosen[index]
+                    mask, chosen = _trim_left(cache, mask[index]), chosen[index]
                     active = [active[pos] for pos in keep]
                 mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=-1)
                 positions = mask.long().sum(-1, keepdim=True) - 1

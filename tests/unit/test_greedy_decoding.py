@@ -210,3 +210,29 @@ def test_a_joiner_arriving_after_the_last_row_left_still_runs(loaded: CausalLMGe
     )
     expected = loaded.generate_batch([GenRequest(prefix=PREFIXES[0], suffix="\n", max_new_tokens=16)])[0]
     assert len(results) == 2 and results[1].completion == expected.completion
+
+
+def test_a_batch_that_never_empties_stays_as_wide_as_its_longest_row(gen: CausalLMGenerator) -> None:
+    # Twelve requests join a batch of at most 3 rows one after another (as under steady load); the decode
+    # steps must never attend over more columns than the longest row present holds.
+    pending = [GenRequest(prefix=PREFIXES[k % len(PREFIXES)], suffix="\n", single_line=k % 2 == 0,
+                          max_new_tokens=6 + 3 * (k % 4)) for k in range(12)]
+    longest = max(len(gen.tokenizer(gen.build_prompt(r), add_special_tokens=False)["input_ids"]) for r in pending)
+    alone = [gen.generate_batch([GenRequest(prefix=r.prefix, suffix=r.suffix, single_line=r.single_line,
+                                            max_new_tokens=r.max_new_tokens)])[0] for r in pending]
+    widths: list[int] = []
+    forward = gen.model.forward
+
+    def recording(*args, **kwargs):  # type: ignore[no-untyped-def]
+        if kwargs.get("input_ids") is not None and kwargs["input_ids"].shape[1] == 1 and kwargs.get("attention_mask") is not None:
+            widths.append(kwargs["attention_mask"].shape[1])
+        return forward(*args, **kwargs)
+
+    queue = list(pending[1:])
+    gen.model.forward = recording  # type: ignore[method-assign]
+    try:
+        results = gen.generate_batch(pending[:1], admit=lambda free: [queue.pop(0)] if queue and free else [], max_rows=3)
+    finally:
+        del gen.model.forward
+    assert [r.completion for r in results] == [r.completion for r in alone]
+    assert widths and max(widths) <= longest + max(r.max_new_tokens for r in pending) + 1
