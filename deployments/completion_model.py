@@ -133,6 +133,7 @@ class CompletionModel:
             lambda row, result: deliver(row, _answer(result)),
             self.batcher.admit,
             self.entry.batch.max_batch_size,
+            self.entry.batch.max_joins_per_step,
         )
         self.counters["batches"] += 1
         peak = max(r.batch_rows for r in results)

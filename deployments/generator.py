@@ -246,6 +246,7 @@ class CausalLMGenerator:
         on_done: Callable[[int, GenResult], None] | None = None,
         admit: Callable[[int], list[GenRequest]] | None = None,
         max_rows: int | None = None,
+        max_joins: int | None = None,
     ) -> list[GenResult]:
         """Greedy completions for a batch (left padding + attention mask, so results match unbatched runs).
 
@@ -254,10 +255,13 @@ class CausalLMGenerator:
         `on_done(row, result)` hands its result over at once instead of after the batch's longest row.
         With `admit`, rows also join between decoding steps (continuous batching): `admit(n)` returns up
         to n newly arrived requests, which get their prompt pass and then decode alongside the running
-        rows, never more than `max_rows` at once; they are numbered after `requests`, and the returned
-        list holds every row's result in that order. Each row's budget starts when it joins.
+        rows, never more than `max_rows` at once and at most `max_joins` per step while rows are running
+        (every joiner's prompt pass holds the running rows up; None: as many as fit); they are numbered
+        after `requests`, and the returned list holds every row's result in that order. Each row's budget
+        starts when it joins.
         """
         limit = max_rows or len(requests)
+        joins = limit if max_joins is None else max_joins
         if admit is not None and not self.caches_mergeable:
             admit = None  # a cache that cannot be padded and stacked cannot take rows in mid-flight
         rows: list[_Row] = []
@@ -275,7 +279,7 @@ class CausalLMGenerator:
             if on_done is not None:
                 on_done(key, result)
 
-        self._greedy(join(requests), rows, finish, lambda free: join(admit(free)) if admit else [], limit)
+        self._greedy(join(requests), rows, finish, lambda free: join(admit(free)) if admit else [], limit, joins)
         assert len(done) == len(rows), "every row of a batch is finished by the decoding loop"
         return [done[key] for key in range(len(rows))]
 
@@ -296,6 +300,7 @@ class CausalLMGenerator:
         finish: Callable[[int, str], None],
         admit: Callable[[int], list[int]],
         max_rows: int,
+        max_joins: int,
     ) -> None:
         """Token-by-token greedy decoding with a KV cache; finished rows are dropped, new rows join."""
         stop_ids = set(self.stop_token_ids)
@@ -305,8 +310,11 @@ class CausalLMGenerator:
         cache: DynamicCache | None = None
         with torch.inference_mode():
             while True:
-                if len(active) + len(joining) < max_rows:
-                    joining = joining + admit(max_rows - len(active) - len(joining))
+                free = max_rows - len(active) - len(joining)
+                if active:
+                    free = min(free, max_joins - len(joining))
+                if free > 0:
+                    joining = joining + admit(free)
                 if joining:
                     new_logits, new_cache, new_mask = self._prompt_pass([rows[k].request for k in joining])
                     if cache is None or not active:

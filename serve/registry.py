@@ -34,12 +34,15 @@ class GenerationDefaults(_Strict):
 class BatchOptions(_Strict):
     """Dynamic batching of concurrent requests on one replica (deployments/batcher.py).
 
-    Requests that arrive while a batch generates form the next batch together; `batch_wait_timeout_s`
-    is only how long a request reaching an *idle* replica waits for company (0: none).
+    Requests that arrive while a batch generates join its decoding rows between steps (continuous
+    batching), at most `max_joins_per_step` at a time (each joiner's prompt pass delays the running
+    rows; 0: none join, the next batch forms when this one is done); `batch_wait_timeout_s` is only how
+    long a request reaching an *idle* replica waits for company (0: none).
     """
 
     max_batch_size: int = Field(default=8, ge=1, le=256)
     batch_wait_timeout_s: float = Field(default=0.0, ge=0.0, le=1.0)
+    max_joins_per_step: int = Field(default=1, ge=0, le=256)
 
 
 class AutoscalingOptions(BaseModel):

@@ -202,6 +202,19 @@ def test_joiners_never_exceed_max_rows(loaded: CausalLMGenerator) -> None:
     assert all(0 < n <= 3 for n in full.asked)
 
 
+def test_joins_per_step_are_capped_while_rows_run(loaded: CausalLMGenerator) -> None:
+    first = [GenRequest(prefix=PREFIXES[2], single_line=False, max_new_tokens=10)]
+    arrivals = Arrivals({})
+    loaded.generate_batch(first, admit=arrivals, max_rows=8, max_joins=1)
+    # Before the first step the batch may fill up; while the row runs, one newcomer per step at most;
+    # once it is empty again, a fresh batch may fill up.
+    asked = arrivals.asked
+    assert asked[0] == 7 and len(asked) >= 3 and set(asked[1:-1]) == {1} and asked[-1] == 8
+    none = Arrivals({})
+    loaded.generate_batch(first, admit=none, max_rows=8, max_joins=0)
+    assert none.asked == [7, 8], "with no joins allowed, newcomers are only asked for while the batch is empty"
+
+
 def test_a_joiner_arriving_after_the_last_row_left_still_runs(loaded: CausalLMGenerator) -> None:
     # The first row ends at once (zero tokens); the loop asks again and decodes the late request alone.
     late = GenRequest(prefix=PREFIXES[0], suffix="\n", max_new_tokens=16)
