@@ -84,6 +84,21 @@ def test_batched_greedy_outputs_equal_single_runs() -> None:
         assert b["confidence"] == pytest.approx(a["confidence"], rel=1e-3, abs=1e-6)
 
 
+def test_a_request_joins_a_running_batch_instead_of_waiting_for_it() -> None:
+    h = handle("long-runner")
+    long = h.complete.remote({"prefix": "def main():\n", "suffix": "", "single_line": False})
+    try:
+        time.sleep(1.0)  # the long row is decoding (up to 900 tokens)
+        began = time.monotonic()
+        short = h.complete.remote({"prefix": "x = ", "suffix": "", "single_line": False, "max_new_tokens": 4}).result(timeout_s=30)
+        waited = time.monotonic() - began
+        # Without joining, the short request would have waited for the long row and run alone (batch_size 1).
+        assert short["batch_size"] == 2 and 0 < short["tokens_generated"] <= 4
+        assert waited < 5.0
+    finally:
+        long.cancel()
+
+
 def _wait_for(predicate, timeout_s: float = 30.0) -> bool:  # type: ignore[no-untyped-def]
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
