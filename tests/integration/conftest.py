@@ -137,7 +137,8 @@ def test_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
     root = tmp_path_factory.mktemp("models")
     return {
-        "long": build_random_model(root / "long", seed=1),
+        # Slow enough per token, and allowed enough tokens, that it is still decoding seconds later.
+        "long": build_random_model(root / "long", seed=1, hidden_size=256, layers=4, positions=4096),
         "broken": build_random_model(root / "broken", vocab_size=100, seed=2),
         "chat": build_random_model(root / "chat", seed=3, chat=True),
     }
@@ -154,7 +155,7 @@ def registry(test_models: dict[str, Path]) -> list[dict]:
             "model_id": str(test_models["long"]),
             "family": "code4me",
             "num_cpus": 0.5,
-            "generation": {"max_new_tokens": 900, "time_budget_s": 60.0},
+            "generation": {"max_new_tokens": 2048, "time_budget_s": 60.0},
         },
         {
             "name": "chatty",

@@ -18,8 +18,17 @@ CHAT_TEMPLATE = (
 )
 
 
-def build_random_model(out: Path, *, vocab_size: int | None = None, seed: int = 0, chat: bool = False) -> Path:
-    """Save a 2-layer random Llama with the default model's tokenizer.
+def build_random_model(
+    out: Path,
+    *,
+    vocab_size: int | None = None,
+    seed: int = 0,
+    chat: bool = False,
+    hidden_size: int = 64,
+    layers: int = 2,
+    positions: int = 1024,
+) -> Path:
+    """Save a small random Llama (2 layers of width 64 unless told) with the default model's tokenizer.
 
     With `vocab_size` smaller than the tokenizer's, generation fails with an index error: a real
     misconfigured model, used to show that one failing model does not break the others.
@@ -30,12 +39,12 @@ def build_random_model(out: Path, *, vocab_size: int | None = None, seed: int = 
     torch.manual_seed(seed)
     config = LlamaConfig(
         vocab_size=vocab_size or len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
+        hidden_size=hidden_size,
+        intermediate_size=2 * hidden_size,
+        num_hidden_layers=layers,
         num_attention_heads=2,
         num_key_value_heads=2,
-        max_position_embeddings=1024,
+        max_position_embeddings=positions,
         bos_token_id=tokenizer.eos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
