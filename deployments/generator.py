@@ -68,9 +68,15 @@ class _Row:
     logprobs: list[float] = field(default_factory=list)
     peak_rows: int = 1
     stops: list[str] = field(init=False)
+    joined: float = field(init=False)
 
     def __post_init__(self) -> None:
         self.stops = list(self.request.stop_sequences) + (["\n"] if self.request.single_line else [])
+        self.joined = time.monotonic()
+
+    def past_half_budget(self, now: float) -> bool:
+        """Whether this row has used more than half of its time budget (no newcomers join until it ends)."""
+        return now - self.joined > (self.deadline - self.joined) / 2
 
 
 def cut_completion(text: str, stop_sequences: tuple[str, ...], single_line: bool) -> tuple[str, str]:
@@ -258,7 +264,7 @@ class CausalLMGenerator:
         rows, never more than `max_rows` at once and at most `max_joins` per step while rows are running
         (every joiner's prompt pass holds the running rows up; None: as many as fit); they are numbered
         after `requests`, and the returned list holds every row's result in that order. Each row's budget
-        starts when it joins.
+        starts when it joins; while a running row has used more than half of it, nobody joins.
         """
         limit = max_rows or len(requests)
         joins = limit if max_joins is None else max_joins
@@ -313,6 +319,8 @@ class CausalLMGenerator:
                 free = max_rows - len(active) - len(joining)
                 if active:
                     free = min(free, max_joins - len(joining))
+                    if any(rows[key].past_half_budget(time.monotonic()) for key in active):
+                        free = 0  # a row nearing its budget finishes before more prompt passes hold it up
                 if free > 0:
                     joining = joining + admit(free)
                 if joining:

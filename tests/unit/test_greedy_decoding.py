@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -213,6 +214,23 @@ def test_joins_per_step_are_capped_while_rows_run(loaded: CausalLMGenerator) -> 
     none = Arrivals({})
     loaded.generate_batch(first, admit=none, max_rows=8, max_joins=0)
     assert none.asked == [7, 8], "with no joins allowed, newcomers are only asked for while the batch is empty"
+
+
+def test_nobody_joins_while_a_row_is_past_half_its_budget(loaded: CausalLMGenerator) -> None:
+    asked_at: list[float] = []
+
+    def admit(free: int) -> list[GenRequest]:
+        asked_at.append(time.monotonic())
+        return []
+
+    began = time.monotonic()
+    (result,) = loaded.generate_batch(
+        [GenRequest(prefix=PREFIXES[0], single_line=False, max_new_tokens=300)], time_budget_s=0.3, admit=admit, max_rows=4
+    )
+    assert result.stopped_by == "length" and result.generation_time_ms >= 300  # it ran to its budget
+    while_running = asked_at[:-1]  # the last ask comes after the row has left
+    assert while_running, "newcomers were never asked for while the row ran"
+    assert max(while_running) - began < 0.15 + 0.05
 
 
 def test_a_joiner_arriving_after_the_last_row_left_still_runs(loaded: CausalLMGenerator) -> None:
