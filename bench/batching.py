@@ -245,12 +245,16 @@ def run(stack: Stack, args: argparse.Namespace) -> Result:
 
     runs = asyncio.run(_http_runs(stack, args, bodies_for))
     common = [
-        f"continuous: max_batch_size {args.batch_size}, newcomers join between decoding steps (max_joins_per_step 1); "
-        f"batch at a time: max_batch_size {args.batch_size}, max_joins_per_step 0; off: max_batch_size 1; "
-        f"batch_wait_timeout_s {args.batch_wait_s}",
-        "each client its own user/session/project; 2 warm-up requests per client before each measurement; "
-        "rounds interleaved (continuous, batch at a time, off); latencies pooled over rounds; "
-        "'p50 gen' = server generation_time (a row's time from joining to its last token)",
+        (
+            f"continuous: max_batch_size {args.batch_size}, newcomers join between decoding steps (max_joins_per_step 1); "
+            f"batch at a time: max_batch_size {args.batch_size}, max_joins_per_step 0; off: max_batch_size 1; "
+            f"batch_wait_timeout_s {args.batch_wait_s}"
+        ),
+        (
+            "each client its own user/session/project; 2 warm-up requests per client before each measurement; "
+            "rounds interleaved (continuous, batch at a time, off); latencies pooled over rounds; "
+            "'p50 gen' = server generation_time (a row's time from joining to its last token)"
+        ),
         f"prompts: {len(prompts)} stdlib cursor positions (fingerprint {fingerprint(prompts)})",
     ]
     # Reference: the unbatched in-process greedy answer per prompt (batching should not change it).

@@ -29,9 +29,8 @@ import contextlib
 import threading
 from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import Any
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
 R = TypeVar("R")

@@ -5,10 +5,10 @@ Plain Python (no Ray) so that it can be unit-tested and benchmarked in-process.
 
 from __future__ import annotations
 
+import inspect
 import math
 import threading
 import time
-import inspect
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,8 +16,8 @@ from pathlib import Path
 import torch
 from transformers import (
     AutoModelForCausalLM,
-    DynamicCache,
     AutoTokenizer,
+    DynamicCache,
     StoppingCriteria,
     StoppingCriteriaList,
     TextIteratorStreamer,
@@ -312,7 +312,8 @@ class CausalLMGenerator:
         stop_ids = set(self.stop_token_ids)
         active: list[int] = []  # the row key of each batch position
         joining = first
-        logits = mask = chosen = None
+        logits: torch.Tensor | None = None
+        mask: torch.Tensor | None = None
         cache: DynamicCache | None = None
         with torch.inference_mode():
             while True:
@@ -325,7 +326,7 @@ class CausalLMGenerator:
                     joining = joining + admit(free)
                 if joining:
                     new_logits, new_cache, new_mask = self._prompt_pass([rows[k].request for k in joining])
-                    if cache is None or not active:
+                    if cache is None or mask is None or logits is None or not active:
                         logits, cache, mask = new_logits, new_cache, new_mask
                     else:
                         width = max(mask.shape[1], new_mask.shape[1])
@@ -335,6 +336,7 @@ class CausalLMGenerator:
                     active, joining = active + joining, []
                 if not active:
                     return
+                assert logits is not None and cache is not None and mask is not None
                 step = logits.float().log_softmax(dim=-1)
                 chosen = step.argmax(dim=-1)
                 picked = step.gather(1, chosen[:, None])[:, 0].tolist()
