@@ -93,7 +93,7 @@ def test_a_request_joins_a_running_batch_instead_of_waiting_for_it() -> None:
         short = h.complete.remote({"prefix": "x = ", "suffix": "", "single_line": False, "max_new_tokens": 4}).result(timeout_s=30)
         waited = time.monotonic() - began
         # Without joining, the short request would have waited for the long row and run alone (batch_size 1).
-        assert short["batch_size"] == 2 and 0 < short["tokens_generated"] <= 4
+        assert short["batch_size"] >= 2 and 0 < short["tokens_generated"] <= 4
         assert waited < 5.0
     finally:
         long.cancel()
