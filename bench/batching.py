@@ -29,7 +29,7 @@ import httpx
 from bench.inprocess import gen_request, generator_for
 from bench.inprocess import where as _where
 from bench.prompts import fingerprint, load_prompts
-from bench.report import Result, Table, summary
+from bench.report import Result, Table, percentile, summary
 from bench.stack import Stack, completion_body, completion_slot, plugin_login_async
 
 GOAL_RATIO = 3.0
@@ -189,11 +189,6 @@ def _forward_costs(gen, prompt_tokens: int, n: int) -> dict[str, tuple[float, fl
     return out
 
 
-def _median(values: list[float]) -> float:
-    ordered = sorted(values)
-    return ordered[len(ordered) // 2] if len(ordered) % 2 else (ordered[len(ordered) // 2 - 1] + ordered[len(ordered) // 2]) / 2
-
-
 def _http_table(title: str, runs: dict[str, list[dict[str, Any]]], reference: list[str], notes: list[str]) -> tuple[Table, dict[str, Any]]:
     """The HTTP table: per configuration the median throughput over rounds, pooled latencies."""
     table = Table(
@@ -207,7 +202,7 @@ def _http_table(title: str, runs: dict[str, list[dict[str, Any]]], reference: li
         lat, gen = summary(pooled["latency_ms"]), summary(pooled["server_gen_ms"])
         same = sum(reference[i] == c for i, c in pooled["completions"])
         figures[label] = {
-            "throughput_median": _median(throughputs),
+            "throughput_median": percentile(throughputs, 50),
             "throughputs": throughputs,
             "latency_p50": lat["p50"],
             "latency_p95": lat["p95"],
@@ -216,14 +211,14 @@ def _http_table(title: str, runs: dict[str, list[dict[str, Any]]], reference: li
             "requests": len(pooled["completions"]),
         }
         table.add(
-            label, len(rounds), len(pooled["completions"]), _median(throughputs),
+            label, len(rounds), len(pooled["completions"]), percentile(throughputs, 50),
             f"{min(throughputs):.1f}-{max(throughputs):.1f}", lat["p50"], lat["p95"], gen["p50"],
             f"{same}/{len(pooled['completions'])}",
         )
     ratios = {}
     for label in ("continuous", "batch at a time"):
         per_round = [a["throughput"] / b["throughput"] for a, b in zip(runs[label], runs["off"], strict=True)]
-        ratios[label] = _median(per_round)
+        ratios[label] = percentile(per_round, 50)
         figures[label]["ratio_per_round"] = per_round
     table.notes.append(
         f"throughput vs. off (median of per-round ratios): continuous {ratios['continuous']:.2f}x, "

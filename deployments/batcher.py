@@ -142,10 +142,6 @@ class Batcher(Generic[T, R]):
             self._running = batch
         return batch
 
-    def _stop_admitting(self) -> None:
-        with self._lock:
-            self._running = None
-
     async def _work(self) -> None:
         loop = asyncio.get_running_loop()
         was_idle = True  # a fresh worker: nothing was running
@@ -167,12 +163,13 @@ class Batcher(Generic[T, R]):
             try:
                 results = await self.run_batch([p.item for p in batch], self._deliverer(batch, loop))
             except Exception as exc:  # noqa: BLE001 - every caller of the batch gets the failure
-                self._stop_admitting()
                 for p in batch:
                     if not p.future.done():
                         p.future.set_exception(exc)
                 continue
-            self._stop_admitting()
+            finally:
+                with self._lock:
+                    self._running = None  # nothing joins a batch that has ended
             if len(results) != len(batch):
                 error = RuntimeError(f"batch function returned {len(results)} results for {len(batch)} requests")
                 for p in batch:

@@ -61,31 +61,37 @@ class GenResult:
     batch_rows: int = 1
 
 
+def stop_strings(stop_sequences: tuple[str, ...], single_line: bool) -> list[str]:
+    """The texts that end a completion: its stop sequences and, for single-line requests, a newline."""
+    return list(stop_sequences) + (["\n"] if single_line else [])
+
+
 @dataclass
 class _Row:
     """A request being decoded: its tokens so far, when it joined and when its budget ends."""
 
     request: GenRequest
-    started: float
-    deadline: float
+    budget_s: float
     ids: list[int] = field(default_factory=list)
     logprobs: list[float] = field(default_factory=list)
     peak_rows: int = 1
     stops: list[str] = field(init=False)
     joined: float = field(init=False)
+    deadline: float = field(init=False)
 
     def __post_init__(self) -> None:
-        self.stops = list(self.request.stop_sequences) + (["\n"] if self.request.single_line else [])
+        self.stops = stop_strings(self.request.stop_sequences, self.request.single_line)
         self.joined = time.monotonic()
+        self.deadline = self.joined + self.budget_s
 
     def past_join_cutoff(self, now: float) -> bool:
         """Whether this row has used more than JOIN_CUTOFF of its time budget (no newcomer joins until it ends)."""
-        return now - self.joined > (self.deadline - self.joined) * JOIN_CUTOFF
+        return now - self.joined > self.budget_s * JOIN_CUTOFF
 
 
 def cut_completion(text: str, stop_sequences: tuple[str, ...], single_line: bool) -> tuple[str, str]:
     """Cut generated text at the earliest stop: a stop sequence or, for single-line requests, a newline."""
-    stops = list(stop_sequences) + (["\n"] if single_line else [])
+    stops = stop_strings(stop_sequences, single_line)
     best, reason = len(text), "length"
     for s in stops:
         i = text.find(s) if s else -1
@@ -108,7 +114,7 @@ class _TextStop(StoppingCriteria):
         self.tokenizer = tokenizer
         self.prompt_len = prompt_len
         self.requests = requests
-        self.stops = [list(r.stop_sequences) + (["\n"] if r.single_line else []) for r in requests]
+        self.stops = [stop_strings(r.stop_sequences, r.single_line) for r in requests]
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs) -> torch.BoolTensor:
         done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
@@ -278,8 +284,8 @@ class CausalLMGenerator:
         done: dict[int, GenResult] = {}
 
         def join(new: list[GenRequest]) -> list[int]:
-            now, first = time.perf_counter(), len(rows)
-            rows.extend(_Row(r, now, time.monotonic() + time_budget_s) for r in new)
+            first = len(rows)
+            rows.extend(_Row(r, time_budget_s) for r in new)
             return list(range(first, len(rows)))
 
         def finish(key: int, reason: str) -> None:
@@ -324,7 +330,8 @@ class CausalLMGenerator:
                 free = max_rows - len(active) - len(joining)
                 if active:
                     free = min(free, max_joins - len(joining))
-                    if any(rows[key].past_join_cutoff(time.monotonic()) for key in active):
+                    now = time.monotonic()
+                    if free > 0 and any(rows[key].past_join_cutoff(now) for key in active):
                         free = 0  # a row well into its budget finishes before more prompt passes hold it up
                 if free > 0:
                     joining = joining + admit(free)
@@ -414,7 +421,7 @@ class CausalLMGenerator:
             completion=completion,
             token_logprobs=returned,
             confidence=confidence_of(returned),
-            generation_time_ms=int((time.perf_counter() - row.started) * 1000),
+            generation_time_ms=int((time.monotonic() - row.joined) * 1000),
             tokens_generated=len(ids),
             stopped_by=reason,
             batch_rows=row.peak_rows,
