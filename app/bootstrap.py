@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-
 from typing import Any
 
 from redis.asyncio import Redis
 from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
 from app.settings import Settings
 from app.state import AppState, ModelGateway, ModelInfo, ReferenceIds
@@ -18,8 +19,30 @@ from db.engine import make_engine, make_sessionmaker
 from db.tables import ModelName, PluginVersion, ProgrammingLanguage, TriggerType
 
 
+class ModelIdConflict(RuntimeError):
+    """A pinned model id that the database already gives to another model (or this model under another id)."""
+
+
+async def _registered_id(db: AsyncSession, entry: dict[str, Any], values: dict[str, Any]) -> int:
+    """Upsert one registry entry by name; a pinned id is inserted as given and must agree with what is stored."""
+    pinned = entry.get("id")
+    if pinned is not None:
+        by_name = (await db.execute(select(col(ModelName.model_id)).where(col(ModelName.model_name) == entry["name"]))).scalar()
+        holder = (await db.execute(select(col(ModelName.model_name)).where(col(ModelName.model_id) == pinned))).scalar()
+        if by_name is not None and by_name != pinned:
+            raise ModelIdConflict(f"model '{entry['name']}' is stored with id {by_name}; the config pins id {pinned}")
+        if holder is not None and holder != entry["name"]:
+            raise ModelIdConflict(f"model id {pinned} (pinned by '{entry['name']}') belongs to model '{holder}'")
+        values = {**values, "model_id": pinned}
+    stmt = insert(ModelName).values(**values)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["model_name"], set_={k: stmt.excluded[k] for k in values if k not in ("model_name", "model_id")}
+    ).returning(col(ModelName.model_id))
+    return int((await db.execute(stmt)).scalar_one())
+
+
 async def register_models(state: AppState, entries: list[dict[str, Any]]) -> None:
-    """Upsert the registry's models by name (ids stay stable across restarts) and remember them."""
+    """Upsert the registry's models by name (ids stay stable across restarts; pinned ids as given)."""
     async with state.sessionmaker() as db:
         for entry in entries:
             values = {
@@ -31,11 +54,7 @@ async def register_models(state: AppState, entries: list[dict[str, Any]]) -> Non
                 "is_active": True,
                 "registry_entry": entry,
             }
-            stmt = insert(ModelName).values(**values)
-            stmt = stmt.on_conflict_do_update(
-                index_elements=["model_name"], set_={k: stmt.excluded[k] for k in values if k != "model_name"}
-            ).returning(ModelName.model_id)  # type: ignore[arg-type]
-            model_id = (await db.execute(stmt)).scalar_one()
+            model_id = await _registered_id(db, entry, values)
             budget = float(entry.get("generation", {}).get("time_budget_s", 5.0))
             state.models[model_id] = ModelInfo(
                 model_id=model_id,

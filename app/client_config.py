@@ -48,28 +48,20 @@ async def client_config(state: AppState, db: AsyncSession, user: User, *, host: 
     if default_id is None and completion_models:
         default_id = completion_models[0].model_id
     chat_default = next((m.model_id for m in models if m.is_chat and m.is_default), None)
-    tree.put(
-        "config.models.available",
-        [
-            ConfigFactory.from_dict(
-                {
-                    "id": m.model_id,
-                    "name": m.name,
-                    "isChatModel": m.is_chat,
-                    "isDefault": m.model_id in (default_id, chat_default),
-                }
-            )
-            for m in models
-        ],
-    )
-    tree.put("config.languages", ConfigFactory.from_dict({lang.language_name: lang.language_id for lang in languages}))
-    tree.put(
-        "config.server",
-        ConfigFactory.from_dict(
-            {"host": host, "port": port, "contextPath": "", "timeout": int(state.settings.completion_timeout_s * 1000)}
-        ),
-    )
-    tree.put("config.auth.google.clientId", state.settings.google_client_id or "")
-    # JSON is valid HOCON, and json.dumps quotes every key (language names such as `C#` or
-    # `.ignore (IgnoreLang)` break pyhocon's own HOCON writer).
-    return json.dumps(tree.as_plain_ordered_dict(), indent=2, ensure_ascii=False)
+    # Filled into the plain tree, not through pyhocon's put/from_dict, which split keys at dots and other
+    # HOCON syntax (`C#` became `C`, `.gitignore (GitIgnore)` lost its dot, `Oracle SQL*Plus` a nested object).
+    plain = tree.as_plain_ordered_dict()
+    section = plain.setdefault("config", {})
+    section.setdefault("models", {})["available"] = [
+        {"id": m.model_id, "name": m.name, "isChatModel": m.is_chat, "isDefault": m.model_id in (default_id, chat_default)}
+        for m in models
+    ]
+    section["languages"] = {lang.language_name: lang.language_id for lang in languages}
+    section["server"] = {
+        "host": host,
+        "port": port,
+        "contextPath": "",
+        "timeout": int(state.settings.completion_timeout_s * 1000),
+    }
+    section.setdefault("auth", {}).setdefault("google", {})["clientId"] = state.settings.google_client_id or ""
+    return json.dumps(plain, indent=2, ensure_ascii=False)

@@ -7,12 +7,17 @@ from fastapi import Response
 from app.settings import Settings
 
 
-def set_token_cookie(response: Response, settings: Settings, name: str, token: str, ttl_s: int) -> None:
-    """HttpOnly, SameSite=Lax cookie that lives as long as the token; Secure in production."""
+def set_token_cookie(response: Response, settings: Settings, name: str, token: str) -> None:
+    """HttpOnly, SameSite=Lax cookie that lives as long as the token can; Secure in production.
+
+    Tokens slide (each use renews them server-side) up to `token_max_age_s`, and clients such as the
+    plugin's cookie store drop a cookie at its Max-Age: so the cookie lives to the cap, and the server
+    alone decides when the token behind it has expired.
+    """
     response.set_cookie(
         name,
         token,
-        max_age=ttl_s,
+        max_age=settings.token_max_age_s,
         httponly=True,
         samesite="lax",
         secure=settings.environment == "production",

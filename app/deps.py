@@ -86,14 +86,14 @@ def _remembered_auth(conn: HTTPConnection, token: str) -> tuple[bool, tokens.Aut
     return False, None
 
 
-async def current_auth(request: HTTPConnection, redis: RedisDep) -> tokens.AuthInfo:
-    """The authenticated caller; 401 when the auth token is missing, unknown or expired."""
+async def current_auth(request: HTTPConnection, redis: RedisDep, settings: SettingsDep) -> tokens.AuthInfo:
+    """The authenticated caller (a use: the token is renewed); 401 when it is missing, unknown or expired."""
     token = auth_token_of(request)
     if not token:
         raise Unauthorized("Missing auth token: authenticate first")
     known, info = _remembered_auth(request, token)
     if not known:
-        info = await tokens.resolve_auth(redis, token)
+        info = await tokens.resolve_auth(redis, token, settings.auth_token_ttl_s)
     if info is None:
         raise Unauthorized("Invalid or expired auth token: authenticate again")
     return info
@@ -113,20 +113,25 @@ async def current_user(auth: AuthDep, db: DbDep) -> User:
 UserDep = Annotated[User, Depends(current_user)]
 
 
-async def current_session(request: HTTPConnection, auth: AuthDep, redis: RedisDep) -> tokens.SessionInfo:
-    """The caller's session; 401 when missing or expired, 403 when it belongs to another user."""
+async def current_session(
+    request: HTTPConnection, auth: AuthDep, redis: RedisDep, settings: SettingsDep
+) -> tokens.SessionInfo:
+    """The caller's session (renewed); 401 when missing or expired, 403 when it belongs to another user."""
     token = session_token_of(request)
     if not token:
         raise Unauthorized("Missing session token: acquire a session first")
-    return _checked_session(await tokens.resolve_session(redis, token), auth)
+    return _checked_session(await tokens.resolve_session(redis, token, settings.session_token_ttl_s), auth)
 
 
 SessionDep = Annotated[tokens.SessionInfo, Depends(current_session)]
 
 
 def project_token_of(request: HTTPConnection) -> str:
-    """The project token from the `project_token` cookie or the `X-Project-Token` header ('' if none)."""
-    return _token(request, "project_token", "x-project-token") or ""
+    """The stored project token the caller means ('' if none): the `project_token` cookie or the
+    `X-Project-Token` header, where a project id stands for the caller's session's activation of it.
+    """
+    token = _token(request, "project_token", "x-project-token") or ""
+    return tokens.effective_project_token(token, session_token_of(request)) if token else ""
 
 
 def _checked_session(info: tokens.SessionInfo | None, auth: tokens.AuthInfo) -> tokens.SessionInfo:
@@ -145,10 +150,9 @@ def _checked_project(info: tokens.ProjectInfo | None, session: tokens.SessionInf
     return info
 
 
-async def current_project(
-    request: HTTPConnection, session: SessionDep, redis: RedisDep
-) -> tokens.ProjectInfo:
-    """The caller's active project; 401 when missing or expired, 403 when not the caller's."""
+async def current_project(request: HTTPConnection, session: SessionDep, redis: RedisDep) -> tokens.ProjectInfo:
+    """The caller's active project (it lives as long as its session); 401 when missing or gone, 403 when not
+    the caller's."""
     token = project_token_of(request)
     if not token:
         raise Unauthorized("Missing project token: create or activate a project first")
@@ -191,17 +195,23 @@ async def _user_preference(state: AppState, user_id: uuid.UUID) -> dict[str, Any
 
 
 async def current_caller(request: HTTPConnection, auth: AuthDep, state: StateDep) -> Caller:
-    """User, session and project in one Redis round trip (PostgreSQL only when the user's copy is not cached).
+    """User, session and project in one Redis round trip that also renews the tokens (PostgreSQL only when the
+    user's copy is not cached).
 
     The same checks and errors as UserDep + SessionDep + ProjectDep, for the routes on every keystroke.
     """
     session_token, project_token = session_token_of(request), project_token_of(request)
     if not session_token:
         raise Unauthorized("Missing session token: acquire a session first")
-    raw_session, raw_project, raw_user = await state.redis.mget(
-        tokens.session_key(session_token),
-        tokens.project_key(project_token) if project_token else tokens.project_key("-"),
-        tokens.user_snapshot_key(auth.user_id),
+    settings = state.settings
+    raw_session, raw_project, raw_user = await tokens.read_renewing(
+        state.redis,
+        [
+            tokens.session_key(session_token),
+            tokens.project_key(project_token) if project_token else tokens.project_key("-"),
+            tokens.user_snapshot_key(auth.user_id),
+        ],
+        [settings.session_token_ttl_s, 0, 0],
     )
     cached = json.loads(raw_user) if raw_user is not None else None
     preference = cached if isinstance(cached, dict) else await _user_preference(state, auth.user_id)

@@ -26,10 +26,12 @@ class Settings(BaseSettings):
     data_dir: Path = Field(default=Path(".data"), validation_alias="CODE4ME_DATA_DIR")
     secret_key: str = PLACEHOLDER_SECRET
 
-    # Token lifetimes (seconds), hierarchy auth > session > project.
+    # Token lifetimes (seconds), hierarchy auth > session > project. Auth and session tokens slide: every
+    # use renews them for their ttl again, but none lives longer than token_max_age_s after it was issued;
+    # a project activation lives as long as its session (app/tokens.py).
     auth_token_ttl_s: int = Field(default=7 * 24 * 3600, gt=0)
     session_token_ttl_s: int = Field(default=4 * 3600, gt=0)
-    project_token_ttl_s: int = Field(default=4 * 3600, gt=0)
+    token_max_age_s: int = Field(default=30 * 24 * 3600, gt=0)
     email_token_ttl_s: int = Field(default=24 * 3600, gt=0)
     project_invitation_ttl_s: int = Field(default=7 * 24 * 3600, gt=0)
 

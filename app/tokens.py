@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import secrets
 import time
 import uuid
@@ -59,6 +60,11 @@ def session_shadow_key(token: str) -> str:
     return f"{PREFIX}session_shadow:{token}"
 
 
+def session_holders_key(token: str) -> str:
+    """Redis counter of the clients holding a session: each acquire adds one, each deactivate drops one."""
+    return f"{PREFIX}session_holders:{token}"
+
+
 def auth_sessions_key(auth_token: str) -> str:
     """Redis set of the session tokens acquired with an auth token (ended when it expires)."""
     return f"{PREFIX}auth_sessions:{auth_token}"
@@ -106,16 +112,61 @@ def _json_object(raw: bytes | str | None) -> dict | None:
     return value if isinstance(value, dict) else None
 
 
-async def _get_json(redis: Redis, key: str) -> dict | None:
-    return _json_object(await redis.get(key))
+# Sliding expiry: a token's key lives `ttl` seconds past its last use, but never past its `cap` (epoch
+# seconds in its payload: when it was issued plus the token kind's maximum age). The script reads the keys
+# and renews, in the same call, every key read with a ttl > 0 whose payload carries a cap; a token issued
+# without a cap keeps its fixed lifetime. The caller's clock is passed in, so the script is deterministic.
+_READ_RENEW_SCRIPT = """
+local now = tonumber(ARGV[1])
+local out = {}
+for i, key in ipairs(KEYS) do
+  local raw = redis.call('GET', key)
+  out[i] = raw
+  local ttl = tonumber(ARGV[i + 1])
+  if raw and ttl > 0 then
+    local ok, data = pcall(cjson.decode, raw)
+    if ok and type(data) == 'table' and type(data['cap']) == 'number' then
+      local left = math.floor(data['cap'] - now)
+      if left < ttl then ttl = left end
+      if ttl > 0 then redis.call('EXPIRE', key, ttl) end
+    end
+  end
+end
+return out
+"""
 
 
-async def issue_auth(redis: Redis, user_id: uuid.UUID, ttl_s: int) -> str:
-    """Store a new auth token for the user."""
+async def read_renewing(redis: Redis, keys: list[str], ttls: list[int]) -> list[bytes | None]:
+    """GET each key, renewing (EXPIRE) the capped tokens among them to their ttl; ttl 0 only reads."""
+    script = redis.register_script(_READ_RENEW_SCRIPT)
+    return list(await script(keys=keys, args=[int(time.time()), *ttls]))
+
+
+def _capped(payload: dict, max_age_s: int | None) -> tuple[dict, int | None]:
+    """The payload with its cap (None: a fixed lifetime) and the seconds until that cap."""
+    if max_age_s is None:
+        return payload, None
+    return {**payload, "cap": int(time.time()) + max_age_s}, max_age_s
+
+
+def _life(ttl_s: int, max_age_s: int | None) -> int:
+    """How long what hangs on a token may have to live: its cap when it slides, else its fixed lifetime."""
+    return max_age_s if max_age_s is not None else ttl_s
+
+
+async def _get_json(redis: Redis, key: str, renew_s: int = 0) -> dict | None:
+    if not renew_s:
+        return _json_object(await redis.get(key))
+    return _json_object((await read_renewing(redis, [key], [renew_s]))[0])
+
+
+async def issue_auth(redis: Redis, user_id: uuid.UUID, ttl_s: int, max_age_s: int | None = None) -> str:
+    """Store a new auth token for the user: it lives ttl_s past its last use, at most max_age_s (None: fixed)."""
     token = new_token()
+    payload, _ = _capped({"user_id": str(user_id)}, max_age_s)
     async with redis.pipeline(transaction=True) as pipe:
-        pipe.set(auth_key(token), json.dumps({"user_id": str(user_id)}), ex=ttl_s)
-        index_for_user(pipe, user_id, auth_key(token), ttl_s)
+        pipe.set(auth_key(token), json.dumps(payload), ex=min(ttl_s, _life(ttl_s, max_age_s)))
+        index_for_user(pipe, user_id, auth_key(token), _life(ttl_s, max_age_s))
         await pipe.execute()
     return token
 
@@ -137,9 +188,9 @@ def index_for_user(pipe: Pipeline, user_id: uuid.UUID, key: str, ttl_s: int) -> 
     pipe.eval(_INDEX_SCRIPT, 1, user_tokens_key(user_id), now + ttl_s, key, now)
 
 
-async def resolve_auth(redis: Redis, token: str) -> AuthInfo | None:
-    """The user behind an auth token, or None when it is unknown or expired."""
-    data = await _get_json(redis, auth_key(token))
+async def resolve_auth(redis: Redis, token: str, renew_s: int = 0) -> AuthInfo | None:
+    """The user behind an auth token, or None when it is unknown or expired; renew_s > 0 renews it (a use)."""
+    data = await _get_json(redis, auth_key(token), renew_s)
     return AuthInfo(uuid.UUID(data["user_id"])) if data else None
 
 
@@ -158,24 +209,46 @@ async def live_session_token(redis: Redis, user_id: uuid.UUID) -> str | None:
 
 
 async def issue_session(
-    redis: Redis, user_id: uuid.UUID, session_id: uuid.UUID, auth_token: str, ttl_s: int
+    redis: Redis, user_id: uuid.UUID, session_id: uuid.UUID, auth_token: str, ttl_s: int, max_age_s: int | None = None
 ) -> str:
-    """Store a new session token and make it the user's live session."""
+    """Store a new session token and make it the user's live session (sliding expiry as for auth tokens).
+
+    What hangs on the token (its shadow, the user's pointer, the auth token's set) lives as long as the
+    token can: up to its cap, so renewals on use never outlive them.
+    """
     token = new_token()
-    payload = {"user_id": str(user_id), "session_id": str(session_id), "auth_token": auth_token}
+    payload, _ = _capped({"user_id": str(user_id), "session_id": str(session_id), "auth_token": auth_token}, max_age_s)
+    life = _life(ttl_s, max_age_s)
     async with redis.pipeline(transaction=True) as pipe:
-        pipe.set(session_key(token), json.dumps(payload), ex=ttl_s)
-        pipe.set(session_shadow_key(token), json.dumps(payload), ex=ttl_s + SHADOW_GRACE_S)
+        pipe.set(session_key(token), json.dumps(payload), ex=min(ttl_s, life))
+        pipe.set(session_shadow_key(token), json.dumps(payload), ex=life + SHADOW_GRACE_S)
         pipe.sadd(auth_sessions_key(auth_token), token)
-        pipe.expire(auth_sessions_key(auth_token), ttl_s + SHADOW_GRACE_S)
-        pipe.set(user_session_key(user_id), token, ex=ttl_s)
-        index_for_user(pipe, user_id, session_key(token), ttl_s)
+        _extend(pipe, auth_sessions_key(auth_token), life + SHADOW_GRACE_S)
+        pipe.set(user_session_key(user_id), token, ex=life)
+        index_for_user(pipe, user_id, session_key(token), life)
         await pipe.execute()
     return token
 
 
+def _extend(pipe: Pipeline, key: str, ttl_s: int) -> None:
+    """Queue making a set key live at least ttl_s more (it may already live longer for an earlier member)."""
+    pipe.eval(_EXTEND_SCRIPT, 1, key, ttl_s)
+
+
+# EXPIRE ... GT needs Redis 7: keep the longer of the two lifetimes by hand (-1: a new key, no expiry yet).
+_EXTEND_SCRIPT = """
+local left = redis.call('TTL', KEYS[1])
+if left == -1 or (left >= 0 and left < tonumber(ARGV[1])) then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
+return 1
+"""
+
+
 async def refresh_session(redis: Redis, token: str, user_id: uuid.UUID, ttl_s: int) -> None:
-    """Extend a reused session's lifetime."""
+    """Renew a reused session (acquire): a capped one as on any use, an uncapped one to a new fixed lifetime."""
+    raw = (await read_renewing(redis, [session_key(token)], [ttl_s]))[0]
+    data = _json_object(raw)
+    if data is None or "cap" in data:
+        return
     async with redis.pipeline(transaction=True) as pipe:
         pipe.expire(session_key(token), ttl_s)
         pipe.expire(session_shadow_key(token), ttl_s + SHADOW_GRACE_S)
@@ -192,15 +265,42 @@ def session_from(raw: bytes | str | None) -> SessionInfo | None:
     return SessionInfo(uuid.UUID(data["user_id"]), uuid.UUID(data["session_id"]), data["auth_token"])
 
 
-async def resolve_session(redis: Redis, token: str) -> SessionInfo | None:
-    """The session behind a session token, or None."""
-    return session_from(await redis.get(session_key(token)))
+async def resolve_session(redis: Redis, token: str, renew_s: int = 0) -> SessionInfo | None:
+    """The session behind a session token, or None; renew_s > 0 renews it (a use)."""
+    return session_from((await read_renewing(redis, [session_key(token)], [renew_s]))[0])
+
+
+async def hold_session(redis: Redis, token: str) -> int:
+    """Count one more holder of a session (an acquire); the counter lives as long as the session can."""
+    life_s = math.ceil(await session_lifetime_left_ms(redis, token, 1) / 1000)
+    async with redis.pipeline(transaction=True) as pipe:
+        pipe.incr(session_holders_key(token))
+        pipe.expire(session_holders_key(token), life_s)
+        holders, _ = await pipe.execute()
+    return int(holders)
+
+
+async def release_session(redis: Redis, token: str) -> int:
+    """Count one holder less (a deactivate); how many still hold the session (0: end it)."""
+    return max(0, int(await redis.decr(session_holders_key(token))))
+
+
+async def session_lifetime_left_ms(redis: Redis, token: str, default_s: int) -> int:
+    """How long a session can still live: to its cap when it slides, else its remaining fixed lifetime."""
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.get(session_key(token))
+        pipe.pttl(session_key(token))
+        raw, remaining = await pipe.execute()
+    data = _json_object(raw) or {}
+    if isinstance(data.get("cap"), int):
+        return max(1, int((data["cap"] - time.time()) * 1000))
+    return int(remaining) if remaining and remaining > 0 else default_s * 1000
 
 
 async def end_session(redis: Redis, token: str, user_id: uuid.UUID) -> None:
     """Remove a session token, its project tokens and the user's live-session pointer."""
     project_tokens = await redis.smembers(session_projects_key(token))
-    keys = [session_key(token), session_projects_key(token), session_shadow_key(token)]
+    keys = [session_key(token), session_projects_key(token), session_shadow_key(token), session_holders_key(token)]
     keys += [project_key(t.decode() if isinstance(t, bytes) else t) for t in project_tokens]
     async with redis.pipeline(transaction=True) as pipe:
         pipe.delete(*keys)
@@ -212,19 +312,45 @@ async def end_session(redis: Redis, token: str, user_id: uuid.UUID) -> None:
         await redis.delete(user_session_key(user_id))
 
 
-async def issue_project(
-    redis: Redis, user_id: uuid.UUID, project_id: uuid.UUID, session_token: str, ttl_s: int
-) -> str:
-    """Store a project token under a session."""
+def activation_token(session_token: str, project_id: uuid.UUID) -> str:
+    """The token under which a session's activation of a project is also stored.
+
+    The Code4me plugin sends the project's id as its `project_token` (its copy of the cookie comes last,
+    so it wins over ours): a project id is accepted as a project token within the session that activated
+    the project, and nowhere else (see `effective_project_token`).
+    """
+    return f"{session_token}:{project_id}"
+
+
+def effective_project_token(project_token: str, session_token: str) -> str:
+    """The stored token a client's project token stands for: a project id means this session's activation."""
+    try:
+        project_id = uuid.UUID(project_token)
+    except ValueError:
+        return project_token
+    return activation_token(session_token, project_id) if session_token else project_token
+
+
+async def issue_project(redis: Redis, user_id: uuid.UUID, project_id: uuid.UUID, session_token: str) -> str:
+    """Store a project token under a session (also reachable by the project id within that session).
+
+    A project activation lives as long as its session can (the session slides on use; when it ends, for
+    whatever reason, `end_session` removes its project tokens): an IDE project left idle while another is
+    used keeps working, and a project token is useless without its session token anyway.
+    """
     token = new_token()
     payload = {"user_id": str(user_id), "project_id": str(project_id), "session_token": session_token}
+    life_ms = await session_lifetime_left_ms(redis, session_token, 1)
+    life_s = math.ceil(life_ms / 1000)
+    alias = activation_token(session_token, project_id)
     async with redis.pipeline(transaction=True) as pipe:
-        pipe.set(project_key(token), json.dumps(payload), ex=ttl_s)
-        pipe.sadd(session_projects_key(session_token), token)
-        pipe.expire(session_projects_key(session_token), ttl_s)
-        index_for_user(pipe, user_id, project_key(token), ttl_s)
-        pipe.sadd(project_tokens_key(project_id), token)
-        pipe.expire(project_tokens_key(project_id), ttl_s)
+        for t in (token, alias):
+            pipe.set(project_key(t), json.dumps(payload), px=life_ms)
+            index_for_user(pipe, user_id, project_key(t), life_s)
+        pipe.sadd(session_projects_key(session_token), token, alias)
+        _extend(pipe, session_projects_key(session_token), life_s)
+        pipe.sadd(project_tokens_key(project_id), token, alias)
+        _extend(pipe, project_tokens_key(project_id), life_s)
         await pipe.execute()
     return token
 
@@ -247,7 +373,7 @@ def project_from(raw: bytes | str | None) -> ProjectInfo | None:
 
 
 async def resolve_project(redis: Redis, token: str) -> ProjectInfo | None:
-    """The project behind a project token, or None."""
+    """The project behind a (stored) project token, or None."""
     return project_from(await redis.get(project_key(token)))
 
 
@@ -263,6 +389,6 @@ async def revoke_user(redis: Redis, user_id: uuid.UUID) -> None:
         if key.startswith(session_prefix):
             token = key[len(session_prefix) :]
             project_tokens = await redis.smembers(session_projects_key(token))
-            doomed += [session_projects_key(token), session_shadow_key(token)]
+            doomed += [session_projects_key(token), session_shadow_key(token), session_holders_key(token)]
             doomed += [project_key(t.decode() if isinstance(t, bytes) else t) for t in project_tokens]
     await redis.delete(*doomed)

@@ -12,6 +12,8 @@ from deployments.prompts import FAMILIES
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+# Ids up to this are only ever pinned by a registry entry; unpinned models are numbered above it.
+MAX_PINNED_ID = 999
 
 
 class ConfigError(ValueError):
@@ -64,6 +66,10 @@ class ModelEntry(_Strict):
     """One model of the registry: becomes one Serve deployment."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+    # The id clients send in `model_ids`. Pinned ids are 1-999 (the Code4me plugin's bundled `plugin.conf`
+    # names models by fixed ids: 1 deepseek-coder-1.3b, 2 starcoder2-3b, 3 Ministral-8B-Instruct); an entry
+    # without one gets a stable id from 1000 up, kept by name across restarts (db.migrations 0007).
+    id: int | None = Field(default=None, ge=1, le=MAX_PINNED_ID)
     model_id: str = Field(min_length=1, description="Hugging Face hub id or local path (relative = project root)")
     family: str
     dtype: Literal["float32", "float16", "bfloat16", "auto"] = "float32"
@@ -135,6 +141,10 @@ class AppArgs(_Strict):
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"duplicate model names: {', '.join(dupes)}")
+        ids = [m.id for m in self.models if m.id is not None]
+        taken = sorted({i for i in ids if ids.count(i) > 1})
+        if taken:
+            raise ValueError(f"duplicate model ids: {', '.join(map(str, taken))}")
         return self
 
 

@@ -10,6 +10,13 @@ one file in one request refer to that same old version, so they are applied from
 * ``update``: old lines ``[start_line, end_line)`` are replaced by ``new_lines``.
 * ``remove``: old lines ``[start_line, end_line)`` are deleted (``new_lines`` is ignored).
 
+One exception, for the plugin's notice that a file was deleted: it sends ``remove [0, lineCount - 1]``
+meaning the *whole* file (an inclusive range, unlike its diffs). So a file's only change, a ``remove`` from
+line 0 with no new lines whose ``end_line`` reaches the server's last line (``>= len - 1``), removes the
+whole file. Read as half-open it would leave the last line behind as a one-line ghost file for ever; the
+one diff the rule misreads (deleting all but the last line of a file) loses that last line's text only
+until a later change rewrites it, and leaves every other line where the plugin's next diffs expect it.
+
 The plugin never sends a file's initial content, only diffs against its own snapshot, so the server may
 know fewer lines than a change refers to. The file is then padded with empty lines up to the change's end
 (its start for an insert): every known line keeps its true position. (The old server appended out-of-range
@@ -78,9 +85,19 @@ def required_length(changes: Sequence[LineChange]) -> int:
     return max((c.end for c in changes), default=0)
 
 
+def removes_whole_file(lines: Sequence[str], changes: Sequence[LineChange]) -> bool:
+    """Whether the changes are the plugin's whole-file removal notice (see the module's docstring)."""
+    if len(changes) != 1:
+        return False
+    c = changes[0]
+    return c.change_type == "remove" and c.start_line == 0 and not c.new_lines and c.end_line >= len(lines) - 1
+
+
 def apply_changes(lines: Sequence[str], changes: Sequence[LineChange]) -> list[str]:
     """The file after the changes (validated first; the input is not modified)."""
     ordered = validate(changes)
+    if removes_whole_file(lines, ordered):
+        return []
     out = list(lines)
     need = required_length(ordered)
     if len(out) < need:

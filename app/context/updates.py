@@ -13,11 +13,14 @@ from app.state import AppState
 
 
 async def live_ttl_ms(state: AppState, project: tokens.ProjectInfo, consent: bool) -> int:
-    """How long the live state lives: long with consent, else no longer than the caller's session."""
+    """How long the live state lives: long with consent, else no longer than the caller's session can.
+
+    Sessions slide up to their cap, so without consent the state may live to the session's cap; when the
+    session ends earlier (idle, deactivated, signed out) the SessionReaper drops it then.
+    """
     if consent:
         return state.settings.context_live_ttl_s * 1000
-    remaining = await state.redis.pttl(tokens.session_key(project.session_token))
-    return int(remaining) if remaining and remaining > 0 else state.settings.session_token_ttl_s * 1000
+    return await tokens.session_lifetime_left_ms(state.redis, project.session_token, state.settings.session_token_ttl_s)
 
 
 async def update_context(

@@ -28,12 +28,12 @@ async def request_chat(
 async def chat_page(
     user: UserDep, project: ProjectDep, state: StateDep, db: DbDep, page_number: int = Path(ge=0, le=100_000)
 ) -> ChatHistoryPage:
-    """A page of the caller's chats in the active project, newest first (page 0 reads as 1)."""
+    """A page of the caller's chats in the active project, newest first; pages count from 0."""
     return await chats.history_page(state, db, user, project, page_number)
 
 
 @router.delete("/delete/{chat_id}", response_model=ChatDeleted, responses=ERRORS)
 async def delete_chat(chat_id: uuid.UUID, user: UserDep, state: StateDep, db: DbDep) -> ChatDeleted:
-    """Delete one of the caller's chats with everything stored about it."""
-    await chats.delete_chat(state, db, user, chat_id)
-    return ChatDeleted(message="Chat deleted successfully", chat_id=chat_id)
+    """Delete one of the caller's chats with everything stored about it; idempotent (an unknown chat is 200)."""
+    deleted = await chats.delete_chat(state, db, user, chat_id)
+    return ChatDeleted(message="Chat deleted successfully" if deleted else "Chat already deleted", chat_id=chat_id)

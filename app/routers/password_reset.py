@@ -8,7 +8,7 @@ from fastapi import BackgroundTasks, Query, Request
 from fastapi.responses import HTMLResponse, Response
 
 from app import link_pages
-from app.deps import DbDep, RedisDep, StateDep
+from app.deps import DbDep, RedisDep, StateDep, auth_token_of
 from app.errors import DomainError
 from app.form_or_json import parse_as, read_form_or_json
 from app.mail import send_mail
@@ -21,11 +21,32 @@ router = SlashTolerantRouter(prefix="/api/user", tags=["password reset"])
 ERRORS: dict[int | str, dict[str, Any]] = {401: {"model": ErrorResponse}, 422: {"model": ErrorResponse}}
 
 
-@router.post("/reset-password/request", response_model=Message, responses=ERRORS)
+_EMAIL_BODY = {
+    "required": False,
+    "content": {"application/json": {"schema": {"type": "object", "properties": {"email": {"type": "string", "format": "email"}}}}},
+}
+
+
+@router.post("/reset-password/request", response_model=Message, responses=ERRORS, openapi_extra={"requestBody": _EMAIL_BODY})
 async def request_reset(
-    body: EmailRequest, state: StateDep, db: DbDep, redis: RedisDep, background: BackgroundTasks
+    request: Request,
+    state: StateDep,
+    db: DbDep,
+    redis: RedisDep,
+    background: BackgroundTasks,
+    email: str | None = Query(default=None, max_length=320),
 ) -> Message:
-    """Mail a reset link; the answer is the same whether or not the address has an account."""
+    """Mail a reset link; the answer is the same whether or not the address has an account.
+
+    The address comes from the JSON body `{email}`, else the `email` query parameter (the plugin posts
+    `?email=` with no body), else the signed-in caller's own account.
+    """
+    data, _ = await read_form_or_json(request)
+    if "email" not in data and email is not None:
+        data = {**data, "email": email}
+    if "email" not in data:
+        data = {**data, "email": await password_reset.signed_in_email(db, redis, auth_token_of(request))}
+    body = parse_as(EmailRequest, data)
     mail = await password_reset.request_reset(db, redis, state.settings, str(body.email))
     if mail is not None:
         # Delivered after the answer is sent, so the answer's timing does not depend on it either.

@@ -34,20 +34,29 @@ ACCEPT_ERRORS = error_responses(401, 403, 404, 409)
 async def create_project(
     body: ProjectCreate, request: Request, response: Response, session: SessionDep, state: StateDep, db: DbDep, redis: RedisDep
 ) -> ProjectTokenResponse:
-    """Create a project with the caller as owner; sets the `project_token` cookie."""
+    """Create a project with the caller as owner and activate it: sets the (opaque) `project_token` cookie.
+
+    The answer's `project_token` is the project's id: the plugin keeps it and activates with
+    `UUID.fromString(project_token)` later, and sends it back as its own `project_token` cookie, which this
+    session's activation accepts (app/tokens.py: effective_project_token).
+    """
     project, token = await projects.create(db, redis, state.settings, session, session_token_of(request), body.project_name)
-    set_token_cookie(response, state.settings, "project_token", token, state.settings.project_token_ttl_s)
-    return ProjectTokenResponse(message="Project created successfully", project_token=token, project_id=project.project_id)
+    set_token_cookie(response, state.settings, "project_token", token)
+    return ProjectTokenResponse(
+        message="Project created successfully", project_token=str(project.project_id), project_id=project.project_id
+    )
 
 
 @router.put("/activate", response_model=ProjectTokenResponse, responses=ERRORS)
 async def activate_project(
     body: ProjectActivate, request: Request, response: Response, session: SessionDep, state: StateDep, db: DbDep, redis: RedisDep
 ) -> ProjectTokenResponse:
-    """Activate a project the caller is a member of; sets the `project_token` cookie."""
+    """Activate a project the caller is a member of in the session: sets the `project_token` cookie."""
     token = await projects.activate(db, redis, state.settings, session, session_token_of(request), body.project_id)
-    set_token_cookie(response, state.settings, "project_token", token, state.settings.project_token_ttl_s)
-    return ProjectTokenResponse(message="Project activated successfully", project_token=token, project_id=body.project_id)
+    set_token_cookie(response, state.settings, "project_token", token)
+    return ProjectTokenResponse(
+        message="Project activated successfully", project_token=str(body.project_id), project_id=body.project_id
+    )
 
 
 @router.get("/list", response_model=ProjectListResponse, responses=error_responses(401))

@@ -72,8 +72,8 @@ async def authenticate(
         user = await users.authenticate_google(db, str(body.email), await google.verify(body.token))
     else:
         user = await users.authenticate_password(db, body, require_verified=state.settings.require_verified_email)
-    token = await tokens.issue_auth(redis, user.user_id, state.settings.auth_token_ttl_s)
-    set_token_cookie(response, state.settings, "auth_token", token, state.settings.auth_token_ttl_s)
+    token = await tokens.issue_auth(redis, user.user_id, state.settings.auth_token_ttl_s, state.settings.token_max_age_s)
+    set_token_cookie(response, state.settings, "auth_token", token)
     host, port = _server(request)
     config = await client_config(state, db, user, host=host, port=port)
     return AuthenticateResponse(message="Authentication successful", user=users.public_user(user), config=config)

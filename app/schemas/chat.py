@@ -13,7 +13,11 @@ from app.schemas.completion import BehavioralTelemetry, CompletionContext, Conte
 
 
 class ChatRequest(Body):
-    """POST /api/chat/request: the whole conversation so far, the last message being the user's new turn."""
+    """POST /api/chat/request: the whole conversation so far, ending with the user's new turn.
+
+    Assistant messages after the last user message are dropped: they are not a turn to answer (the
+    plugin's chat window has sent its display placeholder `["assistant", "Generating."]` there).
+    """
 
     model_ids: list[int] = Field(min_length=1)
     chat_id: uuid.UUID
@@ -32,9 +36,12 @@ class ChatRequest(Body):
         for role, _content in messages:
             if role not in ("user", "assistant", "system"):
                 raise ValueError(f"message role must be user, assistant or system, not {role!r}")
-        if messages[-1][0] != "user":
-            raise ValueError("the last message must be the user's")
-        return messages
+        end = len(messages)
+        while end and messages[end - 1][0] == "assistant":
+            end -= 1
+        if not end or messages[end - 1][0] != "user":
+            raise ValueError("the conversation must end with a user message (trailing assistant messages are ignored)")
+        return messages[:end]
 
 
 class ChatMessageItem(BaseModel):
@@ -58,10 +65,18 @@ class ChatCompletionItem(BaseModel):
 
 
 class ChatCompletionErrorItem(BaseModel):
-    """A model that could not answer (the others still do)."""
+    """A model that could not answer (the others still do).
 
-    model_id: int | None = None
+    The plugin's parser requires every answer field on every slot (a bare `{model_id, model_name, message}`
+    makes it drop the whole turn, and a history page holding one), so a failure carries empty values.
+    """
+
+    model_id: int
     model_name: str
+    completion: str = ""
+    generation_time: int = 0
+    confidence: float = 0.0
+    was_accepted: bool = False
     message: str = "Chat completion for model failed"
 
 

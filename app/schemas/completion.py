@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import uuid
+from typing import Annotated
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, BeforeValidator, Field
 
 from app.schemas.common import Body, Int32, Message, NonNegativeInt32, NonNegativeInt64
 
@@ -50,7 +51,10 @@ class CompletionRequest(Body):
     store_context: bool | None = None
     store_contextual_telemetry: bool | None = None
     store_behavioral_telemetry: bool | None = None
-    stop_sequences: list[str] = Field(default_factory=list, max_length=16)
+    # null (or absent) means none: the plugin's model has it nullable, and its inline path leaves it out.
+    stop_sequences: Annotated[list[str], BeforeValidator(lambda v: [] if v is None else v)] = Field(
+        default_factory=list, max_length=16
+    )
 
 
 class CompletionItem(BaseModel):

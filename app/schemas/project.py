@@ -45,7 +45,8 @@ class ProjectUpdate(Body):
 
 
 class ProjectTokenResponse(Message):
-    """Answer carrying a project token (also set as cookie)."""
+    """Answer to create/activate: `project_token` is the project's id (what the plugin activates with and sends
+    back within its session); the opaque token is in the `project_token` cookie."""
 
     project_token: str
     project_id: uuid.UUID

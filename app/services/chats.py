@@ -205,7 +205,7 @@ async def request_chat(
                 )
             responses.append(ChatCompletionItem(model_id=model.model_id, model_name=model.name, completion=text, generation_time=ms))
         else:
-            responses.append(ChatCompletionErrorItem(model_id=model.model_id, model_name=model.name))
+            responses.append(ChatCompletionErrorItem(model_id=model.model_id, model_name=model.name, generation_time=ms))
     pipe = state.redis.pipeline(transaction=False)
     add_events(pipe, events)
     ttl = state.settings.query_cache_ttl_s
@@ -225,14 +225,13 @@ async def request_chat(
 
 
 async def history_page(state: AppState, db: AsyncSession, user: User, project: tokens.ProjectInfo, page: int) -> ChatHistoryPage:
-    """The caller's chats in the active project, newest first, PER_PAGE per page (page 0 is read as 1)."""
-    page = max(page, 1)
+    """The caller's chats in the active project, newest first, PER_PAGE per page; pages count from 0 (the plugin's)."""
     chats = (
         await db.execute(
             select(Chat)
             .where(Chat.user_id == user.user_id, Chat.project_id == project.project_id)  # type: ignore[arg-type]
             .order_by(desc(Chat.created_at))  # type: ignore[arg-type]
-            .offset((page - 1) * PER_PAGE)
+            .offset(page * PER_PAGE)
             .limit(PER_PAGE)
         )
     ).scalars().all()
@@ -265,7 +264,7 @@ async def _history(state: AppState, db: AsyncSession, chat: Chat) -> ChatHistory
         for g in sorted(gens.get(t.meta_query_id, []), key=lambda g: g.model_id):
             name = state.models[g.model_id].name if g.model_id in state.models else str(g.model_id)
             if g.error:
-                responses.append(ChatCompletionErrorItem(model_id=g.model_id, model_name=name))
+                responses.append(ChatCompletionErrorItem(model_id=g.model_id, model_name=name, generation_time=g.generation_time_ms))
             else:
                 responses.append(
                     ChatCompletionItem(model_id=g.model_id, model_name=name, completion=g.completion, generation_time=g.generation_time_ms, was_accepted=g.was_accepted)
@@ -279,13 +278,20 @@ async def _history(state: AppState, db: AsyncSession, chat: Chat) -> ChatHistory
     return ChatHistoryResponse(chat_id=chat.chat_id, title=chat.title, history=history)
 
 
-async def delete_chat(state: AppState, db: AsyncSession, user: User, chat_id: uuid.UUID) -> None:
-    """Delete one of the caller's chats with its messages and turns; late telemetry for it is dropped."""
+async def delete_chat(state: AppState, db: AsyncSession, user: User, chat_id: uuid.UUID) -> bool:
+    """Delete one of the caller's chats with its messages and turns; late telemetry for it is dropped.
+
+    Idempotent for its owner: a chat that is already deleted, or that the server never stored (the plugin
+    keeps chats locally and offers to delete them on the server too), is simply gone: False, nothing was
+    deleted. Another user's chat is 403.
+    """
     owner = await _owner(state, db, chat_id)
-    if owner is None or await state.redis.exists(chat_deleted_key(chat_id)):
-        raise NotFound("Chat not found")
+    if owner is None:
+        return False
     if owner[0] != user.user_id:
         raise Forbidden("This chat belongs to another user")
+    if await state.redis.exists(chat_deleted_key(chat_id)):
+        return False
     # The tombstone first: events still in the stream must not bring the chat back.
     await state.redis.set(chat_deleted_key(chat_id), b"1", ex=7 * 24 * 3600)
     await state.redis.delete(_chat_key(chat_id))
@@ -306,3 +312,4 @@ async def delete_chat(state: AppState, db: AsyncSession, user: User, chat_id: uu
             await db.execute(delete(table).where(key.in_(ids)))  # type: ignore[attr-defined]
     await db.execute(delete(Chat).where(Chat.chat_id == chat_id))  # type: ignore[arg-type]
     await db.commit()
+    return True

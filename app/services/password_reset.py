@@ -19,6 +19,15 @@ INVALID_LINK = "Invalid or expired password reset link: request a new one"
 REQUESTED = "If an account with this email address exists, a password reset link has been sent to it"
 
 
+async def signed_in_email(db: AsyncSession, redis: Redis, auth_token: str | None) -> str:
+    """The email address of the caller's account, for a reset asked without naming one; 422 when signed out."""
+    info = await tokens.resolve_auth(redis, auth_token) if auth_token else None
+    user = await db.get(User, info.user_id) if info is not None else None
+    if user is None:
+        raise Unprocessable("Give the account's email address (in the body or as ?email=), or sign in")
+    return user.email
+
+
 async def request_reset(db: AsyncSession, redis: Redis, settings: Settings, email: str) -> Mail | None:
     """The reset mail for an existing account, else None; both paths make one lookup and one Redis call."""
     user = await find_by_email(db, email)

@@ -42,9 +42,7 @@ async def create(
     db.add(ProjectMember(project_id=project.project_id, user_id=session.user_id, role="owner"))
     db.add(SessionProject(session_id=session.session_id, project_id=project.project_id))
     await db.commit()
-    token = await tokens.issue_project(
-        redis, session.user_id, project.project_id, session_token, settings.project_token_ttl_s
-    )
+    token = await tokens.issue_project(redis, session.user_id, project.project_id, session_token)
     return project, token
 
 
@@ -99,9 +97,7 @@ async def activate(
         .on_conflict_do_nothing()
     )
     await db.commit()
-    return await tokens.issue_project(
-        redis, session.user_id, project_id, session_token, settings.project_token_ttl_s
-    )
+    return await tokens.issue_project(redis, session.user_id, project_id, session_token)
 
 
 async def get(db: AsyncSession, user_id: uuid.UUID, project_id: uuid.UUID) -> ProjectPublic:

@@ -16,16 +16,38 @@ from db.tables import Session, utcnow
 async def acquire(
     db: AsyncSession, redis: Redis, settings: Settings, user_id: uuid.UUID, auth_token: str
 ) -> str:
-    """The user's live session token (refreshed), or a new session."""
+    """The user's live session token (renewed), or a new session; either way one more holder of it.
+
+    The plugin acquires at every IDE project's start, shares the one session (and cookie jar) between the
+    IDE's open projects and deactivates when any one of them closes: counting holders lets that close end
+    only its own hold, and the session ends when the last holder deactivates (or when it idles out).
+    """
     live = await tokens.live_session_token(redis, user_id)
     if live is not None:
         await tokens.refresh_session(redis, live, user_id, settings.session_token_ttl_s)
+        await tokens.hold_session(redis, live)
         return live
     row = Session(user_id=user_id)
     db.add(row)
     await db.flush()
     await db.commit()
-    return await tokens.issue_session(redis, user_id, row.session_id, auth_token, settings.session_token_ttl_s)
+    token = await tokens.issue_session(
+        redis, user_id, row.session_id, auth_token, settings.session_token_ttl_s, settings.token_max_age_s
+    )
+    await tokens.hold_session(redis, token)
+    return token
+
+
+async def release(db: AsyncSession, redis: Redis, info: tokens.SessionInfo, token: str, *, signed_in: bool) -> bool:
+    """A client lets go of a session; True when that ended it.
+
+    A signed-in caller drops one hold and the session ends with the last; a caller whose auth token is gone
+    (the plugin signs out by forgetting its auth token, then deactivates) ends it at once.
+    """
+    if signed_in and await tokens.release_session(redis, token) > 0:
+        return False
+    await deactivate(db, redis, info, token)
+    return True
 
 
 async def deactivate(db: AsyncSession, redis: Redis, info: tokens.SessionInfo, token: str) -> None:

@@ -75,6 +75,18 @@ def reference_apply(lines: list[str], changes: list[LineChange]) -> list[str]:
     return out
 
 
+def expected_after(old: list[str], new: list[str], changes: list[LineChange]) -> list[str]:
+    """What the server keeps: the new version, except for the one diff shape the whole-file rule claims.
+
+    A file's only change being `remove [0, len - 1)` (everything but the last line) is also the plugin's
+    whole-file deletion notice (`remove [0, lineCount - 1]`, inclusive): app/context/edits.py reads it as
+    the notice, so the file is gone instead of keeping its last line.
+    """
+    if len(changes) == 1 and changes[0].change_type == "remove" and changes[0].start_line == 0 and changes[0].end_line == len(old) - 1:
+        return []
+    return new
+
+
 @pytest.mark.parametrize("seed", range(300))
 def test_plugin_diffs_reproduce_the_new_version(seed: int) -> None:
     rng = random.Random(seed)
@@ -82,8 +94,33 @@ def test_plugin_diffs_reproduce_the_new_version(seed: int) -> None:
     for _ in range(5):  # a sequence of requests, each a diff against the previous version
         new = random_new_version(rng, old)
         changes = plugin_diff(old, new, rng)
-        assert apply_changes(old, changes) == new
-        old = new
+        kept = expected_after(old, new, changes)
+        assert apply_changes(old, changes) == kept
+        old = kept
+
+
+@pytest.mark.parametrize(
+    ("lines", "end_line"),
+    [(["only"], 0), (["a", "b", "c"], 2), (["a", "b", "c"], 3), (["a", "b"], 7), ([], 0), ([], 4)],
+)
+def test_the_plugins_deletion_notice_removes_the_whole_file(lines: list[str], end_line: int) -> None:
+    # remove [0, max(0, lineCount - 1)] (inclusive), the plugin's notice for a deleted file
+    assert apply_changes(lines, [LineChange("remove", 0, end_line, [])]) == []
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        [LineChange("remove", 0, 1, [])],  # the first line of three: a diff
+        [LineChange("remove", 1, 3, [])],  # not from line 0
+        [LineChange("remove", 0, 1, []), LineChange("insert", 3, 3, ["d"])],  # not the file's only change
+        [LineChange("update", 0, 2, [])],  # an update, however empty
+    ],
+)
+def test_other_removals_keep_half_open_ranges(changes: list[LineChange]) -> None:
+    lines = ["a", "b", "c"]
+    assert apply_changes(lines, changes) == reference_apply(lines, changes)
+    assert apply_changes(lines, changes) != []
 
 
 @pytest.mark.parametrize("seed", range(300))

@@ -59,6 +59,14 @@ def test_empty_registry_and_duplicates_are_refused() -> None:
         load_args({"models": []})
     with pytest.raises(ConfigError, match="duplicate model names: tiny"):
         load_args({"models": [GOOD, GOOD]})
+    with pytest.raises(ConfigError, match="duplicate model ids: 7"):
+        load_args({"models": [{**GOOD, "id": 7}, {**GOOD, "name": "other", "id": 7}]})
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1000, "one"])
+def test_pinned_ids_are_1_to_999(bad: object) -> None:
+    with pytest.raises(ConfigError, match=r"models\[0\] \(tiny\) field 'id'"):
+        load_args({"models": [{**GOOD, "id": bad}]})
 
 
 @pytest.mark.parametrize("config", sorted((Path(__file__).resolve().parents[2] / "configs").glob("*.yaml")), ids=lambda p: p.name)
@@ -67,7 +75,12 @@ def test_every_shipped_serve_config_validates(config: Path) -> None:
     (app,) = raw["applications"]
     assert app["import_path"] == "serve.builder:build_app"
     args = load_args(app["args"])
-    assert sum(m.is_default for m in args.models) == 1
+    # One default completion model and one default chat model, under the ids the plugin's plugin.conf sends.
+    assert sum(m.is_default for m in args.models if not m.is_chat) == 1
+    assert sum(m.is_default for m in args.models if m.is_chat) == 1
+    ids = {m.id: m for m in args.models if m.id is not None}
+    assert not ids[1].is_chat and ids[1].is_default
+    assert ids[3].is_chat and ids[3].is_default
     # The default model was trained on 256-token windows (models/code4me-tiny/training_stats.json): its
     # prompt plus completion are served within them.
     (tiny,) = [m for m in args.models if m.name == "code4me-tiny"]
