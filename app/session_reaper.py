@@ -19,13 +19,10 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
-from sqlalchemy import select, update
 
 from app import tokens
-from app.context.consent import project_consents
-from app.context.live_state import Owner, drop
+from app.services import sessions
 from db.engine import make_engine, make_sessionmaker
-from db.tables import Session, SessionProject, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -116,21 +113,9 @@ class SessionReaper:
             return False  # refreshed meanwhile: still alive
         info = json.loads(raw)
         user_id, session_id = uuid.UUID(info["user_id"]), uuid.UUID(info["session_id"])
-        await tokens.end_session(self.redis, token, user_id)  # project tokens, pointer, shadow
         async with self.sessionmaker() as db:
-            await db.execute(
-                update(Session)
-                .where(Session.session_id == session_id, Session.end_time.is_(None))  # type: ignore[union-attr]
-                .values(end_time=utcnow())
-            )
-            projects = (
-                await db.execute(select(SessionProject.project_id).where(SessionProject.session_id == session_id))  # type: ignore[arg-type]
-            ).scalars().all()
-            for project_id in projects:
-                if not await project_consents(db, project_id):
-                    # Without consent the live files exist only for the session: they die with it.
-                    await drop(self.redis, Owner(project_id, user_id))
-            await db.commit()
+            # Project tokens, pointer, shadow, end time, and the live files of projects without consent.
+            await sessions.end(db, self.redis, token, user_id, session_id)
         self.ended += 1
         return True
 

@@ -35,7 +35,7 @@ async def resend(
     """Mail a new verification link: to the signed-in user, or (no session) to `{email}` if it needs one."""
     if auth_token_of(request):
         # Signed in: the usual dependency chain, so a bad token is a 401 like everywhere else.
-        user = await current_user(await current_auth(request, redis), db)
+        user = await current_user(await current_auth(request, redis, state.settings), db)
         background.add_task(send_mail, state.settings, await verification.resend(redis, state.settings, user))
         return Message(message="Verification mail sent")
     data, _ = await read_form_or_json(request)

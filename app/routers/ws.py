@@ -167,9 +167,9 @@ class Connection:
 
     async def caller(self, db: Any, need_project: bool) -> tuple[Any, Any, Any]:
         """(user, session, project) of this socket's cookies or headers, checked now."""
-        auth = await deps.current_auth(self.ws, self.state.redis)
+        auth = await deps.current_auth(self.ws, self.state.redis, self.state.settings)
         user = await deps.current_user(auth, db)
-        session = await deps.current_session(self.ws, auth, self.state.redis)
+        session = await deps.current_session(self.ws, auth, self.state.redis, self.state.settings)
         project = await deps.current_project(self.ws, session, self.state.redis) if need_project else None
         return user, session, project
 
@@ -179,7 +179,7 @@ Handler = Callable[[Connection, Any, "str | None"], Awaitable[Any]]
 
 async def _completion_request(conn: Connection, body: Any, request_id: str | None) -> Any:
     request = CompletionRequest.model_validate(body)
-    auth = await deps.current_auth(conn.ws, conn.state.redis)
+    auth = await deps.current_auth(conn.ws, conn.state.redis, conn.state.settings)
     caller = await deps.current_caller(conn.ws, auth, conn.state)
     user, session, project = caller, caller.session, caller.project
 

@@ -5,12 +5,15 @@ from __future__ import annotations
 import uuid
 
 from redis.asyncio import Redis
-from sqlalchemy import update
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
 from app import tokens
+from app.context.consent import project_consents
+from app.context.live_state import Owner, drop
 from app.settings import Settings
-from db.tables import Session, utcnow
+from db.tables import Session, SessionProject, utcnow
 
 
 async def acquire(
@@ -51,11 +54,24 @@ async def release(db: AsyncSession, redis: Redis, info: tokens.SessionInfo, toke
 
 
 async def deactivate(db: AsyncSession, redis: Redis, info: tokens.SessionInfo, token: str) -> None:
-    """End a session: its tokens go from Redis and its end time is written."""
-    await tokens.end_session(redis, token, info.user_id)
+    """End a session now (see `end`)."""
+    await end(db, redis, token, info.user_id, info.session_id)
+
+
+async def end(db: AsyncSession, redis: Redis, token: str, user_id: uuid.UUID, session_id: uuid.UUID) -> None:
+    """The end of a session, however it came (deactivated, expired): its tokens go from Redis, its end time is
+    written, and the live multi-file context of its projects that may not store context goes with it
+    (projects whose members all consent keep it: it is indexed and lives on under its own lifetime)."""
+    await tokens.end_session(redis, token, user_id)
     await db.execute(
         update(Session)
-        .where(Session.session_id == info.session_id, Session.end_time.is_(None))  # type: ignore[union-attr]
+        .where(col(Session.session_id) == session_id, col(Session.end_time).is_(None))
         .values(end_time=utcnow())
     )
+    projects = (
+        await db.execute(select(col(SessionProject.project_id)).where(col(SessionProject.session_id) == session_id))
+    ).scalars().all()
+    for project_id in projects:
+        if not await project_consents(db, project_id):
+            await drop(redis, Owner(project_id, user_id))
     await db.commit()

@@ -200,12 +200,12 @@ async def test_revocation_finds_every_token_even_after_a_session_refresh(account
     _, state = accounts_api
     redis, user_id = state.redis, uuid.uuid4()
     auth = await tokens.issue_auth(redis, user_id, 100)
-    session = await tokens.issue_session(redis, user_id, uuid.uuid4(), auth, 1)
-    project = await tokens.issue_project(redis, user_id, uuid.uuid4(), session, 1)
+    # A session of 1 s idle time that slides up to 100 s; its project token lives as long as it can.
+    session = await tokens.issue_session(redis, user_id, uuid.uuid4(), auth, 1, max_age_s=100)
+    project = await tokens.issue_project(redis, user_id, uuid.uuid4(), session)
     mailed = await email_tokens.issue(redis, "verify", user_id, "x@example.org", 100)
     # The session outlives its first expiry through a refresh; the index must follow it.
     await tokens.refresh_session(redis, session, user_id, 100)
-    await redis.expire(tokens.project_key(project), 100)
     await asyncio.sleep(1.1)
     assert await redis.exists(tokens.session_key(session)) == 1
     assert 90 < await redis.ttl(tokens.user_tokens_key(user_id)) <= 101

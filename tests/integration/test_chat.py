@@ -48,7 +48,17 @@ async def test_chat_answers_side_by_side_and_history_keeps_real_messages(api) ->
     assert turn["user_message"]["role"] == "user" and turn["user_message"]["content"] == first
     ok, failed = turn["assistant_responses"]
     assert ok["model_name"] == "chatty" and ok["completion"] == "You asked: " + first[:40]
-    assert failed == {"model_id": model_id(state, "broken-chatty"), "model_name": "broken-chatty", "message": "Chat completion for model failed"}
+    # A failure carries every field the plugin's parser requires, empty.
+    assert failed == {
+        "model_id": model_id(state, "broken-chatty"),
+        "model_name": "broken-chatty",
+        "completion": "",
+        "generation_time": failed["generation_time"],
+        "confidence": 0.0,
+        "was_accepted": False,
+        "message": "Chat completion for model failed",
+    }
+    assert isinstance(failed["generation_time"], int) and failed["generation_time"] >= 0
     # The model saw the code around the cursor as a system message before the conversation.
     seen = [call for name, call in state.gateway.calls if name == "chatty"][-1]["messages"]  # type: ignore[attr-defined]
     assert seen[0]["role"] == "system" and "calc.py" in seen[0]["content"] and seen[-1] == {"role": "user", "content": first}
@@ -56,14 +66,18 @@ async def test_chat_answers_side_by_side_and_history_keeps_real_messages(api) ->
     r = await c.post("/api/chat/request", json=chat_body(state, chat_id, [["user", first], ["assistant", ok["completion"]], ["user", "And three?"]]))
     assert r.status_code == 200 and r.json()["title"] == "How do I add two numbers?"
     await settle(state)
-    for page in (0, 1):
-        r = await c.get(f"/api/chat/get/{page}")
-        assert r.status_code == 200, r.text
-        listing = r.json()
-        assert listing["page"] == 1 and listing["per_page"] == 10
-        (chat,) = [i for i in listing["items"] if i["chat_id"] == str(chat_id)]
-        assert [t["user_message"]["content"] for t in chat["history"]] == [first, "And three?"]
-        assert chat["history"][1]["assistant_responses"][0]["completion"] == "You asked: And three?"
+    r = await c.get("/api/chat/get/0")  # pages count from 0, as in the plugin
+    assert r.status_code == 200, r.text
+    listing = r.json()
+    assert listing["page"] == 0 and listing["per_page"] == 10
+    (chat,) = listing["items"]
+    assert chat["chat_id"] == str(chat_id)
+    assert [t["user_message"]["content"] for t in chat["history"]] == [first, "And three?"]
+    assert chat["history"][1]["assistant_responses"][0]["completion"] == "You asked: And three?"
+    # The stored failure keeps the required fields too.
+    assert chat["history"][0]["assistant_responses"][1]["completion"] == "" and chat["history"][0]["assistant_responses"][1]["was_accepted"] is False
+    r = await c.get("/api/chat/get/1")
+    assert r.status_code == 200 and r.json()["page"] == 1 and r.json()["items"] == []
     assert await rows(state, ChatMessage, chat_id=chat_id) == 4  # two user turns, two chatty answers
 
 
@@ -77,14 +91,18 @@ async def test_chats_are_private_and_deletion_is_complete(api) -> None:
     assert (await bob.post("/api/chat/request", json=chat_body(state, chat_id, [["user", "let me in"]]))).status_code == 403
     assert (await bob.delete(f"/api/chat/delete/{chat_id}")).status_code == 403
     await settle(state)
-    r = await bob.get("/api/chat/get/1")
+    r = await bob.get("/api/chat/get/0")
     assert all(i["chat_id"] != str(chat_id) for i in r.json()["items"])
     contexts_before = await rows(state, Context)
     r = await alice.delete(f"/api/chat/delete/{chat_id}")
     assert r.status_code == 200 and r.json()["chat_id"] == str(chat_id)
     assert await rows(state, Chat, chat_id=chat_id) == 0 and await rows(state, ChatMessage, chat_id=chat_id) == 0
     assert await rows(state, Context) == contexts_before - 1
-    assert (await alice.delete(f"/api/chat/delete/{chat_id}")).status_code == 404
+    # Deleting is idempotent for the owner (the plugin rethrows a 404 in its UI): again, or a chat never stored.
+    r = await alice.delete(f"/api/chat/delete/{chat_id}")
+    assert r.status_code == 200 and r.json()["message"] == "Chat already deleted"
+    r = await alice.delete(f"/api/chat/delete/{uuid.uuid4()}")
+    assert r.status_code == 200 and r.json()["message"] == "Chat already deleted"
     assert (await alice.post("/api/chat/request", json=chat_body(state, chat_id, [["user", "again"]]))).status_code == 404
 
 
@@ -114,10 +132,25 @@ async def test_chat_without_context_consent_stores_no_text(api) -> None:
     assert await rows(state, ChatMessage, chat_id=chat_id) == 0
 
 
+async def test_the_plugins_placeholder_after_the_user_turn_is_not_a_turn(api) -> None:
+    client, state = api
+    c, _ = await signed_in(client)
+    turns = [["system", "You are a helpful programming assistant."], ["user", "Sort a list?"], ["assistant", "Generating."]]
+    r = await c.post("/api/chat/request", json=chat_body(state, uuid.uuid4(), turns))
+    assert r.status_code == 200, r.text
+    (turn,) = r.json()["history"]
+    assert turn["user_message"]["content"] == "Sort a list?"
+    assert turn["assistant_responses"][0]["completion"] == "You asked: Sort a list?"
+    seen = [call for name, call in state.gateway.calls if name == "chatty"][-1]["messages"]  # type: ignore[attr-defined]
+    assert seen[-1] == {"role": "user", "content": "Sort a list?"}
+    assert all(m["content"] != "Generating." for m in seen)
+
+
 @pytest.mark.parametrize(
     "change, words",
     [
-        (lambda b, s: b.update(messages=[["user", "hi"], ["assistant", "hello"]]), "last message"),
+        (lambda b, s: b.update(messages=[["assistant", "Generating."]]), "must end with a user message"),
+        (lambda b, s: b.update(messages=[["user", "hi"], ["system", "be brief"]]), "must end with a user message"),
         (lambda b, s: b.update(messages=[["robot", "hi"]]), "role"),
         (lambda b, s: b.update(messages=[]), "messages"),
         (lambda b, s: b.update(model_ids=[model_id(s, "scripted")]), "not a chat model"),

@@ -80,12 +80,12 @@ def api_settings(data_dir: Path, **overrides: Any) -> Settings:
 
 @asynccontextmanager
 async def running_api(
-    database_url: str, redis_url: str, settings: Settings
+    database_url: str, redis_url: str, settings: Settings, entries: list[dict[str, Any]] | None = None
 ) -> AsyncIterator[tuple[httpx.AsyncClient, AppState]]:
     """The FastAPI app in-process on the given services and settings (scripted models): a client and its state."""
 
     def make_state():  # type: ignore[no-untyped-def]
-        return build_state(settings, database_url, redis_url, ScriptedGateway(), ENTRIES)
+        return build_state(settings, database_url, redis_url, ScriptedGateway(), ENTRIES if entries is None else entries)
 
     state = await make_state()
     app = create_app(make_state)
@@ -140,3 +140,13 @@ async def count(state: AppState, model: Any) -> int:
 async def settle(state: AppState) -> None:
     """Wait until every telemetry event the app produced so far is in PostgreSQL."""
     await wait_drained(state.redis)
+
+
+def shipped_entries(config: str = "local.yaml") -> list[dict[str, Any]]:
+    """The model registry of a shipped Serve config (validated, as the builder hands it to the ingress)."""
+    import yaml
+
+    from serve.registry import load_args
+
+    raw = yaml.safe_load((Path(__file__).resolve().parents[2] / "configs" / config).read_text())
+    return [entry.model_dump() for entry in load_args(raw["applications"][0]["args"]).models]
