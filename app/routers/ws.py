@@ -23,7 +23,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import WebSocket, WebSocketDisconnect
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 from starlette.websockets import WebSocketState
 
 from app import deps, ratelimit
@@ -51,9 +51,9 @@ class _Problem(Exception):
 
 
 class ChatGet(BaseModel):
-    """`chat_get` over the socket: which page."""
+    """`chat_get` over the socket: which page (counted from 0, as over HTTP)."""
 
-    page_number: int = 1
+    page_number: int = Field(default=0, ge=0, le=100_000)
 
 
 class ChatDelete(BaseModel):

@@ -81,14 +81,28 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+# The shipped models under configs/local.yaml's names and pinned ids (the ids the plugin sends; every test
+# app of the session shares one database, so a name keeps its id everywhere).
 TINY_MODEL = {
     "name": "code4me-tiny",
+    "id": 1,
     "model_id": "models/code4me-tiny",
     "family": "code4me",
     "num_cpus": 1,
     "num_replicas": 1,
     "is_default": True,
     "generation": {"max_new_tokens": 24, "time_budget_s": 10.0},
+}
+TINY_CHAT_MODEL = {
+    "name": "code4me-tiny-chat",
+    "id": 3,
+    "model_id": "models/code4me-tiny-chat",
+    "family": "code4me",
+    "is_chat": True,
+    "is_default": True,
+    "num_cpus": 0.5,
+    "num_replicas": 1,
+    "generation": {"max_new_tokens": 32, "time_budget_s": 20.0},
 }
 
 
@@ -148,7 +162,8 @@ def registry(test_models: dict[str, Path]) -> list[dict]:
     """The session app's model registry: the default model twice, a failing one, a long-runner, a chat model."""
     return [
         TINY_MODEL,
-        {**TINY_MODEL, "name": "code4me-tiny-twin", "is_default": False},
+        {**TINY_MODEL, "name": "code4me-tiny-twin", "id": None, "is_default": False},
+        TINY_CHAT_MODEL,
         {"name": "broken", "model_id": str(test_models["broken"]), "family": "code4me", "num_cpus": 0.5},
         {
             "name": "long-runner",

@@ -28,6 +28,7 @@ from db.tables import (
 from serve.embedded import ServiceUrls
 from tests.integration.conftest import ray_app_redis_url
 from tests.utils import payloads as P
+from tests.utils.plugin_client import CHAT_MODEL_ID, COMPLETION_MODEL_ID, PluginIDE, chat_body, completion_body
 
 
 async def _drained(redis_url: str) -> None:
@@ -75,7 +76,9 @@ def test_plugin_flow_end_to_end(serve_app: str, services: ServiceUrls) -> None:
         assert r.status_code == 200 and r.json()["session_token"] == c.cookies["session_token"]
         r = c.post("/api/project/create", json={"project_name": "e2e"})
         assert r.status_code == 201, r.text
-        assert c.cookies["project_token"] == r.json()["project_token"]
+        # The answer's token is the project id (the plugin activates with it); the cookie is opaque.
+        assert uuid.UUID(r.json()["project_token"]) == uuid.UUID(r.json()["project_id"])
+        assert c.cookies["project_token"] != r.json()["project_token"]
 
         # The model id comes from the config the plugin got, as the plugin does it.
         models = ConfigFactory.parse_string(body["config"]).get("config.models.available")
@@ -125,3 +128,28 @@ def test_unknown_model_and_missing_cookie_over_http(serve_app: str) -> None:
         assert r.status_code == 422 and "email" in r.json()["message"]
         r = c.head("/api/ping")
         assert r.status_code == 200
+
+
+async def _plugin_against_real_models(base_url: str) -> tuple[dict, dict]:
+    ide = PluginIDE(httpx.AsyncHTTPTransport(), base_url)
+    try:
+        await ide.sign_up(P.new_email(), P.STRONG_PASSWORD)
+        await ide.start_project("real")
+        r = await ide.inline_completion("real", completion_body(COMPLETION_MODEL_ID, "import os\n\n\ndef read_file(path):\n    with open(path) as f:\n        return f."))
+        assert r.status_code == 200, r.text
+        completion = r.json()["data"]["completions"][0]
+        body = chat_body([CHAT_MODEL_ID], str(uuid.uuid4()), [("user", "Write a function that reverses a string.")])
+        r = await ide.chat("real", body)
+        assert r.status_code == 200, r.text
+        return completion, r.json()["history"][0]["assistant_responses"][0]
+    finally:
+        await ide.aclose()
+
+
+def test_the_plugins_ids_reach_the_shipped_models(serve_app: str) -> None:
+    """The plugin's plugin.conf ids 1 and 3 are answered by the shipped completion and chat models."""
+    completion, answer = asyncio.run(_plugin_against_real_models(serve_app))
+    assert completion["model_id"] == COMPLETION_MODEL_ID and completion["model_name"] == "code4me-tiny"
+    assert completion["completion"].strip() and "message" not in completion
+    assert answer["model_id"] == CHAT_MODEL_ID and answer["model_name"] == "code4me-tiny-chat"
+    assert answer["completion"].strip() and "message" not in answer

@@ -190,7 +190,7 @@ def test_live_registry_update_keeps_serving(serve_app: str, app_settings, test_m
     worker.start()
     try:
         time.sleep(1.0)
-        new_entry = {**TINY_MODEL, "name": f"added-{uuid.uuid4().hex[:6]}", "is_default": False}
+        new_entry = {**TINY_MODEL, "name": f"added-{uuid.uuid4().hex[:6]}", "id": None, "is_default": False}
         app = build_application(
             {"models": [*registry(test_models), new_entry], "embedding": {"enabled": True}}, settings=app_settings, migrate=False
         )

@@ -119,7 +119,7 @@ async def test_plugin_session_over_websockets(live) -> None:
         assert len(pieces) >= 2 and "".join(pieces) == answer == "You asked: Explain generators"
         assert final["chat_request_response"]["title"] == "Explain generators"
         await settle(state)
-        await ws.send(json.dumps({"request_id": "g", "chat_get": {"page_number": 1}}))
+        await ws.send(json.dumps({"request_id": "g", "chat_get": {"page_number": 0}}))
         page, _ = await until(ws, "chat_get_response", "g")
         assert [i["chat_id"] for i in page["chat_get_response"]["items"]] == [chat_id]
         await ws.send(json.dumps({"request_id": "d", "chat_delete": {"chat_id": chat_id}}))
