@@ -150,6 +150,14 @@ class PluginIDE:
             parse_as(shape, response.json())
         return response
 
+    async def generating_call(self, project: str | None, method: str, path: str, shape: str, **kwargs: Any) -> httpx.Response:
+        """A call made while `project` generates: the plugin adds its own project_token cookie (last)."""
+        self.generating = project
+        try:
+            return await self.call(method, path, shape, **kwargs)
+        finally:
+            self.generating = None
+
     # ---------------------------------------------------------------- the plugin's own sequences
 
     async def sign_up(self, email: str, password: str, name: str = "Plugin User") -> httpx.Response:
@@ -203,54 +211,30 @@ class PluginIDE:
 
     async def context_update(self, project: str | None, updates: dict[str, list[dict[str, Any]]]) -> httpx.Response:
         """The multi-file context update (inside a completion or chat when `project` is set)."""
-        self.generating = project
-        try:
-            return await self.call("POST", "/api/completion/multi-file-context/update", "MultiFileContextUpdatePostResponse", json={"context_updates": updates})
-        finally:
-            self.generating = None
+        return await self.generating_call(project, "POST", "/api/completion/multi-file-context/update", "MultiFileContextUpdatePostResponse", json={"context_updates": updates})
 
     async def inline_completion(self, project: str, body: dict[str, Any]) -> httpx.Response:
         """PluginInlineCompletionProvider: activate unless activated, then the completion request."""
         if project not in self.stored_projects or project not in self.activated:
             await self.activate_or_create(project)
-        self.generating = project
-        try:
-            return await self.call("POST", "/api/completion/request", "CompletionPostResponse", json=body)
-        finally:
-            self.generating = None
+        return await self.generating_call(project, "POST", "/api/completion/request", "CompletionPostResponse", json=body)
 
     async def feedback(self, project: str, body: dict[str, Any]) -> httpx.Response:
         """AcceptanceFeedback / GroundTruth posts."""
-        self.generating = project
-        try:
-            return await self.call("POST", "/api/completion/feedback", "CompletionFeedbackPostResponse", json=body)
-        finally:
-            self.generating = None
+        return await self.generating_call(project, "POST", "/api/completion/feedback", "CompletionFeedbackPostResponse", json=body)
 
     async def chat(self, project: str, body: dict[str, Any]) -> httpx.Response:
         """ChatIOManager: activation every time, then the chat request."""
         await self.activate_or_create(project)
-        self.generating = project
-        try:
-            return await self.call("POST", "/api/chat/request", "ChatHistoryResponse", json=body)
-        finally:
-            self.generating = None
+        return await self.generating_call(project, "POST", "/api/chat/request", "ChatHistoryResponse", json=body)
 
     async def chat_page(self, project: str, page: int) -> httpx.Response:
         """AppService.getChatHistory(page >= 0)."""
-        self.generating = project
-        try:
-            return await self.call("GET", f"/api/chat/get/{page}", "ChatHistoryResponsePage")
-        finally:
-            self.generating = None
+        return await self.generating_call(project, "GET", f"/api/chat/get/{page}", "ChatHistoryResponsePage")
 
     async def delete_chat(self, project: str, chat_id: str) -> httpx.Response:
         """ProjectChatService.deleteChat ('Also delete from server')."""
-        self.generating = project
-        try:
-            return await self.call("DELETE", f"/api/chat/delete/{chat_id}", "DeleteChatSuccessResponse")
-        finally:
-            self.generating = None
+        return await self.generating_call(project, "DELETE", f"/api/chat/delete/{chat_id}", "DeleteChatSuccessResponse")
 
     async def close_project(self, project: str) -> httpx.Response:
         """ProjectCloseListener: deactivate (trailing slash, no body), then the project is not activated."""
