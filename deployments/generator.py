@@ -436,14 +436,33 @@ class CausalLMGenerator:
                 return k
         return len(ids)
 
+    def chat_inputs(self, messages: list[dict[str, str]], max_new_tokens: int) -> dict[str, torch.Tensor]:
+        """The chat rendered with the tokenizer's own template, fitted to the model's context.
+
+        The oldest turns between the leading system messages (instructions, the code around the cursor) and
+        the newest message go first; a prompt still too long keeps its last tokens (the question and the
+        generation prompt), as text-generation servers truncate from the left. Unbounded, a whole file as
+        context made prompts of tens of thousands of tokens: far past the window, and quadratic to compute.
+        """
+        if not getattr(self.tokenizer, "chat_template", None):
+            raise ValueError("this model has no chat template")
+        budget = max(1, self.max_context_tokens - max_new_tokens)
+        kept = list(messages)
+        while True:
+            ids = self.tokenizer.apply_chat_template(kept, add_generation_prompt=True, return_tensors="pt", return_dict=True)
+            if ids["input_ids"].shape[1] <= budget:
+                return dict(ids)
+            lead = next((i for i, m in enumerate(kept) if m["role"] != "system"), len(kept))
+            if len(kept) - lead > 1:
+                del kept[lead]
+                continue
+            return {k: v[:, -budget:] for k, v in ids.items()}
+
     def stream_chat(
         self, messages: list[dict[str, str]], max_new_tokens: int, time_budget_s: float, cancel: threading.Event
     ) -> Iterator[str]:
         """Stream an answer to chat messages, rendered with the tokenizer's own chat template."""
-        if not getattr(self.tokenizer, "chat_template", None):
-            raise ValueError("this model has no chat template")
-        ids = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)
-        ids = {k: v.to(self.device) for k, v in ids.items()}
+        ids = {k: v.to(self.device) for k, v in self.chat_inputs(messages, max_new_tokens).items()}
         streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=time_budget_s + 5)
         fake_request = GenRequest(prefix="", single_line=False, max_new_tokens=max_new_tokens, cancel=cancel)
         criteria = StoppingCriteriaList(
