@@ -100,6 +100,7 @@ TINY_CHAT_MODEL = {
     "family": "code4me",
     "is_chat": True,
     "is_default": True,
+    "max_context_tokens": 256,
     "num_cpus": 0.5,
     "num_replicas": 1,
     "generation": {"max_new_tokens": 32, "time_budget_s": 20.0},
