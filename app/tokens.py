@@ -142,11 +142,9 @@ async def read_renewing(redis: Redis, keys: list[str], ttls: list[int]) -> list[
     return list(await script(keys=keys, args=[int(time.time()), *ttls]))
 
 
-def _capped(payload: dict, max_age_s: int | None) -> tuple[dict, int | None]:
-    """The payload with its cap (None: a fixed lifetime) and the seconds until that cap."""
-    if max_age_s is None:
-        return payload, None
-    return {**payload, "cap": int(time.time()) + max_age_s}, max_age_s
+def _capped(payload: dict, max_age_s: int | None) -> dict:
+    """The payload with its cap, the epoch second it may live to (none: a fixed lifetime, no renewals)."""
+    return payload if max_age_s is None else {**payload, "cap": int(time.time()) + max_age_s}
 
 
 def _life(ttl_s: int, max_age_s: int | None) -> int:
@@ -163,7 +161,7 @@ async def _get_json(redis: Redis, key: str, renew_s: int = 0) -> dict | None:
 async def issue_auth(redis: Redis, user_id: uuid.UUID, ttl_s: int, max_age_s: int | None = None) -> str:
     """Store a new auth token for the user: it lives ttl_s past its last use, at most max_age_s (None: fixed)."""
     token = new_token()
-    payload, _ = _capped({"user_id": str(user_id)}, max_age_s)
+    payload = _capped({"user_id": str(user_id)}, max_age_s)
     async with redis.pipeline(transaction=True) as pipe:
         pipe.set(auth_key(token), json.dumps(payload), ex=min(ttl_s, _life(ttl_s, max_age_s)))
         index_for_user(pipe, user_id, auth_key(token), _life(ttl_s, max_age_s))
@@ -217,7 +215,7 @@ async def issue_session(
     token can: up to its cap, so renewals on use never outlive them.
     """
     token = new_token()
-    payload, _ = _capped({"user_id": str(user_id), "session_id": str(session_id), "auth_token": auth_token}, max_age_s)
+    payload = _capped({"user_id": str(user_id), "session_id": str(session_id), "auth_token": auth_token}, max_age_s)
     life = _life(ttl_s, max_age_s)
     async with redis.pipeline(transaction=True) as pipe:
         pipe.set(session_key(token), json.dumps(payload), ex=min(ttl_s, life))

@@ -40,7 +40,7 @@ async def create_project(
     `UUID.fromString(project_token)` later, and sends it back as its own `project_token` cookie, which this
     session's activation accepts (app/tokens.py: effective_project_token).
     """
-    project, token = await projects.create(db, redis, state.settings, session, session_token_of(request), body.project_name)
+    project, token = await projects.create(db, redis, session, session_token_of(request), body.project_name)
     set_token_cookie(response, state.settings, "project_token", token)
     return ProjectTokenResponse(
         message="Project created successfully", project_token=str(project.project_id), project_id=project.project_id
@@ -52,7 +52,7 @@ async def activate_project(
     body: ProjectActivate, request: Request, response: Response, session: SessionDep, state: StateDep, db: DbDep, redis: RedisDep
 ) -> ProjectTokenResponse:
     """Activate a project the caller is a member of in the session: sets the `project_token` cookie."""
-    token = await projects.activate(db, redis, state.settings, session, session_token_of(request), body.project_id)
+    token = await projects.activate(db, redis, session, session_token_of(request), body.project_id)
     set_token_cookie(response, state.settings, "project_token", token)
     return ProjectTokenResponse(
         message="Project activated successfully", project_token=str(body.project_id), project_id=body.project_id

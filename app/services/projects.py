@@ -30,7 +30,6 @@ MANAGERS = ("owner", "admin")
 async def create(
     db: AsyncSession,
     redis: Redis,
-    settings: Settings,
     session: tokens.SessionInfo,
     session_token: str,
     name: str,
@@ -84,7 +83,6 @@ def _public(project: Project, role: str, member_count: int) -> ProjectPublic:
 async def activate(
     db: AsyncSession,
     redis: Redis,
-    settings: Settings,
     session: tokens.SessionInfo,
     session_token: str,
     project_id: uuid.UUID,
