@@ -6,12 +6,10 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import threading
 import time
 from collections.abc import AsyncIterator, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
-from typing import Self
 
 import httpx
 import pytest
@@ -31,7 +29,15 @@ from db.tables import User
 from tests.integration.conftest import free_port
 from tests.utils import payloads as P
 from tests.utils.asgi_api import api_settings, count, fresh_client, running_api
-from tests.utils.google_tokens import CLIENT_ID, EMAIL_SCOPE, GoogleKeys, TokenInfoServer, rsa_key, subject_of
+from tests.utils.google_tokens import (
+    CLIENT_ID,
+    EMAIL_SCOPE,
+    GoogleKeys,
+    LoopbackHTTPServer,
+    TokenInfoServer,
+    rsa_key,
+    subject_of,
+)
 
 
 def google_body(email: str, token: str) -> dict:
@@ -193,7 +199,7 @@ async def test_unreachable_key_source_is_503_not_500(services, data_dir, keys, t
 # ---------------------------------------------------------------- the JWKS source over HTTP
 
 
-class JwksServer:
+class JwksServer(LoopbackHTTPServer):
     """A local HTTP server publishing a JWKS document that a test can swap (key rotation); counts fetches."""
 
     def __init__(self, document: dict) -> None:
@@ -214,17 +220,7 @@ class JwksServer:
             def log_message(self, *args: object) -> None:
                 return None
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/oauth2/v3/certs"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-
-    def __enter__(self) -> Self:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        super().__init__(Handler, "/oauth2/v3/certs")
 
 
 @pytest.fixture

@@ -69,7 +69,25 @@ class GoogleKeys:
         return jwt.encode({"alg": "RS256", "kid": kid, "typ": "JWT"}, self.claims(email, **overrides), key or self.key)
 
 
-class TokenInfoServer:
+class LoopbackHTTPServer:
+    """A threaded HTTP server on a free loopback port, serving for the length of a `with` block."""
+
+    def __init__(self, handler: type[BaseHTTPRequestHandler], path: str) -> None:
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}{path}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def __enter__(self) -> Self:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+class TokenInfoServer(LoopbackHTTPServer):
     """Google's token-info endpoint on a loopback port: `GET /tokeninfo?access_token=…`.
 
     Answers the token info of the access tokens it issued (with the status and delay chosen at issue) and
@@ -111,18 +129,7 @@ class TokenInfoServer:
             def log_message(self, *args: object) -> None:
                 return None
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/tokeninfo"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-
-    def __enter__(self) -> Self:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        super().__init__(Handler, "/tokeninfo")
 
     @staticmethod
     def info(email: str, /, **overrides: Any) -> dict[str, Any]:
