@@ -9,7 +9,7 @@ import smtplib
 import ssl
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from email.message import EmailMessage
 from pathlib import Path
 
@@ -42,7 +42,7 @@ def build_message(settings: Settings, to: str, subject: str, text: str) -> Email
     msg["From"] = settings.smtp_from
     msg["To"] = to
     msg["Subject"] = subject
-    msg["Date"] = datetime.now(timezone.utc).strftime("%a, %d %b %Y %H:%M:%S +0000")
+    msg["Date"] = datetime.now(UTC).strftime("%a, %d %b %Y %H:%M:%S +0000")
     msg["Message-ID"] = f"<{uuid.uuid4().hex}@code4me>"
     msg.set_content(text)
     return msg
@@ -51,7 +51,7 @@ def build_message(settings: Settings, to: str, subject: str, text: str) -> Email
 def write_outbox(outbox: Path, msg: EmailMessage) -> Path:
     """Store a message as one file; written under a temporary name and renamed, so readers never see half."""
     outbox.mkdir(parents=True, exist_ok=True)
-    name = f"{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%S%f')}-{uuid.uuid4().hex}.eml"
+    name = f"{datetime.now(UTC).strftime('%Y%m%dT%H%M%S%f')}-{uuid.uuid4().hex}.eml"
     tmp = outbox / f".{name}.tmp"
     tmp.write_bytes(msg.as_bytes())
     os.replace(tmp, outbox / name)

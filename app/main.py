@@ -11,7 +11,6 @@ from app.body_limit import BodyLimitMiddleware
 from app.bootstrap import close_state
 from app.errors import UnhandledErrorMiddleware, install_error_handlers
 from app.ratelimit import RateLimitMiddleware
-from app.server_timing import ServerTimingMiddleware
 from app.routers import (
     chat,
     completion,
@@ -26,6 +25,7 @@ from app.routers import (
     ws,
 )
 from app.schemas.common import error_responses
+from app.server_timing import ServerTimingMiddleware
 from app.state import AppState
 
 StateFactory = Callable[[], Awaitable[AppState]]

@@ -38,9 +38,8 @@ def direct_ingress_urls(app_name: str, host: str | None = None) -> list[str]:
     Replicas bind to Serve's `http_options.host`; Serve reports the node's address, so pass `host` when
     that is a loopback or other specific address.
     """
-    from ray.serve.context import _get_global_client  # noqa: PLC0415 - needs a running Serve
-
     import ray
+    from ray.serve.context import _get_global_client
 
     controller = _get_global_client()._controller
     groups = ray.get(controller.get_target_groups.remote(app_name))

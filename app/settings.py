@@ -11,7 +11,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from app.client_address import parse_networks
 
-PLACEHOLDER_SECRET = "change-me-in-production"  # noqa: S105 - a known placeholder, refused outside development
+PLACEHOLDER_SECRET = "change-me-in-production"
 
 
 class Settings(BaseSettings):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import time
 from typing import Any
@@ -121,12 +122,10 @@ async def _idle_sockets(stack: Stack, client: httpx.AsyncClient, n: int) -> dict
     # Every socket is still served: a cheap bad message on each gets its error answer.
     alive = 0
     for ws in sockets:
-        try:
+        with contextlib.suppress(Exception):  # a dead socket simply does not count
             await ws.send("{}")
             msg = json.loads(await asyncio.wait_for(ws.recv(), 30))
             alive += "error" in msg
-        except Exception:  # noqa: BLE001
-            pass
     for ws in sockets:
         await ws.close()
     return {"opened": len(sockets), "failed": failed, "alive": alive, "open_s": opened_s, "before": before, "after": after}

@@ -189,8 +189,8 @@ def run(stack: Stack, args: argparse.Namespace) -> Result:
             f"(max_new_tokens {model.generation.max_new_tokens}, batch max {batch.get('max_batch_size')} / "
             f"wait {batch.get('batch_wait_timeout_s', 0) * 1000:.0f} ms)"
         ),
-        "timed HTTP calls use a lean keep-alive client (the standard library's http.client, as cheap per call as "
-        "the plugin's OkHttp); the httpx ping line shows what a heavier Python client would add to every call",
+        ("timed HTTP calls use a lean keep-alive client (the standard library's http.client, as cheap per call as "
+        "the plugin's OkHttp); the httpx ping line shows what a heavier Python client would add to every call"),
         "direct = Serve's direct ingress (the ingress replica's own port, what a load balancer in front of the "
         "replicas uses); proxy = Serve's HTTP proxy on the configured port (one more process hop)"
         if direct

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from pgvector.sqlalchemy import Vector
@@ -30,7 +30,7 @@ EMBEDDING_DIM = 384  # all-MiniLM-L6-v2
 
 def utcnow() -> datetime:
     """Timezone-aware now, the only clock the tables use."""
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def _ts(nullable: bool = False, index: bool = False) -> Any:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import asdict
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import ray
@@ -34,8 +34,8 @@ class RetentionSweeper:
     async def sweep(self) -> dict[str, Any]:
         """One sweep now; returns how many rows of each kind went."""
         async with self.sessionmaker() as db:
-            result = await delete_expired_data(db, datetime.now(timezone.utc))
-        self.last = {"at": datetime.now(timezone.utc).isoformat(), **asdict(result)}
+            result = await delete_expired_data(db, datetime.now(UTC))
+        self.last = {"at": datetime.now(UTC).isoformat(), **asdict(result)}
         return self.last
 
     async def _run(self) -> None:

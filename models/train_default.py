@@ -19,11 +19,10 @@ import random
 import time
 from pathlib import Path
 
+import corpus
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
-
-import corpus
 
 SEED = 20261125
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -46,7 +47,7 @@ def _wait_ready(url: str, timeout_s: float) -> bool:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         try:
-            with urllib.request.urlopen(url, timeout=2) as resp:  # noqa: S310 - our own loopback URL
+            with urllib.request.urlopen(url, timeout=2) as resp:
                 if resp.status == 200:
                     return True
         except (urllib.error.URLError, ConnectionError, TimeoutError):
@@ -113,10 +114,8 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
         print("shutting down ...", flush=True)
         return 0
     finally:
-        try:
+        with contextlib.suppress(Exception):  # best effort during shutdown
             serve.shutdown()
-        except Exception:  # noqa: BLE001 - best effort during shutdown
-            pass
         if ray.is_initialized():
             ray.shutdown()
         if embedded is not None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 from app.context.updates import update_context
 from app.deps import DbDep, ProjectDep, StateDep
 from app.routing import SlashTolerantRouter

@@ -6,10 +6,9 @@ from typing import Annotated, Any
 
 from fastapi import BackgroundTasks, Depends, Query, Request, Response, status
 
-from app import tokens
+from app import deps, tokens
 from app.client_config import client_config
 from app.cookies import clear_token_cookie, set_token_cookie
-from app import deps
 from app.deps import DbDep, RedisDep, StateDep, UserDep
 from app.google_identity import GoogleVerifier, get_google_verifier
 from app.mail import send_mail

@@ -27,12 +27,12 @@ from pydantic import BaseModel, Field, ValidationError
 from starlette.websockets import WebSocketState
 
 from app import deps, ratelimit
+from app.context.updates import update_context
 from app.errors import DomainError
 from app.routing import SlashTolerantRouter
-from app.context.updates import update_context
 from app.schemas.chat import ChatRequest
-from app.schemas.context import MultiFileContextUpdate
 from app.schemas.completion import CompletionRequest, FeedbackData, FeedbackRequest, FeedbackResponse
+from app.schemas.context import MultiFileContextUpdate
 from app.services import chats, completions
 from app.state import AppState, ModelInfo
 
@@ -161,7 +161,7 @@ class Connection:
             await self.send({"request_id": request_id, "error": _validation_message(exc), "status": 422})
         except DomainError as exc:
             await self.send({"request_id": request_id, "error": exc.message, "status": exc.status_code})
-        except Exception:  # noqa: BLE001 - one failed operation must not take the socket down
+        except Exception:
             log.exception("websocket operation %s failed", operation)
             await self.send({"request_id": request_id, "error": "Internal error", "status": 500})
 

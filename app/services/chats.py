@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app import tokens
 from app.errors import Forbidden, NotFound, PayloadTooLarge, Unprocessable
+from app.redaction import redact
 from app.schemas.chat import (
     ChatCompletionErrorItem,
     ChatCompletionItem,
@@ -24,7 +25,6 @@ from app.schemas.chat import (
     ChatMessageItem,
     ChatRequest,
 )
-from app.redaction import redact
 from app.schemas.user import Preference
 from app.services.completions import redact_context, resolve_models
 from app.state import AppState, ModelInfo

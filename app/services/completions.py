@@ -15,10 +15,9 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app import tokens
-from app.errors import Conflict, Forbidden, NotFound, PayloadTooLarge, Unprocessable
 from app.context.retrieval import snippets_for
+from app.errors import Conflict, Forbidden, NotFound, PayloadTooLarge, Unprocessable
 from app.redaction import redact
-from app.supersede import announce, cancel_older
 from app.schemas.completion import (
     CompletionContext,
     CompletionData,
@@ -30,6 +29,7 @@ from app.schemas.completion import (
 )
 from app.schemas.user import Preference
 from app.state import AppState, ModelInfo
+from app.supersede import announce, cancel_older
 from app.telemetry.events import (
     BehavioralRow,
     ContextRow,

@@ -11,7 +11,7 @@ import json
 import uuid
 from collections import defaultdict
 from collections.abc import AsyncIterator, Iterable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import select, text, tuple_
@@ -178,7 +178,7 @@ async def export_user(sessionmaker: async_sessionmaker[AsyncSession], user_id: u
         model_names = {m.model_id: m.model_name for m in await _all(db, select(ModelName))}
         head = {
             "format": FORMAT,
-            "exported_at": datetime.now(timezone.utc).isoformat(),
+            "exported_at": datetime.now(UTC).isoformat(),
             "user": row(user, exclude=HIDDEN_USER_FIELDS | {"preference"}),
             "preference": user.preference,
             "projects": await _projects(db, user_id),

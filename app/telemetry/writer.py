@@ -193,7 +193,7 @@ class TelemetryWriter:
                 for task, _slot in inflight:
                     task.cancel()
                 raise
-            except Exception as exc:  # noqa: BLE001 - the loop must outlive any one bad batch
+            except Exception as exc:
                 await _finish(inflight)
                 self._next_pending_scan = 0.0
                 self.stats.last_error = type(exc).__name__

@@ -10,7 +10,6 @@ import httpx
 import pytest
 
 from app.serve_tuning import SERVE_ENV
-
 from app.state import AppState
 from db.migrate import upgrade
 from serve.embedded import EmbeddedServices, ServiceUrls

@@ -28,7 +28,13 @@ from db.tables import (
 from serve.embedded import ServiceUrls
 from tests.integration.conftest import ray_app_redis_url
 from tests.utils import payloads as P
-from tests.utils.plugin_client import CHAT_MODEL_ID, COMPLETION_MODEL_ID, PluginIDE, chat_body, completion_body
+from tests.utils.plugin_client import (
+    CHAT_MODEL_ID,
+    COMPLETION_MODEL_ID,
+    PluginIDE,
+    chat_body,
+    completion_body,
+)
 
 
 async def _drained(redis_url: str) -> None:

@@ -150,7 +150,7 @@ def test_metrics_are_exported_to_prometheus(metrics_port: int) -> None:
     handle("code4me-tiny").complete.remote({"prefix": "x = ", "suffix": ""}).result(timeout_s=60)
 
     def scraped() -> bool:
-        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as resp:  # noqa: S310
+        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as resp:
             text = resp.read().decode()
         return all(
             name in text

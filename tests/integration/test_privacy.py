@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -208,7 +208,7 @@ async def test_export_pages_through_many_queries_in_order(api) -> None:
     client, state = api
     c, _ = await signed_in(client)
     user_id = await me(c)
-    start = datetime.now(timezone.utc) - timedelta(days=1)
+    start = datetime.now(UTC) - timedelta(days=1)
     rows = [
         {"meta_query_id": uuid.uuid4(), "user_id": user_id, "query_type": "completion", "timestamp": start + timedelta(seconds=i // 3)}
         for i in range(1203)
@@ -459,7 +459,7 @@ async def query_rows(state: AppState, qid: uuid.UUID) -> dict[str, int]:
 
 async def test_retention_deletes_exactly_what_is_older_than_each_users_period(api) -> None:
     _, state = api
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     thirty = await retention_user(state, {"data_retention_days": 30}, now)
     forever = await retention_user(state, {"data_retention_days": None}, now)
     default = await retention_user(state, {"store_context": True}, now)  # no key: the default, 365 days

@@ -141,7 +141,7 @@ async def test_two_requests_in_flight_and_one_cancelled(live) -> None:
         await ws.send(json.dumps({"request_id": "slow", "completion_request": P.completion_request([slow])}))
         fb = {"meta_query_id": qid, "model_id": fast, "was_accepted": True, "ground_truth": "read()"}
         await ws.send(json.dumps({"request_id": "fb", "completion_feedback": fb}))
-        reply, before = await until(ws, "completion_feedback_response", "fb")  # answered while "slow" still runs
+        _reply, before = await until(ws, "completion_feedback_response", "fb")  # answered while "slow" still runs
         assert not any(m.get("request_id") == "slow" for m in before)
         await ws.send(json.dumps({"request_id": "stop", "cancel": {"request_id": "slow"}}))
         replies = [await receive(ws), await receive(ws)]
