@@ -27,16 +27,27 @@ async def _registered_id(db: AsyncSession, entry: dict[str, Any], values: dict[s
     """Upsert one registry entry by name; a pinned id is inserted as given and must agree with what is stored."""
     pinned = entry.get("id")
     if pinned is not None:
-        by_name = (await db.execute(select(col(ModelName.model_id)).where(col(ModelName.model_name) == entry["name"]))).scalar()
-        holder = (await db.execute(select(col(ModelName.model_name)).where(col(ModelName.model_id) == pinned))).scalar()
+        by_name = (
+            await db.execute(
+                select(col(ModelName.model_id)).where(col(ModelName.model_name) == entry["name"])
+            )
+        ).scalar()
+        holder = (
+            await db.execute(select(col(ModelName.model_name)).where(col(ModelName.model_id) == pinned))
+        ).scalar()
         if by_name is not None and by_name != pinned:
-            raise ModelIdConflict(f"model '{entry['name']}' is stored with id {by_name}; the config pins id {pinned}")
+            raise ModelIdConflict(
+                f"model '{entry['name']}' is stored with id {by_name}; the config pins id {pinned}"
+            )
         if holder is not None and holder != entry["name"]:
-            raise ModelIdConflict(f"model id {pinned} (pinned by '{entry['name']}') belongs to model '{holder}'")
+            raise ModelIdConflict(
+                f"model id {pinned} (pinned by '{entry['name']}') belongs to model '{holder}'"
+            )
         values = {**values, "model_id": pinned}
     stmt = insert(ModelName).values(**values)
     stmt = stmt.on_conflict_do_update(
-        index_elements=["model_name"], set_={k: stmt.excluded[k] for k in values if k not in ("model_name", "model_id")}
+        index_elements=["model_name"],
+        set_={k: stmt.excluded[k] for k in values if k not in ("model_name", "model_id")},
     ).returning(col(ModelName.model_id))
     return int((await db.execute(stmt)).scalar_one())
 
@@ -94,7 +105,9 @@ async def build_state(
     await register_models(state, model_entries)
     await load_reference_ids(state)
     ready = asyncio.Event()
-    state.supersede_listener = asyncio.create_task(listen(state.redis, state.inflight, ready), name="supersede")
+    state.supersede_listener = asyncio.create_task(
+        listen(state.redis, state.inflight, ready), name="supersede"
+    )
     try:  # subscribed before the first request, unless Redis is down (the listener keeps trying then)
         await asyncio.wait_for(ready.wait(), timeout=3)
     except TimeoutError:

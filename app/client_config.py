@@ -40,7 +40,9 @@ async def client_config(state: AppState, db: AsyncSession, user: User, *, host: 
     if row is None:
         raise NotFound("Config not found")
     tree = parse_config(row.config_data)
-    languages = (await db.execute(select(ProgrammingLanguage).order_by(ProgrammingLanguage.language_id))).scalars()
+    languages = (
+        await db.execute(select(ProgrammingLanguage).order_by(ProgrammingLanguage.language_id))
+    ).scalars()
     models = sorted(state.models.values(), key=lambda m: m.model_id)
     # The plugin needs exactly one default completion model; take the registry's, else the first.
     completion_models = [m for m in models if not m.is_chat]
@@ -53,7 +55,12 @@ async def client_config(state: AppState, db: AsyncSession, user: User, *, host: 
     plain = tree.as_plain_ordered_dict()
     section = plain.setdefault("config", {})
     section.setdefault("models", {})["available"] = [
-        {"id": m.model_id, "name": m.name, "isChatModel": m.is_chat, "isDefault": m.model_id in (default_id, chat_default)}
+        {
+            "id": m.model_id,
+            "name": m.name,
+            "isChatModel": m.is_chat,
+            "isDefault": m.model_id in (default_id, chat_default),
+        }
         for m in models
     ]
     section["languages"] = {lang.language_name: lang.language_id for lang in languages}
@@ -63,5 +70,7 @@ async def client_config(state: AppState, db: AsyncSession, user: User, *, host: 
         "contextPath": "",
         "timeout": int(state.settings.completion_timeout_s * 1000),
     }
-    section.setdefault("auth", {}).setdefault("google", {})["clientId"] = state.settings.google_client_id or ""
+    section.setdefault("auth", {}).setdefault("google", {})["clientId"] = (
+        state.settings.google_client_id or ""
+    )
     return json.dumps(plain, indent=2, ensure_ascii=False)

@@ -150,7 +150,9 @@ def _checked_project(info: tokens.ProjectInfo | None, session: tokens.SessionInf
     return info
 
 
-async def current_project(request: HTTPConnection, session: SessionDep, redis: RedisDep) -> tokens.ProjectInfo:
+async def current_project(
+    request: HTTPConnection, session: SessionDep, redis: RedisDep
+) -> tokens.ProjectInfo:
     """The caller's active project (it lives as long as its session); 401 when missing or gone, 403 when not
     the caller's."""
     token = project_token_of(request)
@@ -190,7 +192,9 @@ async def _user_preference(state: AppState, user_id: uuid.UUID) -> dict[str, Any
     if row is None:
         raise Unauthorized("Account no longer exists")
     preference = row[0] or {}
-    await state.redis.set(tokens.user_snapshot_key(user_id), json.dumps(preference), ex=USER_SNAPSHOT_TTL_S, nx=True)
+    await state.redis.set(
+        tokens.user_snapshot_key(user_id), json.dumps(preference), ex=USER_SNAPSHOT_TTL_S, nx=True
+    )
     return preference
 
 

@@ -39,6 +39,7 @@ def parse_as(model: type[T], data: dict[str, Any]) -> T:
         return model.model_validate(data)
     except ValidationError as exc:
         fields = ", ".join(
-            ".".join(str(p) for p in err["loc"]) + f": {err['msg']}" for err in exc.errors(include_input=False)
+            ".".join(str(p) for p in err["loc"]) + f": {err['msg']}"
+            for err in exc.errors(include_input=False)
         )
         raise Unprocessable(f"Invalid request: {fields}") from None

@@ -268,7 +268,9 @@ class GoogleVerifier:
             raise Unauthorized("Google has not verified this email address")
         name = claims.get("name")
         return GoogleIdentity(
-            subject=str(claims["sub"]), email=str(claims["email"]), name=name if isinstance(name, str) else None
+            subject=str(claims["sub"]),
+            email=str(claims["email"]),
+            name=name if isinstance(name, str) else None,
         )
 
 

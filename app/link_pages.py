@@ -13,9 +13,9 @@ from app.passwords import POLICY
 
 def _page(title: str, body: str) -> str:
     return (
-        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">"
-        "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
-        "<meta name=\"referrer\" content=\"no-referrer\">"
+        '<!doctype html><html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        '<meta name="referrer" content="no-referrer">'
         f"<title>{escape(title)} - Code4me</title>"
         "<style>body{font-family:sans-serif;max-width:32rem;margin:3rem auto;padding:0 1rem}"
         "input,button{font-size:1rem;padding:.4rem;margin:.3rem 0}</style></head>"
@@ -27,9 +27,9 @@ def verify_form(token: str) -> str:
     """The page a verification link opens: one button that confirms the address."""
     return _page(
         "Verify your email address",
-        "<form method=\"post\" action=\"/api/user/verify\">"
-        f"<input type=\"hidden\" name=\"token\" value=\"{escape(token)}\">"
-        "<button type=\"submit\">Verify my email address</button></form>",
+        '<form method="post" action="/api/user/verify">'
+        f'<input type="hidden" name="token" value="{escape(token)}">'
+        '<button type="submit">Verify my email address</button></form>',
     )
 
 
@@ -37,12 +37,12 @@ def reset_form(token: str) -> str:
     """The page a password-reset link opens: one field for the new password."""
     return _page(
         "Choose a new password",
-        "<form method=\"post\" action=\"/api/user/reset-password/change\">"
-        f"<input type=\"hidden\" name=\"token\" value=\"{escape(token)}\">"
-        "<label>New password<br><input type=\"password\" name=\"new_password\" required minlength=\"8\" "
-        "autocomplete=\"new-password\"></label>"
+        '<form method="post" action="/api/user/reset-password/change">'
+        f'<input type="hidden" name="token" value="{escape(token)}">'
+        '<label>New password<br><input type="password" name="new_password" required minlength="8" '
+        'autocomplete="new-password"></label>'
         f"<p><small>{escape(POLICY.capitalize())}.</small></p>"
-        "<button type=\"submit\">Change password</button></form>",
+        '<button type="submit">Change password</button></form>',
     )
 
 

@@ -56,7 +56,18 @@ def create_app(make_state: StateFactory) -> FastAPI:
     app.add_middleware(RateLimitMiddleware)
     app.add_middleware(UnhandledErrorMiddleware)
     app.add_middleware(ServerTimingMiddleware)  # outermost: the whole of the app's time
-    for module in (user, verification, password_reset, privacy, session, project, completion, context, chat, ws):
+    for module in (
+        user,
+        verification,
+        password_reset,
+        privacy,
+        session,
+        project,
+        completion,
+        context,
+        chat,
+        ws,
+    ):
         # Every /api route can answer these, whatever it declares itself: 400 for a body that is not
         # UTF-8 JSON or a bad Content-Length, 413 over the size limit, 422 for the schema, 429 rate
         # limited, 503 while Redis or PostgreSQL is down.

@@ -137,7 +137,11 @@ class RateLimiter:
         """`user:<id>` for a valid auth token (except on auth routes), else `addr:<client address bucket>`."""
         if route_class != "auth":
             token = auth_token_of(conn)
-            info = await tokens.resolve_auth(self.redis, token, self.settings.auth_token_ttl_s) if token else None
+            info = (
+                await tokens.resolve_auth(self.redis, token, self.settings.auth_token_ttl_s)
+                if token
+                else None
+            )
             if token:
                 remember_auth(conn, token, info)  # the route's auth dependency need not ask Redis again
             if info is not None:

@@ -1000,11 +1000,7 @@ def _rule_spans(
             continue
         if fixtures_apply and _fixture_value(window[a:b], lines, idx):
             continue
-        if (
-            rule.kind == "basic_auth"
-            and not _mixed(window[a:b])
-            and _documentation_host(window, b)
-        ):
+        if rule.kind == "basic_auth" and not _mixed(window[a:b]) and _documentation_host(window, b):
             continue
         yield a, b, rule.kind
 

@@ -24,4 +24,6 @@ class SlashTolerantRouter(APIRouter):
         """Add the WebSocket route and its twin with the trailing slash toggled."""
         super().add_api_websocket_route(path, endpoint, **kwargs)
         if path not in ("", "/"):
-            super().add_api_websocket_route(path[:-1] if path.endswith("/") else path + "/", endpoint, **kwargs)
+            super().add_api_websocket_route(
+                path[:-1] if path.endswith("/") else path + "/", endpoint, **kwargs
+            )

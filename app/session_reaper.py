@@ -82,11 +82,15 @@ class SessionReaper:
     async def _enable_notifications(self) -> None:
         """Expiry events must be on; a managed Redis that refuses CONFIG still gets the periodic sweep."""
         try:
-            current = _text((await self.redis.config_get("notify-keyspace-events")).get("notify-keyspace-events", ""))
+            current = _text(
+                (await self.redis.config_get("notify-keyspace-events")).get("notify-keyspace-events", "")
+            )
             if not ("E" in current and ("x" in current or "A" in current)):
                 await self.redis.config_set("notify-keyspace-events", current + "Ex")
         except (ResponseError, RedisConnectionError) as exc:
-            log.warning("session reaper: cannot enable expiry events (%s); relying on the sweep", type(exc).__name__)
+            log.warning(
+                "session reaper: cannot enable expiry events (%s); relying on the sweep", type(exc).__name__
+            )
 
     async def on_expired(self, key: str) -> None:
         """React to one expired key (others than session and auth tokens are ignored)."""

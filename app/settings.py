@@ -78,7 +78,9 @@ class Settings(BaseSettings):
     google_jwks_url: str = "https://www.googleapis.com/oauth2/v3/certs"
     google_jwks_ttl_s: int = Field(default=3600, gt=0)
     # OAuth access tokens (not JWTs, e.g. the JetBrains plugin's PKCE flow) are checked at this token-info URL.
-    google_tokeninfo_url: str = Field(default="https://oauth2.googleapis.com/tokeninfo", pattern=r"^https?://\S+$")
+    google_tokeninfo_url: str = Field(
+        default="https://oauth2.googleapis.com/tokeninfo", pattern=r"^https?://\S+$"
+    )
 
     # Retention: how often the RetentionSweeper actor deletes data older than each user's data_retention_days.
     retention_sweep_interval_s: int = Field(default=3600, gt=0)

@@ -207,7 +207,12 @@ async def live_session_token(redis: Redis, user_id: uuid.UUID) -> str | None:
 
 
 async def issue_session(
-    redis: Redis, user_id: uuid.UUID, session_id: uuid.UUID, auth_token: str, ttl_s: int, max_age_s: int | None = None
+    redis: Redis,
+    user_id: uuid.UUID,
+    session_id: uuid.UUID,
+    auth_token: str,
+    ttl_s: int,
+    max_age_s: int | None = None,
 ) -> str:
     """Store a new session token and make it the user's live session (sliding expiry as for auth tokens).
 
@@ -215,7 +220,9 @@ async def issue_session(
     token can: up to its cap, so renewals on use never outlive them.
     """
     token = new_token()
-    payload = _capped({"user_id": str(user_id), "session_id": str(session_id), "auth_token": auth_token}, max_age_s)
+    payload = _capped(
+        {"user_id": str(user_id), "session_id": str(session_id), "auth_token": auth_token}, max_age_s
+    )
     life = _life(ttl_s, max_age_s)
     async with redis.pipeline(transaction=True) as pipe:
         pipe.set(session_key(token), json.dumps(payload), ex=min(ttl_s, life))
@@ -298,7 +305,12 @@ async def session_lifetime_left_ms(redis: Redis, token: str, default_s: int) -> 
 async def end_session(redis: Redis, token: str, user_id: uuid.UUID) -> None:
     """Remove a session token, its project tokens and the user's live-session pointer."""
     project_tokens = await redis.smembers(session_projects_key(token))
-    keys = [session_key(token), session_projects_key(token), session_shadow_key(token), session_holders_key(token)]
+    keys = [
+        session_key(token),
+        session_projects_key(token),
+        session_shadow_key(token),
+        session_holders_key(token),
+    ]
     keys += [project_key(t.decode() if isinstance(t, bytes) else t) for t in project_tokens]
     async with redis.pipeline(transaction=True) as pipe:
         pipe.delete(*keys)
@@ -380,7 +392,12 @@ async def revoke_user(redis: Redis, user_id: uuid.UUID) -> None:
     members = await redis.zrange(user_tokens_key(user_id), 0, -1)
     keys: list[str] = [m.decode() if isinstance(m, bytes) else str(m) for m in members]
     session_prefix = session_key("")
-    doomed: list[str] = [user_tokens_key(user_id), user_session_key(user_id), user_snapshot_key(user_id), *keys]
+    doomed: list[str] = [
+        user_tokens_key(user_id),
+        user_session_key(user_id),
+        user_snapshot_key(user_id),
+        *keys,
+    ]
     auth_prefix = auth_key("")
     doomed += [auth_sessions_key(k[len(auth_prefix) :]) for k in keys if k.startswith(auth_prefix)]
     for key in keys:

@@ -41,7 +41,13 @@ def _cookies(client: httpx.AsyncClient) -> dict[str, str]:
     return {"Cookie": "; ".join(f"{k}={v}" for k, v in client.cookies.items())}
 
 
-async def _rest_client(client: httpx.AsyncClient, bodies: list[dict[str, Any]], stop_at: float, out: list[float], errors: list[str]) -> None:
+async def _rest_client(
+    client: httpx.AsyncClient,
+    bodies: list[dict[str, Any]],
+    stop_at: float,
+    out: list[float],
+    errors: list[str],
+) -> None:
     i = 0
     while time.perf_counter() < stop_at:
         t0 = time.perf_counter()
@@ -53,7 +59,14 @@ async def _rest_client(client: httpx.AsyncClient, bodies: list[dict[str, Any]], 
         i += 1
 
 
-async def _ws_client(ws_url: str, client: httpx.AsyncClient, bodies: list[dict[str, Any]], stop_at: float, out: list[float], errors: list[str]) -> None:
+async def _ws_client(
+    ws_url: str,
+    client: httpx.AsyncClient,
+    bodies: list[dict[str, Any]],
+    stop_at: float,
+    out: list[float],
+    errors: list[str],
+) -> None:
     async with websockets.connect(ws_url, additional_headers=_cookies(client), max_size=None) as ws:
         i = 0
         while time.perf_counter() < stop_at:
@@ -72,7 +85,9 @@ async def _ws_client(ws_url: str, client: httpx.AsyncClient, bodies: list[dict[s
             i += 1
 
 
-async def _level(stack: Stack, path: str, clients: list[tuple[httpx.AsyncClient, int]], prompts: list[Any], seconds: float) -> dict[str, Any]:
+async def _level(
+    stack: Stack, path: str, clients: list[tuple[httpx.AsyncClient, int]], prompts: list[Any], seconds: float
+) -> dict[str, Any]:
     lat: list[float] = []
     errors: list[str] = []
     ws_url = stack.base_url.replace("http://", "ws://") + "/api/ws/completion"
@@ -80,14 +95,23 @@ async def _level(stack: Stack, path: str, clients: list[tuple[httpx.AsyncClient,
     stop_at = began + seconds
     tasks = []
     for n, (client, model_id) in enumerate(clients):
-        bodies = [completion_body(model_id, p.prefix, p.suffix, p.module) for p in prompts[n % len(prompts) :] + prompts[: n % len(prompts)]]
+        bodies = [
+            completion_body(model_id, p.prefix, p.suffix, p.module)
+            for p in prompts[n % len(prompts) :] + prompts[: n % len(prompts)]
+        ]
         if path == "rest":
             tasks.append(_rest_client(client, bodies, stop_at, lat, errors))
         else:
             tasks.append(_ws_client(ws_url, client, bodies, stop_at, lat, errors))
     await asyncio.gather(*tasks)
     elapsed = time.perf_counter() - began
-    return {"n": len(lat), "p50": percentile(lat, 50), "p99": percentile(lat, 99), "per_s": len(lat) / elapsed, "errors": len(errors)}
+    return {
+        "n": len(lat),
+        "p50": percentile(lat, 50),
+        "p99": percentile(lat, 99),
+        "per_s": len(lat) / elapsed,
+        "errors": len(errors),
+    }
 
 
 def _rss_mb(name_part: str) -> float:
@@ -113,7 +137,9 @@ async def _idle_sockets(stack: Stack, client: httpx.AsyncClient, n: int) -> dict
     began = time.perf_counter()
     for _ in range(n):
         try:
-            sockets.append(await websockets.connect(ws_url, additional_headers=_cookies(client), open_timeout=30))
+            sockets.append(
+                await websockets.connect(ws_url, additional_headers=_cookies(client), open_timeout=30)
+            )
         except Exception:  # noqa: BLE001 - count what could not connect
             failed += 1
     opened_s = time.perf_counter() - began
@@ -128,7 +154,14 @@ async def _idle_sockets(stack: Stack, client: httpx.AsyncClient, n: int) -> dict
             alive += "error" in msg
     for ws in sockets:
         await ws.close()
-    return {"opened": len(sockets), "failed": failed, "alive": alive, "open_s": opened_s, "before": before, "after": after}
+    return {
+        "opened": len(sockets),
+        "failed": failed,
+        "alive": alive,
+        "open_s": opened_s,
+        "before": before,
+        "after": after,
+    }
 
 
 async def _run(stack: Stack, args: argparse.Namespace) -> Result:
@@ -147,7 +180,15 @@ async def _run(stack: Stack, args: argparse.Namespace) -> Result:
             for path in ("rest", "websocket"):
                 r = await _level(stack, path, clients[:level], prompts, args.load_seconds)
                 data[f"{path}-{level}"] = r
-                t.add(path, level, r["n"], round(r["p50"], 1), round(r["p99"], 1), round(r["per_s"], 2), r["errors"])
+                t.add(
+                    path,
+                    level,
+                    r["n"],
+                    round(r["p50"], 1),
+                    round(r["p99"], 1),
+                    round(r["per_s"], 2),
+                    r["errors"],
+                )
         print(t.render(), flush=True)  # the load figures, even if the idle-socket part fails
         idle = await _idle_sockets(stack, clients[0][0], args.idle_sockets)
     finally:
@@ -156,14 +197,30 @@ async def _run(stack: Stack, args: argparse.Namespace) -> Result:
     data["idle"] = idle
     it = Table(
         "Idle WebSocket connections on one ingress replica",
-        ["opened", "failed", "still answering", "open s", "ingress MB before", "after", "proxy MB before", "after"],
+        [
+            "opened",
+            "failed",
+            "still answering",
+            "open s",
+            "ingress MB before",
+            "after",
+            "proxy MB before",
+            "after",
+        ],
     )
     it.add(
-        idle["opened"], idle["failed"], idle["alive"], round(idle["open_s"], 1),
-        round(idle["before"]["ingress"], 1), round(idle["after"]["ingress"], 1),
-        round(idle["before"]["proxy"], 1), round(idle["after"]["proxy"], 1),
+        idle["opened"],
+        idle["failed"],
+        idle["alive"],
+        round(idle["open_s"], 1),
+        round(idle["before"]["ingress"], 1),
+        round(idle["after"]["ingress"], 1),
+        round(idle["before"]["proxy"], 1),
+        round(idle["after"]["proxy"], 1),
     )
-    it.notes.append("memory: resident set of the ingress replica's and Serve proxy's worker processes (psutil)")
+    it.notes.append(
+        "memory: resident set of the ingress replica's and Serve proxy's worker processes (psutil)"
+    )
     res.tables += [t, it]
     res.data = data
     res.checks["no failed requests"] = all(v["errors"] == 0 for k, v in data.items() if k != "idle")

@@ -35,7 +35,6 @@ from bench.stack import Stack, completion_body, completion_slot, plugin_login_as
 GOAL_RATIO = 3.0
 
 
-
 def add_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("batching")
     g.add_argument("--clients", type=int, default=16, help="concurrent plugin clients (default 16)")
@@ -43,8 +42,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--requests-per-client", type=int, default=12, help="measured requests per client (default 12)"
     )
     g.add_argument("--batch-size", type=int, default=16, help="max_batch_size with batching on (default 16)")
-    g.add_argument("--batch-wait-s", type=float, default=0.0, help="batch_wait_timeout_s (default 0: batches form from the queue)")
-    g.add_argument("--batching-rounds", type=int, default=3, help="interleaved rounds of the three configurations (default 3)")
+    g.add_argument(
+        "--batch-wait-s",
+        type=float,
+        default=0.0,
+        help="batch_wait_timeout_s (default 0: batches form from the queue)",
+    )
+    g.add_argument(
+        "--batching-rounds",
+        type=int,
+        default=3,
+        help="interleaved rounds of the three configurations (default 3)",
+    )
     g.add_argument(
         "--raw-repeats", type=int, default=3, help="repeats of the in-process comparison (default 3)"
     )
@@ -175,7 +184,9 @@ def _forward_costs(gen, prompt_tokens: int, n: int) -> dict[str, tuple[float, fl
         warnings.simplefilter("ignore")  # transformers' past_key_values rename notice
         costs = {}
         for b in (1, n):
-            ids = torch.randint(10, gen.tokenizer.vocab_size - 10, (b, prompt_tokens), generator=gen_ids).to(gen.device)
+            ids = torch.randint(10, gen.tokenizer.vocab_size - 10, (b, prompt_tokens), generator=gen_ids).to(
+                gen.device
+            )
             prefill = median_ms(lambda ids=ids: model(ids, logits_to_keep=1))
             cache = model(ids, use_cache=True).past_key_values
             step = torch.randint(10, 1000, (b, 1), generator=gen_ids).to(gen.device)
@@ -189,15 +200,29 @@ def _forward_costs(gen, prompt_tokens: int, n: int) -> dict[str, tuple[float, fl
     return out
 
 
-def _http_table(title: str, runs: dict[str, list[dict[str, Any]]], reference: list[str], notes: list[str]) -> tuple[Table, dict[str, Any]]:
+def _http_table(
+    title: str, runs: dict[str, list[dict[str, Any]]], reference: list[str], notes: list[str]
+) -> tuple[Table, dict[str, Any]]:
     """The HTTP table: per configuration the median throughput over rounds, pooled latencies."""
     table = Table(
         title,
-        ["model deployment", "rounds", "requests", "compl/s (median)", "min-max", "p50 lat", "p95 lat", "p50 gen", "same as 1-by-1"],
+        [
+            "model deployment",
+            "rounds",
+            "requests",
+            "compl/s (median)",
+            "min-max",
+            "p50 lat",
+            "p95 lat",
+            "p50 gen",
+            "same as 1-by-1",
+        ],
     )
     figures: dict[str, Any] = {}
     for label, rounds in runs.items():
-        pooled = {k: [x for r in rounds for x in r[k]] for k in ("latency_ms", "server_gen_ms", "completions")}
+        pooled = {
+            k: [x for r in rounds for x in r[k]] for k in ("latency_ms", "server_gen_ms", "completions")
+        }
         throughputs = [r["throughput"] for r in rounds]
         lat, gen = summary(pooled["latency_ms"]), summary(pooled["server_gen_ms"])
         same = sum(reference[i] == c for i, c in pooled["completions"])
@@ -211,8 +236,14 @@ def _http_table(title: str, runs: dict[str, list[dict[str, Any]]], reference: li
             "requests": len(pooled["completions"]),
         }
         table.add(
-            label, len(rounds), len(pooled["completions"]), percentile(throughputs, 50),
-            f"{min(throughputs):.1f}-{max(throughputs):.1f}", lat["p50"], lat["p95"], gen["p50"],
+            label,
+            len(rounds),
+            len(pooled["completions"]),
+            percentile(throughputs, 50),
+            f"{min(throughputs):.1f}-{max(throughputs):.1f}",
+            lat["p50"],
+            lat["p95"],
+            gen["p50"],
             f"{same}/{len(pooled['completions'])}",
         )
     ratios = {}
@@ -256,10 +287,14 @@ def run(stack: Stack, args: argparse.Namespace) -> Result:
     reference = [gen.generate_batch([gen_request(b, model)], budget)[0].completion for b in bodies_for(1)]
     http, figures = _http_table(
         f"Batching: {args.clients} concurrent HTTP clients x {args.requests_per_client} requests per round (completions/s, ms)",
-        runs, reference, common,
+        runs,
+        reference,
+        common,
     )
     ratio = figures["ratios"]["continuous"]
-    http.notes.insert(1, f"goal: continuous/off >= {GOAL_RATIO:.0f}x: {'met' if ratio >= GOAL_RATIO else 'NOT met'}")
+    http.notes.insert(
+        1, f"goal: continuous/off >= {GOAL_RATIO:.0f}x: {'met' if ratio >= GOAL_RATIO else 'NOT met'}"
+    )
 
     raw = Table(
         f"Batching, raw generator in-process ({_where(gen)}): one generate_batch of {args.clients} vs. {args.clients} single calls",
@@ -335,6 +370,8 @@ def run(stack: Stack, args: argparse.Namespace) -> Result:
     }
     result.goals["throughput_ratio_ge_3x"] = ratio >= GOAL_RATIO
     result.checks["all_requests_answered"] = all(
-        len(r["latency_ms"]) == args.clients * args.requests_per_client for rounds in runs.values() for r in rounds
+        len(r["latency_ms"]) == args.clients * args.requests_per_client
+        for rounds in runs.values()
+        for r in rounds
     )
     return result

@@ -43,13 +43,18 @@ def run(stack: object, args: argparse.Namespace) -> Result:
         f"Client config: parsing the stored config per call ({len(DEFAULT_CONFIG_HOCON):,} characters, ms)",
         ["path", "calls", "p50", "p95", "mean"],
     )
-    table.add("parse_string on every call (before)", before["n"], before["p50"], before["p95"], before["mean"])
-    table.add("parse_config: cached tree, copied (now)", after["n"], after["p50"], after["p95"], after["mean"])
+    table.add(
+        "parse_string on every call (before)", before["n"], before["p50"], before["p95"], before["mean"]
+    )
+    table.add(
+        "parse_config: cached tree, copied (now)", after["n"], after["p50"], after["p95"], after["mean"]
+    )
     table.notes.append(f"p50 ratio before/now: {before['p50'] / after['p50']:.0f}x")
     result = Result("client_config", tables=[table])
-    same = ConfigFactory.parse_string(DEFAULT_CONFIG_HOCON).as_plain_ordered_dict() == parse_config(
-        DEFAULT_CONFIG_HOCON
-    ).as_plain_ordered_dict()
+    same = (
+        ConfigFactory.parse_string(DEFAULT_CONFIG_HOCON).as_plain_ordered_dict()
+        == parse_config(DEFAULT_CONFIG_HOCON).as_plain_ordered_dict()
+    )
     result.checks["same_config"] = same
     result.data = {"before_ms": before, "now_ms": after, "ratio_p50": before["p50"] / after["p50"]}
     return result

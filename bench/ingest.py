@@ -33,8 +33,12 @@ NEEDS_STACK = False
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Options of this benchmark."""
     g = p.add_argument_group("ingest")
-    g.add_argument("--ingest-queries", type=int, default=6000, help="completion queries (4 events each) per pass")
-    g.add_argument("--ingest-latency-requests", type=int, default=2000, help="requests timed for the added latency")
+    g.add_argument(
+        "--ingest-queries", type=int, default=6000, help="completion queries (4 events each) per pass"
+    )
+    g.add_argument(
+        "--ingest-latency-requests", type=int, default=2000, help="requests timed for the added latency"
+    )
 
 
 def _writer_main(redis_url: str, database_url: str, consumer: str) -> None:
@@ -48,7 +52,18 @@ def _copy_rows(queries: list[list[Any]]) -> dict[str, list[tuple[Any, ...]]]:
     """The rows the writer would produce for these events, per table, in foreign-key order."""
     from app.telemetry import writer as W
 
-    out: dict[str, list[tuple[Any, ...]]] = {t: [] for t in ("context", "contextual_telemetry", "behavioral_telemetry", "meta_query", "completion_query", "had_generation", "ground_truth")}
+    out: dict[str, list[tuple[Any, ...]]] = {
+        t: []
+        for t in (
+            "context",
+            "contextual_telemetry",
+            "behavioral_telemetry",
+            "meta_query",
+            "completion_query",
+            "had_generation",
+            "ground_truth",
+        )
+    }
     for events in queries:
         q, *gens, fb = events
         out["context"].append(W._context_row(q))
@@ -61,7 +76,9 @@ def _copy_rows(queries: list[list[Any]]) -> dict[str, list[tuple[Any, ...]]]:
             row[5] = list(g.token_logprobs or [])  # COPY takes a real array
             row[-1] = g.model_id == fb.model_id  # the accepted flag the feedback would set
             out["had_generation"].append(tuple(row))
-        out["ground_truth"].append((fb.event_id, fb.meta_query_id, fb.model_id, fb.timestamp, fb.ground_truth))
+        out["ground_truth"].append(
+            (fb.event_id, fb.meta_query_id, fb.model_id, fb.timestamp, fb.ground_truth)
+        )
     return out
 
 
@@ -80,7 +97,11 @@ async def _copy(database_url: str, tables: dict[str, list[tuple[Any, ...]]]) -> 
     conn = await asyncpg.connect(plain_url(database_url))
     # COPY is binary: jsonb's binary form is a version byte (1) and the JSON text.
     await conn.set_type_codec(
-        "jsonb", encoder=lambda v: b"\x01" + v.encode(), decoder=lambda b: b[1:].decode(), schema="pg_catalog", format="binary"
+        "jsonb",
+        encoder=lambda v: b"\x01" + v.encode(),
+        decoder=lambda b: b[1:].decode(),
+        schema="pg_catalog",
+        format="binary",
     )
     try:
         t0 = time.perf_counter()
@@ -143,19 +164,58 @@ async def _run(urls: Any, args: argparse.Namespace) -> Result:
 
     events = n * 4
     res = Result("ingest")
-    t = Table("Telemetry ingest (same rows, same run)", ["path", "queries", "events", "rows", "seconds", "events/s", "rows/s", "vs COPY"])
-    t.add("stream + writer process", n, events, rows_per_pass, round(t_stream, 2), round(events / t_stream), round(rows_per_pass / t_stream), round(t_copy / t_stream, 2))
-    t.add("bulk COPY (baseline)", n, events, rows_per_pass, round(t_copy, 2), round(events / t_copy), round(rows_per_pass / t_copy), 1.0)
-    t.notes.append("events per query: query (+context, contextual, behavioral telemetry), 2 generations, 1 feedback with ground truth")
-    lat = Table("Latency the telemetry adds to a request (one pipelined round trip: 3 XADDs + cached answer)", ["requests", "p50 ms", "p99 ms", "max ms"])
-    lat.add(len(latency), round(percentile(latency, 50), 3), round(percentile(latency, 99), 3), round(max(latency), 3))
+    t = Table(
+        "Telemetry ingest (same rows, same run)",
+        ["path", "queries", "events", "rows", "seconds", "events/s", "rows/s", "vs COPY"],
+    )
+    t.add(
+        "stream + writer process",
+        n,
+        events,
+        rows_per_pass,
+        round(t_stream, 2),
+        round(events / t_stream),
+        round(rows_per_pass / t_stream),
+        round(t_copy / t_stream, 2),
+    )
+    t.add(
+        "bulk COPY (baseline)",
+        n,
+        events,
+        rows_per_pass,
+        round(t_copy, 2),
+        round(events / t_copy),
+        round(rows_per_pass / t_copy),
+        1.0,
+    )
+    t.notes.append(
+        "events per query: query (+context, contextual, behavioral telemetry), 2 generations, 1 feedback with ground truth"
+    )
+    lat = Table(
+        "Latency the telemetry adds to a request (one pipelined round trip: 3 XADDs + cached answer)",
+        ["requests", "p50 ms", "p99 ms", "max ms"],
+    )
+    lat.add(
+        len(latency),
+        round(percentile(latency, 50), 3),
+        round(percentile(latency, 99), 3),
+        round(max(latency), 3),
+    )
     res.tables += [t, lat]
     expected = n + 200 + args.ingest_latency_requests + n
-    res.checks["every event stored once"] = counts["queries"] == expected and counts["ground_truths"] == n + 200 + n
+    res.checks["every event stored once"] = (
+        counts["queries"] == expected and counts["ground_truths"] == n + 200 + n
+    )
     ratio = t_copy / t_stream
     res.goals["ingest >= 0.5 of COPY"] = ratio >= 0.5
     res.goals["request path p99 <= 2 ms"] = percentile(latency, 99) <= 2.0
-    res.data = {"t_stream_s": t_stream, "t_copy_s": t_copy, "ratio": ratio, "latency_ms": latency, "counts": counts}
+    res.data = {
+        "t_stream_s": t_stream,
+        "t_copy_s": t_copy,
+        "ratio": ratio,
+        "latency_ms": latency,
+        "counts": counts,
+    }
     return res
 
 

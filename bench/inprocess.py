@@ -23,7 +23,9 @@ def _load(
     hf_logging.set_verbosity_error()  # no notices in the printed tables
     # Same as CompletionModel.__init__ on CPU: one intra-op pool sized to the replica's CPUs.
     torch.set_num_threads(threads)
-    return CausalLMGenerator(source, family, dtype=dtype, device=device, max_context_tokens=max_context_tokens)
+    return CausalLMGenerator(
+        source, family, dtype=dtype, device=device, max_context_tokens=max_context_tokens
+    )
 
 
 def generator_for(entry: dict[str, Any]) -> tuple[CausalLMGenerator, ModelEntry]:

@@ -112,7 +112,12 @@ def run(stack: Stack, args: argparse.Namespace) -> Result:
                     minus_gen_ms[name].append((t2 - t1) * 1000 - slot["generation_time"])
                     if slot["completion"] != res.completion:
                         mismatches.append(
-                            {"module": prompt.module, "path": name, "http": slot["completion"], "in_process": res.completion}
+                            {
+                                "module": prompt.module,
+                                "path": name,
+                                "http": slot["completion"],
+                                "in_process": res.completion,
+                            }
                         )
     finally:
         for client in [*clients.values(), *heavy.values()]:
@@ -146,13 +151,20 @@ def run(stack: Stack, args: argparse.Namespace) -> Result:
     labels = {"proxy": "via Serve's proxy", "direct": "direct to the ingress replica"}
     for name in paths:
         st = stats[name]
-        htp, sgen, rest, ping = st["http_ms"], st["server_generation_ms"], st["http_minus_generation_ms"], st["ping_ms"]
+        htp, sgen, rest, ping = (
+            st["http_ms"],
+            st["server_generation_ms"],
+            st["http_minus_generation_ms"],
+            st["ping_ms"],
+        )
         table.add(f"HTTP end to end, {labels[name]}", htp["n"], htp["p50"], htp["p95"], htp["mean"])
         table.add("  server generation_time (API)", sgen["n"], sgen["p50"], sgen["p95"], sgen["mean"])
         table.add("  HTTP - server generation_time", rest["n"], rest["p50"], rest["p95"], rest["mean"])
         table.add("  for scale: GET /api/ping", ping["n"], ping["p50"], ping["p95"], ping["mean"])
         pingx = st["ping_httpx_ms"]
-        table.add("  for scale: GET /api/ping with httpx", pingx["n"], pingx["p50"], pingx["p95"], pingx["mean"])
+        table.add(
+            "  for scale: GET /api/ping with httpx", pingx["n"], pingx["p50"], pingx["p95"], pingx["mean"]
+        )
         for stage, label in STAGES.items():
             if stage in st["server_timing_ms"]:
                 sv = st["server_timing_ms"][stage]
@@ -189,8 +201,10 @@ def run(stack: Stack, args: argparse.Namespace) -> Result:
             f"(max_new_tokens {model.generation.max_new_tokens}, batch max {batch.get('max_batch_size')} / "
             f"wait {batch.get('batch_wait_timeout_s', 0) * 1000:.0f} ms)"
         ),
-        ("timed HTTP calls use a lean keep-alive client (the standard library's http.client, as cheap per call as "
-        "the plugin's OkHttp); the httpx ping line shows what a heavier Python client would add to every call"),
+        (
+            "timed HTTP calls use a lean keep-alive client (the standard library's http.client, as cheap per call as "
+            "the plugin's OkHttp); the httpx ping line shows what a heavier Python client would add to every call"
+        ),
         "direct = Serve's direct ingress (the ingress replica's own port, what a load balancer in front of the "
         "replicas uses); proxy = Serve's HTTP proxy on the configured port (one more process hop)"
         if direct

@@ -266,7 +266,9 @@ class LeanResponse:
 
     def raise_for_status(self) -> None:
         if self.status_code >= 400:
-            raise RuntimeError(f"{self.request.method} {self.request.url.path}: {self.status_code} {self.text[:300]}")
+            raise RuntimeError(
+                f"{self.request.method} {self.request.url.path}: {self.status_code} {self.text[:300]}"
+            )
 
 
 class LeanClient:
@@ -279,7 +281,9 @@ class LeanClient:
 
     def __init__(self, base_url: str, cookies: httpx.Cookies, timeout: float = 60.0) -> None:
         parts = urlsplit(base_url)
-        self._conn = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port or 80, timeout=timeout)
+        self._conn = http.client.HTTPConnection(
+            parts.hostname or "127.0.0.1", parts.port or 80, timeout=timeout
+        )
         self._cookie = "; ".join(f"{name}={value}" for name, value in cookies.items())
 
     def _call(self, method: str, path: str, body: bytes | None, headers: dict[str, str]) -> LeanResponse:

@@ -44,13 +44,21 @@ def _ts(nullable: bool = False, index: bool = False) -> Any:
 
 
 def _fk(
-    target: str, *, int_key: bool = False, nullable: bool = False, ondelete: str = "CASCADE", index: bool = True
+    target: str,
+    *,
+    int_key: bool = False,
+    nullable: bool = False,
+    ondelete: str = "CASCADE",
+    index: bool = True,
 ) -> Any:
     """A foreign-key column; UUID unless the target is an integer key."""
     return Field(
         default=None,
         sa_column=Column(
-            Integer if int_key else Uuid, ForeignKey(target, ondelete=ondelete), nullable=nullable, index=index
+            Integer if int_key else Uuid,
+            ForeignKey(target, ondelete=ondelete),
+            nullable=nullable,
+            index=index,
         ),
     )
 
@@ -104,7 +112,9 @@ class ModelName(SQLModel, table=True):
     is_instruction_tuned: bool = False
     is_default: bool = False
     is_active: bool = True
-    registry_entry: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSONB, nullable=False, server_default="{}"))
+    registry_entry: dict[str, Any] = Field(
+        default_factory=dict, sa_column=Column(JSONB, nullable=False, server_default="{}")
+    )
     created_at: datetime = _ts()
 
 
@@ -124,7 +134,9 @@ class User(SQLModel, table=True):
     is_admin: bool = False
     joined_at: datetime = _ts()
     config_id: int = Field(sa_column=Column(Integer, ForeignKey("config.config_id"), nullable=False))
-    preference: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSONB, nullable=False, server_default="{}"))
+    preference: dict[str, Any] = Field(
+        default_factory=dict, sa_column=Column(JSONB, nullable=False, server_default="{}")
+    )
 
     __table_args__ = (Index("ux_user_email_lower", text("lower(email)"), unique=True),)
 
@@ -137,15 +149,21 @@ class Project(SQLModel, table=True):
     project_name: str = Field(sa_column=Column(String(200), nullable=False))
     created_by: uuid.UUID | None = _fk("user.user_id", nullable=True, ondelete="SET NULL")
     created_at: datetime = _ts()
-    multi_file_contexts: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSONB, nullable=False, server_default="{}"))
+    multi_file_contexts: dict[str, Any] = Field(
+        default_factory=dict, sa_column=Column(JSONB, nullable=False, server_default="{}")
+    )
 
 
 class ProjectMember(SQLModel, table=True):
     """Membership of a user in a project (role owner, admin or member); only members may activate or read it."""
 
     __tablename__ = "project_member"
-    project_id: uuid.UUID = Field(sa_column=Column(ForeignKey("project.project_id", ondelete="CASCADE"), primary_key=True))
-    user_id: uuid.UUID = Field(sa_column=Column(ForeignKey("user.user_id", ondelete="CASCADE"), primary_key=True, index=True))
+    project_id: uuid.UUID = Field(
+        sa_column=Column(ForeignKey("project.project_id", ondelete="CASCADE"), primary_key=True)
+    )
+    user_id: uuid.UUID = Field(
+        sa_column=Column(ForeignKey("user.user_id", ondelete="CASCADE"), primary_key=True, index=True)
+    )
     role: str = Field(default="member", sa_column=Column(String(20), nullable=False, server_default="member"))
     joined_at: datetime = _ts()
 
@@ -184,8 +202,12 @@ class SessionProject(SQLModel, table=True):
     """Projects activated during a session."""
 
     __tablename__ = "session_project"
-    session_id: uuid.UUID = Field(sa_column=Column(ForeignKey("session.session_id", ondelete="CASCADE"), primary_key=True))
-    project_id: uuid.UUID = Field(sa_column=Column(ForeignKey("project.project_id", ondelete="CASCADE"), primary_key=True, index=True))
+    session_id: uuid.UUID = Field(
+        sa_column=Column(ForeignKey("session.session_id", ondelete="CASCADE"), primary_key=True)
+    )
+    project_id: uuid.UUID = Field(
+        sa_column=Column(ForeignKey("project.project_id", ondelete="CASCADE"), primary_key=True, index=True)
+    )
 
 
 # ---------------------------------------------------------------- queries and telemetry
@@ -208,9 +230,15 @@ class ContextualTelemetry(SQLModel, table=True):
 
     __tablename__ = "contextual_telemetry"
     contextual_telemetry_id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
-    version_id: int = Field(sa_column=Column(Integer, ForeignKey("plugin_version.version_id"), nullable=False))
-    trigger_type_id: int = Field(sa_column=Column(Integer, ForeignKey("trigger_type.trigger_type_id"), nullable=False))
-    language_id: int = Field(sa_column=Column(Integer, ForeignKey("programming_language.language_id"), nullable=False, index=True))
+    version_id: int = Field(
+        sa_column=Column(Integer, ForeignKey("plugin_version.version_id"), nullable=False)
+    )
+    trigger_type_id: int = Field(
+        sa_column=Column(Integer, ForeignKey("trigger_type.trigger_type_id"), nullable=False)
+    )
+    language_id: int = Field(
+        sa_column=Column(Integer, ForeignKey("programming_language.language_id"), nullable=False, index=True)
+    )
     file_path: str | None = Field(default=None, sa_column=Column(Text))
     caret_line: int | None = None
     document_char_length: int | None = None
@@ -256,8 +284,12 @@ class CompletionQuery(SQLModel, table=True):
     """A completion child of a meta query."""
 
     __tablename__ = "completion_query"
-    meta_query_id: uuid.UUID = Field(sa_column=Column(ForeignKey("meta_query.meta_query_id", ondelete="CASCADE"), primary_key=True))
-    stop_sequences: list[str] = Field(default_factory=list, sa_column=Column(JSONB, nullable=False, server_default="[]"))
+    meta_query_id: uuid.UUID = Field(
+        sa_column=Column(ForeignKey("meta_query.meta_query_id", ondelete="CASCADE"), primary_key=True)
+    )
+    stop_sequences: list[str] = Field(
+        default_factory=list, sa_column=Column(JSONB, nullable=False, server_default="[]")
+    )
 
 
 class Chat(SQLModel, table=True):
@@ -275,7 +307,9 @@ class ChatQuery(SQLModel, table=True):
     """A chat child of a meta query: one user turn."""
 
     __tablename__ = "chat_query"
-    meta_query_id: uuid.UUID = Field(sa_column=Column(ForeignKey("meta_query.meta_query_id", ondelete="CASCADE"), primary_key=True))
+    meta_query_id: uuid.UUID = Field(
+        sa_column=Column(ForeignKey("meta_query.meta_query_id", ondelete="CASCADE"), primary_key=True)
+    )
     chat_id: uuid.UUID = _fk("chat.chat_id")
     web_enabled: bool = False
 
@@ -289,7 +323,9 @@ class ChatMessage(SQLModel, table=True):
     meta_query_id: uuid.UUID | None = _fk("meta_query.meta_query_id", nullable=True)
     role: str = Field(sa_column=Column(String(20), nullable=False))
     content: str = Field(sa_column=Column(Text, nullable=False))
-    model_id: int | None = _fk("model_name.model_id", int_key=True, nullable=True, ondelete="SET NULL", index=False)
+    model_id: int | None = _fk(
+        "model_name.model_id", int_key=True, nullable=True, ondelete="SET NULL", index=False
+    )
     created_at: datetime = _ts()
 
     __table_args__ = (Index("ix_chat_message_chat_time", "chat_id", "created_at"),)
@@ -299,14 +335,17 @@ class Generation(SQLModel, table=True):
     """One model's answer to one query, with latency, confidence and what the user did with it."""
 
     __tablename__ = "had_generation"
-    meta_query_id: uuid.UUID = Field(sa_column=Column(ForeignKey("meta_query.meta_query_id", ondelete="CASCADE"), primary_key=True))
+    meta_query_id: uuid.UUID = Field(
+        sa_column=Column(ForeignKey("meta_query.meta_query_id", ondelete="CASCADE"), primary_key=True)
+    )
     model_id: int = Field(sa_column=Column(ForeignKey("model_name.model_id"), primary_key=True, index=True))
     completion: str = Field(sa_column=Column(Text, nullable=False))
     generation_time_ms: int = Field(sa_column=Column(Integer, nullable=False))
     confidence: float | None = Field(default=None, sa_column=Column(Float))
     token_logprobs: list[float] | None = Field(default=None, sa_column=Column(ARRAY(Float)))
     shown_at: list[datetime] = Field(
-        default_factory=list, sa_column=Column(ARRAY(DateTime(timezone=True)), nullable=False, server_default="{}")
+        default_factory=list,
+        sa_column=Column(ARRAY(DateTime(timezone=True)), nullable=False, server_default="{}"),
     )
     was_accepted: bool = False
     error: str | None = Field(default=None, sa_column=Column(Text))
@@ -319,9 +358,13 @@ class GroundTruth(SQLModel, table=True):
     """What the user actually had in the file after a completion (several per query)."""
 
     __tablename__ = "ground_truth"
-    ground_truth_id: int | None = Field(default=None, sa_column=Column(BigInteger, primary_key=True, autoincrement=True))
+    ground_truth_id: int | None = Field(
+        default=None, sa_column=Column(BigInteger, primary_key=True, autoincrement=True)
+    )
     meta_query_id: uuid.UUID = _fk("meta_query.meta_query_id")
-    model_id: int | None = _fk("model_name.model_id", int_key=True, nullable=True, ondelete="SET NULL", index=False)
+    model_id: int | None = _fk(
+        "model_name.model_id", int_key=True, nullable=True, ondelete="SET NULL", index=False
+    )
     truth_timestamp: datetime = _ts()
     ground_truth: str = Field(sa_column=Column(Text, nullable=False))
     # The feedback event's id: a replayed telemetry event never adds a second row.
@@ -356,7 +399,9 @@ class StudyArm(SQLModel, table=True):
     name: str = Field(sa_column=Column(String(100), nullable=False))
     model_ids: list[int] = Field(default_factory=list, sa_column=Column(ARRAY(Integer), nullable=False))
     weight: float = 1.0
-    settings: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSONB, nullable=False, server_default="{}"))
+    settings: dict[str, Any] = Field(
+        default_factory=dict, sa_column=Column(JSONB, nullable=False, server_default="{}")
+    )
 
     __table_args__ = (UniqueConstraint("study_id", "name"),)
 
@@ -365,8 +410,12 @@ class StudyAssignment(SQLModel, table=True):
     """The arm a user is in for a study (one per user and study)."""
 
     __tablename__ = "study_assignment"
-    study_id: uuid.UUID = Field(sa_column=Column(ForeignKey("study.study_id", ondelete="CASCADE"), primary_key=True))
-    user_id: uuid.UUID = Field(sa_column=Column(ForeignKey("user.user_id", ondelete="CASCADE"), primary_key=True, index=True))
+    study_id: uuid.UUID = Field(
+        sa_column=Column(ForeignKey("study.study_id", ondelete="CASCADE"), primary_key=True)
+    )
+    user_id: uuid.UUID = Field(
+        sa_column=Column(ForeignKey("user.user_id", ondelete="CASCADE"), primary_key=True, index=True)
+    )
     arm_id: int = _fk("study_arm.arm_id", int_key=True)
     assigned_at: datetime = _ts()
 
@@ -378,7 +427,9 @@ class ContextChunk(SQLModel, table=True):
     """An embedded chunk of a project file for multi-file context retrieval."""
 
     __tablename__ = "context_chunk"
-    chunk_id: int | None = Field(default=None, sa_column=Column(BigInteger, primary_key=True, autoincrement=True))
+    chunk_id: int | None = Field(
+        default=None, sa_column=Column(BigInteger, primary_key=True, autoincrement=True)
+    )
     project_id: uuid.UUID = _fk("project.project_id", index=False)
     file_path: str = Field(sa_column=Column(Text, nullable=False))
     chunk_index: int

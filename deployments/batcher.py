@@ -171,7 +171,9 @@ class Batcher(Generic[T, R]):
                 with self._lock:
                     self._running = None  # nothing joins a batch that has ended
             if len(results) != len(batch):
-                error = RuntimeError(f"batch function returned {len(results)} results for {len(batch)} requests")
+                error = RuntimeError(
+                    f"batch function returned {len(results)} results for {len(batch)} requests"
+                )
                 for p in batch:
                     if not p.future.done():
                         p.future.set_exception(error)

@@ -34,7 +34,10 @@ def to_gen_request(payload: dict[str, Any], entry: ModelEntry) -> GenRequest:
         snippets=tuple(Snippet(s["path"], s["text"]) for s in payload.get("context_snippets") or ()),
         stop_sequences=stops,
         single_line=bool(payload.get("single_line", True)),
-        max_new_tokens=min(int(payload.get("max_new_tokens") or entry.generation.max_new_tokens), entry.generation.max_new_tokens),
+        max_new_tokens=min(
+            int(payload.get("max_new_tokens") or entry.generation.max_new_tokens),
+            entry.generation.max_new_tokens,
+        ),
     )
 
 
@@ -57,14 +60,24 @@ class _Metrics:
     def __init__(self, model: str) -> None:
         # Serve adds deployment/replica/application tags itself; ours names the registry entry.
         self.tags = {"model": model}
-        self.requests = metrics.Counter("code4me_model_requests", "Completion requests served", tag_keys=("model", "outcome"))
+        self.requests = metrics.Counter(
+            "code4me_model_requests", "Completion requests served", tag_keys=("model", "outcome")
+        )
         self.latency = metrics.Histogram(
-            "code4me_model_latency_ms", "Completion latency in the replica (ms)", LATENCY_BOUNDARIES_MS, tag_keys=("model",)
+            "code4me_model_latency_ms",
+            "Completion latency in the replica (ms)",
+            LATENCY_BOUNDARIES_MS,
+            tag_keys=("model",),
         )
         self.batch = metrics.Histogram(
-            "code4me_model_batch_size", "Most rows decoding together during a request", BATCH_BOUNDARIES, tag_keys=("model",)
+            "code4me_model_batch_size",
+            "Most rows decoding together during a request",
+            BATCH_BOUNDARIES,
+            tag_keys=("model",),
         )
-        self.tokens = metrics.Counter("code4me_model_tokens_generated", "Tokens generated", tag_keys=("model",))
+        self.tokens = metrics.Counter(
+            "code4me_model_tokens_generated", "Tokens generated", tag_keys=("model",)
+        )
         self.model = model
 
     def outcome(self, outcome: str) -> None:
@@ -95,7 +108,13 @@ class CompletionModel:
             self._generate_batch, self.entry.batch.max_batch_size, self.entry.batch.batch_wait_timeout_s
         )
         self.metrics = _Metrics(self.entry.name)
-        self.counters = {"requests": 0, "cancelled": 0, "tokens_generated": 0, "batches": 0, "max_batch_size_seen": 0}
+        self.counters = {
+            "requests": 0,
+            "cancelled": 0,
+            "tokens_generated": 0,
+            "batches": 0,
+            "max_batch_size_seen": 0,
+        }
         self.recent: list[dict[str, Any]] = []
         log.info("model %s loaded on %s (pid %s)", self.entry.name, device, os.getpid())
 
@@ -144,15 +163,22 @@ class CompletionModel:
             self.metrics.tokens.inc(generated, tags=self.metrics.tags)
         for r in results:
             self.metrics.batch.observe(r.batch_rows, tags=self.metrics.tags)
-        self.recent = (self.recent + [{"tokens_generated": r.tokens_generated, "stopped_by": r.stopped_by} for r in results])[-50:]
+        self.recent = (
+            self.recent
+            + [{"tokens_generated": r.tokens_generated, "stopped_by": r.stopped_by} for r in results]
+        )[-50:]
         return [_answer(r) for r in results]
 
-    async def chat(self, messages: list[dict[str, str]], max_new_tokens: int | None = None) -> AsyncIterator[str]:
+    async def chat(
+        self, messages: list[dict[str, str]], max_new_tokens: int | None = None
+    ) -> AsyncIterator[str]:
         """Stream answer pieces for chat messages (call through a handle with stream=True)."""
         if not self.entry.is_chat:
             raise ValueError(f"model {self.entry.name} is not a chat model")
         cancel = threading.Event()
-        limit = min(max_new_tokens or self.entry.generation.max_new_tokens, self.entry.generation.max_new_tokens)
+        limit = min(
+            max_new_tokens or self.entry.generation.max_new_tokens, self.entry.generation.max_new_tokens
+        )
         pieces = self.generator.stream_chat(messages, limit, self.entry.generation.time_budget_s, cancel)
         self.counters["requests"] += 1
         try:

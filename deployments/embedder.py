@@ -35,7 +35,9 @@ class MiniLMEmbedder:
         """Unit-length 384-dimensional vectors, one per text."""
         if not texts:
             return []
-        enc = self.tokenizer(texts, padding=True, truncation=True, max_length=256, return_tensors="pt").to(self.device)
+        enc = self.tokenizer(texts, padding=True, truncation=True, max_length=256, return_tensors="pt").to(
+            self.device
+        )
         with torch.inference_mode():
             hidden = self.model(**enc).last_hidden_state
         mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)

@@ -204,7 +204,9 @@ class CausalLMGenerator:
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.model = AutoModelForCausalLM.from_pretrained(str(model_path), dtype=torch_dtype).to(device).eval()
+        self.model = (
+            AutoModelForCausalLM.from_pretrained(str(model_path), dtype=torch_dtype).to(device).eval()
+        )
         limit = getattr(self.model.config, "max_position_embeddings", 2048) or 2048
         self.max_context_tokens = min(max_context_tokens or limit, limit, 16384)
         vocab = self.tokenizer.get_vocab()
@@ -231,7 +233,11 @@ class CausalLMGenerator:
             out = self.model(input_ids=token, use_cache=True)
         cache = out.cache if self._cache_arg == "cache" else out.past_key_values
         layers = getattr(cache, "layers", None)
-        return isinstance(cache, DynamicCache) and bool(layers) and all(type(layer).__name__ == "DynamicLayer" for layer in layers)
+        return (
+            isinstance(cache, DynamicCache)
+            and bool(layers)
+            and all(type(layer).__name__ == "DynamicLayer" for layer in layers)
+        )
 
     def _count(self, text: str) -> int:
         return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
@@ -241,7 +247,9 @@ class CausalLMGenerator:
         budget = self.max_context_tokens - req.max_new_tokens
         prefix, suffix, snippets = req.prefix, req.suffix, list(req.snippets)
         while True:
-            prompt = self.family.render(PromptInput(prefix, suffix if self.family.fim else "", req.file_name, tuple(snippets)))
+            prompt = self.family.render(
+                PromptInput(prefix, suffix if self.family.fim else "", req.file_name, tuple(snippets))
+            )
             if self._count(prompt) <= budget:
                 return prompt
             if snippets:
@@ -295,14 +303,18 @@ class CausalLMGenerator:
             if on_done is not None:
                 on_done(key, result)
 
-        self._greedy(join(requests), rows, finish, lambda free: join(admit(free)) if admit else [], limit, joins)
+        self._greedy(
+            join(requests), rows, finish, lambda free: join(admit(free)) if admit else [], limit, joins
+        )
         assert len(done) == len(rows), "every row of a batch is finished by the decoding loop"
         return [done[key] for key in range(len(rows))]
 
     def _prompt_pass(self, requests: list[GenRequest]) -> tuple[torch.Tensor, DynamicCache, torch.Tensor]:
         """The new rows' prompts, fitted and left-padded: their last logits, KV cache and attention mask."""
         prompts = [self.build_prompt(r) for r in requests]
-        enc = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
+        enc = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(
+            self.device
+        )
         mask = enc["attention_mask"]
         # As transformers' generate: positions count the real tokens; padding gets a harmless 1.
         positions = (mask.long().cumsum(-1) - 1).masked_fill_(mask == 0, 1)
@@ -367,7 +379,9 @@ class CausalLMGenerator:
                     row.logprobs.append(picked[pos])
                     text_stop = False
                     if row.stops:
-                        text = self.tokenizer.decode(row.ids, skip_special_tokens=True)  # once per row and step
+                        text = self.tokenizer.decode(
+                            row.ids, skip_special_tokens=True
+                        )  # once per row and step
                         text_stop = any(s and s in text for s in row.stops)
                     if text_stop or now >= row.deadline or len(row.ids) >= row.request.max_new_tokens:
                         finish(key, "length")
@@ -384,8 +398,11 @@ class CausalLMGenerator:
                 mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=-1)
                 positions = mask.long().sum(-1, keepdim=True) - 1
                 out = self.model(
-                    input_ids=chosen[:, None], attention_mask=mask, position_ids=positions,
-                    use_cache=True, **{self._cache_arg: cache},
+                    input_ids=chosen[:, None],
+                    attention_mask=mask,
+                    position_ids=positions,
+                    use_cache=True,
+                    **{self._cache_arg: cache},
                 )
                 logits = out.logits[:, -1, :]
 
@@ -396,12 +413,19 @@ class CausalLMGenerator:
         extra = {"logits_to_keep": 1} if self._keeps_logits else {}
         rows = input_ids.shape[0]
         if not self.prefill_per_row or rows == 1:
-            out = self.model(input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=True, **extra)
+            out = self.model(
+                input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=True, **extra
+            )
             return out.logits[:, -1, :], out.cache if self._cache_arg == "cache" else out.past_key_values
         logits, caches = [], []
         for row in range(rows):
             real = mask[row].bool()  # left padding: the row's tokens are the last ones
-            out = self.model(input_ids=input_ids[row, real][None], position_ids=positions[row, real][None], use_cache=True, **extra)
+            out = self.model(
+                input_ids=input_ids[row, real][None],
+                position_ids=positions[row, real][None],
+                use_cache=True,
+                **extra,
+            )
             logits.append(out.logits[:, -1, :])
             caches.append(out.cache if self._cache_arg == "cache" else out.past_key_values)
         return torch.cat(logits, dim=0), _merge_caches(caches, input_ids.shape[1])
@@ -449,7 +473,9 @@ class CausalLMGenerator:
         budget = max(1, self.max_context_tokens - max_new_tokens)
         kept = list(messages)
         while True:
-            ids = self.tokenizer.apply_chat_template(kept, add_generation_prompt=True, return_tensors="pt", return_dict=True)
+            ids = self.tokenizer.apply_chat_template(
+                kept, add_generation_prompt=True, return_tensors="pt", return_dict=True
+            )
             if ids["input_ids"].shape[1] <= budget:
                 return dict(ids)
             lead = next((i for i, m in enumerate(kept) if m["role"] != "system"), len(kept))
@@ -459,14 +485,23 @@ class CausalLMGenerator:
             return {k: v[:, -budget:] for k, v in ids.items()}
 
     def stream_chat(
-        self, messages: list[dict[str, str]], max_new_tokens: int, time_budget_s: float, cancel: threading.Event
+        self,
+        messages: list[dict[str, str]],
+        max_new_tokens: int,
+        time_budget_s: float,
+        cancel: threading.Event,
     ) -> Iterator[str]:
         """Stream an answer to chat messages, rendered with the tokenizer's own chat template."""
         ids = {k: v.to(self.device) for k, v in self.chat_inputs(messages, max_new_tokens).items()}
-        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=time_budget_s + 5)
+        streamer = TextIteratorStreamer(
+            self.tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=time_budget_s + 5
+        )
         fake_request = GenRequest(prefix="", single_line=False, max_new_tokens=max_new_tokens, cancel=cancel)
         criteria = StoppingCriteriaList(
-            [_TextStop(self.tokenizer, ids["input_ids"].shape[1], [fake_request]), _Deadline(time.monotonic() + time_budget_s)]
+            [
+                _TextStop(self.tokenizer, ids["input_ids"].shape[1], [fake_request]),
+                _Deadline(time.monotonic() + time_budget_s),
+            ]
         )
 
         def run() -> None:

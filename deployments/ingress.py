@@ -21,7 +21,9 @@ from deployments.telemetry_writer import ensure_writers
 class RayModelGateway:
     """Reaches model deployments through their Serve handles."""
 
-    def __init__(self, handles: dict[str, DeploymentHandle], embedder: DeploymentHandle | None = None) -> None:
+    def __init__(
+        self, handles: dict[str, DeploymentHandle], embedder: DeploymentHandle | None = None
+    ) -> None:
         self.handles = handles
         self.embedder = embedder
 

@@ -54,8 +54,32 @@ REPO_NAME = "project"
 # Families without file-separator tokens get each file's path as a line comment of its language.
 _COMMENT_BY_SUFFIX = {
     **dict.fromkeys(
-        (".c", ".h", ".cc", ".cpp", ".cxx", ".hpp", ".cs", ".java", ".kt", ".kts", ".scala", ".groovy",
-         ".go", ".rs", ".swift", ".js", ".jsx", ".mjs", ".ts", ".tsx", ".php", ".dart", ".m", ".mm"),
+        (
+            ".c",
+            ".h",
+            ".cc",
+            ".cpp",
+            ".cxx",
+            ".hpp",
+            ".cs",
+            ".java",
+            ".kt",
+            ".kts",
+            ".scala",
+            ".groovy",
+            ".go",
+            ".rs",
+            ".swift",
+            ".js",
+            ".jsx",
+            ".mjs",
+            ".ts",
+            ".tsx",
+            ".php",
+            ".dart",
+            ".m",
+            ".mm",
+        ),
         "//",
     ),
     **dict.fromkeys((".sql", ".lua", ".hs"), "--"),
@@ -192,8 +216,16 @@ FAMILIES: dict[str, Family] = {
         Family(
             "qwen2.5-coder",
             _qwen,
-            ("<|endoftext|>", "<|im_end|>", "<|fim_prefix|>", "<|fim_middle|>", "<|fim_suffix|>",
-             "<|fim_pad|>", "<|repo_name|>", "<|file_sep|>"),
+            (
+                "<|endoftext|>",
+                "<|im_end|>",
+                "<|fim_prefix|>",
+                "<|fim_middle|>",
+                "<|fim_suffix|>",
+                "<|fim_pad|>",
+                "<|repo_name|>",
+                "<|file_sep|>",
+            ),
         ),
         # Base models end with <｜end▁of▁sentence｜>; instruct models with <|EOT|> (README Q&A).
         Family(

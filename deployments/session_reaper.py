@@ -22,7 +22,9 @@ class SessionReaperActor:
     def __init__(self, redis_url: str, database_url: str, sweep_interval_s: float) -> None:
         self.reaper = SessionReaper(redis_url, database_url, sweep_interval_s=sweep_interval_s)
         self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_until_complete, args=(self.reaper.run(),), daemon=True)
+        self._thread = threading.Thread(
+            target=self._loop.run_until_complete, args=(self.reaper.run(),), daemon=True
+        )
         self._thread.start()
 
     def status(self) -> dict[str, Any]:

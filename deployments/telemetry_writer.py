@@ -23,12 +23,16 @@ def writer_name(index: int) -> str:
 class TelemetryWriterActor:
     """Runs one TelemetryWriter on its own event loop; after a crash Ray restarts it and it resumes its pending entries."""
 
-    def __init__(self, redis_url: str, database_url: str, consumer: str, options: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self, redis_url: str, database_url: str, consumer: str, options: dict[str, Any] | None = None
+    ) -> None:
         tune_gc_for_writer_process()  # this worker process runs the writer only
         self.writer = TelemetryWriter(redis_url, database_url, consumer, **(options or {}))
         self._loop = asyncio.new_event_loop()
         # The consumer loop runs beside the actor's method calls, started here so a restart restarts it too.
-        self._thread = threading.Thread(target=self._loop.run_until_complete, args=(self.writer.run(),), daemon=True)
+        self._thread = threading.Thread(
+            target=self._loop.run_until_complete, args=(self.writer.run(),), daemon=True
+        )
         self._thread.start()
 
     def status(self) -> dict[str, Any]:
@@ -51,7 +55,11 @@ class TelemetryWriterActor:
 
 
 def ensure_writers(
-    redis_url: str, database_url: str, count: int, options: dict[str, Any] | None = None, namespace: str = NAMESPACE
+    redis_url: str,
+    database_url: str,
+    count: int,
+    options: dict[str, Any] | None = None,
+    namespace: str = NAMESPACE,
 ) -> list[ActorHandle]:
     """Start the writer actors unless they run already (any ingress replica may call this, at any time)."""
     handles = []

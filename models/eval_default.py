@@ -99,7 +99,9 @@ class Prompt:
     task: corpus.LineTask
 
 
-def build_prompt(tokenizer, task: corpus.LineTask, prefix_chars: int, suffix_chars: int, max_tokens: int) -> list[int]:
+def build_prompt(
+    tokenizer, task: corpus.LineTask, prefix_chars: int, suffix_chars: int, max_tokens: int
+) -> list[int]:
     """FIM prompt ids: prefix cut from the left, suffix cut from the right, in characters and then tokens."""
     prefix = task.prefix[-prefix_chars:] if prefix_chars > 0 else ""
     suffix = task.suffix[:suffix_chars] if suffix_chars > 0 else ""
@@ -108,7 +110,9 @@ def build_prompt(tokenizer, task: corpus.LineTask, prefix_chars: int, suffix_cha
     budget = max_tokens - 3  # the three FIM tokens
     if len(p) + len(s) > budget:
         # Keep the prefix/suffix proportion of the character limits; give unused room to the other side.
-        s_keep = min(len(s), max(budget * suffix_chars // max(prefix_chars + suffix_chars, 1), budget - len(p)))
+        s_keep = min(
+            len(s), max(budget * suffix_chars // max(prefix_chars + suffix_chars, 1), budget - len(p))
+        )
         p_keep = budget - s_keep
         p, s = p[len(p) - p_keep :] if p_keep > 0 else [], s[:s_keep]
     tid = tokenizer.convert_tokens_to_ids
@@ -151,7 +155,9 @@ def trim_generation(tokenizer, new_ids: list[int], stops: set[int]) -> tuple[str
 
 
 @torch.inference_mode()
-def generate(model, tokenizer, prompts: list[list[int]], max_new_tokens: int, stops: set[int]) -> tuple[list[str], int]:
+def generate(
+    model, tokenizer, prompts: list[list[int]], max_new_tokens: int, stops: set[int]
+) -> tuple[list[str], int]:
     """Greedy batched generation with left padding; returns predictions and generated-token count."""
     width = max(len(p) for p in prompts)
     pad = tokenizer.pad_token_id
@@ -190,15 +196,21 @@ def evaluate(args) -> dict:
     tasks = corpus.line_tasks(held, args.n, seed=args.seed)
     held_fingerprint = hashlib.sha256("".join(sorted(f.digest for f in held)).encode()).hexdigest()[:16]
     corpus_s = time.monotonic() - t0
-    print(f"corpus: {len(files)} files, {len(held)} held out (fingerprint {held_fingerprint}), "
-          f"{len(tasks)} tasks, loaded in {corpus_s:.0f}s", flush=True)
+    print(
+        f"corpus: {len(files)} files, {len(held)} held out (fingerprint {held_fingerprint}), "
+        f"{len(tasks)} tasks, loaded in {corpus_s:.0f}s",
+        flush=True,
+    )
 
     stats_path = Path(args.model) / "training_stats.json"
     if stats_path.exists():
         trained_held = json.loads(stats_path.read_text()).get("held_out_files")
         if trained_held is not None and trained_held != len(held):
-            print(f"warning: training held out {trained_held} files, this environment holds out {len(held)}: "
-                  "the installed packages differ from the training run's", flush=True)
+            print(
+                f"warning: training held out {trained_held} files, this environment holds out {len(held)}: "
+                "the installed packages differ from the training run's",
+                flush=True,
+            )
 
     tokenizer = AutoTokenizer.from_pretrained(args.model)
     model = AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.float32)
@@ -209,7 +221,9 @@ def evaluate(args) -> dict:
     max_prompt = context - args.max_new_tokens
     stops = stop_token_ids(tokenizer)
 
-    prompts = [Prompt(build_prompt(tokenizer, t, args.prefix_chars, args.suffix_chars, max_prompt), t) for t in tasks]
+    prompts = [
+        Prompt(build_prompt(tokenizer, t, args.prefix_chars, args.suffix_chars, max_prompt), t) for t in tasks
+    ]
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i].ids))  # similar lengths batch together
     preds = [""] * len(prompts)
     gen_tokens = 0
@@ -217,7 +231,9 @@ def evaluate(args) -> dict:
     for start in range(0, len(order), args.batch_size):
         idx = order[start : start + args.batch_size]
         t1 = time.monotonic()
-        batch_preds, count = generate(model, tokenizer, [prompts[i].ids for i in idx], args.max_new_tokens, stops)
+        batch_preds, count = generate(
+            model, tokenizer, [prompts[i].ids for i in idx], args.max_new_tokens, stops
+        )
         gen_s += time.monotonic() - t1
         gen_tokens += count
         for i, p in zip(idx, batch_preds):
@@ -245,7 +261,9 @@ def evaluate(args) -> dict:
         "model_metrics": score(preds, targets),
         "baselines": {
             "empty": score([""] * len(tasks), targets),
-            "copy_from_prefix": score([copy_baseline(t.prefix[-args.prefix_chars:]) for t in tasks], targets),
+            "copy_from_prefix": score(
+                [copy_baseline(t.prefix[-args.prefix_chars :]) for t in tasks], targets
+            ),
         },
         "generated_tokens": gen_tokens,
         "generation_seconds": gen_s,
@@ -265,7 +283,16 @@ def reproduce_command(args) -> str:
     """The command line that reproduces these numbers (non-default options included)."""
     model = Path(args.model).resolve()
     shown = str(model.relative_to(REPO_ROOT)) if model.is_relative_to(REPO_ROOT) else str(args.model)
-    parts = ["python", "models/eval_default.py", "--model", shown, "--n", str(args.n), "--threads", str(args.threads)]
+    parts = [
+        "python",
+        "models/eval_default.py",
+        "--model",
+        shown,
+        "--n",
+        str(args.n),
+        "--threads",
+        str(args.threads),
+    ]
     for key in ("seed", "batch_size", "prefix_chars", "suffix_chars", "max_new_tokens", "context_tokens"):
         if getattr(args, key) != DEFAULTS[key]:
             parts += ["--" + key.replace("_", "-"), str(getattr(args, key))]
@@ -278,9 +305,11 @@ def print_table(r: dict) -> None:
     print(f"{'':28} {'exact match':>12} {'edit sim':>10}")
     for name, m in rows:
         print(f"{name:28} {m['exact_match'] * 100:11.1f}% {m['edit_similarity'] * 100:9.1f}%")
-    print(f"generation (prompt processing included): {r['generated_tokens']} tokens in {r['generation_seconds']:.1f}s = "
-          f"{r['tokens_per_second']:.0f} tokens/s, {r['seconds_per_100_tasks']:.1f}s per 100 tasks "
-          f"(batch {r['batch_size']}, {r['threads']} thread(s), mean prompt {r['mean_prompt_tokens']:.0f} tokens)")
+    print(
+        f"generation (prompt processing included): {r['generated_tokens']} tokens in {r['generation_seconds']:.1f}s = "
+        f"{r['tokens_per_second']:.0f} tokens/s, {r['seconds_per_100_tasks']:.1f}s per 100 tasks "
+        f"(batch {r['batch_size']}, {r['threads']} thread(s), mean prompt {r['mean_prompt_tokens']:.0f} tokens)"
+    )
 
 
 # ---------------------------------------------------------------- model card
@@ -419,7 +448,9 @@ Reproduce from the repository root, with the project's environment installed:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--model", type=Path, default=Path(__file__).parent / "code4me-tiny")
     parser.add_argument("--n", type=int, default=DEFAULTS["n"], help="number of line-completion tasks")
     parser.add_argument("--seed", type=int, default=DEFAULTS["seed"], help="task sampling seed")

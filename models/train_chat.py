@@ -153,7 +153,11 @@ def extract_pairs(f: corpus.SourceFile, max_doc_chars: int = 300, max_code_chars
         if first.lineno == node.lineno or rest[0].lineno <= end or all(_trivial(s) for s in rest):
             continue
         doc = _first_paragraph(docstring)
-        if not 12 <= len(doc) <= max_doc_chars or doc.startswith((":", "@", ">", ".", "%", "{")) or _NOT_A_SUMMARY.search(doc):
+        if (
+            not 12 <= len(doc) <= max_doc_chars
+            or doc.startswith((":", "@", ">", ".", "%", "{"))
+            or _NOT_A_SUMMARY.search(doc)
+        ):
             continue
         head = lines[node.lineno - 1 : first.lineno - 1]
         body_lines = lines[end : node.end_lineno]
@@ -199,13 +203,19 @@ class Example:
     n_prompt: int  # the first n_prompt ids carry no loss
 
 
-def build_examples(tokenizer: PreTrainedTokenizerBase, pairs: list[Pair], rng: random.Random) -> list[Example]:
+def build_examples(
+    tokenizer: PreTrainedTokenizerBase, pairs: list[Pair], rng: random.Random
+) -> list[Example]:
     """Each pair rendered once (instruction variant and system message drawn); those over SEQ_LEN dropped."""
     prompts, answers = [], []
     for p in pairs:
         variant = rng.choices(range(len(INSTRUCTIONS)), weights=INSTRUCTION_WEIGHTS)[0]
         system = rng.choice(SYSTEM_PROMPTS) if rng.random() < 0.5 else None
-        prompts.append(tokenizer.apply_chat_template(messages_for(p, variant, system), add_generation_prompt=True, tokenize=False))
+        prompts.append(
+            tokenizer.apply_chat_template(
+                messages_for(p, variant, system), add_generation_prompt=True, tokenize=False
+            )
+        )
         answers.append(answer(p))
     p_ids = tokenizer(prompts, add_special_tokens=False)["input_ids"]
     a_ids = tokenizer(answers, add_special_tokens=False)["input_ids"]
@@ -281,7 +291,14 @@ def body_of(code: str) -> str:
     start = next((i for i, ln in enumerate(lines) if ln.lstrip().startswith(("def ", "async def "))), None)
     if start is None:
         return code
-    end = next((i for i in range(start, min(start + 8, len(lines))) if lines[i].split("#")[0].rstrip().endswith(":")), start)
+    end = next(
+        (
+            i
+            for i in range(start, min(start + 8, len(lines)))
+            if lines[i].split("#")[0].rstrip().endswith(":")
+        ),
+        start,
+    )
     rest = lines[end + 1 :]
     indent = min((len(ln) - len(ln.lstrip()) for ln in rest if ln.strip()), default=0)
     return _dedent(rest, indent)
@@ -296,12 +313,17 @@ def _parse(code: str) -> ast.Module | None:
 
 def generate(model, tokenizer, messages: list[dict[str, str]], max_new_tokens: int) -> tuple[str, bool]:
     """A greedy answer, and whether it ended with EOS (not at the token limit)."""
-    enc = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)
+    enc = tokenizer.apply_chat_template(
+        messages, add_generation_prompt=True, return_tensors="pt", return_dict=True
+    )
     n = enc["input_ids"].shape[1]
     limit = max(16, min(max_new_tokens, SEQ_LEN - n))
     with torch.inference_mode():
         out = model.generate(
-            **enc, max_new_tokens=limit, do_sample=False, eos_token_id=tokenizer.eos_token_id,
+            **enc,
+            max_new_tokens=limit,
+            do_sample=False,
+            eos_token_id=tokenizer.eos_token_id,
             pad_token_id=tokenizer.pad_token_id,
         )
     new = out[0, n:].tolist()
@@ -326,8 +348,10 @@ def evaluate(model, tokenizer, pairs: list[Pair], max_new_tokens: int = 200) -> 
                 "body_edit_similarity": edit_similarity(body_of(code).strip(), p.body.strip()),
                 "function_edit_similarity": edit_similarity(code.strip(), p.code.strip()),
                 "parses": tree is not None,
-                "defines_name": tree is not None and any(
-                    isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.name == p.name for n in ast.walk(tree)
+                "defines_name": tree is not None
+                and any(
+                    isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.name == p.name
+                    for n in ast.walk(tree)
                 ),
                 "exact_body": body_of(code).strip() == p.body.strip(),
             }
@@ -335,7 +359,14 @@ def evaluate(model, tokenizer, pairs: list[Pair], max_new_tokens: int = 200) -> 
     n = max(len(rows), 1)
     summary: dict[str, Any] = {
         key: sum(float(r[key]) for r in rows) / n
-        for key in ("body_edit_similarity", "function_edit_similarity", "parses", "defines_name", "ended_with_eos", "exact_body")
+        for key in (
+            "body_edit_similarity",
+            "function_edit_similarity",
+            "parses",
+            "defines_name",
+            "ended_with_eos",
+            "exact_body",
+        )
     }
     summary["n"] = len(rows)
     summary["seconds"] = round(time.monotonic() - started, 1)
@@ -356,7 +387,9 @@ def _pct(x: float) -> str:
     return f"{100 * x:.1f}%"
 
 
-def write_card(out: Path, stats: dict[str, Any], chat_eval: dict[str, Any], base_eval: dict[str, Any], demo: str) -> None:
+def write_card(
+    out: Path, stats: dict[str, Any], chat_eval: dict[str, Any], base_eval: dict[str, Any], demo: str
+) -> None:
     s, b = chat_eval["summary"], base_eval["summary"]
     examples = sorted(chat_eval["rows"], key=lambda r: len(r["answer"]))[len(chat_eval["rows"]) // 3 :][:3]
     ex_text = []
@@ -424,35 +457,35 @@ and a previous assistant turn as `### Assistant:\\n{{answer}}<|endoftext|>\\n\\n
 
 Functions with a docstring in the training files of `code4me-tiny` (`models/corpus.py`: Python standard
 library and installed site-packages on the build machine; its 2% held-out split by content hash is kept
-out). {stats['train_files']} training files gave {stats['pairs_extracted']} pairs after deduplication by code;
-{stats['pairs_fitting']} fit in {SEQ_LEN} tokens and were used. A pair: user message = the docstring's
+out). {stats["train_files"]} training files gave {stats["pairs_extracted"]} pairs after deduplication by code;
+{stats["pairs_fitting"]} fit in {SEQ_LEN} tokens and were used. A pair: user message = the docstring's
 first paragraph with the signature or name as a hint, in one of {len(INSTRUCTIONS)} phrasings (e.g.
 "Write a Python function `name(args)` that: ..."), after one of {len(SYSTEM_PROMPTS)} system messages half of the time;
 assistant message = the function's source without docstring and decorators, in a ```` ```python ```` fence.
 The files keep their own licenses. The corpus is read afresh when this script runs: it had
-{stats['train_files']} training and {stats['held_out_files']} held-out files then, against
-{stats.get('base_train_files')} and {stats.get('base_held_out_files')} when the base model was trained (packages were
+{stats["train_files"]} training and {stats["held_out_files"]} held-out files then, against
+{stats.get("base_train_files")} and {stats.get("base_held_out_files")} when the base model was trained (packages were
 installed in between); the split is by content hash, so no held-out file was trained on by either model.
 
 ## Training
 
 | | |
 |---|---|
-| script | `models/train_chat.py` (fixed seed {stats['seed']}) |
-| start | `models/code4me-tiny` (its training_stats.json: {stats['base_steps']} steps, {stats['base_tokens']:,} tokens) |
+| script | `models/train_chat.py` (fixed seed {stats["seed"]}) |
+| start | `models/code4me-tiny` (its training_stats.json: {stats["base_steps"]} steps, {stats["base_tokens"]:,} tokens) |
 | objective | next-token loss on the assistant tokens only (fence, code, EOS); prompts carry no loss |
 | mixed-in base objective | {lm} |
-| batch | {stats['batch_size']} pairs, padded to the longest in a length-bucketed batch |
-| optimizer | AdamW (β = 0.9, 0.95; weight decay 0.1), peak lr {stats['lr']:.0e}, {stats['warmup_steps']} warm-up steps, cosine to 10% over {stats['steps_planned']} steps |
-| steps | {stats['steps']} of {stats['steps_planned']} planned ({status}) |
-| pairs seen | {stats['pairs_seen']:,} (~{stats['pairs_seen'] / max(stats['pairs_fitting'], 1):.2f} epochs) |
-| tokens | {stats['tokens_processed']:,} processed, {stats['loss_tokens']:,} of them with loss |
-| training time | {stats['train_minutes']:.1f} minutes on {stats['threads']} CPU thread(s) |
-| loss on answer tokens | {stats['first_loss_ema']:.3f} (EMA after 10 steps) → {stats['final_loss_ema']:.3f} (final EMA) |
+| batch | {stats["batch_size"]} pairs, padded to the longest in a length-bucketed batch |
+| optimizer | AdamW (β = 0.9, 0.95; weight decay 0.1), peak lr {stats["lr"]:.0e}, {stats["warmup_steps"]} warm-up steps, cosine to 10% over {stats["steps_planned"]} steps |
+| steps | {stats["steps"]} of {stats["steps_planned"]} planned ({status}) |
+| pairs seen | {stats["pairs_seen"]:,} (~{stats["pairs_seen"] / max(stats["pairs_fitting"], 1):.2f} epochs) |
+| tokens | {stats["tokens_processed"]:,} processed, {stats["loss_tokens"]:,} of them with loss |
+| training time | {stats["train_minutes"]:.1f} minutes on {stats["threads"]} CPU thread(s) |
+| loss on answer tokens | {stats["first_loss_ema"]:.3f} (EMA after 10 steps) → {stats["final_loss_ema"]:.3f} (final EMA) |
 
 ## Evaluation
 
-{s['n']} functions from the held-out files (never trained on; pairs whose code also occurs in training
+{s["n"]} functions from the held-out files (never trained on; pairs whose code also occurs in training
 files dropped), prompted as "Write a Python function `name(args)` that: <docstring first paragraph>" after
 the system message "{DEFAULT_SYSTEM}", answered greedily (at most {SEQ_LEN} tokens in all). The body is what
 follows the first `def ...:` line of the answer's code; edit similarity is 1 − Levenshtein / longer length,
@@ -460,14 +493,14 @@ averaged. The base model gets the same rendered prompts.
 
 | | body edit similarity | function edit similarity | code parses | defines the asked name | ends with EOS | exact body |
 |---|---:|---:|---:|---:|---:|---:|
-| code4me-tiny-chat | {_pct(s['body_edit_similarity'])} | {_pct(s['function_edit_similarity'])} | {_pct(s['parses'])} | {_pct(s['defines_name'])} | {_pct(s['ended_with_eos'])} | {_pct(s['exact_body'])} |
-| code4me-tiny (base, no tuning) | {_pct(b['body_edit_similarity'])} | {_pct(b['function_edit_similarity'])} | {_pct(b['parses'])} | {_pct(b['defines_name'])} | {_pct(b['ended_with_eos'])} | {_pct(b['exact_body'])} |
+| code4me-tiny-chat | {_pct(s["body_edit_similarity"])} | {_pct(s["function_edit_similarity"])} | {_pct(s["parses"])} | {_pct(s["defines_name"])} | {_pct(s["ended_with_eos"])} | {_pct(s["exact_body"])} |
+| code4me-tiny (base, no tuning) | {_pct(b["body_edit_similarity"])} | {_pct(b["function_edit_similarity"])} | {_pct(b["parses"])} | {_pct(b["defines_name"])} | {_pct(b["ended_with_eos"])} | {_pct(b["exact_body"])} |
 
 "Function edit similarity" is flattered by the `def` line, which the prompt mostly gives away. Held-out
 files are split by exact content: near-duplicates of training code may remain. Reproduce:
 
 ```
-{stats['eval_command']}
+{stats["eval_command"]}
 ```
 
 ### Example answers (verbatim, greedy)
@@ -517,7 +550,9 @@ def run_eval(out: Path, stats: dict[str, Any], pairs: list[Pair], args: argparse
     demo, _ = generate(chat, tokenizer, DEMO, 200)
     print(f"demo answer:\n{demo}", flush=True)
     fingerprint = hashlib.sha256("".join(sorted(p.path + p.name for p in pairs)).encode()).hexdigest()[:16]
-    stats["eval_command"] = f"python models/train_chat.py --eval-only --eval-n {args.eval_n} --threads {args.threads}"
+    stats["eval_command"] = (
+        f"python models/train_chat.py --eval-only --eval-n {args.eval_n} --threads {args.threads}"
+    )
     stats["evaluation"] = {
         "chat": chat_eval["summary"],
         "base": base_eval["summary"],
@@ -526,15 +561,21 @@ def run_eval(out: Path, stats: dict[str, Any], pairs: list[Pair], args: argparse
     }
     (out / "training_stats.json").write_text(json.dumps(stats, indent=2))
     if args.rows_json:
-        Path(args.rows_json).write_text(json.dumps({"chat": chat_eval["rows"], "base": base_eval["rows"]}, indent=2))
+        Path(args.rows_json).write_text(
+            json.dumps({"chat": chat_eval["rows"], "base": base_eval["rows"]}, indent=2)
+        )
     write_card(out, stats, chat_eval, base_eval, demo)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--out", type=Path, default=OUT)
     parser.add_argument("--base", type=Path, default=BASE)
-    parser.add_argument("--minutes", type=float, default=20.0, help="wall-clock cap on training (not extraction/eval)")
+    parser.add_argument(
+        "--minutes", type=float, default=20.0, help="wall-clock cap on training (not extraction/eval)"
+    )
     parser.add_argument("--steps", type=int, default=480, help="length of the learning-rate schedule")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--lr", type=float, default=1e-3)
@@ -542,7 +583,9 @@ def main() -> None:
     parser.add_argument("--lm-rows", type=int, default=0, help="plain next-token rows mixed into each batch")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--eval-n", type=int, default=100)
-    parser.add_argument("--eval-only", action="store_true", help="evaluate the checkpoint in --out, rewrite its card")
+    parser.add_argument(
+        "--eval-only", action="store_true", help="evaluate the checkpoint in --out, rewrite its card"
+    )
     parser.add_argument("--rows-json", type=str, default="", help="also write every evaluated answer here")
     args = parser.parse_args()
 
@@ -569,8 +612,11 @@ def main() -> None:
     tokenizer = AutoTokenizer.from_pretrained(args.base)
     tokenizer.chat_template = CHAT_TEMPLATE
     examples = build_examples(tokenizer, train_pairs, rng)
-    print(f"examples: {len(examples)} of {len(train_pairs)} fit in {SEQ_LEN} tokens, "
-          f"mean {sum(len(e.ids) for e in examples) / max(len(examples), 1):.0f} tokens", flush=True)
+    print(
+        f"examples: {len(examples)} of {len(train_pairs)} fit in {SEQ_LEN} tokens, "
+        f"mean {sum(len(e.ids) for e in examples) / max(len(examples), 1):.0f} tokens",
+        flush=True,
+    )
     model = AutoModelForCausalLM.from_pretrained(args.base, dtype=torch.float32)
     base_stats = json.loads((args.base / "training_stats.json").read_text())
     model.train()
@@ -606,8 +652,11 @@ def main() -> None:
             first_ema = ema
         if step % 10 == 0:
             elapsed = time.monotonic() - t0
-            print(f"step {step} t={elapsed / 60:.1f}m lr={lr:.2e} loss={loss:.3f} ema={ema:.3f} "
-                  f"tok/s={tokens / elapsed:.0f}", flush=True)
+            print(
+                f"step {step} t={elapsed / 60:.1f}m lr={lr:.2e} loss={loss:.3f} ema={ema:.3f} "
+                f"tok/s={tokens / elapsed:.0f}",
+                flush=True,
+            )
     minutes = (time.monotonic() - t0) / 60
     model.eval()
     save(model, tokenizer, args.out)

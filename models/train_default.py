@@ -113,7 +113,10 @@ def main() -> None:
     files = corpus.load_corpus()
     train, held = corpus.split(files)
     n_chars = sum(len(f.text) for f in train)
-    print(f"corpus: {len(files)} files, train {len(train)} ({n_chars/1e6:.1f}M chars), held out {len(held)}", flush=True)
+    print(
+        f"corpus: {len(files)} files, train {len(train)} ({n_chars / 1e6:.1f}M chars), held out {len(held)}",
+        flush=True,
+    )
 
     args.out.mkdir(parents=True, exist_ok=True)
     prior: dict = {}
@@ -125,7 +128,7 @@ def main() -> None:
         tokenizer = train_tokenizer(train, vocab_size=8192)
         model = build_model(tokenizer)
     n_params = sum(p.numel() for p in model.parameters())
-    print(f"model: {n_params/1e6:.2f}M parameters, vocab {len(tokenizer)}", flush=True)
+    print(f"model: {n_params / 1e6:.2f}M parameters, vocab {len(tokenizer)}", flush=True)
 
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.95), weight_decay=0.1)
     budget = args.minutes * 60
@@ -182,7 +185,10 @@ def main() -> None:
         ema = loss if ema is None else 0.98 * ema + 0.02 * loss
         if step % 50 == 0:
             rate = tokens / (time.monotonic() - start)
-            print(f"step {step} t={elapsed/60:.1f}m lr={lr:.2e} loss={loss:.3f} ema={ema:.3f} tok/s={rate:.0f}", flush=True)
+            print(
+                f"step {step} t={elapsed / 60:.1f}m lr={lr:.2e} loss={loss:.3f} ema={ema:.3f} tok/s={rate:.0f}",
+                flush=True,
+            )
         if time.monotonic() - last_save > args.save_every_min * 60:
             save(final=False)
             last_save = time.monotonic()

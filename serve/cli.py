@@ -37,7 +37,11 @@ def read_serve_config(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
         raise SystemExit(f"cannot read config {path}: {exc.strerror}") from None
     except yaml.YAMLError as exc:
         raise SystemExit(f"config {path} is not valid YAML: {exc}") from None
-    apps = [a for a in (doc or {}).get("applications", []) if str(a.get("import_path", "")).startswith("serve.builder:")]
+    apps = [
+        a
+        for a in (doc or {}).get("applications", [])
+        if str(a.get("import_path", "")).startswith("serve.builder:")
+    ]
     if not apps:
         raise SystemExit(f"config {path} has no application with import_path serve.builder:build_app")
     return apps[0].get("args") or {}, (doc or {}).get("http_options") or {}
@@ -79,8 +83,12 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
     signal.signal(signal.SIGINT, _on_signal)
     signal.signal(signal.SIGTERM, _on_signal)
     try:
-        print(f"PostgreSQL: {'embedded under ' + str(data_dir / 'postgres') if embedded and not settings.database_url else 'external'}")
-        print(f"Redis:      {'embedded under ' + str(data_dir / 'redis') if embedded and not settings.redis_url else 'external'}")
+        print(
+            f"PostgreSQL: {'embedded under ' + str(data_dir / 'postgres') if embedded and not settings.database_url else 'external'}"
+        )
+        print(
+            f"Redis:      {'embedded under ' + str(data_dir / 'redis') if embedded and not settings.redis_url else 'external'}"
+        )
         upgrade(urls.database_url)
         # The Serve proxy's uvicorn rewrites the client address from X-Forwarded-For for loopback peers
         # unless told to trust nobody; the app applies its own trusted-proxy rule (app/client_address.py).
@@ -95,12 +103,17 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
             logging_level=logging.WARNING,
         )
         serve.start(http_options={"host": host, "port": port})
-        resolved = settings.model_copy(update={"database_url": urls.database_url, "redis_url": urls.redis_url})
+        resolved = settings.model_copy(
+            update={"database_url": urls.database_url, "redis_url": urls.redis_url}
+        )
         application = build_application(app_args, settings=resolved, migrate=False)
         serve.run(application, name=APP_NAME, route_prefix="/", blocking=False)
         base = f"http://{host}:{port}"
         if not _wait_ready(f"{base}/api/ping", timeout_s=180):
-            print("the application did not become ready within 180 s; see the Ray dashboard logs", file=sys.stderr)
+            print(
+                "the application did not become ready within 180 s; see the Ray dashboard logs",
+                file=sys.stderr,
+            )
             return 1
         print(f"Code4me Serve ready in {time.monotonic() - started:.1f} s")
         print(f"  API:       {base}/api")
@@ -230,10 +243,16 @@ def _print_telemetry(telemetry: dict[str, Any]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `code4me` console script."""
-    parser = argparse.ArgumentParser(prog="code4me", description="Code4me Serve: code-completion research platform")
+    parser = argparse.ArgumentParser(
+        prog="code4me", description="Code4me Serve: code-completion research platform"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
-    up = sub.add_parser("up", help="start PostgreSQL/Redis (embedded unless configured), Ray, Serve; stay until Ctrl-C")
-    up.add_argument("--config", default=str(DEFAULT_CONFIG), help="Serve config file (default: configs/local.yaml)")
+    up = sub.add_parser(
+        "up", help="start PostgreSQL/Redis (embedded unless configured), Ray, Serve; stay until Ctrl-C"
+    )
+    up.add_argument(
+        "--config", default=str(DEFAULT_CONFIG), help="Serve config file (default: configs/local.yaml)"
+    )
     up.add_argument("--host", default=None)
     up.add_argument("--port", type=int, default=None)
     up.add_argument("--num-cpus", type=int, default=None, help="logical CPUs for Ray (default: all cores)")

@@ -70,7 +70,9 @@ class ModelEntry(_Strict):
     # names models by fixed ids: 1 deepseek-coder-1.3b, 2 starcoder2-3b, 3 Ministral-8B-Instruct); an entry
     # without one gets a stable id from 1000 up, kept by name across restarts (db.migrations 0007).
     id: int | None = Field(default=None, ge=1, le=MAX_PINNED_ID)
-    model_id: str = Field(min_length=1, description="Hugging Face hub id or local path (relative = project root)")
+    model_id: str = Field(
+        min_length=1, description="Hugging Face hub id or local path (relative = project root)"
+    )
     family: str
     dtype: Literal["float32", "float16", "bfloat16", "auto"] = "float32"
     num_gpus: float = Field(default=0.0, ge=0.0)
@@ -153,7 +155,11 @@ def _describe(err: dict[str, Any], raw: dict[str, Any]) -> str:
     where = ".".join(str(x) for x in loc) or "args"
     if len(loc) >= 2 and loc[0] == "models" and isinstance(loc[1], int):
         entries = raw.get("models") or []
-        name = entries[loc[1]].get("name") if loc[1] < len(entries) and isinstance(entries[loc[1]], dict) else None
+        name = (
+            entries[loc[1]].get("name")
+            if loc[1] < len(entries) and isinstance(entries[loc[1]], dict)
+            else None
+        )
         field = ".".join(str(x) for x in loc[2:]) or "entry"
         where = f"models[{loc[1]}]" + (f" ({name})" if name else "") + f" field '{field}'"
     return f"{where}: {err.get('msg', 'invalid')}"
@@ -171,5 +177,7 @@ def load_args(raw: dict[str, Any] | None) -> AppArgs:
         try:
             entry.resolved_source()
         except ValueError as exc:
-            raise ConfigError(f"invalid Code4me Serve config: models[{i}] ({entry.name}) field 'model_id': {exc}") from None
+            raise ConfigError(
+                f"invalid Code4me Serve config: models[{i}] ({entry.name}) field 'model_id': {exc}"
+            ) from None
     return args

@@ -90,7 +90,9 @@ def removes_whole_file(lines: Sequence[str], changes: Sequence[LineChange]) -> b
     if len(changes) != 1:
         return False
     c = changes[0]
-    return c.change_type == "remove" and c.start_line == 0 and not c.new_lines and c.end_line >= len(lines) - 1
+    return (
+        c.change_type == "remove" and c.start_line == 0 and not c.new_lines and c.end_line >= len(lines) - 1
+    )
 
 
 def apply_changes(lines: Sequence[str], changes: Sequence[LineChange]) -> list[str]:

@@ -20,7 +20,9 @@ async def live_ttl_ms(state: AppState, project: tokens.ProjectInfo, consent: boo
     """
     if consent:
         return state.settings.context_live_ttl_s * 1000
-    return await tokens.session_lifetime_left_ms(state.redis, project.session_token, state.settings.session_token_ttl_s)
+    return await tokens.session_lifetime_left_ms(
+        state.redis, project.session_token, state.settings.session_token_ttl_s
+    )
 
 
 async def update_context(

@@ -36,4 +36,6 @@ async def chat_page(
 async def delete_chat(chat_id: uuid.UUID, user: UserDep, state: StateDep, db: DbDep) -> ChatDeleted:
     """Delete one of the caller's chats with everything stored about it; idempotent (an unknown chat is 200)."""
     deleted = await chats.delete_chat(state, db, user, chat_id)
-    return ChatDeleted(message="Chat deleted successfully" if deleted else "Chat already deleted", chat_id=chat_id)
+    return ChatDeleted(
+        message="Chat deleted successfully" if deleted else "Chat already deleted", chat_id=chat_id
+    )

@@ -39,7 +39,9 @@ async def request_completion(
     side-by-side calls; replica: the slowest model replica's own time; events: the telemetry round trip).
     """
     timings: dict[str, float] = {}
-    answer = await completions.request_completion(state, caller, caller.session, caller.project, body, timings=timings)
+    answer = await completions.request_completion(
+        state, caller, caller.session, caller.project, body, timings=timings
+    )
     response.headers["server-timing"] = server_timing(timings)
     return answer
 
@@ -60,6 +62,8 @@ async def feedback(body: FeedbackRequest, user: UserDep, state: StateDep, db: Db
 
 
 @router.get("/{meta_query_id}", response_model=CompletionResponse, responses=ERRORS)
-async def get_completion(meta_query_id: uuid.UUID, user: UserDep, state: StateDep, db: DbDep) -> CompletionResponse:
+async def get_completion(
+    meta_query_id: uuid.UUID, user: UserDep, state: StateDep, db: DbDep
+) -> CompletionResponse:
     """A stored completion query; only its owner may read it."""
     return await completions.get_completion(state, db, user, meta_query_id)

@@ -23,11 +23,20 @@ ERRORS: dict[int | str, dict[str, Any]] = {401: {"model": ErrorResponse}, 422: {
 
 _EMAIL_BODY = {
     "required": False,
-    "content": {"application/json": {"schema": {"type": "object", "properties": {"email": {"type": "string", "format": "email"}}}}},
+    "content": {
+        "application/json": {
+            "schema": {"type": "object", "properties": {"email": {"type": "string", "format": "email"}}}
+        }
+    },
 }
 
 
-@router.post("/reset-password/request", response_model=Message, responses=ERRORS, openapi_extra={"requestBody": _EMAIL_BODY})
+@router.post(
+    "/reset-password/request",
+    response_model=Message,
+    responses=ERRORS,
+    openapi_extra={"requestBody": _EMAIL_BODY},
+)
 async def request_reset(
     request: Request,
     state: StateDep,
@@ -73,8 +82,12 @@ async def change(request: Request, db: DbDep, redis: RedisDep) -> Response | Mes
         await password_reset.change_password(db, redis, body.token, body.new_password)
     except DomainError as exc:
         if is_form:
-            return HTMLResponse(link_pages.result("Password not changed", exc.message), status_code=exc.status_code)
+            return HTMLResponse(
+                link_pages.result("Password not changed", exc.message), status_code=exc.status_code
+            )
         raise
     if is_form:
-        return HTMLResponse(link_pages.result("Password changed", "Your password is changed. Sign in again in your IDE."))
+        return HTMLResponse(
+            link_pages.result("Password changed", "Your password is changed. Sign in again in your IDE.")
+        )
     return Message(message="Password changed successfully: sign in again")

@@ -30,9 +30,17 @@ ERRORS = error_responses(401, 403, 404)
 ACCEPT_ERRORS = error_responses(401, 403, 404, 409)
 
 
-@router.post("/create", status_code=status.HTTP_201_CREATED, response_model=ProjectTokenResponse, responses=ERRORS)
+@router.post(
+    "/create", status_code=status.HTTP_201_CREATED, response_model=ProjectTokenResponse, responses=ERRORS
+)
 async def create_project(
-    body: ProjectCreate, request: Request, response: Response, session: SessionDep, state: StateDep, db: DbDep, redis: RedisDep
+    body: ProjectCreate,
+    request: Request,
+    response: Response,
+    session: SessionDep,
+    state: StateDep,
+    db: DbDep,
+    redis: RedisDep,
 ) -> ProjectTokenResponse:
     """Create a project with the caller as owner and activate it: sets the (opaque) `project_token` cookie.
 
@@ -43,36 +51,52 @@ async def create_project(
     project, token = await projects.create(db, redis, session, session_token_of(request), body.project_name)
     set_token_cookie(response, state.settings, "project_token", token)
     return ProjectTokenResponse(
-        message="Project created successfully", project_token=str(project.project_id), project_id=project.project_id
+        message="Project created successfully",
+        project_token=str(project.project_id),
+        project_id=project.project_id,
     )
 
 
 @router.put("/activate", response_model=ProjectTokenResponse, responses=ERRORS)
 async def activate_project(
-    body: ProjectActivate, request: Request, response: Response, session: SessionDep, state: StateDep, db: DbDep, redis: RedisDep
+    body: ProjectActivate,
+    request: Request,
+    response: Response,
+    session: SessionDep,
+    state: StateDep,
+    db: DbDep,
+    redis: RedisDep,
 ) -> ProjectTokenResponse:
     """Activate a project the caller is a member of in the session: sets the `project_token` cookie."""
     token = await projects.activate(db, redis, session, session_token_of(request), body.project_id)
     set_token_cookie(response, state.settings, "project_token", token)
     return ProjectTokenResponse(
-        message="Project activated successfully", project_token=str(body.project_id), project_id=body.project_id
+        message="Project activated successfully",
+        project_token=str(body.project_id),
+        project_id=body.project_id,
     )
 
 
 @router.get("/list", response_model=ProjectListResponse, responses=error_responses(401))
 async def list_projects(auth: AuthDep, db: DbDep) -> ProjectListResponse:
     """The projects the caller is a member of, with the caller's role, newest first."""
-    return ProjectListResponse(message="Projects retrieved successfully", projects=await projects.list_mine(db, auth.user_id))
+    return ProjectListResponse(
+        message="Projects retrieved successfully", projects=await projects.list_mine(db, auth.user_id)
+    )
 
 
 @router.get("/get/{project_id}", response_model=ProjectResponse, responses=ERRORS)
 async def get_project(project_id: uuid.UUID, auth: AuthDep, db: DbDep) -> ProjectResponse:
     """One project; members only."""
-    return ProjectResponse(message="Project retrieved successfully", project=await projects.get(db, auth.user_id, project_id))
+    return ProjectResponse(
+        message="Project retrieved successfully", project=await projects.get(db, auth.user_id, project_id)
+    )
 
 
 @router.put("/update/{project_id}", response_model=ProjectResponse, responses=ERRORS)
-async def update_project(project_id: uuid.UUID, body: ProjectUpdate, auth: AuthDep, db: DbDep) -> ProjectResponse:
+async def update_project(
+    project_id: uuid.UUID, body: ProjectUpdate, auth: AuthDep, db: DbDep
+) -> ProjectResponse:
     """Rename a project; its owner and admins only."""
     project = await projects.rename(db, auth.user_id, project_id, body.project_name)
     return ProjectResponse(message="Project updated successfully", project=project)
@@ -88,7 +112,9 @@ async def delete_project(project_id: uuid.UUID, auth: AuthDep, db: DbDep, redis:
 @router.get("/members/{project_id}", response_model=MembersResponse, responses=ERRORS)
 async def list_members(project_id: uuid.UUID, auth: AuthDep, db: DbDep) -> MembersResponse:
     """The members of a project, owner first; members only."""
-    return MembersResponse(message="Members retrieved successfully", members=await projects.members(db, auth.user_id, project_id))
+    return MembersResponse(
+        message="Members retrieved successfully", members=await projects.members(db, auth.user_id, project_id)
+    )
 
 
 @router.post(
@@ -101,9 +127,13 @@ async def create_invitation(
     project_id: uuid.UUID, body: InvitationCreate, auth: AuthDep, state: StateDep, db: DbDep
 ) -> InvitationCreatedResponse:
     """Invite an email address (owner only); the answer holds the single-use token, shown only here."""
-    invitation, token = await projects.invite(db, state.settings, auth.user_id, project_id, str(body.email), body.role)
+    invitation, token = await projects.invite(
+        db, state.settings, auth.user_id, project_id, str(body.email), body.role
+    )
     return InvitationCreatedResponse(
-        message="Invitation created successfully", invitation=projects.invitation_public(invitation), token=token
+        message="Invitation created successfully",
+        invitation=projects.invitation_public(invitation),
+        token=token,
     )
 
 
@@ -112,7 +142,8 @@ async def list_invitations(project_id: uuid.UUID, auth: AuthDep, db: DbDep) -> I
     """A project's pending invitations (owner only)."""
     pending = await projects.pending_invitations(db, auth.user_id, project_id)
     return InvitationsResponse(
-        message="Invitations retrieved successfully", invitations=[projects.invitation_public(i) for i in pending]
+        message="Invitations retrieved successfully",
+        invitations=[projects.invitation_public(i) for i in pending],
     )
 
 

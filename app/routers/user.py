@@ -41,9 +41,16 @@ def _server(request: Request) -> tuple[str, int]:
     return f"{request.url.scheme}://{request.url.hostname or '127.0.0.1'}", request.url.port or 80
 
 
-@router.post("/create", status_code=status.HTTP_201_CREATED, response_model=UserCreateResponse, responses=ERRORS)
+@router.post(
+    "/create", status_code=status.HTTP_201_CREATED, response_model=UserCreateResponse, responses=ERRORS
+)
 async def create_user(
-    body: UserCreate, state: StateDep, db: DbDep, redis: RedisDep, google: GoogleDep, background: BackgroundTasks
+    body: UserCreate,
+    state: StateDep,
+    db: DbDep,
+    redis: RedisDep,
+    google: GoogleDep,
+    background: BackgroundTasks,
 ) -> UserCreateResponse:
     """Create an account with a password (a verification mail follows) or from a Google ID token."""
     if body.provider == "google":
@@ -52,7 +59,9 @@ async def create_user(
         user = await users.create_google_user(db, body, identity)
     else:
         user = await users.create_user(db, body)
-        background.add_task(send_mail, state.settings, await verification.verification_mail(redis, state.settings, user))
+        background.add_task(
+            send_mail, state.settings, await verification.verification_mail(redis, state.settings, user)
+        )
     return UserCreateResponse(message="User created successfully", user_id=user.user_id)
 
 
@@ -70,12 +79,18 @@ async def authenticate(
     if body.provider == "google":
         user = await users.authenticate_google(db, str(body.email), await google.verify(body.token))
     else:
-        user = await users.authenticate_password(db, body, require_verified=state.settings.require_verified_email)
-    token = await tokens.issue_auth(redis, user.user_id, state.settings.auth_token_ttl_s, state.settings.token_max_age_s)
+        user = await users.authenticate_password(
+            db, body, require_verified=state.settings.require_verified_email
+        )
+    token = await tokens.issue_auth(
+        redis, user.user_id, state.settings.auth_token_ttl_s, state.settings.token_max_age_s
+    )
     set_token_cookie(response, state.settings, "auth_token", token)
     host, port = _server(request)
     config = await client_config(state, db, user, host=host, port=port)
-    return AuthenticateResponse(message="Authentication successful", user=users.public_user(user), config=config)
+    return AuthenticateResponse(
+        message="Authentication successful", user=users.public_user(user), config=config
+    )
 
 
 @router.get("/get", response_model=GetUserResponse, responses=ERRORS)
@@ -92,9 +107,13 @@ async def update_user(
 ) -> UserResponse:
     """Change name, email, password, preference or config; the old password guards password and email."""
     email_changed = await users.update_user(db, user, body)
-    await deps.store_user_snapshot(redis, user.user_id, user.preference)  # the completion path reads this copy
+    await deps.store_user_snapshot(
+        redis, user.user_id, user.preference
+    )  # the completion path reads this copy
     if email_changed:
-        background.add_task(send_mail, state.settings, await verification.verification_mail(redis, state.settings, user))
+        background.add_task(
+            send_mail, state.settings, await verification.verification_mail(redis, state.settings, user)
+        )
     return UserResponse(message="User updated successfully", user=users.public_user(user))
 
 
@@ -109,7 +128,9 @@ async def delete_user(
 ) -> Message:
     """Delete the account and end all its tokens; `delete_data=true` also removes every research row."""
     # `delete_user_data` is the old server's name for the same flag.
-    await account_deletion.delete_account(db, redis, user.user_id, delete_data=delete_data or bool(delete_user_data))
+    await account_deletion.delete_account(
+        db, redis, user.user_id, delete_data=delete_data or bool(delete_user_data)
+    )
     for name in TOKEN_COOKIES:
         clear_token_cookie(response, name)
     return Message(message="User deleted successfully")

@@ -18,14 +18,20 @@ from app.schemas.user import EmailRequest, TokenRequest, VerificationStatus
 from app.services import verification
 
 router = SlashTolerantRouter(prefix="/api/user", tags=["user verification"])
-ERRORS: dict[int | str, dict[str, Any]] = {401: {"model": ErrorResponse}, 409: {"model": ErrorResponse}, 422: {"model": ErrorResponse}}
+ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorResponse},
+    409: {"model": ErrorResponse},
+    422: {"model": ErrorResponse},
+}
 RESENT = "If the account exists and is not verified yet, a verification mail has been sent"
 
 
 @router.get("/verify/check", response_model=VerificationStatus, responses=ERRORS)
 async def check(user: UserDep) -> VerificationStatus:
     """Whether the signed-in user's email address is verified."""
-    return VerificationStatus(message="Verification status retrieved successfully", user_is_verified=user.verified)
+    return VerificationStatus(
+        message="Verification status retrieved successfully", user_is_verified=user.verified
+    )
 
 
 @router.post("/verify/resend", response_model=Message, responses=ERRORS)
@@ -68,5 +74,7 @@ async def verify(
             return HTMLResponse(link_pages.result("Not verified", exc.message), status_code=exc.status_code)
         raise
     if is_form:
-        return HTMLResponse(link_pages.result("Email verified", "Your email address is verified. You can close this page."))
+        return HTMLResponse(
+            link_pages.result("Email verified", "Your email address is verified. You can close this page.")
+        )
     return Message(message="Email verified successfully")

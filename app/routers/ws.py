@@ -122,10 +122,14 @@ class Connection:
                 raise _Problem("request_id must be a string or a number")
             request_id = None if rid is None else str(rid)
             if len(message) != 1:
-                raise _Problem(f"Message must name exactly one operation of: {', '.join(sorted(self.operations))}")
+                raise _Problem(
+                    f"Message must name exactly one operation of: {', '.join(sorted(self.operations))}"
+                )
             ((operation, body),) = message.items()
             if operation not in self.operations:
-                raise _Problem(f"Unknown operation {operation!r} on this socket; use one of: {', '.join(sorted(self.operations))}")
+                raise _Problem(
+                    f"Unknown operation {operation!r} on this socket; use one of: {', '.join(sorted(self.operations))}"
+                )
             if operation == "cancel":
                 self._cancel(request_id, body)
                 return
@@ -140,14 +144,20 @@ class Connection:
 
     def _cancel(self, request_id: str | None, body: Any) -> None:
         try:
-            target = Cancel.model_validate(body if isinstance(body, dict) else {"request_id": body}).request_id
+            target = Cancel.model_validate(
+                body if isinstance(body, dict) else {"request_id": body}
+            ).request_id
         except ValidationError as exc:
             raise _Problem(_validation_message(exc)) from None
         task = self.tasks.get(str(target))
         if task is None:
             raise _Problem(f"No operation with request_id {target} is in flight", 404)
         task.cancel()
-        asyncio.create_task(self.send({"request_id": request_id, "cancel_response": {"request_id": str(target), "cancelled": True}}))
+        asyncio.create_task(
+            self.send(
+                {"request_id": request_id, "cancel_response": {"request_id": str(target), "cancelled": True}}
+            )
+        )
 
     async def _run(self, operation: str, body: Any, request_id: str | None) -> None:
         try:
@@ -184,9 +194,16 @@ async def _completion_request(conn: Connection, body: Any, request_id: str | Non
     user, session, project = caller, caller.session, caller.project
 
     async def partial(meta_query_id: uuid.UUID, model: ModelInfo, slot: Any) -> None:
-        await conn.send({"request_id": request_id, "completion_partial": {"meta_query_id": str(meta_query_id), "completion": slot.model_dump()}})
+        await conn.send(
+            {
+                "request_id": request_id,
+                "completion_partial": {"meta_query_id": str(meta_query_id), "completion": slot.model_dump()},
+            }
+        )
 
-    response = await completions.request_completion(conn.state, user, session, project, request, on_result=partial)
+    response = await completions.request_completion(
+        conn.state, user, session, project, request, on_result=partial
+    )
     return response.model_dump(mode="json")
 
 
@@ -196,7 +213,8 @@ async def _completion_feedback(conn: Connection, body: Any, request_id: str | No
         user, _s, _p = await conn.caller(db, need_project=False)
         await completions.feedback(conn.state, db, user, request)
     return FeedbackResponse(
-        message="Feedback recorded successfully", data=FeedbackData(meta_query_id=request.meta_query_id, model_id=request.model_id)
+        message="Feedback recorded successfully",
+        data=FeedbackData(meta_query_id=request.meta_query_id, model_id=request.model_id),
     ).model_dump(mode="json")
 
 
@@ -204,7 +222,12 @@ async def _chat_request(conn: Connection, body: Any, request_id: str | None) -> 
     request = ChatRequest.model_validate(body)
 
     async def token(model: ModelInfo, piece: str) -> None:
-        await conn.send({"request_id": request_id, "chat_token": {"model_id": model.model_id, "model_name": model.name, "text": piece}})
+        await conn.send(
+            {
+                "request_id": request_id,
+                "chat_token": {"model_id": model.model_id, "model_name": model.name, "text": piece},
+            }
+        )
 
     async with conn.state.sessionmaker() as db:
         user, session, project = await conn.caller(db, need_project=True)

@@ -40,7 +40,9 @@ class ChatRequest(Body):
         while end and messages[end - 1][0] == "assistant":
             end -= 1
         if not end or messages[end - 1][0] != "user":
-            raise ValueError("the conversation must end with a user message (trailing assistant messages are ignored)")
+            raise ValueError(
+                "the conversation must end with a user message (trailing assistant messages are ignored)"
+            )
         return messages[:end]
 
 

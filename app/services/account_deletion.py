@@ -43,7 +43,11 @@ async def delete_queries(db: AsyncSession, where: ColumnElement[bool]) -> int:
         await db.execute(
             delete(MetaQuery)
             .where(where)
-            .returning(col(MetaQuery.context_id), col(MetaQuery.contextual_telemetry_id), col(MetaQuery.behavioral_telemetry_id))
+            .returning(
+                col(MetaQuery.context_id),
+                col(MetaQuery.contextual_telemetry_id),
+                col(MetaQuery.behavioral_telemetry_id),
+            )
         )
     ).all()
     context_ids = [r[0] for r in rows if r[0] is not None]
@@ -53,20 +57,28 @@ async def delete_queries(db: AsyncSession, where: ColumnElement[bool]) -> int:
         await db.execute(delete(Context).where(col(Context.context_id).in_(context_ids)))
     if contextual_ids:
         await db.execute(
-            delete(ContextualTelemetry).where(col(ContextualTelemetry.contextual_telemetry_id).in_(contextual_ids))
+            delete(ContextualTelemetry).where(
+                col(ContextualTelemetry.contextual_telemetry_id).in_(contextual_ids)
+            )
         )
     if behavioral_ids:
         await db.execute(
-            delete(BehavioralTelemetry).where(col(BehavioralTelemetry.behavioral_telemetry_id).in_(behavioral_ids))
+            delete(BehavioralTelemetry).where(
+                col(BehavioralTelemetry.behavioral_telemetry_id).in_(behavioral_ids)
+            )
         )
     return len(rows)
 
 
 async def _anonymise_completion_queries(db: AsyncSession, user_id: uuid.UUID) -> None:
     owned = col(MetaQuery.user_id) == user_id
-    await db.execute(delete(Context).where(col(Context.context_id).in_(select(col(MetaQuery.context_id)).where(owned))))
     await db.execute(
-        delete(GroundTruth).where(col(GroundTruth.meta_query_id).in_(select(col(MetaQuery.meta_query_id)).where(owned)))
+        delete(Context).where(col(Context.context_id).in_(select(col(MetaQuery.context_id)).where(owned)))
+    )
+    await db.execute(
+        delete(GroundTruth).where(
+            col(GroundTruth.meta_query_id).in_(select(col(MetaQuery.meta_query_id)).where(owned))
+        )
     )
     await db.execute(
         update(ContextualTelemetry)
@@ -97,7 +109,9 @@ async def delete_account(db: AsyncSession, redis: Redis, user_id: uuid.UUID, *, 
     if delete_data:
         await delete_queries(db, col(MetaQuery.user_id) == user_id)
     else:
-        await delete_queries(db, and_(col(MetaQuery.user_id) == user_id, col(MetaQuery.query_type) != KEPT_QUERY_TYPE))
+        await delete_queries(
+            db, and_(col(MetaQuery.user_id) == user_id, col(MetaQuery.query_type) != KEPT_QUERY_TYPE)
+        )
         await _anonymise_completion_queries(db, user_id)
     await db.execute(delete(Chat).where(col(Chat.user_id) == user_id))
     await _delete_solo_projects(db, user_id)

@@ -135,9 +135,15 @@ async def request_chat(
     models = resolve_models(state, body.model_ids, chat=True)
     size = sum(len(c) for _r, c in body.messages) + len(body.context.prefix) + len(body.context.suffix)
     if size > state.settings.max_context_chars:
-        raise PayloadTooLarge(f"Chat of {size} characters is over the limit of {state.settings.max_context_chars}")
+        raise PayloadTooLarge(
+            f"Chat of {size} characters is over the limit of {state.settings.max_context_chars}"
+        )
     ct = body.contextual_telemetry
-    if ct is not None and (ct.language_id not in state.reference.languages or ct.trigger_type_id not in state.reference.trigger_types or ct.version_id not in state.reference.plugin_versions):
+    if ct is not None and (
+        ct.language_id not in state.reference.languages
+        or ct.trigger_type_id not in state.reference.trigger_types
+        or ct.version_id not in state.reference.plugin_versions
+    ):
         raise Unprocessable("Unknown language_id, trigger_type_id or version_id in contextual_telemetry")
     if await state.redis.exists(chat_deleted_key(body.chat_id)):
         raise NotFound("This chat was deleted")
@@ -164,7 +170,15 @@ async def request_chat(
     keep_text = prefs.store_context and body.store_context is not False
     events: list[Any] = []
     if owner is None:
-        events.append(ChatEvent(chat_id=body.chat_id, user_id=user.user_id, project_id=project.project_id, title=title, created_at=now))
+        events.append(
+            ChatEvent(
+                chat_id=body.chat_id,
+                user_id=user.user_id,
+                project_id=project.project_id,
+                title=title,
+                created_at=now,
+            )
+        )
     events.append(
         QueryEvent(
             meta_query_id=meta_query_id,
@@ -176,10 +190,14 @@ async def request_chat(
             total_serving_time_ms=total_ms,
             chat_id=body.chat_id,
             web_enabled=body.web_enabled,
-            context=ContextRow(context_id=uuid.uuid4(), **redacted.context.model_dump()) if keep_text else None,
+            context=ContextRow(context_id=uuid.uuid4(), **redacted.context.model_dump())
+            if keep_text
+            else None,
             contextual=(
                 ContextualRow(contextual_telemetry_id=uuid.uuid4(), **ct.model_dump())
-                if ct is not None and prefs.store_contextual_telemetry and body.store_contextual_telemetry is not False
+                if ct is not None
+                and prefs.store_contextual_telemetry
+                and body.store_contextual_telemetry is not False
                 else None
             ),
             behavioral=(
@@ -191,21 +209,55 @@ async def request_chat(
     )
     user_text = redacted.messages[-1][1]
     if keep_text:
-        events.append(ChatMessageEvent(message_id=uuid.uuid4(), user_id=user.user_id, chat_id=body.chat_id, meta_query_id=meta_query_id, role="user", content=user_text, created_at=now))
+        events.append(
+            ChatMessageEvent(
+                message_id=uuid.uuid4(),
+                user_id=user.user_id,
+                chat_id=body.chat_id,
+                meta_query_id=meta_query_id,
+                role="user",
+                content=user_text,
+                created_at=now,
+            )
+        )
     responses: list[ChatCompletionItem | ChatCompletionErrorItem] = []
     for model, (raw_text, ms, error) in zip(models, answers, strict=True):
         text = redact(raw_text) if raw_text is not None else None  # a model may echo or invent a secret
         events.append(
-            GenerationEvent(meta_query_id=meta_query_id, user_id=user.user_id, model_id=model.model_id, completion=text or "", generation_time_ms=ms, error=error, created_at=utcnow(), chat_id=body.chat_id)
+            GenerationEvent(
+                meta_query_id=meta_query_id,
+                user_id=user.user_id,
+                model_id=model.model_id,
+                completion=text or "",
+                generation_time_ms=ms,
+                error=error,
+                created_at=utcnow(),
+                chat_id=body.chat_id,
+            )
         )
         if error is None and text is not None:
             if keep_text:
                 events.append(
-                    ChatMessageEvent(message_id=uuid.uuid4(), user_id=user.user_id, chat_id=body.chat_id, meta_query_id=meta_query_id, role="assistant", content=text, model_id=model.model_id, created_at=utcnow())
+                    ChatMessageEvent(
+                        message_id=uuid.uuid4(),
+                        user_id=user.user_id,
+                        chat_id=body.chat_id,
+                        meta_query_id=meta_query_id,
+                        role="assistant",
+                        content=text,
+                        model_id=model.model_id,
+                        created_at=utcnow(),
+                    )
                 )
-            responses.append(ChatCompletionItem(model_id=model.model_id, model_name=model.name, completion=text, generation_time=ms))
+            responses.append(
+                ChatCompletionItem(
+                    model_id=model.model_id, model_name=model.name, completion=text, generation_time=ms
+                )
+            )
         else:
-            responses.append(ChatCompletionErrorItem(model_id=model.model_id, model_name=model.name, generation_time=ms))
+            responses.append(
+                ChatCompletionErrorItem(model_id=model.model_id, model_name=model.name, generation_time=ms)
+            )
     pipe = state.redis.pipeline(transaction=False)
     add_events(pipe, events)
     ttl = state.settings.query_cache_ttl_s
@@ -224,35 +276,47 @@ async def request_chat(
     )
 
 
-async def history_page(state: AppState, db: AsyncSession, user: User, project: tokens.ProjectInfo, page: int) -> ChatHistoryPage:
+async def history_page(
+    state: AppState, db: AsyncSession, user: User, project: tokens.ProjectInfo, page: int
+) -> ChatHistoryPage:
     """The caller's chats in the active project, newest first, PER_PAGE per page; pages count from 0 (the plugin's)."""
     chats = (
-        await db.execute(
-            select(Chat)
-            .where(Chat.user_id == user.user_id, Chat.project_id == project.project_id)  # type: ignore[arg-type]
-            .order_by(desc(Chat.created_at))  # type: ignore[arg-type]
-            .offset(page * PER_PAGE)
-            .limit(PER_PAGE)
+        (
+            await db.execute(
+                select(Chat)
+                .where(Chat.user_id == user.user_id, Chat.project_id == project.project_id)  # type: ignore[arg-type]
+                .order_by(desc(Chat.created_at))  # type: ignore[arg-type]
+                .offset(page * PER_PAGE)
+                .limit(PER_PAGE)
+            )
         )
-    ).scalars().all()
+        .scalars()
+        .all()
+    )
     items = [await _history(state, db, chat) for chat in chats]
     return ChatHistoryPage(page=page, per_page=PER_PAGE, items=items)
 
 
 async def _history(state: AppState, db: AsyncSession, chat: Chat) -> ChatHistoryResponse:
     turns = (
-        await db.execute(
-            select(MetaQuery)
-            .join(ChatQuery, ChatQuery.meta_query_id == MetaQuery.meta_query_id)  # type: ignore[arg-type]
-            .where(ChatQuery.chat_id == chat.chat_id)  # type: ignore[arg-type]
-            .order_by(MetaQuery.timestamp)  # type: ignore[arg-type]
+        (
+            await db.execute(
+                select(MetaQuery)
+                .join(ChatQuery, ChatQuery.meta_query_id == MetaQuery.meta_query_id)  # type: ignore[arg-type]
+                .where(ChatQuery.chat_id == chat.chat_id)  # type: ignore[arg-type]
+                .order_by(MetaQuery.timestamp)  # type: ignore[arg-type]
+            )
         )
-    ).scalars().all()
+        .scalars()
+        .all()
+    )
     ids = [t.meta_query_id for t in turns]
     user_texts = {
         m.meta_query_id: m.content
         for m in (
-            await db.execute(select(ChatMessage).where(ChatMessage.meta_query_id.in_(ids), ChatMessage.role == "user"))  # type: ignore[union-attr,attr-defined]
+            await db.execute(
+                select(ChatMessage).where(ChatMessage.meta_query_id.in_(ids), ChatMessage.role == "user")
+            )  # type: ignore[union-attr,attr-defined]
         ).scalars()
     }
     gens: dict[uuid.UUID, list[Generation]] = {}
@@ -264,14 +328,28 @@ async def _history(state: AppState, db: AsyncSession, chat: Chat) -> ChatHistory
         for g in sorted(gens.get(t.meta_query_id, []), key=lambda g: g.model_id):
             name = state.models[g.model_id].name if g.model_id in state.models else str(g.model_id)
             if g.error:
-                responses.append(ChatCompletionErrorItem(model_id=g.model_id, model_name=name, generation_time=g.generation_time_ms))
+                responses.append(
+                    ChatCompletionErrorItem(
+                        model_id=g.model_id, model_name=name, generation_time=g.generation_time_ms
+                    )
+                )
             else:
                 responses.append(
-                    ChatCompletionItem(model_id=g.model_id, model_name=name, completion=g.completion, generation_time=g.generation_time_ms, was_accepted=g.was_accepted)
+                    ChatCompletionItem(
+                        model_id=g.model_id,
+                        model_name=name,
+                        completion=g.completion,
+                        generation_time=g.generation_time_ms,
+                        was_accepted=g.was_accepted,
+                    )
                 )
         history.append(
             ChatHistoryItem(
-                user_message=ChatMessageItem(content=user_texts.get(t.meta_query_id, ""), timestamp=t.timestamp, meta_query_id=t.meta_query_id),
+                user_message=ChatMessageItem(
+                    content=user_texts.get(t.meta_query_id, ""),
+                    timestamp=t.timestamp,
+                    meta_query_id=t.meta_query_id,
+                ),
                 assistant_responses=responses,
             )
         )
@@ -296,17 +374,31 @@ async def delete_chat(state: AppState, db: AsyncSession, user: User, chat_id: uu
     await state.redis.set(chat_deleted_key(chat_id), b"1", ex=7 * 24 * 3600)
     await state.redis.delete(_chat_key(chat_id))
     turns = (
-        await db.execute(
-            select(MetaQuery).join(ChatQuery, ChatQuery.meta_query_id == MetaQuery.meta_query_id).where(ChatQuery.chat_id == chat_id)  # type: ignore[arg-type]
+        (
+            await db.execute(
+                select(MetaQuery)
+                .join(ChatQuery, ChatQuery.meta_query_id == MetaQuery.meta_query_id)
+                .where(ChatQuery.chat_id == chat_id)  # type: ignore[arg-type]
+            )
         )
-    ).scalars().all()
+        .scalars()
+        .all()
+    )
     await db.execute(delete(ChatMessage).where(ChatMessage.chat_id == chat_id))  # type: ignore[arg-type]
     # Turns cascade to their generations and ground truths; their context and telemetry rows go explicitly.
     await db.execute(delete(MetaQuery).where(MetaQuery.meta_query_id.in_([t.meta_query_id for t in turns])))  # type: ignore[attr-defined]
     for table, key, ids in (
         (Context, Context.context_id, [t.context_id for t in turns if t.context_id]),
-        (ContextualTelemetry, ContextualTelemetry.contextual_telemetry_id, [t.contextual_telemetry_id for t in turns if t.contextual_telemetry_id]),
-        (BehavioralTelemetry, BehavioralTelemetry.behavioral_telemetry_id, [t.behavioral_telemetry_id for t in turns if t.behavioral_telemetry_id]),
+        (
+            ContextualTelemetry,
+            ContextualTelemetry.contextual_telemetry_id,
+            [t.contextual_telemetry_id for t in turns if t.contextual_telemetry_id],
+        ),
+        (
+            BehavioralTelemetry,
+            BehavioralTelemetry.behavioral_telemetry_id,
+            [t.behavioral_telemetry_id for t in turns if t.behavioral_telemetry_id],
+        ),
     ):
         if ids:
             await db.execute(delete(table).where(key.in_(ids)))  # type: ignore[attr-defined]

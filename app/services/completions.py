@@ -121,12 +121,18 @@ def model_payload(body: CompletionRequest) -> dict[str, Any]:
 async def _call_model(state: AppState, model: ModelInfo, payload: dict[str, Any]) -> dict[str, Any]:
     started = time.perf_counter()
     try:
-        result = await asyncio.wait_for(state.gateway.complete(model.name, payload), timeout=model.time_budget_s + 1.0)
+        result = await asyncio.wait_for(
+            state.gateway.complete(model.name, payload), timeout=model.time_budget_s + 1.0
+        )
         return {"ok": True, **result}
     except Exception as exc:  # noqa: BLE001 - one model's failure must not fail the others
         reason = "timed out" if isinstance(exc, TimeoutError) else type(exc).__name__
         log.warning("model %s failed: %s", model.name, reason)
-        return {"ok": False, "error": reason, "generation_time_ms": int((time.perf_counter() - started) * 1000)}
+        return {
+            "ok": False,
+            "error": reason,
+            "generation_time_ms": int((time.perf_counter() - started) * 1000),
+        }
 
 
 @dataclass
@@ -151,7 +157,9 @@ async def _run_superseding(
     on_result: Callable[[ModelInfo, dict[str, Any]], Awaitable[None]] | None = None,
 ) -> list[dict[str, Any]]:
     """Call the models side by side; a newer request of the same session (on any replica) cancels this one's."""
-    cancel_older(state.inflight, session_id, seq)  # ours, on this replica; other replicas hear of `seq` from Redis
+    cancel_older(
+        state.inflight, session_id, seq
+    )  # ours, on this replica; other replicas hear of `seq` from Redis
 
     async def one(model: ModelInfo) -> dict[str, Any]:
         result = await _call_model(state, model, payload)
@@ -200,10 +208,14 @@ def query_event(
         )
     contextual = None
     if _stored(body.store_contextual_telemetry, prefs.store_contextual_telemetry):
-        contextual = ContextualRow(contextual_telemetry_id=uuid.uuid4(), **body.contextual_telemetry.model_dump())
+        contextual = ContextualRow(
+            contextual_telemetry_id=uuid.uuid4(), **body.contextual_telemetry.model_dump()
+        )
     behavioral = None
     if _stored(body.store_behavioral_telemetry, prefs.store_behavioral_telemetry):
-        behavioral = BehavioralRow(behavioral_telemetry_id=uuid.uuid4(), **body.behavioral_telemetry.model_dump())
+        behavioral = BehavioralRow(
+            behavioral_telemetry_id=uuid.uuid4(), **body.behavioral_telemetry.model_dump()
+        )
     return QueryEvent(
         meta_query_id=meta_query_id,
         user_id=user.user_id,
@@ -283,26 +295,38 @@ async def request_completion(
 
     async def forward(model: ModelInfo, result: dict[str, Any]) -> None:
         assert on_result is not None
-        await on_result(meta_query_id, model, _slot(generation_event(meta_query_id, model, result), model.name))
+        await on_result(
+            meta_query_id, model, _slot(generation_event(meta_query_id, model, result), model.name)
+        )
 
-    results = await _run_superseding(state, session.session_id, seq, models, payload, forward if on_result else None)
+    results = await _run_superseding(
+        state, session.session_id, seq, models, payload, forward if on_result else None
+    )
     answered = time.perf_counter()
     total_ms = int((answered - started) * 1000)
 
-    generations = [generation_event(meta_query_id, m, r, user.user_id) for m, r in zip(models, results, strict=True)]
+    generations = [
+        generation_event(meta_query_id, m, r, user.user_id) for m, r in zip(models, results, strict=True)
+    ]
     slots = [_slot(g, m.name) for g, m in zip(generations, models, strict=True)]
     data = CompletionData(meta_query_id=meta_query_id, completions=slots)
     # One round trip: the events for the writers, and the answer kept readable until they are written.
     pipe = state.redis.pipeline(transaction=False)
-    add_events(pipe, [query_event(user, prefs, session, project, redacted, meta_query_id, total_ms), *generations])
+    add_events(
+        pipe, [query_event(user, prefs, session, project, redacted, meta_query_id, total_ms), *generations]
+    )
     ttl = state.settings.query_cache_ttl_s
-    pipe.set(_query_key(meta_query_id), _CachedQuery(user_id=user.user_id, data=data).model_dump_json(), ex=ttl)
+    pipe.set(
+        _query_key(meta_query_id), _CachedQuery(user_id=user.user_id, data=data).model_dump_json(), ex=ttl
+    )
     tokens.index_for_user(pipe, user.user_id, _query_key(meta_query_id), ttl)  # so account deletion finds it
     await pipe.execute()
     if timings is not None:
         done = time.perf_counter()
         timings.update(
-            prepare=(started - began) * 1000, models=(answered - started) * 1000, events=(done - answered) * 1000
+            prepare=(started - began) * 1000,
+            models=(answered - started) * 1000,
+            events=(done - answered) * 1000,
         )
         # What the model replica reported of its own time (for the slowest model): queue + generation.
         replica = [float(r["replica_ms"]) for r in results if r.get("ok") and "replica_ms" in r]
@@ -377,7 +401,9 @@ async def feedback(state: AppState, db: AsyncSession, user: User, body: Feedback
     await publish(state.redis, [event])
 
 
-async def get_completion(state: AppState, db: AsyncSession, user: User, meta_query_id: uuid.UUID) -> CompletionResponse:
+async def get_completion(
+    state: AppState, db: AsyncSession, user: User, meta_query_id: uuid.UUID
+) -> CompletionResponse:
     """A completion query with every model's slot (from Redis until stored); only its owner may read it."""
     cached = await _cached(state, user, meta_query_id)
     if cached is not None:
@@ -386,7 +412,10 @@ async def get_completion(state: AppState, db: AsyncSession, user: User, meta_que
     rows = (
         await db.execute(select(Generation).where(Generation.meta_query_id == meta_query_id))  # type: ignore[arg-type]
     ).scalars()
-    slots = [_slot(g, state.models[g.model_id].name if g.model_id in state.models else str(g.model_id)) for g in rows]
+    slots = [
+        _slot(g, state.models[g.model_id].name if g.model_id in state.models else str(g.model_id))
+        for g in rows
+    ]
     return CompletionResponse(
         message="Completion retrieved successfully",
         data=CompletionData(meta_query_id=meta_query_id, completions=slots),

@@ -65,7 +65,9 @@ async def _by_ids(db: AsyncSession, table: type[SQLModel], key: Any, ids: Iterab
     return {getattr(r, key.key): row(r) for r in rows}
 
 
-async def _grouped(db: AsyncSession, table: type[SQLModel], key: Any, ids: list[Any], order: Any) -> dict[Any, list]:
+async def _grouped(
+    db: AsyncSession, table: type[SQLModel], key: Any, ids: list[Any], order: Any
+) -> dict[Any, list]:
     out: dict[Any, list] = defaultdict(list)
     if ids:
         for r in await _all(db, select(table).where(key.in_(ids)).order_by(order)):
@@ -78,10 +80,16 @@ async def _query_page(db: AsyncSession, metas: list[MetaQuery], model_names: dic
     ids = [m.meta_query_id for m in metas]
     contexts = await _by_ids(db, Context, Context.context_id, (m.context_id for m in metas))
     contextual = await _by_ids(
-        db, ContextualTelemetry, ContextualTelemetry.contextual_telemetry_id, (m.contextual_telemetry_id for m in metas)
+        db,
+        ContextualTelemetry,
+        ContextualTelemetry.contextual_telemetry_id,
+        (m.contextual_telemetry_id for m in metas),
     )
     behavioral = await _by_ids(
-        db, BehavioralTelemetry, BehavioralTelemetry.behavioral_telemetry_id, (m.behavioral_telemetry_id for m in metas)
+        db,
+        BehavioralTelemetry,
+        BehavioralTelemetry.behavioral_telemetry_id,
+        (m.behavioral_telemetry_id for m in metas),
     )
     completions = await _by_ids(db, CompletionQuery, CompletionQuery.meta_query_id, ids)
     chats = await _by_ids(db, ChatQuery, ChatQuery.meta_query_id, ids)
@@ -110,7 +118,9 @@ async def _queries(db: AsyncSession, user_id: uuid.UUID, model_names: dict[int, 
         stmt = select(MetaQuery).where(col(MetaQuery.user_id) == user_id)
         if after is not None:
             stmt = stmt.where(tuple_(col(MetaQuery.timestamp), col(MetaQuery.meta_query_id)) > after)
-        metas = await _all(db, stmt.order_by(col(MetaQuery.timestamp), col(MetaQuery.meta_query_id)).limit(PAGE))
+        metas = await _all(
+            db, stmt.order_by(col(MetaQuery.timestamp), col(MetaQuery.meta_query_id)).limit(PAGE)
+        )
         if not metas:
             return
         for item in await _query_page(db, metas, model_names):
@@ -147,9 +157,15 @@ async def _projects(db: AsyncSession, user_id: uuid.UUID) -> list[dict]:
 
 
 async def _sessions(db: AsyncSession, user_id: uuid.UUID) -> list[dict]:
-    sessions = await _all(db, select(Session).where(col(Session.user_id) == user_id).order_by(col(Session.start_time)))
+    sessions = await _all(
+        db, select(Session).where(col(Session.user_id) == user_id).order_by(col(Session.start_time))
+    )
     projects = await _grouped(
-        db, SessionProject, SessionProject.session_id, [s.session_id for s in sessions], SessionProject.project_id
+        db,
+        SessionProject,
+        SessionProject.session_id,
+        [s.session_id for s in sessions],
+        SessionProject.project_id,
     )
     return [
         {**row(s), "project_ids": [p["project_id"] for p in projects.get(s.session_id, [])]} for s in sessions
@@ -165,7 +181,9 @@ async def _array(items: AsyncIterator[dict]) -> AsyncIterator[str]:
     yield "]"
 
 
-async def export_user(sessionmaker: async_sessionmaker[AsyncSession], user_id: uuid.UUID) -> AsyncIterator[bytes]:
+async def export_user(
+    sessionmaker: async_sessionmaker[AsyncSession], user_id: uuid.UUID
+) -> AsyncIterator[bytes]:
     """The user's export as UTF-8 JSON chunks (see the module docstring)."""
     async with sessionmaker() as db:
         # One consistent snapshot for the whole document, however long the client takes to read it.
@@ -185,7 +203,9 @@ async def export_user(sessionmaker: async_sessionmaker[AsyncSession], user_id: u
             "sessions": await _sessions(db, user_id),
             "study_assignments": [
                 row(a)
-                for a in await _all(db, select(StudyAssignment).where(col(StudyAssignment.user_id) == user_id))
+                for a in await _all(
+                    db, select(StudyAssignment).where(col(StudyAssignment.user_id) == user_id)
+                )
             ],
         }
         yield (_json(head)[:-1] + ',\n"queries": ').encode()

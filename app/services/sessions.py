@@ -41,7 +41,9 @@ async def acquire(
     return token
 
 
-async def release(db: AsyncSession, redis: Redis, info: tokens.SessionInfo, token: str, *, signed_in: bool) -> bool:
+async def release(
+    db: AsyncSession, redis: Redis, info: tokens.SessionInfo, token: str, *, signed_in: bool
+) -> bool:
     """A client lets go of a session; True when that ended it.
 
     A signed-in caller drops one hold and the session ends with the last; a caller whose auth token is gone
@@ -69,8 +71,14 @@ async def end(db: AsyncSession, redis: Redis, token: str, user_id: uuid.UUID, se
         .values(end_time=utcnow())
     )
     projects = (
-        await db.execute(select(col(SessionProject.project_id)).where(col(SessionProject.session_id) == session_id))
-    ).scalars().all()
+        (
+            await db.execute(
+                select(col(SessionProject.project_id)).where(col(SessionProject.session_id) == session_id)
+            )
+        )
+        .scalars()
+        .all()
+    )
     for project_id in projects:
         if not await project_consents(db, project_id):
             await drop(redis, Owner(project_id, user_id))

@@ -165,7 +165,8 @@ def merged_preference(current: dict[str, Any], update: dict[str, Any]) -> dict[s
         return Preference.model_validate({**current, **update}).model_dump()
     except ValidationError as exc:
         fields = ", ".join(
-            ".".join(str(p) for p in err["loc"]) + f": {err['msg']}" for err in exc.errors(include_input=False)
+            ".".join(str(p) for p in err["loc"]) + f": {err['msg']}"
+            for err in exc.errors(include_input=False)
         )
         raise Unprocessable(f"Invalid preference: {fields or 'not an object'}") from None
 
@@ -198,7 +199,9 @@ async def update_user(db: AsyncSession, user: User, body: UserUpdate) -> bool:
             raise Conflict("A user with this email already exists")
     if "config_id" in changes:
         await _check_config(db, changes["config_id"])
-    preference = merged_preference(user.preference or {}, changes["preference"]) if "preference" in changes else None
+    preference = (
+        merged_preference(user.preference or {}, changes["preference"]) if "preference" in changes else None
+    )
 
     if "name" in changes:
         user.name = changes["name"].strip() or user.name

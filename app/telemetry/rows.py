@@ -39,7 +39,11 @@ def _insert_sql(table: str, cols: Sequence[Col], conflict: str) -> str:
 
 
 async def insert_rows(
-    conn: asyncpg.Connection, table: str, cols: Sequence[Col], rows: Sequence[Sequence[Any]], conflict: str = "ON CONFLICT DO NOTHING"
+    conn: asyncpg.Connection,
+    table: str,
+    cols: Sequence[Col],
+    rows: Sequence[Sequence[Any]],
+    conflict: str = "ON CONFLICT DO NOTHING",
 ) -> None:
     """Insert many rows of one table in one statement (nothing when rows is empty)."""
     if not rows:
@@ -73,7 +77,9 @@ def as_float_array(values: Iterable[float] | None) -> str | None:
     return "{" + ",".join(repr(float(v)) for v in values) + "}"
 
 
-async def existing(conn: asyncpg.Connection, table: str, key: str, ids: Iterable[Any], sql_type: str = "uuid") -> set[Any]:
+async def existing(
+    conn: asyncpg.Connection, table: str, key: str, ids: Iterable[Any], sql_type: str = "uuid"
+) -> set[Any]:
     """Which of the given keys have a row in the table."""
     wanted = list(set(ids))
     if not wanted:
@@ -82,7 +88,9 @@ async def existing(conn: asyncpg.Connection, table: str, key: str, ids: Iterable
     return {r[0] for r in rows}
 
 
-async def existing_generations(conn: asyncpg.Connection, keys: Iterable[tuple[uuid.UUID, int]]) -> set[tuple[uuid.UUID, int]]:
+async def existing_generations(
+    conn: asyncpg.Connection, keys: Iterable[tuple[uuid.UUID, int]]
+) -> set[tuple[uuid.UUID, int]]:
     """Which (meta_query_id, model_id) generations have a row."""
     wanted = list(set(keys))
     if not wanted:

@@ -69,11 +69,16 @@ async def stream_status(redis: Redis, dead_tail: int = 5) -> dict[str, Any]:
         "backlog": int(length),
         "pending": int(pending["pending"]),
         "consumers": [
-            {"name": _s(c["name"]), "pending": int(c["pending"]), "idle_ms": int(c["idle"])} for c in consumers
+            {"name": _s(c["name"]), "pending": int(c["pending"]), "idle_ms": int(c["idle"])}
+            for c in consumers
         ],
         "dead_letters": int(dead_len),
         "latest_dead": [
-            {"id": _s(entry_id), "reason": _s(fields.get(b"reason", b"")), "kind": _s(fields.get(b"kind", b""))}
+            {
+                "id": _s(entry_id),
+                "reason": _s(fields.get(b"reason", b"")),
+                "kind": _s(fields.get(b"kind", b"")),
+            }
             for entry_id, fields in dead
         ],
     }

@@ -177,7 +177,9 @@ class TelemetryWriter:
                     inflight.pop(0)
                 backoff = 0.1
             except TRANSIENT as exc:
-                await _finish(inflight)  # what they did not commit stays pending, read again by a pending scan
+                await _finish(
+                    inflight
+                )  # what they did not commit stays pending, read again by a pending scan
                 self.stats.transient_errors += 1
                 self.stats.last_error = f"{type(exc).__name__} (will retry)"
                 await self._drop_connection()
@@ -225,12 +227,19 @@ class TelemetryWriter:
         if now >= self._next_claim:
             self._next_claim = now + max(self.claim_idle_ms / 1000 / 2, 0.05)
             claimed = await self.redis.xautoclaim(
-                STREAM, GROUP, self.consumer, min_idle_time=self.claim_idle_ms, start_id="0-0", count=self.batch_size
+                STREAM,
+                GROUP,
+                self.consumer,
+                min_idle_time=self.claim_idle_ms,
+                start_id="0-0",
+                count=self.batch_size,
             )
             entries = [_entry(eid, fields) for eid, fields in claimed[1] if fields]
             if entries:
                 return entries
-        got = await self.redis.xreadgroup(GROUP, self.consumer, {STREAM: ">"}, count=self.batch_size, block=self.block_ms)
+        got = await self.redis.xreadgroup(
+            GROUP, self.consumer, {STREAM: ">"}, count=self.batch_size, block=self.block_ms
+        )
         entries = await _decoded(got)
         if entries and len(entries) < self.batch_size and self.linger_ms > 0:
             # Events trickle in: let more arrive, so one transaction writes many of them instead of each
@@ -273,11 +282,17 @@ class TelemetryWriter:
             outcome.deferred += part.deferred
             outcome.dead += part.dead
             outcome.dropped += part.dropped
-        accounted = {e.entry_id for e in outcome.done + outcome.deferred} | {e.entry_id for e, _ in outcome.dead}
+        accounted = {e.entry_id for e in outcome.done + outcome.deferred} | {
+            e.entry_id for e, _ in outcome.dead
+        }
         for e in entries:
             if e.entry_id not in accounted:
                 # A bug, not a data problem: keep the entry pending (retried, dead-lettered when old) and say so.
-                log.error("telemetry writer left event %s (%s) undecided", e.entry_id.decode(), getattr(e.event, "kind", "?"))
+                log.error(
+                    "telemetry writer left event %s (%s) undecided",
+                    e.entry_id.decode(),
+                    getattr(e.event, "kind", "?"),
+                )
                 outcome.deferred.append(e)
         for e in list(outcome.deferred):
             if e.age_s > self.defer_max_age_s:
@@ -332,7 +347,16 @@ class TelemetryWriter:
             pipe = self.redis.pipeline(transaction=True)
             for e, reason in outcome.dead:
                 kind = getattr(e.event, "kind", "unknown")
-                pipe.xadd(DEAD, {"reason": reason, "kind": kind, "source_id": e.entry_id, "e": e.raw, "failed_at": str(time.time())})
+                pipe.xadd(
+                    DEAD,
+                    {
+                        "reason": reason,
+                        "kind": kind,
+                        "source_id": e.entry_id,
+                        "e": e.raw,
+                        "failed_at": str(time.time()),
+                    },
+                )
                 # The reason may quote values from the event: it stays in the dead-letter stream, not the log.
                 log.warning("telemetry event %s (%s) dead-lettered", e.entry_id.decode(), kind)
             ids = [e.entry_id for e, _ in outcome.dead]
@@ -445,8 +469,12 @@ async def _write_batch(conn: asyncpg.Connection, entries: list[Entry], copy: boo
         "ON CONFLICT (chat_id) DO UPDATE SET title = excluded.title",
     )
 
-    known_chats = await R.existing(conn, "chat", "chat_id", [e.event.chat_id for e in queries if e.event.chat_id])
-    sessions = await R.existing(conn, "session", "session_id", [e.event.session_id for e in queries if e.event.session_id])
+    known_chats = await R.existing(
+        conn, "chat", "chat_id", [e.event.chat_id for e in queries if e.event.chat_id]
+    )
+    sessions = await R.existing(
+        conn, "session", "session_id", [e.event.session_id for e in queries if e.event.session_id]
+    )
     live_queries: list[QueryEvent] = []
     for e in queries:
         q: QueryEvent = e.event
@@ -456,13 +484,21 @@ async def _write_batch(conn: asyncpg.Connection, entries: list[Entry], copy: boo
             live_queries.append(q)
             out.done.append(e)
     await put("context", R.CONTEXT, [_context_row(q) for q in live_queries if q.context])
-    await put("contextual_telemetry", R.CONTEXTUAL, [_contextual_row(q) for q in live_queries if q.contextual])
-    await put("behavioral_telemetry", R.BEHAVIORAL, [_behavioral_row(q) for q in live_queries if q.behavioral])
+    await put(
+        "contextual_telemetry", R.CONTEXTUAL, [_contextual_row(q) for q in live_queries if q.contextual]
+    )
+    await put(
+        "behavioral_telemetry", R.BEHAVIORAL, [_behavioral_row(q) for q in live_queries if q.behavioral]
+    )
     await put("meta_query", R.META_QUERY, [_meta_row(q, sessions, projects) for q in live_queries])
     await put(
         "completion_query",
         R.COMPLETION_QUERY,
-        [(q.meta_query_id, R.as_json(q.stop_sequences)) for q in live_queries if q.query_type == "completion"],
+        [
+            (q.meta_query_id, R.as_json(q.stop_sequences))
+            for q in live_queries
+            if q.query_type == "completion"
+        ],
     )
     await put(
         "chat_query",
@@ -477,14 +513,22 @@ async def _write_batch(conn: asyncpg.Connection, entries: list[Entry], copy: boo
         conn,
         "meta_query",
         "meta_query_id",
-        [e.event.meta_query_id for e in generations + messages if e.event.meta_query_id and e.event.meta_query_id not in batch_queries],
+        [
+            e.event.meta_query_id
+            for e in generations + messages
+            if e.event.meta_query_id and e.event.meta_query_id not in batch_queries
+        ],
     )
-    ready_generations: list[GenerationEvent] = _split(generations, lambda ev: ev.meta_query_id in known_queries, out)
+    ready_generations: list[GenerationEvent] = _split(
+        generations, lambda ev: ev.meta_query_id in known_queries, out
+    )
     feedback = by_kind.get("feedback", [])
     shown = by_kind.get("shown", [])
     batch_gens = {(ev.meta_query_id, ev.model_id) for ev in ready_generations}
     # Acceptance of a generation written in this very batch goes into its row: no UPDATE needed.
-    accepted_now = {(e.event.meta_query_id, e.event.model_id) for e in feedback if e.event.was_accepted} & batch_gens
+    accepted_now = {
+        (e.event.meta_query_id, e.event.model_id) for e in feedback if e.event.was_accepted
+    } & batch_gens
     await put(
         "had_generation",
         R.GENERATION,
@@ -494,16 +538,23 @@ async def _write_batch(conn: asyncpg.Connection, entries: list[Entry], copy: boo
     msg_chats = await R.existing(conn, "chat", "chat_id", [e.event.chat_id for e in messages])
     ready_messages = _split(
         messages,
-        lambda ev: ev.chat_id in msg_chats and (ev.meta_query_id is None or ev.meta_query_id in known_queries),
+        lambda ev: (
+            ev.chat_id in msg_chats and (ev.meta_query_id is None or ev.meta_query_id in known_queries)
+        ),
         out,
     )
     await put("chat_message", R.CHAT_MESSAGE, [_message_row(ev) for ev in ready_messages])
 
     known_gens = batch_gens | await R.existing_generations(
-        conn, [k for e in feedback + shown if (k := (e.event.meta_query_id, e.event.model_id)) not in batch_gens]
+        conn,
+        [k for e in feedback + shown if (k := (e.event.meta_query_id, e.event.model_id)) not in batch_gens],
     )
-    ready_feedback: list[FeedbackEvent] = _split(feedback, lambda ev: (ev.meta_query_id, ev.model_id) in known_gens, out)
-    ready_shown: list[ShownEvent] = _split(shown, lambda ev: (ev.meta_query_id, ev.model_id) in known_gens, out)
+    ready_feedback: list[FeedbackEvent] = _split(
+        feedback, lambda ev: (ev.meta_query_id, ev.model_id) in known_gens, out
+    )
+    ready_shown: list[ShownEvent] = _split(
+        shown, lambda ev: (ev.meta_query_id, ev.model_id) in known_gens, out
+    )
     await put(
         "ground_truth",
         R.GROUND_TRUTH,
@@ -515,7 +566,9 @@ async def _write_batch(conn: asyncpg.Connection, entries: list[Entry], copy: boo
         "ON CONFLICT (event_id) DO NOTHING",
     )
     accepted = [
-        k for ev in ready_feedback if ev.was_accepted and (k := (ev.meta_query_id, ev.model_id)) not in accepted_now
+        k
+        for ev in ready_feedback
+        if ev.was_accepted and (k := (ev.meta_query_id, ev.model_id)) not in accepted_now
     ]
     if accepted:
         await conn.execute(R.ACCEPT_SQL, [a[0] for a in accepted], [a[1] for a in accepted])
@@ -546,7 +599,13 @@ def _split(entries: list[Entry], ready: Any, out: Outcome) -> list[Any]:
 
 
 def _chat_row(ev: ChatEvent, projects: set[uuid.UUID]) -> tuple[Any, ...]:
-    return (ev.chat_id, ev.user_id, ev.project_id if ev.project_id in projects else None, ev.title[:200], ev.created_at)
+    return (
+        ev.chat_id,
+        ev.user_id,
+        ev.project_id if ev.project_id in projects else None,
+        ev.title[:200],
+        ev.created_at,
+    )
 
 
 def _context_row(q: QueryEvent) -> tuple[Any, ...]:

@@ -45,7 +45,10 @@ def services(embedded: EmbeddedServices) -> ServiceUrls:
 @pytest.fixture(scope="module")
 async def api(services: ServiceUrls, data_dir: Path) -> AsyncIterator[tuple[httpx.AsyncClient, AppState]]:
     """The FastAPI app in-process on the real services (scripted models); yields a client and its state."""
-    async with running_api(services.database_url, services.redis_url, api_settings(data_dir)) as (client, state):
+    async with running_api(services.database_url, services.redis_url, api_settings(data_dir)) as (
+        client,
+        state,
+    ):
         yield client, state
 
 
@@ -190,7 +193,11 @@ def app_settings(services: ServiceUrls):  # type: ignore[no-untyped-def]
 
     # Its own Redis database: the Serve app's writer and reaper actors live all session long and must not
     # consume the telemetry stream (or expiry events) of the in-process apps of other test modules.
-    return Settings(environment="test", database_url=services.database_url, redis_url=ray_app_redis_url(services.redis_url))
+    return Settings(
+        environment="test",
+        database_url=services.database_url,
+        redis_url=ray_app_redis_url(services.redis_url),
+    )
 
 
 def ray_app_redis_url(url: str) -> str:
@@ -218,6 +225,10 @@ def serve_app(serve_http: str, app_settings, test_models: dict[str, Path]) -> st
 
     from serve.builder import build_application
 
-    app = build_application({"models": registry(test_models), "embedding": {"enabled": True}}, settings=app_settings, migrate=False)
+    app = build_application(
+        {"models": registry(test_models), "embedding": {"enabled": True}},
+        settings=app_settings,
+        migrate=False,
+    )
     serve.run(app, name="code4me", route_prefix="/")
     return serve_http

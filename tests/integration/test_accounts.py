@@ -37,7 +37,9 @@ def outbox(accounts_dir: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-async def accounts_api(services: ServiceUrls, accounts_dir: Path) -> AsyncIterator[tuple[httpx.AsyncClient, AppState]]:
+async def accounts_api(
+    services: ServiceUrls, accounts_dir: Path
+) -> AsyncIterator[tuple[httpx.AsyncClient, AppState]]:
     """The app with mail going to this module's outbox and links pointing at PUBLIC_URL."""
     settings = api_settings(accounts_dir, public_url=PUBLIC_URL)
     async with running_api(services.database_url, services.redis_url, settings) as (client, state):
@@ -71,7 +73,16 @@ async def test_get_returns_the_public_user_and_config_never_the_hash(accounts_ap
     assert r.status_code == 200, r.text
     data = r.json()
     user = data["user"]
-    assert {"user_id", "email", "name", "joined_at", "verified", "config_id", "preference", "is_admin"} <= set(user)
+    assert {
+        "user_id",
+        "email",
+        "name",
+        "joined_at",
+        "verified",
+        "config_id",
+        "preference",
+        "is_admin",
+    } <= set(user)
     assert user["email"] == email and user["verified"] is False and user["is_admin"] is False
     assert "password_hash" not in r.text and "$argon2" not in r.text
     assert user["preference"]["data_retention_days"] == 365
@@ -89,7 +100,10 @@ async def test_update_name_and_preference_merge_partially(accounts_api) -> None:
     assert r.status_code == 200, r.text
     assert r.json()["user"]["name"] == "New Name"
     # The plugin sends the preference as a JSON string; only the sent keys change.
-    r = await c.put("/api/user/update", json={"preference": '{"store_behavioral_telemetry": false, "data_retention_days": null}'})
+    r = await c.put(
+        "/api/user/update",
+        json={"preference": '{"store_behavioral_telemetry": false, "data_retention_days": null}'},
+    )
     assert r.status_code == 200, r.text
     pref = r.json()["user"]["preference"]
     assert pref["store_behavioral_telemetry"] is False and pref["data_retention_days"] is None
@@ -99,7 +113,11 @@ async def test_update_name_and_preference_merge_partially(accounts_api) -> None:
     assert row.preference["data_retention_days"] is None
     # Nulls and unknown keys change nothing; a client cannot mark itself verified.
     r = await c.put("/api/user/update", json={"name": None, "email": None, "verified": True, "extra": 1})
-    assert r.status_code == 200 and r.json()["user"]["name"] == "New Name" and r.json()["user"]["verified"] is False
+    assert (
+        r.status_code == 200
+        and r.json()["user"]["name"] == "New Name"
+        and r.json()["user"]["verified"] is False
+    )
 
 
 @pytest.mark.parametrize(
@@ -118,7 +136,11 @@ async def test_update_name_and_preference_merge_partially(accounts_api) -> None:
         ({"name": ""}, 422, "name"),
         ({"email": "not-an-email"}, 422, "email"),
         ({"password": "N3wPassword"}, 422, "previous_password is required"),
-        ({"password": "N3wPassword", "previous_password": "Wr0ngPassword"}, 403, "Previous password is incorrect"),
+        (
+            {"password": "N3wPassword", "previous_password": "Wr0ngPassword"},
+            403,
+            "Previous password is incorrect",
+        ),
         ({"password": "weak", "previous_password": P.STRONG_PASSWORD}, 422, "Password must"),
         ({"email": "x@example.org"}, 422, "previous_password is required"),
         ({"email": "x@example.org", "previous_password": "Wr0ngPassword"}, 403, "incorrect"),
@@ -144,13 +166,19 @@ async def test_update_rejects_bad_input_and_changes_nothing(accounts_api, update
 async def test_password_change_needs_the_old_password(accounts_api) -> None:
     client, _ = accounts_api
     c, email = await account(client)
-    r = await c.put("/api/user/update", json={"password": "N3wPassword", "previous_password": P.STRONG_PASSWORD})
+    r = await c.put(
+        "/api/user/update", json={"password": "N3wPassword", "previous_password": P.STRONG_PASSWORD}
+    )
     assert r.status_code == 200, r.text
     assert (await client.post("/api/user/authenticate", json=P.authenticate(email))).status_code == 401
-    assert (await client.post("/api/user/authenticate", json=P.authenticate(email, "N3wPassword"))).status_code == 200
+    assert (
+        await client.post("/api/user/authenticate", json=P.authenticate(email, "N3wPassword"))
+    ).status_code == 200
 
 
-async def test_email_change_is_unique_case_insensitively_and_needs_reverification(accounts_api, outbox) -> None:
+async def test_email_change_is_unique_case_insensitively_and_needs_reverification(
+    accounts_api, outbox
+) -> None:
     client, state = accounts_api
     _, taken = await account(client)
     c, email = await account(client)
@@ -160,7 +188,11 @@ async def test_email_change_is_unique_case_insensitively_and_needs_reverificatio
     old_link = link_token(mails_to(outbox, email)[-1], "/api/user/verify")
     new_email = P.new_email()
     r = await c.put("/api/user/update", json={"email": new_email, "previous_password": P.STRONG_PASSWORD})
-    assert r.status_code == 200 and r.json()["user"]["email"] == new_email and r.json()["user"]["verified"] is False
+    assert (
+        r.status_code == 200
+        and r.json()["user"]["email"] == new_email
+        and r.json()["user"]["verified"] is False
+    )
     # The link mailed to the old address no longer verifies anything; the new address got its own.
     r = await c.post("/api/user/verify", json={"token": old_link})
     assert r.status_code == 401
@@ -168,7 +200,9 @@ async def test_email_change_is_unique_case_insensitively_and_needs_reverificatio
     assert (await c.post("/api/user/verify", json={"token": token})).status_code == 200
     assert (await user_row(state, new_email)).verified
     # Same mailbox, other letter case: allowed, and it stays verified.
-    r = await c.put("/api/user/update", json={"email": new_email.upper(), "previous_password": P.STRONG_PASSWORD})
+    r = await c.put(
+        "/api/user/update", json={"email": new_email.upper(), "previous_password": P.STRONG_PASSWORD}
+    )
     assert r.status_code == 200 and r.json()["user"]["verified"] is True
 
 
@@ -185,7 +219,11 @@ async def test_oauth_account_without_password_cannot_change_email_by_update(acco
 
 @pytest.mark.parametrize(
     "create, words",
-    [({"name": "nul\x00byte"}, "NUL"), ({"config_id": 2**40}, "config_id"), ({"preference": {"data_retention_days": 0}}, "data_retention_days")],
+    [
+        ({"name": "nul\x00byte"}, "NUL"),
+        ({"config_id": 2**40}, "config_id"),
+        ({"preference": {"data_retention_days": 0}}, "data_retention_days"),
+    ],
 )
 async def test_create_refuses_what_the_database_could_not_store(accounts_api, create, words) -> None:
     client, state = accounts_api
@@ -211,8 +249,12 @@ async def test_revocation_finds_every_token_even_after_a_session_refresh(account
     assert 90 < await redis.ttl(tokens.user_tokens_key(user_id)) <= 101
     await tokens.revoke_user(redis, user_id)
     keys = [
-        tokens.auth_key(auth), tokens.session_key(session), tokens.project_key(project),
-        tokens.user_session_key(user_id), tokens.session_projects_key(session), tokens.user_tokens_key(user_id),
+        tokens.auth_key(auth),
+        tokens.session_key(session),
+        tokens.project_key(project),
+        tokens.user_session_key(user_id),
+        tokens.session_projects_key(session),
+        tokens.user_tokens_key(user_id),
         email_tokens.token_key("verify", mailed),
     ]
     assert await redis.exists(*keys) == 0
@@ -338,13 +380,19 @@ async def test_password_reset_flow(accounts_api, outbox) -> None:
     # A refused password does not use the link up.
     r = await client.post("/api/user/reset-password/change", json={"token": token, "new_password": "weak"})
     assert r.status_code == 422 and "Password must" in r.json()["message"]
-    r = await client.post("/api/user/reset-password/change", json={"token": token, "new_password": "R3setPassword"})
+    r = await client.post(
+        "/api/user/reset-password/change", json={"token": token, "new_password": "R3setPassword"}
+    )
     assert r.status_code == 200, r.text
     # Single use; old password gone; every token of the account ended; the address counts as verified.
-    r = await client.post("/api/user/reset-password/change", json={"token": token, "new_password": "An0therPassword"})
+    r = await client.post(
+        "/api/user/reset-password/change", json={"token": token, "new_password": "An0therPassword"}
+    )
     assert r.status_code == 401
     assert (await client.post("/api/user/authenticate", json=P.authenticate(email))).status_code == 401
-    assert (await client.post("/api/user/authenticate", json=P.authenticate(email, "R3setPassword"))).status_code == 200
+    assert (
+        await client.post("/api/user/authenticate", json=P.authenticate(email, "R3setPassword"))
+    ).status_code == 200
     assert (await c.get("/api/user/get")).status_code == 401
     assert (await c.get("/api/session/acquire")).status_code == 401
     assert (await user_row(state, email)).verified
@@ -355,16 +403,24 @@ async def test_password_reset_by_form_and_bad_links(accounts_api, outbox) -> Non
     _, email = await account(client)
     await client.post("/api/user/reset-password/request", json={"email": email})
     token = link_token(mails_to(outbox, email)[-1], "/api/user/reset-password")
-    r = await client.post("/api/user/reset-password/change", data={"token": token, "new_password": "F0rmPassword"})
+    r = await client.post(
+        "/api/user/reset-password/change", data={"token": token, "new_password": "F0rmPassword"}
+    )
     assert r.status_code == 200 and "text/html" in r.headers["content-type"]
-    assert (await client.post("/api/user/authenticate", json=P.authenticate(email, "F0rmPassword"))).status_code == 200
+    assert (
+        await client.post("/api/user/authenticate", json=P.authenticate(email, "F0rmPassword"))
+    ).status_code == 200
     assert (await client.get(f"/api/user/reset-password?token={token}")).status_code == 401
     assert (await client.get("/api/user/reset-password")).status_code == 401
-    r = await client.post("/api/user/reset-password/change", json={"token": "made-up", "new_password": "F0rmPassword"})
+    r = await client.post(
+        "/api/user/reset-password/change", json={"token": "made-up", "new_password": "F0rmPassword"}
+    )
     assert r.status_code == 401 and "expired" in r.json()["message"]
     r = await client.post("/api/user/reset-password/change", json={"new_password": "F0rmPassword"})
     assert r.status_code == 422 and "token" in r.json()["message"]
-    r = await client.post("/api/user/reset-password/change", data={"token": "made-up", "new_password": "F0rmPassword"})
+    r = await client.post(
+        "/api/user/reset-password/change", data={"token": "made-up", "new_password": "F0rmPassword"}
+    )
     assert r.status_code == 401 and "<html" in r.text
 
 
@@ -375,7 +431,9 @@ async def test_reset_link_dies_when_the_email_changes(accounts_api, outbox) -> N
     token = link_token(mails_to(outbox, email)[-1], "/api/user/reset-password")
     r = await c.put("/api/user/update", json={"email": P.new_email(), "previous_password": P.STRONG_PASSWORD})
     assert r.status_code == 200
-    r = await client.post("/api/user/reset-password/change", json={"token": token, "new_password": "R3setPassword"})
+    r = await client.post(
+        "/api/user/reset-password/change", json={"token": token, "new_password": "R3setPassword"}
+    )
     assert r.status_code == 401
 
 
@@ -406,5 +464,12 @@ async def test_secrets_never_reach_the_logs(accounts_api, outbox, caplog) -> Non
     await client.post("/api/user/reset-password/request", json={"email": email})
     token = link_token(mails_to(outbox, email)[-1], "/api/user/reset-password")
     await client.post("/api/user/reset-password/change", json={"token": token, "new_password": "L0ggedNever"})
-    for secret in (email, P.STRONG_PASSWORD, "Wr0ngPassword", "L0ggedNever", token, r.cookies.get("auth_token")):
+    for secret in (
+        email,
+        P.STRONG_PASSWORD,
+        "Wr0ngPassword",
+        "L0ggedNever",
+        token,
+        r.cookies.get("auth_token"),
+    ):
         assert secret and secret not in caplog.text

@@ -30,7 +30,10 @@ async def test_full_flow_stores_rows_and_side_by_side_failure_slot(api) -> None:
         "message": "Completion for model failed",
     }
     qid = uuid.UUID(data["meta_query_id"])
-    r = await c.post("/api/completion/feedback", json={"meta_query_id": str(qid), "model_id": ids[0], "was_accepted": True, "ground_truth": "read()"})
+    r = await c.post(
+        "/api/completion/feedback",
+        json={"meta_query_id": str(qid), "model_id": ids[0], "was_accepted": True, "ground_truth": "read()"},
+    )
     assert r.status_code == 200, r.text
     assert r.json()["data"] == {"meta_query_id": str(qid), "model_id": ids[0]}
     await settle(state)
@@ -39,7 +42,9 @@ async def test_full_flow_stores_rows_and_side_by_side_failure_slot(api) -> None:
         by_model = {g.model_id: g for g in gens}
         assert by_model[ids[0]].was_accepted and by_model[ids[0]].confidence == 0.5
         assert by_model[ids[1]].error == "RuntimeError" and not by_model[ids[1]].was_accepted
-        truths = (await db.execute(select(GroundTruth).where(GroundTruth.meta_query_id == qid))).scalars().all()
+        truths = (
+            (await db.execute(select(GroundTruth).where(GroundTruth.meta_query_id == qid))).scalars().all()
+        )
         assert [t.ground_truth for t in truths] == ["read()"]
     r = await c.get(f"/api/completion/{qid}")
     assert r.status_code == 200 and len(r.json()["data"]["completions"]) == 2
@@ -60,7 +65,11 @@ async def test_trailing_slash_and_unknown_keys_accepted(api) -> None:
         ({"email": "a@example.org", "name": "x", "password": "alllowercase1"}, 422, "Password must"),
         ({"email": "a@example.org", "name": "x", "password": "With Space1A"}, 422, "Password must"),
         ({"email": "a@example.org", "name": ["x"], "password": P.STRONG_PASSWORD}, 422, "name"),
-        ({"email": "a@example.org", "name": "x", "password": P.STRONG_PASSWORD, "config_id": 999}, 422, "config_id"),
+        (
+            {"email": "a@example.org", "name": "x", "password": P.STRONG_PASSWORD, "config_id": 999},
+            422,
+            "config_id",
+        ),
     ],
 )
 async def test_user_create_rejects_bad_input(api, body, status, words) -> None:
@@ -149,15 +158,25 @@ async def test_feedback_errors(api) -> None:
     sid = model_id(state, "scripted")
     r = await alice.post("/api/completion/request", json=P.completion_request([sid]))
     qid = r.json()["data"]["meta_query_id"]
-    r = await bob.post("/api/completion/feedback", json={"meta_query_id": qid, "model_id": sid, "was_accepted": True})
+    r = await bob.post(
+        "/api/completion/feedback", json={"meta_query_id": qid, "model_id": sid, "was_accepted": True}
+    )
     assert r.status_code == 403
     r = await bob.get(f"/api/completion/{qid}")
     assert r.status_code == 403
-    r = await alice.post("/api/completion/feedback", json={"meta_query_id": str(uuid.uuid4()), "model_id": sid, "was_accepted": True})
+    r = await alice.post(
+        "/api/completion/feedback",
+        json={"meta_query_id": str(uuid.uuid4()), "model_id": sid, "was_accepted": True},
+    )
     assert r.status_code == 404
-    r = await alice.post("/api/completion/feedback", json={"meta_query_id": qid, "model_id": 424242, "was_accepted": True})
+    r = await alice.post(
+        "/api/completion/feedback", json={"meta_query_id": qid, "model_id": 424242, "was_accepted": True}
+    )
     assert r.status_code == 404
-    r = await alice.post("/api/completion/feedback", json={"meta_query_id": "not-a-uuid", "model_id": sid, "was_accepted": True})
+    r = await alice.post(
+        "/api/completion/feedback",
+        json={"meta_query_id": "not-a-uuid", "model_id": sid, "was_accepted": True},
+    )
     assert r.status_code == 422
     r = await alice.post("/api/completion/feedback", json={"meta_query_id": qid, "model_id": sid})
     assert r.status_code == 422 and "was_accepted" in r.json()["message"]
@@ -182,7 +201,10 @@ async def test_preferences_off_store_no_context(api) -> None:
     c, _ = await signed_in(client)
     await settle(state)
     before = (await count(state, Context), await count(state, MetaQuery))
-    r = await c.post("/api/completion/request", json=P.completion_request([model_id(state, "scripted")], store_context=False))
+    r = await c.post(
+        "/api/completion/request",
+        json=P.completion_request([model_id(state, "scripted")], store_context=False),
+    )
     assert r.status_code == 200
     await settle(state)
     assert (await count(state, Context), await count(state, MetaQuery)) == (before[0], before[1] + 1)
@@ -190,7 +212,9 @@ async def test_preferences_off_store_no_context(api) -> None:
 
 async def test_malformed_json_is_422(api) -> None:
     client, _ = api
-    r = await client.post("/api/user/create", content=b"{not json", headers={"content-type": "application/json"})
+    r = await client.post(
+        "/api/user/create", content=b"{not json", headers={"content-type": "application/json"}
+    )
     assert r.status_code == 422
 
 
@@ -200,9 +224,13 @@ async def test_completion_with_all_context_files_gets_snippets_of_other_files(ap
     sid = model_id(state, "scripted")
     helper = ["def read_config(path):", "    with open(path) as handle:", "        return json.load(handle)"]
     update = {"change_type": "insert", "start_line": 0, "end_line": 0, "new_lines": helper}
-    r = await c.post("/api/completion/multi-file-context/update", json={"context_updates": {"src/config.py": [update]}})
+    r = await c.post(
+        "/api/completion/multi-file-context/update", json={"context_updates": {"src/config.py": [update]}}
+    )
     assert r.status_code == 200, r.text
-    body = P.completion_request([sid], prefix="from config import read_config\n\nsettings = read_config(", suffix=")\n")
+    body = P.completion_request(
+        [sid], prefix="from config import read_config\n\nsettings = read_config(", suffix=")\n"
+    )
     body["context"]["context_files"] = ["*"]
     r = await c.post("/api/completion/request", json=body)
     assert r.status_code == 200, r.text
@@ -227,4 +255,7 @@ async def test_completion_answer_carries_its_stage_timings(api) -> None:
     assert all(ms >= 0 for ms in stages.values())
     assert stages["prepare"] + stages["models"] + stages["events"] <= stages["app"]
     # Only durations: nothing of the request (context, tokens) is echoed in the header.
-    assert "def" not in r.headers["server-timing"] and c.cookies.get("auth_token") not in r.headers["server-timing"]
+    assert (
+        "def" not in r.headers["server-timing"]
+        and c.cookies.get("auth_token") not in r.headers["server-timing"]
+    )

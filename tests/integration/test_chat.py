@@ -13,13 +13,25 @@ from db.tables import Chat, ChatMessage, Context, MetaQuery
 from tests.utils.asgi_api import model_id, settle, signed_in
 
 
-def chat_body(state: AppState, chat_id: uuid.UUID, messages: list[list[str]], models: tuple[str, ...] = ("chatty",), **extra: Any) -> dict[str, Any]:
+def chat_body(
+    state: AppState,
+    chat_id: uuid.UUID,
+    messages: list[list[str]],
+    models: tuple[str, ...] = ("chatty",),
+    **extra: Any,
+) -> dict[str, Any]:
     """POST /api/chat/request as the plugin sends it."""
     return {
         "model_ids": [model_id(state, m) for m in models],
         "chat_id": str(chat_id),
         "messages": messages,
-        "context": {"prefix": "def add(a, b):\n    ", "suffix": "\n", "file_name": "calc.py", "selected_text": "", "context_files": []},
+        "context": {
+            "prefix": "def add(a, b):\n    ",
+            "suffix": "\n",
+            "file_name": "calc.py",
+            "selected_text": "",
+            "context_files": [],
+        },
         "contextual_telemetry": {"version_id": 1, "trigger_type_id": 1, "language_id": 1},
         "behavioral_telemetry": {},
         "web_enabled": False,
@@ -40,7 +52,10 @@ async def test_chat_answers_side_by_side_and_history_keeps_real_messages(api) ->
     c, _ = await signed_in(client)
     chat_id = uuid.uuid4()
     first = "  How do I add two numbers?\nIn Python please"
-    r = await c.post("/api/chat/request", json=chat_body(state, chat_id, [["user", first]], models=("chatty", "broken-chatty")))
+    r = await c.post(
+        "/api/chat/request",
+        json=chat_body(state, chat_id, [["user", first]], models=("chatty", "broken-chatty")),
+    )
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["chat_id"] == str(chat_id) and body["title"] == "How do I add two numbers?"
@@ -61,9 +76,18 @@ async def test_chat_answers_side_by_side_and_history_keeps_real_messages(api) ->
     assert isinstance(failed["generation_time"], int) and failed["generation_time"] >= 0
     # The model saw the code around the cursor as a system message before the conversation.
     seen = [call for name, call in state.gateway.calls if name == "chatty"][-1]["messages"]  # type: ignore[attr-defined]
-    assert seen[0]["role"] == "system" and "calc.py" in seen[0]["content"] and seen[-1] == {"role": "user", "content": first}
+    assert (
+        seen[0]["role"] == "system"
+        and "calc.py" in seen[0]["content"]
+        and seen[-1] == {"role": "user", "content": first}
+    )
 
-    r = await c.post("/api/chat/request", json=chat_body(state, chat_id, [["user", first], ["assistant", ok["completion"]], ["user", "And three?"]]))
+    r = await c.post(
+        "/api/chat/request",
+        json=chat_body(
+            state, chat_id, [["user", first], ["assistant", ok["completion"]], ["user", "And three?"]]
+        ),
+    )
     assert r.status_code == 200 and r.json()["title"] == "How do I add two numbers?"
     await settle(state)
     r = await c.get("/api/chat/get/0")  # pages count from 0, as in the plugin
@@ -75,7 +99,10 @@ async def test_chat_answers_side_by_side_and_history_keeps_real_messages(api) ->
     assert [t["user_message"]["content"] for t in chat["history"]] == [first, "And three?"]
     assert chat["history"][1]["assistant_responses"][0]["completion"] == "You asked: And three?"
     # The stored failure keeps the required fields too.
-    assert chat["history"][0]["assistant_responses"][1]["completion"] == "" and chat["history"][0]["assistant_responses"][1]["was_accepted"] is False
+    assert (
+        chat["history"][0]["assistant_responses"][1]["completion"] == ""
+        and chat["history"][0]["assistant_responses"][1]["was_accepted"] is False
+    )
     r = await c.get("/api/chat/get/1")
     assert r.status_code == 200 and r.json()["page"] == 1 and r.json()["items"] == []
     assert await rows(state, ChatMessage, chat_id=chat_id) == 4  # two user turns, two chatty answers
@@ -88,7 +115,9 @@ async def test_chats_are_private_and_deletion_is_complete(api) -> None:
     chat_id = uuid.uuid4()
     r = await alice.post("/api/chat/request", json=chat_body(state, chat_id, [["user", "secret plans"]]))
     assert r.status_code == 200
-    assert (await bob.post("/api/chat/request", json=chat_body(state, chat_id, [["user", "let me in"]]))).status_code == 403
+    assert (
+        await bob.post("/api/chat/request", json=chat_body(state, chat_id, [["user", "let me in"]]))
+    ).status_code == 403
     assert (await bob.delete(f"/api/chat/delete/{chat_id}")).status_code == 403
     await settle(state)
     r = await bob.get("/api/chat/get/0")
@@ -96,14 +125,18 @@ async def test_chats_are_private_and_deletion_is_complete(api) -> None:
     contexts_before = await rows(state, Context)
     r = await alice.delete(f"/api/chat/delete/{chat_id}")
     assert r.status_code == 200 and r.json()["chat_id"] == str(chat_id)
-    assert await rows(state, Chat, chat_id=chat_id) == 0 and await rows(state, ChatMessage, chat_id=chat_id) == 0
+    assert (
+        await rows(state, Chat, chat_id=chat_id) == 0 and await rows(state, ChatMessage, chat_id=chat_id) == 0
+    )
     assert await rows(state, Context) == contexts_before - 1
     # Deleting is idempotent for the owner (the plugin rethrows a 404 in its UI): again, or a chat never stored.
     r = await alice.delete(f"/api/chat/delete/{chat_id}")
     assert r.status_code == 200 and r.json()["message"] == "Chat already deleted"
     r = await alice.delete(f"/api/chat/delete/{uuid.uuid4()}")
     assert r.status_code == 200 and r.json()["message"] == "Chat already deleted"
-    assert (await alice.post("/api/chat/request", json=chat_body(state, chat_id, [["user", "again"]]))).status_code == 404
+    assert (
+        await alice.post("/api/chat/request", json=chat_body(state, chat_id, [["user", "again"]]))
+    ).status_code == 404
 
 
 async def test_chat_deleted_before_it_was_written_stays_deleted(api) -> None:
@@ -117,7 +150,9 @@ async def test_chat_deleted_before_it_was_written_stays_deleted(api) -> None:
     r = await c.delete(f"/api/chat/delete/{chat_id}")  # very likely before the writer got to it
     assert r.status_code == 200
     await settle(state)
-    assert await rows(state, Chat, chat_id=chat_id) == 0 and await rows(state, ChatMessage, chat_id=chat_id) == 0
+    assert (
+        await rows(state, Chat, chat_id=chat_id) == 0 and await rows(state, ChatMessage, chat_id=chat_id) == 0
+    )
     assert await rows(state, MetaQuery) == meta_before
 
 
@@ -135,7 +170,11 @@ async def test_chat_without_context_consent_stores_no_text(api) -> None:
 async def test_the_plugins_placeholder_after_the_user_turn_is_not_a_turn(api) -> None:
     client, state = api
     c, _ = await signed_in(client)
-    turns = [["system", "You are a helpful programming assistant."], ["user", "Sort a list?"], ["assistant", "Generating."]]
+    turns = [
+        ["system", "You are a helpful programming assistant."],
+        ["user", "Sort a list?"],
+        ["assistant", "Generating."],
+    ]
     r = await c.post("/api/chat/request", json=chat_body(state, uuid.uuid4(), turns))
     assert r.status_code == 200, r.text
     (turn,) = r.json()["history"]
@@ -150,7 +189,10 @@ async def test_the_plugins_placeholder_after_the_user_turn_is_not_a_turn(api) ->
     "change, words",
     [
         (lambda b, s: b.update(messages=[["assistant", "Generating."]]), "must end with a user message"),
-        (lambda b, s: b.update(messages=[["user", "hi"], ["system", "be brief"]]), "must end with a user message"),
+        (
+            lambda b, s: b.update(messages=[["user", "hi"], ["system", "be brief"]]),
+            "must end with a user message",
+        ),
         (lambda b, s: b.update(messages=[["robot", "hi"]]), "role"),
         (lambda b, s: b.update(messages=[]), "messages"),
         (lambda b, s: b.update(model_ids=[model_id(s, "scripted")]), "not a chat model"),

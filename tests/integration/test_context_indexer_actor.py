@@ -46,7 +46,9 @@ async def db(services: ServiceUrls) -> AsyncIterator[Any]:
 
 async def consenting_project(sessionmaker: Any) -> Owner:
     async with sessionmaker() as db:
-        user = User(email=f"{uuid.uuid4().hex}@example.org", name="x", config_id=1, preference={"store_context": True})
+        user = User(
+            email=f"{uuid.uuid4().hex}@example.org", name="x", config_id=1, preference={"store_context": True}
+        )
         project = Project(project_name="actor")
         db.add_all([user, project])
         await db.flush()
@@ -95,10 +97,14 @@ async def test_actor_indexes_and_survives_a_kill(services: ServiceUrls, embedder
     from deployments.context_indexer import ensure_context_indexer
 
     owner = await consenting_project(db)
-    actor = ensure_context_indexer(services.database_url, services.redis_url, embedder_app, namespace=NAMESPACE)
+    actor = ensure_context_indexer(
+        services.database_url, services.redis_url, embedder_app, namespace=NAMESPACE
+    )
     assert ray.get(actor.ping.remote(), timeout=120)
     # Idempotent: a second ingress replica gets the same actor.
-    again = ensure_context_indexer(services.database_url, services.redis_url, embedder_app, namespace=NAMESPACE)
+    again = ensure_context_indexer(
+        services.database_url, services.redis_url, embedder_app, namespace=NAMESPACE
+    )
     assert again._actor_id == actor._actor_id
 
     await edit(services.redis_url, owner, "one.py", ["def first_function():", "    return 1"])

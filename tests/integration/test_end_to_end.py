@@ -57,12 +57,21 @@ async def _rows(database_url: str, qid: uuid.UUID) -> dict:
                 "context": await db.get(Context, meta.context_id),
                 "contextual": await db.get(ContextualTelemetry, meta.contextual_telemetry_id),
                 "behavioral": await db.get(BehavioralTelemetry, meta.behavioral_telemetry_id),
-                "generations": (await db.execute(select(Generation).where(Generation.meta_query_id == qid))).scalars().all(),
-                "truths": (await db.execute(select(GroundTruth).where(GroundTruth.meta_query_id == qid))).scalars().all(),
+                "generations": (await db.execute(select(Generation).where(Generation.meta_query_id == qid)))
+                .scalars()
+                .all(),
+                "truths": (await db.execute(select(GroundTruth).where(GroundTruth.meta_query_id == qid)))
+                .scalars()
+                .all(),
                 "session": await db.get(Session, meta.session_id),
                 "project": await db.get(Project, meta.project_id),
                 "member": await db.get(ProjectMember, (meta.project_id, meta.user_id)),
-                "model": await db.get(ModelName, (await db.execute(select(Generation.model_id).where(Generation.meta_query_id == qid))).scalar_one()),
+                "model": await db.get(
+                    ModelName,
+                    (
+                        await db.execute(select(Generation.model_id).where(Generation.meta_query_id == qid))
+                    ).scalar_one(),
+                ),
             }
     finally:
         await engine.dispose()
@@ -100,10 +109,21 @@ def test_plugin_flow_end_to_end(serve_app: str, services: ServiceUrls) -> None:
         assert 0.0 < slot["confidence"] <= 1.0 and slot["generation_time"] >= 0
         qid = uuid.UUID(data["meta_query_id"])
 
-        r = c.post("/api/completion/feedback", json={"meta_query_id": str(qid), "model_id": tiny_id, "was_accepted": True})
+        r = c.post(
+            "/api/completion/feedback",
+            json={"meta_query_id": str(qid), "model_id": tiny_id, "was_accepted": True},
+        )
         assert r.status_code == 200, r.text
         for truth in ("f.read()\n", "f.read()  # x\n"):
-            r = c.post("/api/completion/feedback", json={"meta_query_id": str(qid), "model_id": tiny_id, "was_accepted": True, "ground_truth": truth})
+            r = c.post(
+                "/api/completion/feedback",
+                json={
+                    "meta_query_id": str(qid),
+                    "model_id": tiny_id,
+                    "was_accepted": True,
+                    "ground_truth": truth,
+                },
+            )
             assert r.status_code == 200, r.text
 
     # The telemetry writer actor stores the query asynchronously.
@@ -141,10 +161,18 @@ async def _plugin_against_real_models(base_url: str) -> tuple[dict, dict]:
     try:
         await ide.sign_up(P.new_email(), P.STRONG_PASSWORD)
         await ide.start_project("real")
-        r = await ide.inline_completion("real", completion_body(COMPLETION_MODEL_ID, "import os\n\n\ndef read_file(path):\n    with open(path) as f:\n        return f."))
+        r = await ide.inline_completion(
+            "real",
+            completion_body(
+                COMPLETION_MODEL_ID,
+                "import os\n\n\ndef read_file(path):\n    with open(path) as f:\n        return f.",
+            ),
+        )
         assert r.status_code == 200, r.text
         completion = r.json()["data"]["completions"][0]
-        body = chat_body([CHAT_MODEL_ID], str(uuid.uuid4()), [("user", "Write a function that reverses a string.")])
+        body = chat_body(
+            [CHAT_MODEL_ID], str(uuid.uuid4()), [("user", "Write a function that reverses a string.")]
+        )
         r = await ide.chat("real", body)
         assert r.status_code == 200, r.text
         return completion, r.json()["history"][0]["assistant_responses"][0]

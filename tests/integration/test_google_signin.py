@@ -74,7 +74,9 @@ async def test_first_google_sign_in_creates_a_verified_oauth_account_then_signs_
 async def test_plain_issuer_form_is_accepted(google_api, keys) -> None:
     client, _ = google_api
     email = P.new_email()
-    r = await client.post("/api/user/authenticate", json=google_body(email, keys.token(email, iss="accounts.google.com")))
+    r = await client.post(
+        "/api/user/authenticate", json=google_body(email, keys.token(email, iss="accounts.google.com"))
+    )
     assert r.status_code == 200, r.text
 
 
@@ -118,7 +120,10 @@ async def test_bad_google_tokens_are_401_and_create_nothing(google_api, keys, ma
     assert r.status_code == 401, r.text
     assert words in r.json()["message"]
     assert "auth_token" not in r.cookies
-    r = await c.post("/api/user/create", json={**P.user_create(email), "password": "", "provider": "google", "token": make_token(keys, email)})
+    r = await c.post(
+        "/api/user/create",
+        json={**P.user_create(email), "password": "", "provider": "google", "token": make_token(keys, email)},
+    )
     assert r.status_code == 401, r.text
     assert await count(state, User) == before
 
@@ -131,7 +136,10 @@ async def test_hs256_token_signed_with_public_key_material_is_refused(google_api
     client, _ = google_api
     email = P.new_email()
     forged = jwt.encode(
-        {"alg": "HS256", "kid": "test-key-1"}, keys.claims(email), OctKey.import_key(json.dumps(keys.jwks())), algorithms=["HS256"]
+        {"alg": "HS256", "kid": "test-key-1"},
+        keys.claims(email),
+        OctKey.import_key(json.dumps(keys.jwks())),
+        algorithms=["HS256"],
     )
     r = await client.post("/api/user/authenticate", json=google_body(email, forged))
     assert r.status_code == 401
@@ -140,16 +148,29 @@ async def test_hs256_token_signed_with_public_key_material_is_refused(google_api
 async def test_create_with_google_provider(google_api, keys) -> None:
     client, state = google_api
     email = P.new_email()
-    body = {**P.user_create(email, name="Grace"), "password": "", "provider": "google", "token": keys.token(email)}
+    body = {
+        **P.user_create(email, name="Grace"),
+        "password": "",
+        "provider": "google",
+        "token": keys.token(email),
+    }
     r = await client.post("/api/user/create", json=body)
     assert r.status_code == 201, r.text
     row = await user_row(state, email)
-    assert row is not None and row.verified and row.is_oauth_signup and row.name == "Grace" and row.password_hash is None
+    assert (
+        row is not None
+        and row.verified
+        and row.is_oauth_signup
+        and row.name == "Grace"
+        and row.password_hash is None
+    )
     r = await client.post("/api/user/create", json=body)
     assert r.status_code == 409
     # An optional password is policy-checked before the token is even looked at.
     other = P.new_email()
-    r = await client.post("/api/user/create", json={**body, "email": other, "password": "weak", "token": keys.token(other)})
+    r = await client.post(
+        "/api/user/create", json={**body, "email": other, "password": "weak", "token": keys.token(other)}
+    )
     assert r.status_code == 422 and "Password must" in r.json()["message"]
     assert await user_row(state, other) is None
 
@@ -176,7 +197,9 @@ async def test_google_sign_in_keeps_the_password_of_a_verified_account(google_ap
         row = (await db.execute(select(User).where(User.email == email))).scalar_one()
         row.verified = True
         await db.commit()
-    assert (await client.post("/api/user/authenticate", json=google_body(email, keys.token(email)))).status_code == 200
+    assert (
+        await client.post("/api/user/authenticate", json=google_body(email, keys.token(email)))
+    ).status_code == 200
     assert (await client.post("/api/user/authenticate", json=P.authenticate(email))).status_code == 200
 
 
@@ -189,7 +212,9 @@ async def test_unconfigured_google_sign_in_is_a_clear_400(services, data_dir, ke
 
 
 async def test_unreachable_key_source_is_503_not_500(services, data_dir, keys, tmp_path) -> None:
-    settings = api_settings(data_dir, google_client_id=CLIENT_ID, google_jwks_url=(tmp_path / "missing.json").as_uri())
+    settings = api_settings(
+        data_dir, google_client_id=CLIENT_ID, google_jwks_url=(tmp_path / "missing.json").as_uri()
+    )
     async with running_api(services.database_url, services.redis_url, settings) as (client, _):
         email = P.new_email()
         r = await client.post("/api/user/authenticate", json=google_body(email, keys.token(email)))
@@ -278,7 +303,9 @@ def tokeninfo() -> Iterator[TokenInfoServer]:
 
 
 @pytest.fixture(scope="module")
-def access_settings(data_dir: Path, keys: GoogleKeys, tokeninfo: TokenInfoServer, tmp_path_factory) -> Settings:
+def access_settings(
+    data_dir: Path, keys: GoogleKeys, tokeninfo: TokenInfoServer, tmp_path_factory
+) -> Settings:
     """Google sign-in with both kinds of token: the local key set and the local token-info endpoint."""
     jwks_url = keys.write_jwks(tmp_path_factory.mktemp("jwks-access") / "certs.json")
     return api_settings(
@@ -287,7 +314,9 @@ def access_settings(data_dir: Path, keys: GoogleKeys, tokeninfo: TokenInfoServer
 
 
 @pytest.fixture(scope="module")
-async def access_api(services, access_settings: Settings) -> AsyncIterator[tuple[httpx.AsyncClient, AppState]]:
+async def access_api(
+    services, access_settings: Settings
+) -> AsyncIterator[tuple[httpx.AsyncClient, AppState]]:
     """The app configured with `google_tokeninfo_url` pointing at the local token-info endpoint."""
     async with running_api(services.database_url, services.redis_url, access_settings) as (client, state):
         yield client, state
@@ -316,7 +345,9 @@ def test_which_tokens_are_treated_as_id_tokens(token: str, jwt_like: bool) -> No
     assert looks_like_jwt(token) is jwt_like
 
 
-async def test_access_token_sign_up_then_sign_in_with_either_kind_of_token(access_api, keys, tokeninfo) -> None:
+async def test_access_token_sign_up_then_sign_in_with_either_kind_of_token(
+    access_api, keys, tokeninfo
+) -> None:
     client, state = access_api
     c = fresh_client(client)
     email = P.new_email()
@@ -325,7 +356,13 @@ async def test_access_token_sign_up_then_sign_in_with_either_kind_of_token(acces
     assert r.status_code == 201, r.text
     user_id = r.json()["user_id"]
     row = await user_row(state, email)
-    assert row is not None and row.verified and row.is_oauth_signup and row.name == "Ada" and row.password_hash is None
+    assert (
+        row is not None
+        and row.verified
+        and row.is_oauth_signup
+        and row.name == "Ada"
+        and row.password_hash is None
+    )
     # The token went to the token-info endpoint as GET ?access_token=…
     assert ("GET", {"access_token": [access]}) in tokeninfo.requests
     # Signing in with an access token, then with an ID token for the same account: one user.
@@ -345,7 +382,9 @@ async def test_id_token_account_signs_in_with_an_access_token(access_api, keys, 
     assert r.status_code == 200, r.text
     user_id = r.json()["user"]["user_id"]
     before = await count(state, User)
-    r = await fresh_client(client).post("/api/user/authenticate", json=google_body(email, tokeninfo.issue(email)))
+    r = await fresh_client(client).post(
+        "/api/user/authenticate", json=google_body(email, tokeninfo.issue(email))
+    )
     assert r.status_code == 200, r.text
     assert r.json()["user"]["user_id"] == user_id
     assert await count(state, User) == before
@@ -357,7 +396,9 @@ async def test_id_token_account_signs_in_with_an_access_token(access_api, keys, 
 async def test_first_sign_in_with_an_access_token_creates_the_account(access_api, tokeninfo) -> None:
     client, state = access_api
     email = P.new_email()
-    r = await fresh_client(client).post("/api/user/authenticate", json=google_body(email, tokeninfo.issue(email)))
+    r = await fresh_client(client).post(
+        "/api/user/authenticate", json=google_body(email, tokeninfo.issue(email))
+    )
     assert r.status_code == 200, r.text
     user = r.json()["user"]
     # No name in token info: the account is named after its email, like an ID token without `name`.
@@ -385,7 +426,14 @@ async def test_both_kinds_of_token_give_the_same_identity(access_settings, keys,
         {"azp": None},
         {"aud": "1234-other.apps.googleusercontent.com"},
     ],
-    ids=["scope-email", "scope-userinfo-only", "email-verified-bool", "azp-only", "aud-only", "azp-ours-aud-other"],
+    ids=[
+        "scope-email",
+        "scope-userinfo-only",
+        "email-verified-bool",
+        "azp-only",
+        "aud-only",
+        "azp-ours-aud-other",
+    ],
 )
 async def test_accepted_token_info_variants(access_settings, tokeninfo, overrides) -> None:
     email = P.new_email()
@@ -464,7 +512,13 @@ async def test_token_with_odd_characters_is_refused_without_asking_google(access
 
 @pytest.mark.parametrize(
     "answer",
-    [{"status": 500}, {"status": 503}, {"status": 404}, {"body": b"<html>not json</html>"}, {"body": b"[1, 2]"}],
+    [
+        {"status": 500},
+        {"status": 503},
+        {"status": 404},
+        {"body": b"<html>not json</html>"},
+        {"body": b"[1, 2]"},
+    ],
     ids=["500", "503", "404", "not-json", "not-an-object"],
 )
 async def test_google_failing_to_answer_is_503(access_api, tokeninfo, answer) -> None:
@@ -506,7 +560,9 @@ async def test_token_info_server_down_is_503_not_500(services, data_dir, keys, t
 
 async def test_slow_token_info_times_out_as_503(keys, tokeninfo, tmp_path) -> None:
     verifier = GoogleVerifier(
-        CLIENT_ID, JwksCache(keys.write_jwks(tmp_path / "certs.json"), 3600), TokenInfoClient(tokeninfo.url, 0.3)
+        CLIENT_ID,
+        JwksCache(keys.write_jwks(tmp_path / "certs.json"), 3600),
+        TokenInfoClient(tokeninfo.url, 0.3),
     )
     email = P.new_email()
     started = time.monotonic()
@@ -524,10 +580,14 @@ async def test_access_tokens_never_reach_the_logs(access_api, tokeninfo, service
     good, unverified = tokeninfo.issue(email), tokeninfo.issue(email, email_verified="false")
     failing = tokeninfo.issue(email, status=500)
     assert (await client.post("/api/user/authenticate", json=google_body(email, good))).status_code == 200
-    assert (await client.post("/api/user/authenticate", json=google_body(email, unverified))).status_code == 401
+    assert (
+        await client.post("/api/user/authenticate", json=google_body(email, unverified))
+    ).status_code == 401
     assert (await client.post("/api/user/authenticate", json=google_body(email, failing))).status_code == 503
     down = GoogleVerifier(
-        CLIENT_ID, JwksCache("file:///nonexistent", 3600), TokenInfoClient(f"http://127.0.0.1:{free_port()}/tokeninfo")
+        CLIENT_ID,
+        JwksCache("file:///nonexistent", 3600),
+        TokenInfoClient(f"http://127.0.0.1:{free_port()}/tokeninfo"),
     )
     with pytest.raises(ServiceUnavailable):
         await down.verify(good)

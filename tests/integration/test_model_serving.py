@@ -43,7 +43,10 @@ def multiline_request(model_ids: list[int]) -> dict:
 
 def test_side_by_side_with_a_failing_model(serve_app: str) -> None:
     c, ids = signed_in(serve_app)
-    r = c.post("/api/completion/request", json=P.completion_request([ids["code4me-tiny"], ids["code4me-tiny-twin"], ids["broken"]]))
+    r = c.post(
+        "/api/completion/request",
+        json=P.completion_request([ids["code4me-tiny"], ids["code4me-tiny-twin"], ids["broken"]]),
+    )
     assert r.status_code == 200, r.text
     tiny, twin, broken = r.json()["data"]["completions"]
     assert tiny["model_name"] == "code4me-tiny" and twin["model_name"] == "code4me-tiny-twin"
@@ -90,7 +93,9 @@ def test_a_request_joins_a_running_batch_instead_of_waiting_for_it() -> None:
     try:
         time.sleep(1.0)  # the long row is decoding (up to 2,048 tokens)
         began = time.monotonic()
-        short = h.complete.remote({"prefix": "x = ", "suffix": "", "single_line": False, "max_new_tokens": 4}).result(timeout_s=30)
+        short = h.complete.remote(
+            {"prefix": "x = ", "suffix": "", "single_line": False, "max_new_tokens": 4}
+        ).result(timeout_s=30)
         waited = time.monotonic() - began
         # Without joining, the short request would have waited for the long row and run alone (batch_size 1).
         assert short["batch_size"] >= 2 and 0 < short["tokens_generated"] <= 4
@@ -165,7 +170,9 @@ def test_metrics_are_exported_to_prometheus(metrics_port: int) -> None:
     assert _wait_for(scraped, timeout_s=60)
 
 
-def test_live_registry_update_keeps_serving(serve_app: str, app_settings, test_models: dict[str, Path]) -> None:  # type: ignore[no-untyped-def]
+def test_live_registry_update_keeps_serving(
+    serve_app: str, app_settings, test_models: dict[str, Path]
+) -> None:  # type: ignore[no-untyped-def]
     from serve.builder import build_application
     from tests.integration.conftest import TINY_MODEL, registry
 
@@ -179,7 +186,10 @@ def test_live_registry_update_keeps_serving(serve_app: str, app_settings, test_m
         while not stop.is_set():
             try:
                 r = c.post("/api/completion/request", json=P.completion_request([ids["code4me-tiny"]]))
-                if r.status_code == 200 and r.json()["data"]["completions"][0]["model_name"] == "code4me-tiny":
+                if (
+                    r.status_code == 200
+                    and r.json()["data"]["completions"][0]["model_name"] == "code4me-tiny"
+                ):
                     successes += 1
                 else:
                     failures.append(f"{r.status_code} {r.text[:200]}")
@@ -192,7 +202,9 @@ def test_live_registry_update_keeps_serving(serve_app: str, app_settings, test_m
         time.sleep(1.0)
         new_entry = {**TINY_MODEL, "name": f"added-{uuid.uuid4().hex[:6]}", "id": None, "is_default": False}
         app = build_application(
-            {"models": [*registry(test_models), new_entry], "embedding": {"enabled": True}}, settings=app_settings, migrate=False
+            {"models": [*registry(test_models), new_entry], "embedding": {"enabled": True}},
+            settings=app_settings,
+            migrate=False,
         )
         serve.run(app, name=APP, route_prefix="/")
         time.sleep(2.0)

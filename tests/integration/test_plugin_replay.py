@@ -43,7 +43,9 @@ def plugin_entries() -> list[dict]:
 
 @pytest.fixture(scope="module")
 async def plugin_api(services: ServiceUrls, data_dir: Path) -> AsyncIterator[tuple[object, AppState]]:
-    async with running_api(services.database_url, services.redis_url, api_settings(data_dir), plugin_entries()) as (client, state):
+    async with running_api(
+        services.database_url, services.redis_url, api_settings(data_dir), plugin_entries()
+    ) as (client, state):
         yield client, state
 
 
@@ -51,7 +53,13 @@ def change(kind: str, start: int, end: int, lines: list[str]) -> dict:
     return {"change_type": kind, "start_line": start, "end_line": end, "new_lines": lines}
 
 
-UTIL = ["import json", "", "def load_settings(path):", "    with open(path) as f:", "        return json.load(f)"]
+UTIL = [
+    "import json",
+    "",
+    "def load_settings(path):",
+    "    with open(path) as f:",
+    "        return json.load(f)",
+]
 
 
 async def test_the_plugins_whole_session_replayed(plugin_api, data_dir: Path) -> None:
@@ -63,16 +71,27 @@ async def test_the_plugins_whole_session_replayed(plugin_api, data_dir: Path) ->
     # The config string parses as HOCON, lists the pinned models and keeps every seeded language name.
     config = ConfigFactory.parse_string(r.json()["config"])
     models = {int(m["id"]): m for m in config.get("config.models.available")}
-    assert models[COMPLETION_MODEL_ID]["isChatModel"] is False and models[COMPLETION_MODEL_ID]["isDefault"] is True
+    assert (
+        models[COMPLETION_MODEL_ID]["isChatModel"] is False
+        and models[COMPLETION_MODEL_ID]["isDefault"] is True
+    )
     assert models[CHAT_MODEL_ID]["isChatModel"] is True and models[CHAT_MODEL_ID]["isDefault"] is True
     for language_id, name in PROGRAMMING_LANGUAGES:  # a quoted HOCON path names one key, however odd
         assert config.get_int(f'config.languages."{name}"') == language_id, name
     assert len(config.get("config.languages")) == len(PROGRAMMING_LANGUAGES)
 
-    preference = {"store_context": True, "store_contextual_telemetry": True, "store_behavioral_telemetry": True,
-                  "enabled_modules": ["GroundTruth", "AcceptanceFeedback"], "module_values": {"checkingIntervals": "15, 45, 90"}}
+    preference = {
+        "store_context": True,
+        "store_contextual_telemetry": True,
+        "store_behavioral_telemetry": True,
+        "enabled_modules": ["GroundTruth", "AcceptanceFeedback"],
+        "module_values": {"checkingIntervals": "15, 45, 90"},
+    }
     r = await ide.call("PUT", "/api/user/update", "UpdateUserPutResponse", json={"preference": preference})
-    assert r.status_code == 200 and r.json()["user"]["preference"]["enabled_modules"] == ["GroundTruth", "AcceptanceFeedback"]
+    assert r.status_code == 200 and r.json()["user"]["preference"]["enabled_modules"] == [
+        "GroundTruth",
+        "AcceptanceFeedback",
+    ]
 
     # Two IDE projects open: each starts (user/get, acquire, activateOrCreateProject with UUID.fromString).
     await ide.start_project("alpha")
@@ -83,11 +102,23 @@ async def test_the_plugins_whole_session_replayed(plugin_api, data_dir: Path) ->
     # Multi-file context: a file first seen (one insert, its inclusive end), then diffs (half-open ranges).
     r = await ide.context_update("alpha", {"src/util.py": [change("insert", 0, len(UTIL) - 1, UTIL)]})
     assert r.status_code == 200 and r.json()["data"]["src/util.py"] == UTIL
-    r = await ide.context_update("alpha", {"src/util.py": [change("update", 2, 3, ["def load_settings(path, strict=True):"]), change("remove", 1, 2, [])]})
-    assert r.status_code == 200 and r.json()["data"]["src/util.py"][1] == "def load_settings(path, strict=True):"
+    r = await ide.context_update(
+        "alpha",
+        {
+            "src/util.py": [
+                change("update", 2, 3, ["def load_settings(path, strict=True):"]),
+                change("remove", 1, 2, []),
+            ]
+        },
+    )
+    assert (
+        r.status_code == 200 and r.json()["data"]["src/util.py"][1] == "def load_settings(path, strict=True):"
+    )
 
     # Inline completion through the provider's logic: the plugin.conf default id, no stop_sequences.
-    body = completion_body(COMPLETION_MODEL_ID, "from util import load_settings\n\nconfig = load_settings(", ")\n")
+    body = completion_body(
+        COMPLETION_MODEL_ID, "from util import load_settings\n\nconfig = load_settings(", ")\n"
+    )
     assert "stop_sequences" not in body
     r = await ide.inline_completion("alpha", body)
     assert r.status_code == 200, r.text
@@ -97,24 +128,47 @@ async def test_the_plugins_whole_session_replayed(plugin_api, data_dir: Path) ->
     sent = [req for name, req in state.gateway.calls if name == "code4me-tiny"][-1]  # type: ignore[attr-defined]
     assert [s["path"] for s in sent["context_snippets"]] == ["src/util.py"]
     # Acceptance, then the ground truths at 15, 45 and 90 s.
-    r = await ide.feedback("alpha", {"meta_query_id": qid, "model_id": COMPLETION_MODEL_ID, "was_accepted": True})
+    r = await ide.feedback(
+        "alpha", {"meta_query_id": qid, "model_id": COMPLETION_MODEL_ID, "was_accepted": True}
+    )
     assert r.status_code == 200, r.text
     truths = ["read()", "read())\n", "read())\nprint(config)"]
     for truth in truths:
-        r = await ide.feedback("alpha", {"meta_query_id": qid, "model_id": COMPLETION_MODEL_ID, "was_accepted": True, "ground_truth": truth})
+        r = await ide.feedback(
+            "alpha",
+            {
+                "meta_query_id": qid,
+                "model_id": COMPLETION_MODEL_ID,
+                "was_accepted": True,
+                "ground_truth": truth,
+            },
+        )
         assert r.status_code == 200, r.text
 
     # Chat: activation first, the whole conversation with the window's placeholder last; a failed model too.
     chat_id = str(uuid.uuid4())
     broken = state.model_by_name("broken-chatty").model_id  # type: ignore[union-attr]
-    r = await ide.chat("alpha", chat_body([CHAT_MODEL_ID, broken], chat_id, [("user", "What does load_settings do?")]))
+    r = await ide.chat(
+        "alpha", chat_body([CHAT_MODEL_ID, broken], chat_id, [("user", "What does load_settings do?")])
+    )
     assert r.status_code == 200, r.text
     turn = r.json()["history"][0]  # the plugin shows history[0]'s answers
     assert turn["user_message"]["content"] == "What does load_settings do?"
     ok, failed = turn["assistant_responses"]
     assert ok["model_id"] == CHAT_MODEL_ID and ok["completion"].startswith("You asked: ")
     assert failed["model_id"] == broken and failed["completion"] == "" and "message" in failed
-    r = await ide.chat("alpha", chat_body([CHAT_MODEL_ID], chat_id, [("user", "What does load_settings do?"), ("assistant", ok["completion"]), ("user", "And strict?")]))
+    r = await ide.chat(
+        "alpha",
+        chat_body(
+            [CHAT_MODEL_ID],
+            chat_id,
+            [
+                ("user", "What does load_settings do?"),
+                ("assistant", ok["completion"]),
+                ("user", "And strict?"),
+            ],
+        ),
+    )
     assert r.status_code == 200 and r.json()["history"][0]["user_message"]["content"] == "And strict?"
     for _ in range(10):  # eleven chats in all: pages 0 and 1 of ten
         r = await ide.chat("alpha", chat_body([CHAT_MODEL_ID], str(uuid.uuid4()), [("user", "more")]))
@@ -126,18 +180,27 @@ async def test_the_plugins_whole_session_replayed(plugin_api, data_dir: Path) ->
     assert len(page0) == 10 and len(page1) == 1 and not set(page0) & set(page1)
     assert page1 == [chat_id]  # the oldest chat, with both turns and the failed slot kept
     (old_chat,) = r1.json()["items"]
-    assert [t["user_message"]["content"] for t in old_chat["history"]] == ["What does load_settings do?", "And strict?"]
+    assert [t["user_message"]["content"] for t in old_chat["history"]] == [
+        "What does load_settings do?",
+        "And strict?",
+    ]
     # Deleting a chat the server never stored (the plugin keeps chats locally too) is not an error.
     r = await ide.delete_chat("alpha", str(uuid.uuid4()))
     assert r.status_code == 200, r.text
 
     # Password reset from the plugin: no body, the address in the query string.
-    r = await ide.call("POST", f"/api/user/reset-password/request?email={email}", "PasswordResetRequestPostResponse")
+    r = await ide.call(
+        "POST", f"/api/user/reset-password/request?email={email}", "PasswordResetRequestPostResponse"
+    )
     assert r.status_code == 200, r.text
-    assert [m["Subject"] for m in mails_to(data_dir / "outbox", email) if "password" in m["Subject"]] == ["Reset your Code4me password"]
+    assert [m["Subject"] for m in mails_to(data_dir / "outbox", email) if "password" in m["Subject"]] == [
+        "Reset your Code4me password"
+    ]
 
     # The 5-minute sweep's notice for a deleted file of beta (the last activated project: its cookie).
-    r = await ide.context_update("beta", {"src/gone.py": [change("insert", 0, 2, ["a = 1", "b = 2", "c = 3"])]})
+    r = await ide.context_update(
+        "beta", {"src/gone.py": [change("insert", 0, 2, ["a = 1", "b = 2", "c = 3"])]}
+    )
     assert r.status_code == 200
     r = await ide.context_update(None, {"src/gone.py": [change("remove", 0, 2, [])]})
     assert r.status_code == 200 and r.json()["data"]["src/gone.py"] == []
@@ -161,13 +224,27 @@ async def test_the_plugins_whole_session_replayed(plugin_api, data_dir: Path) ->
     await ide.aclose()
 
     await settle(state)
-    user_id = uuid.UUID((await client.get("/api/user/get", cookies={"auth_token": ide.stored_auth})).json()["user"]["user_id"])  # type: ignore[attr-defined]
+    user_id = uuid.UUID(
+        (await client.get("/api/user/get", cookies={"auth_token": ide.stored_auth})).json()["user"]["user_id"]
+    )  # type: ignore[attr-defined]
     async with state.sessionmaker() as db:
         gen = await db.get(Generation, (uuid.UUID(qid), COMPLETION_MODEL_ID))
         assert gen is not None and gen.was_accepted
-        stored = (await db.execute(select(GroundTruth.ground_truth).where(GroundTruth.meta_query_id == uuid.UUID(qid)))).scalars().all()
+        stored = (
+            (
+                await db.execute(
+                    select(GroundTruth.ground_truth).where(GroundTruth.meta_query_id == uuid.UUID(qid))
+                )
+            )
+            .scalars()
+            .all()
+        )
         assert sorted(stored) == sorted(truths)
-        roles = (await db.execute(select(ChatMessage.role).where(ChatMessage.chat_id == uuid.UUID(chat_id)))).scalars().all()
+        roles = (
+            (await db.execute(select(ChatMessage.role).where(ChatMessage.chat_id == uuid.UUID(chat_id))))
+            .scalars()
+            .all()
+        )
         assert sorted(roles) == ["assistant", "assistant", "user", "user"]
         sessions = (await db.execute(select(Session).where(Session.user_id == user_id))).scalars().all()
         assert [s.end_time for s in sessions] == [None]  # one session, still open: alpha never closed
@@ -191,7 +268,10 @@ async def test_signing_out_ends_the_session(plugin_api) -> None:
 @pytest.fixture(scope="module")
 async def short_lived_api(services: ServiceUrls, data_dir: Path) -> AsyncIterator[tuple[object, AppState]]:
     settings = api_settings(data_dir, auth_token_ttl_s=5, session_token_ttl_s=5, token_max_age_s=3600)
-    async with running_api(services.database_url, services.redis_url, settings, plugin_entries()) as (client, state):
+    async with running_api(services.database_url, services.redis_url, settings, plugin_entries()) as (
+        client,
+        state,
+    ):
         yield client, state
 
 
@@ -210,7 +290,9 @@ async def test_five_second_tokens_never_expire_under_a_working_plugin(short_live
         if step == 0:
             r = await ide.inline_completion("alpha", body)
         elif step == 1:
-            r = await ide.context_update("alpha", {"src/util.py": [change("insert", 0, 0, [f"x = {rounds}"])]})
+            r = await ide.context_update(
+                "alpha", {"src/util.py": [change("insert", 0, 0, [f"x = {rounds}"])]}
+            )
         else:
             r = await ide.chat("alpha", chat_body([CHAT_MODEL_ID], chat_id, [("user", f"round {rounds}")]))
         assert r.status_code == 200, f"{time.monotonic() - started:.1f} s: {r.status_code}"
@@ -230,16 +312,25 @@ async def test_five_second_tokens_never_expire_under_a_working_plugin(short_live
 
 async def test_no_token_outlives_its_maximum_age(services: ServiceUrls, data_dir: Path) -> None:
     settings = api_settings(data_dir, auth_token_ttl_s=5, session_token_ttl_s=5, token_max_age_s=6)
-    async with running_api(services.database_url, services.redis_url, settings, plugin_entries()) as (client, _state):
+    async with running_api(services.database_url, services.redis_url, settings, plugin_entries()) as (
+        client,
+        _state,
+    ):
         ide = PluginIDE(client._transport, "http://test")  # type: ignore[attr-defined]
         await ide.sign_up(P.new_email(), P.STRONG_PASSWORD)
         await ide.start_project("alpha")
-        tokens = {"auth_token": ide.stored_auth, "session_token": ide.store["session_token"][0], "project_token": ide.stored_projects["alpha"]}
+        tokens = {
+            "auth_token": ide.stored_auth,
+            "session_token": ide.store["session_token"][0],
+            "project_token": ide.stored_projects["alpha"],
+        }
         body = completion_body(COMPLETION_MODEL_ID, "x = ")
         started = time.monotonic()
         codes = []
         while time.monotonic() - started < 9.0:
-            codes.append((time.monotonic() - started, (await ide.inline_completion("alpha", body)).status_code))
+            codes.append(
+                (time.monotonic() - started, (await ide.inline_completion("alpha", body)).status_code)
+            )
             await asyncio.sleep(0.5)
         assert all(code == 200 for t, code in codes if t < 5.0), codes
         assert all(code == 401 for t, code in codes if t > 7.0), codes

@@ -72,18 +72,29 @@ async def complete_with_feedback(state: AppState, c: httpx.AsyncClient, prefix: 
     return uuid.UUID(qid)
 
 
-async def add_chat(state: AppState, user_id: uuid.UUID, project_id: uuid.UUID, words: str) -> tuple[uuid.UUID, uuid.UUID]:
+async def add_chat(
+    state: AppState, user_id: uuid.UUID, project_id: uuid.UUID, words: str
+) -> tuple[uuid.UUID, uuid.UUID]:
     """A chat with one turn (its query, context, the user's message and a model's answer), written directly."""
     async with state.sessionmaker() as db:
         chat = Chat(user_id=user_id, project_id=project_id, title=f"chat about {words}")
         context = Context(prefix=f"# {words}\n", suffix="", file_name="chat.py")
         db.add_all([chat, context])
         await db.flush()
-        meta = MetaQuery(user_id=user_id, project_id=project_id, query_type="chat", context_id=context.context_id)
+        meta = MetaQuery(
+            user_id=user_id, project_id=project_id, query_type="chat", context_id=context.context_id
+        )
         db.add(meta)
         await db.flush()
         db.add(ChatQuery(meta_query_id=meta.meta_query_id, chat_id=chat.chat_id))
-        db.add(ChatMessage(chat_id=chat.chat_id, meta_query_id=meta.meta_query_id, role="user", content=f"explain {words}"))
+        db.add(
+            ChatMessage(
+                chat_id=chat.chat_id,
+                meta_query_id=meta.meta_query_id,
+                role="user",
+                content=f"explain {words}",
+            )
+        )
         db.add(
             ChatMessage(
                 chat_id=chat.chat_id,
@@ -110,29 +121,47 @@ async def add_study(state: AppState) -> tuple[uuid.UUID, int]:
         return study.study_id, arm.arm_id
 
 
-async def busy_user(client: httpx.AsyncClient, state: AppState, words: str, study: tuple[uuid.UUID, int]) -> dict[str, Any]:
+async def busy_user(
+    client: httpx.AsyncClient, state: AppState, words: str, study: tuple[uuid.UUID, int]
+) -> dict[str, Any]:
     """A user who did a bit of everything: session, project, completions, feedback, chat, study, indexed file."""
     c, email = await signed_in(client)
     user_id = await me(c)
     project_id = await active_project(state, c)
-    qid = await complete_with_feedback(state, c, prefix=f"def {words}():\n    return ", truth=f"{words}_truth")
+    qid = await complete_with_feedback(
+        state, c, prefix=f"def {words}():\n    return ", truth=f"{words}_truth"
+    )
     chat_id, chat_qid = await add_chat(state, user_id, project_id, words)
     async with state.sessionmaker() as db:
         db.add(StudyAssignment(study_id=study[0], user_id=user_id, arm_id=study[1]))
         db.add(
             ContextChunk(
-                project_id=project_id, file_path="src/a.py", chunk_index=0, start_line=0, end_line=1,
-                content=f"{words} = 1\n", content_hash="0" * 64, embedding=[1.0] + [0.0] * 383,
+                project_id=project_id,
+                file_path="src/a.py",
+                chunk_index=0,
+                start_line=0,
+                end_line=1,
+                content=f"{words} = 1\n",
+                content_hash="0" * 64,
+                embedding=[1.0] + [0.0] * 383,
             )
         )
         await db.commit()
-    return {"client": c, "email": email, "user_id": user_id, "project_id": project_id, "query_id": qid,
-            "chat_id": chat_id, "chat_query_id": chat_qid}
+    return {
+        "client": c,
+        "email": email,
+        "user_id": user_id,
+        "project_id": project_id,
+        "query_id": qid,
+        "chat_id": chat_id,
+        "chat_query_id": chat_qid,
+    }
 
 
 async def rows_of(state: AppState, user: dict[str, Any]) -> dict[str, int]:
     """How many rows of the user's own things still exist (the untouched user's check)."""
     async with state.sessionmaker() as db:
+
         async def n(stmt: Any) -> int:
             return int((await db.execute(select(func.count()).select_from(stmt.subquery()))).scalar_one())
 
@@ -146,7 +175,9 @@ async def rows_of(state: AppState, user: dict[str, Any]) -> dict[str, int]:
             "project_member": await n(select(ProjectMember).where(ProjectMember.user_id == uid)),
             "session": await n(select(Session).where(Session.user_id == uid)),
             "study_assignment": await n(select(StudyAssignment).where(StudyAssignment.user_id == uid)),
-            "context_chunk": await n(select(ContextChunk).where(ContextChunk.project_id == user["project_id"])),
+            "context_chunk": await n(
+                select(ContextChunk).where(ContextChunk.project_id == user["project_id"])
+            ),
         }
 
 
@@ -196,12 +227,16 @@ async def test_export_holds_everything_the_user_produced(api) -> None:
     assert gens["broken"]["error"] == "RuntimeError"
     assert [t["ground_truth"] for t in q["ground_truths"]] == ["exported_truth"]
     chat_q = queries[str(u["chat_query_id"])]
-    assert chat_q["chat_query"]["chat_id"] == str(u["chat_id"]) and chat_q["context"]["prefix"] == "# exported\n"
+    assert (
+        chat_q["chat_query"]["chat_id"] == str(u["chat_id"]) and chat_q["context"]["prefix"] == "# exported\n"
+    )
     assert [ch["chat_id"] for ch in doc["chats"]] == [str(u["chat_id"])]
     assert [m["content"] for m in doc["chats"][0]["messages"]] == ["explain exported", "exported means..."]
     # Nothing of anyone else.
     assert str(other["query_id"]) not in r.text and "bystander" not in r.text
-    assert (await client.__class__(transport=client._transport, base_url="http://test").get("/api/user/export")).status_code == 401
+    assert (
+        await client.__class__(transport=client._transport, base_url="http://test").get("/api/user/export")
+    ).status_code == 401
 
 
 async def test_export_pages_through_many_queries_in_order(api) -> None:
@@ -210,7 +245,12 @@ async def test_export_pages_through_many_queries_in_order(api) -> None:
     user_id = await me(c)
     start = datetime.now(UTC) - timedelta(days=1)
     rows = [
-        {"meta_query_id": uuid.uuid4(), "user_id": user_id, "query_type": "completion", "timestamp": start + timedelta(seconds=i // 3)}
+        {
+            "meta_query_id": uuid.uuid4(),
+            "user_id": user_id,
+            "query_type": "completion",
+            "timestamp": start + timedelta(seconds=i // 3),
+        }
         for i in range(1203)
     ]
     async with state.sessionmaker() as db:
@@ -255,7 +295,9 @@ async def test_delete_with_data_removes_every_row_and_token_of_the_user(api) -> 
         assert (await c.get(path)).status_code == 401
     r = await c.post("/api/completion/request", json=P.completion_request([model_id(state, "scripted")]))
     assert r.status_code == 401
-    assert (await client.post("/api/user/authenticate", json=P.authenticate(gone["email"]))).status_code == 401
+    assert (
+        await client.post("/api/user/authenticate", json=P.authenticate(gone["email"]))
+    ).status_code == 401
     # The address is free again.
     assert (await client.post("/api/user/create", json=P.user_create(gone["email"]))).status_code == 201
 
@@ -273,7 +315,13 @@ async def test_delete_without_data_keeps_only_anonymised_completion_rows(api) ->
     assert r.status_code == 200, r.text
     after = await table_counts(state)
     # One completion query on two models survives: its meta/completion query, generations and telemetry.
-    kept = {"meta_query": 1, "completion_query": 1, "had_generation": 2, "contextual_telemetry": 1, "behavioral_telemetry": 1}
+    kept = {
+        "meta_query": 1,
+        "completion_query": 1,
+        "had_generation": 2,
+        "contextual_telemetry": 1,
+        "behavioral_telemetry": 1,
+    }
     assert {t: after[t] - before[t] for t in after if after[t] != before[t]} == kept
     async with state.sessionmaker() as db:
         meta = await db.get(MetaQuery, qid)
@@ -353,7 +401,11 @@ async def test_a_preference_change_applies_to_the_very_next_completion(api) -> N
         return r.json()["data"]["meta_query_id"]
 
     first = await complete()  # fills the cached copy
-    changes = {"store_context": False, "store_contextual_telemetry": False, "store_behavioral_telemetry": False}
+    changes = {
+        "store_context": False,
+        "store_contextual_telemetry": False,
+        "store_behavioral_telemetry": False,
+    }
     r = await c.put("/api/user/update", json={"preference": changes})
     assert r.status_code == 200, r.text
     second = await complete()
@@ -394,13 +446,25 @@ async def dated_query(state: AppState, user_id: uuid.UUID, when: datetime) -> uu
         db.add_all([ctx, ct, bt])
         await db.flush()
         meta = MetaQuery(
-            user_id=user_id, query_type="completion", timestamp=when, context_id=ctx.context_id,
-            contextual_telemetry_id=ct.contextual_telemetry_id, behavioral_telemetry_id=bt.behavioral_telemetry_id,
+            user_id=user_id,
+            query_type="completion",
+            timestamp=when,
+            context_id=ctx.context_id,
+            contextual_telemetry_id=ct.contextual_telemetry_id,
+            behavioral_telemetry_id=bt.behavioral_telemetry_id,
         )
         db.add(meta)
         await db.flush()
         db.add(CompletionQuery(meta_query_id=meta.meta_query_id))
-        db.add(Generation(meta_query_id=meta.meta_query_id, model_id=model_id(state, "scripted"), completion="1", generation_time_ms=1, created_at=when))
+        db.add(
+            Generation(
+                meta_query_id=meta.meta_query_id,
+                model_id=model_id(state, "scripted"),
+                completion="1",
+                generation_time_ms=1,
+                created_at=when,
+            )
+        )
         db.add(GroundTruth(meta_query_id=meta.meta_query_id, ground_truth="x = 1", truth_timestamp=when))
         await db.commit()
         return meta.meta_query_id
@@ -427,7 +491,9 @@ async def retention_user(state: AppState, preference: dict[str, Any], now: datet
             db.add_all([msg, ended])
             await db.flush()
             out["messages"][d], out["sessions"][d] = msg.message_id, ended.session_id
-        live = Session(user_id=user.user_id, start_time=now - timedelta(days=400))  # never ended: its token may live
+        live = Session(
+            user_id=user.user_id, start_time=now - timedelta(days=400)
+        )  # never ended: its token may live
         db.add(live)
         await db.commit()
         out["chats"] = {"old": old_chat.chat_id, "mixed": mixed_chat.chat_id}
@@ -452,8 +518,12 @@ async def query_rows(state: AppState, qid: uuid.UUID) -> dict[str, int]:
         return {
             "meta": 1,
             "context": int(await db.get(Context, meta.context_id) is not None),
-            "generation": len((await db.execute(select(Generation).where(Generation.meta_query_id == qid))).all()),
-            "truth": len((await db.execute(select(GroundTruth).where(GroundTruth.meta_query_id == qid))).all()),
+            "generation": len(
+                (await db.execute(select(Generation).where(Generation.meta_query_id == qid))).all()
+            ),
+            "truth": len(
+                (await db.execute(select(GroundTruth).where(GroundTruth.meta_query_id == qid))).all()
+            ),
         }
 
 
@@ -480,8 +550,16 @@ async def test_retention_deletes_exactly_what_is_older_than_each_users_period(ap
     assert not await row_exists(state, Context, orphans[0])
     assert not await row_exists(state, ContextualTelemetry, orphans[1])
     assert not await row_exists(state, BehavioralTelemetry, orphans[2])
-    assert [await row_exists(state, ChatMessage, thirty["messages"][d]) for d in (400, 31, 29)] == [False, False, True]
-    assert [await row_exists(state, Session, thirty["sessions"][d]) for d in (400, 31, 29)] == [False, False, True]
+    assert [await row_exists(state, ChatMessage, thirty["messages"][d]) for d in (400, 31, 29)] == [
+        False,
+        False,
+        True,
+    ]
+    assert [await row_exists(state, Session, thirty["sessions"][d]) for d in (400, 31, 29)] == [
+        False,
+        False,
+        True,
+    ]
     assert not await row_exists(state, Chat, thirty["chats"]["old"])  # emptied and old
     assert await row_exists(state, Chat, thirty["chats"]["mixed"])  # old, but a recent message remains
     assert await row_exists(state, Session, thirty["live_session"])
@@ -494,7 +572,11 @@ async def test_retention_deletes_exactly_what_is_older_than_each_users_period(ap
 
     assert await query_rows(state, default["queries"][400]) == {"meta": 0}
     assert await query_rows(state, default["queries"][31]) == full
-    assert [await row_exists(state, ChatMessage, default["messages"][d]) for d in (400, 31, 29)] == [False, True, True]
+    assert [await row_exists(state, ChatMessage, default["messages"][d]) for d in (400, 31, 29)] == [
+        False,
+        True,
+        True,
+    ]
 
     # A second sweep at the same instant finds nothing more of these users.
     async with state.sessionmaker() as db:

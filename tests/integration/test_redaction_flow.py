@@ -24,18 +24,48 @@ async def test_completion_chat_feedback_and_context_never_store_or_send_secrets(
     assert r.status_code == 200, r.text
     qid = uuid.UUID(r.json()["data"]["meta_query_id"])
     sent = [req for name, req in state.gateway.calls if name == "scripted"][-1]  # type: ignore[attr-defined]
-    assert GITHUB_TOKEN not in sent["prefix"] and AWS_KEY not in sent["prefix"] and "<REDACTED:" in sent["prefix"]
+    assert (
+        GITHUB_TOKEN not in sent["prefix"]
+        and AWS_KEY not in sent["prefix"]
+        and "<REDACTED:" in sent["prefix"]
+    )
     assert sent["prefix"].endswith("return os.") and sent["prefix"].count("\n") == prefix.count("\n")
-    r = await c.post("/api/completion/feedback", json={"meta_query_id": str(qid), "model_id": sid, "was_accepted": True, "ground_truth": f"token = '{GITHUB_TOKEN}'"})
+    r = await c.post(
+        "/api/completion/feedback",
+        json={
+            "meta_query_id": str(qid),
+            "model_id": sid,
+            "was_accepted": True,
+            "ground_truth": f"token = '{GITHUB_TOKEN}'",
+        },
+    )
     assert r.status_code == 200
 
     chat_id = uuid.uuid4()
-    chat = {"model_ids": [model_id(state, "chatty")], "chat_id": str(chat_id), "messages": [["user", f"why does {GITHUB_TOKEN} fail?"]]}
+    chat = {
+        "model_ids": [model_id(state, "chatty")],
+        "chat_id": str(chat_id),
+        "messages": [["user", f"why does {GITHUB_TOKEN} fail?"]],
+    }
     r = await c.post("/api/chat/request", json=chat)
     assert r.status_code == 200, r.text
     assert GITHUB_TOKEN not in r.text  # the answer quoted the (redacted) question
 
-    r = await c.post("/api/completion/multi-file-context/update", json={"context_updates": {"settings.py": [{"change_type": "insert", "start_line": 0, "end_line": 0, "new_lines": ["DEBUG = True", f'AWS = "{AWS_KEY}"']}]}})
+    r = await c.post(
+        "/api/completion/multi-file-context/update",
+        json={
+            "context_updates": {
+                "settings.py": [
+                    {
+                        "change_type": "insert",
+                        "start_line": 0,
+                        "end_line": 0,
+                        "new_lines": ["DEBUG = True", f'AWS = "{AWS_KEY}"'],
+                    }
+                ]
+            }
+        },
+    )
     assert r.status_code == 200, r.text
     lines = r.json()["data"]["settings.py"]
     assert lines[0] == "DEBUG = True" and AWS_KEY not in lines[1] and "<REDACTED:" in lines[1]
@@ -46,8 +76,12 @@ async def test_completion_chat_feedback_and_context_never_store_or_send_secrets(
         assert meta is not None and meta.context_id is not None
         context = await db.get(Context, meta.context_id)
         assert context is not None and "return os." in context.prefix
-        truths = (await db.execute(select(GroundTruth).where(GroundTruth.meta_query_id == qid))).scalars().all()
-        messages = (await db.execute(select(ChatMessage).where(ChatMessage.chat_id == chat_id))).scalars().all()
+        truths = (
+            (await db.execute(select(GroundTruth).where(GroundTruth.meta_query_id == qid))).scalars().all()
+        )
+        messages = (
+            (await db.execute(select(ChatMessage).where(ChatMessage.chat_id == chat_id))).scalars().all()
+        )
     stored = [context.prefix, *(t.ground_truth for t in truths), *(m.content for m in messages)]
     assert len(stored) == 4
     for text in stored:

@@ -48,7 +48,9 @@ async def test_expired_session_cascades(services: ServiceUrls, data_dir: Path, r
     settings = api_settings(data_dir, session_token_ttl_s=2, project_token_ttl_s=2)
     async with running_api(services.database_url, services.redis_url, settings) as (client, state):
         c, email = await signed_in(client, preference={"store_context": False})
-        r = await c.post("/api/completion/multi-file-context/update", json={"context_updates": {"plan.py": [CHANGE]}})
+        r = await c.post(
+            "/api/completion/multi-file-context/update", json={"context_updates": {"plan.py": [CHANGE]}}
+        )
         assert r.status_code == 200, r.text
         user, session = await _session_state(state, email)
         session_token, project_token = c.cookies["session_token"], c.cookies["project_token"]
@@ -64,13 +66,17 @@ async def test_expired_session_cascades(services: ServiceUrls, data_dir: Path, r
         assert not await state.redis.exists(tokens.session_shadow_key(session_token))
         assert await state.redis.get(tokens.user_session_key(user.user_id)) is None
         assert await read_files(state.redis, owner) == {}  # no consent: the live files died with the session
-        r = await c.post("/api/completion/multi-file-context/update", json={"context_updates": {"plan.py": [CHANGE]}})
+        r = await c.post(
+            "/api/completion/multi-file-context/update", json={"context_updates": {"plan.py": [CHANGE]}}
+        )
         assert r.status_code == 401
         r = await c.get("/api/session/acquire")  # the auth token is still good: a new session starts
         assert r.status_code == 200 and r.json()["session_token"] != session_token
 
 
-async def test_expired_auth_token_ends_its_sessions(services: ServiceUrls, data_dir: Path, reaper: SessionReaper) -> None:
+async def test_expired_auth_token_ends_its_sessions(
+    services: ServiceUrls, data_dir: Path, reaper: SessionReaper
+) -> None:
     settings = api_settings(data_dir, auth_token_ttl_s=2, session_token_ttl_s=600)
     async with running_api(services.database_url, services.redis_url, settings) as (client, state):
         c, email = await signed_in(client)
@@ -86,7 +92,10 @@ async def test_expired_auth_token_ends_its_sessions(services: ServiceUrls, data_
 
 
 async def test_sweep_ends_sessions_whose_events_were_missed(services: ServiceUrls, data_dir: Path) -> None:
-    async with running_api(services.database_url, services.redis_url, api_settings(data_dir)) as (client, state):
+    async with running_api(services.database_url, services.redis_url, api_settings(data_dir)) as (
+        client,
+        state,
+    ):
         c, email = await signed_in(client)
         # DEL fires no expiry event: exactly what a reaper that was down would have missed.
         await state.redis.delete(tokens.session_key(c.cookies["session_token"]))

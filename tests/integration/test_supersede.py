@@ -21,9 +21,10 @@ async def sign_in(client) -> None:  # type: ignore[no-untyped-def]
 
 
 async def test_a_newer_request_on_another_replica_cancels_the_older_one(services) -> None:
-    async with replica(services, rate_limit_enabled=False) as (app_a, state_a), replica(
-        services, rate_limit_enabled=False
-    ) as (app_b, state_b):
+    async with (
+        replica(services, rate_limit_enabled=False) as (app_a, state_a),
+        replica(services, rate_limit_enabled=False) as (app_b, state_b),
+    ):
         a = client_for(app_a)
         await sign_in(a)
         b = client_for(app_b)
@@ -48,16 +49,19 @@ async def test_a_newer_request_on_another_replica_cancels_the_older_one(services
 
 
 async def test_requests_of_other_sessions_are_left_alone(services) -> None:
-    async with replica(services, rate_limit_enabled=False) as (app_a, state_a), replica(
-        services, rate_limit_enabled=False
-    ) as (app_b, state_b):
+    async with (
+        replica(services, rate_limit_enabled=False) as (app_a, state_a),
+        replica(services, rate_limit_enabled=False) as (app_b, state_b),
+    ):
         a, b = client_for(app_a), client_for(app_b)
         await sign_in(a)
         await sign_in(b)  # another user, another session
         slow = P.completion_request([model_id(state_a, "slow")], prefix="x = ")
         older = asyncio.create_task(a.post("/api/completion/request", json=slow))
         await asyncio.sleep(0.3)
-        r = await b.post("/api/completion/request", json=P.completion_request([model_id(state_b, "scripted")]))
+        r = await b.post(
+            "/api/completion/request", json=P.completion_request([model_id(state_b, "scripted")])
+        )
         assert r.status_code == 200, r.text
         assert (await older).status_code == 200  # the other user's request did not cancel it
 

@@ -31,7 +31,11 @@ async def redis(services: ServiceUrls) -> AsyncIterator[Redis]:
 @pytest.fixture(params=[1, 10**9], ids=["copy", "insert"])
 async def writer(services: ServiceUrls, request: pytest.FixtureRequest) -> AsyncIterator[TelemetryWriter]:
     w = TelemetryWriter(
-        services.redis_url, services.database_url, f"t-{uuid.uuid4().hex[:8]}", retry_interval_s=0.1, max_attempts=3,
+        services.redis_url,
+        services.database_url,
+        f"t-{uuid.uuid4().hex[:8]}",
+        retry_interval_s=0.1,
+        max_attempts=3,
         copy_min_events=request.param,
     )
     task = asyncio.create_task(w.run())
@@ -40,13 +44,22 @@ async def writer(services: ServiceUrls, request: pytest.FixtureRequest) -> Async
     await task
 
 
-async def test_replayed_events_add_no_rows(services: ServiceUrls, redis: Redis, writer: TelemetryWriter) -> None:
+async def test_replayed_events_add_no_rows(
+    services: ServiceUrls, redis: Redis, writer: TelemetryWriter
+) -> None:
     user_id, models = await make_user_and_models(services.database_url)
     events = [e for _ in range(20) for e in query_events(user_id, models)]
     await publish(redis, events)
     await wait_drained(redis)
     first = await stored_counts(services.database_url, user_id)
-    assert first == {"queries": 20, "contexts": 20, "completion_queries": 20, "generations": 40, "accepted": 20, "ground_truths": 20}
+    assert first == {
+        "queries": 20,
+        "contexts": 20,
+        "completion_queries": 20,
+        "generations": 40,
+        "accepted": 20,
+        "ground_truths": 20,
+    }
     await publish(redis, events)  # at-least-once delivery: the very same events again
     await wait_drained(redis)
     assert await stored_counts(services.database_url, user_id) == first
@@ -66,7 +79,9 @@ async def test_events_are_appended_one_entry_each_in_order(services: ServiceUrls
     assert [decode(fields[FIELD]) for _id, fields in entries] == events
     assert all(set(fields) == {FIELD} for _id, fields in entries)
     assert [eid for eid, _f in entries] == sorted(eid for eid, _f in entries)
-    await redis.xdel(STREAM, *[eid for eid, _f in entries])  # nobody writes them here: not left for other tests' writers
+    await redis.xdel(
+        STREAM, *[eid for eid, _f in entries]
+    )  # nobody writes them here: not left for other tests' writers
 
 
 async def test_copy_of_a_replay_fails_loudly_for_every_table(services: ServiceUrls, redis: Redis) -> None:
@@ -80,11 +95,21 @@ async def test_copy_of_a_replay_fails_loudly_for_every_table(services: ServiceUr
     user_id, models = await make_user_and_models(services.database_url)
     chat_id = uuid.uuid4()
     query, *gens, feedback = query_events(user_id, models)
-    turn = QueryEvent(meta_query_id=uuid.uuid4(), user_id=user_id, query_type="chat", timestamp=utcnow(), chat_id=chat_id)
+    turn = QueryEvent(
+        meta_query_id=uuid.uuid4(), user_id=user_id, query_type="chat", timestamp=utcnow(), chat_id=chat_id
+    )
     events = [
         ChatEvent(chat_id=chat_id, user_id=user_id, title="t", created_at=utcnow()),
         turn,
-        ChatMessageEvent(message_id=uuid.uuid4(), user_id=user_id, chat_id=chat_id, meta_query_id=turn.meta_query_id, role="user", content="hi", created_at=utcnow()),
+        ChatMessageEvent(
+            message_id=uuid.uuid4(),
+            user_id=user_id,
+            chat_id=chat_id,
+            meta_query_id=turn.meta_query_id,
+            role="user",
+            content="hi",
+            created_at=utcnow(),
+        ),
         query,
         *gens,
         feedback,
@@ -109,7 +134,12 @@ async def test_copy_of_a_replay_fails_loudly_for_every_table(services: ServiceUr
         await conn.close()
     assert chat_rows == 1
     assert await stored_counts(services.database_url, user_id) == {
-        "queries": 2, "contexts": 1, "completion_queries": 1, "generations": 2, "accepted": 1, "ground_truths": 1,
+        "queries": 2,
+        "contexts": 1,
+        "completion_queries": 1,
+        "generations": 2,
+        "accepted": 1,
+        "ground_truths": 1,
     }
 
 
@@ -117,7 +147,9 @@ async def test_copy_batch_with_replayed_rows_falls_back_and_writes_each_row_once
     services: ServiceUrls, redis: Redis
 ) -> None:
     user_id, models = await make_user_and_models(services.database_url)
-    w = TelemetryWriter(services.redis_url, services.database_url, f"t-{uuid.uuid4().hex[:8]}", copy_min_events=10)
+    w = TelemetryWriter(
+        services.redis_url, services.database_url, f"t-{uuid.uuid4().hex[:8]}", copy_min_events=10
+    )
     task = asyncio.create_task(w.run())
     try:
         old = [e for _ in range(30) for e in query_events(user_id, models)]
@@ -134,7 +166,12 @@ async def test_copy_batch_with_replayed_rows_falls_back_and_writes_each_row_once
         w.stop()
         await task
     assert await stored_counts(services.database_url, user_id) == {
-        "queries": 60, "contexts": 60, "completion_queries": 60, "generations": 120, "accepted": 60, "ground_truths": 60,
+        "queries": 60,
+        "contexts": 60,
+        "completion_queries": 60,
+        "generations": 120,
+        "accepted": 60,
+        "ground_truths": 60,
     }
 
 
@@ -145,11 +182,18 @@ async def test_a_backlog_written_two_batches_at_a_time_keeps_every_event_once(
     user_id, models = await make_user_and_models(services.database_url)
     queries = [query_events(user_id, models) for _ in range(300)]
     # Children in the batch before their parents, and parents in the batch being written beside theirs.
-    events = [q[3] for q in queries[:50]] + [e for i, q in enumerate(queries) for e in (q[:3] if i < 50 else q)]
+    events = [q[3] for q in queries[:50]] + [
+        e for i, q in enumerate(queries) for e in (q[:3] if i < 50 else q)
+    ]
     await publish(redis, events)  # the whole backlog is there before the writer starts
     w = TelemetryWriter(
-        services.redis_url, services.database_url, f"t-{uuid.uuid4().hex[:8]}", batch_size=64, retry_interval_s=0.1,
-        copy_min_events=copy_min_events, pipeline_depth=2,
+        services.redis_url,
+        services.database_url,
+        f"t-{uuid.uuid4().hex[:8]}",
+        batch_size=64,
+        retry_interval_s=0.1,
+        copy_min_events=copy_min_events,
+        pipeline_depth=2,
     )
     task = asyncio.create_task(w.run())
     try:
@@ -161,7 +205,12 @@ async def test_a_backlog_written_two_batches_at_a_time_keeps_every_event_once(
     assert w.stats.dead_lettered == 0
     assert (await stream_status(redis))["pending"] == 0
     assert await stored_counts(services.database_url, user_id) == {
-        "queries": 300, "contexts": 300, "completion_queries": 300, "generations": 600, "accepted": 300, "ground_truths": 300,
+        "queries": 300,
+        "contexts": 300,
+        "completion_queries": 300,
+        "generations": 600,
+        "accepted": 300,
+        "ground_truths": 300,
     }
 
 
@@ -194,7 +243,12 @@ async def test_late_events_of_a_deleted_account_are_dropped_not_deferred(
     await publish(redis, events[1:] + events[:1])  # the dependent events first
     await wait_drained(redis, timeout_s=10)
     assert await stored_counts(services.database_url, gone) == {
-        "queries": 0, "contexts": 0, "completion_queries": 0, "generations": 0, "accepted": 0, "ground_truths": 0,
+        "queries": 0,
+        "contexts": 0,
+        "completion_queries": 0,
+        "generations": 0,
+        "accepted": 0,
+        "ground_truths": 0,
     }
     assert writer.stats.dropped_orphans >= len(events)
 
@@ -220,7 +274,9 @@ async def test_malformed_and_failing_events_are_dead_lettered_with_a_reason(
     assert status["dead_letters"] >= dead_before + 2
 
 
-async def test_shown_and_repeated_feedback_are_idempotent(services: ServiceUrls, redis: Redis, writer: TelemetryWriter) -> None:
+async def test_shown_and_repeated_feedback_are_idempotent(
+    services: ServiceUrls, redis: Redis, writer: TelemetryWriter
+) -> None:
     from app.telemetry.events import ShownEvent
 
     user_id, models = await make_user_and_models(services.database_url)
@@ -228,7 +284,14 @@ async def test_shown_and_repeated_feedback_are_idempotent(services: ServiceUrls,
     qid = events[0].meta_query_id
     shown_at = utcnow()
     shown = ShownEvent(meta_query_id=qid, model_id=models[0], shown_at=shown_at)
-    feedback = FeedbackEvent(event_id=uuid.uuid4(), meta_query_id=qid, model_id=models[0], was_accepted=False, ground_truth="y", timestamp=utcnow())
+    feedback = FeedbackEvent(
+        event_id=uuid.uuid4(),
+        meta_query_id=qid,
+        model_id=models[0],
+        was_accepted=False,
+        ground_truth="y",
+        timestamp=utcnow(),
+    )
     await publish(redis, [*events, shown, shown, feedback, feedback])
     await wait_drained(redis)
     import asyncpg
@@ -237,7 +300,11 @@ async def test_shown_and_repeated_feedback_are_idempotent(services: ServiceUrls,
 
     conn = await asyncpg.connect(plain_url(services.database_url))
     try:
-        row = await conn.fetchrow("SELECT shown_at, was_accepted FROM had_generation WHERE meta_query_id = $1 AND model_id = $2", qid, models[0])
+        row = await conn.fetchrow(
+            "SELECT shown_at, was_accepted FROM had_generation WHERE meta_query_id = $1 AND model_id = $2",
+            qid,
+            models[0],
+        )
         truths = await conn.fetchval("SELECT count(*) FROM ground_truth WHERE meta_query_id = $1", qid)
     finally:
         await conn.close()
@@ -270,7 +337,12 @@ async def test_postgres_outage_under_load_loses_nothing(
     assert outage_s >= 10.0
     assert writer.stats.transient_errors > 0  # the writer did see the outage
     assert await stored_counts(services.database_url, user_id) == {
-        "queries": 600, "contexts": 600, "completion_queries": 600, "generations": 1200, "accepted": 600, "ground_truths": 600,
+        "queries": 600,
+        "contexts": 600,
+        "completion_queries": 600,
+        "generations": 1200,
+        "accepted": 600,
+        "ground_truths": 600,
     }
 
 
@@ -288,11 +360,20 @@ def test_writer_actor_killed_mid_stream_loses_nothing(ray_cluster: None, service
     chunks = [events[i : i + 500] for i in range(0, len(events), 500)]
     # 2,500 more events: feedback for every query, which must find its generation whenever it is written.
     feedbacks = [
-        FeedbackEvent(event_id=uuid.uuid4(), meta_query_id=q[1].meta_query_id, model_id=q[1].model_id, was_accepted=True, ground_truth="g", timestamp=utcnow())
+        FeedbackEvent(
+            event_id=uuid.uuid4(),
+            meta_query_id=q[1].meta_query_id,
+            model_id=q[1].model_id,
+            was_accepted=True,
+            ground_truth="g",
+            timestamp=utcnow(),
+        )
         for q in queries
     ]
     assert len(events) + len(feedbacks) == 10_000
-    (handle,) = ensure_writers(services.redis_url, services.database_url, 1, {"batch_size": 200}, namespace="code4me-test-writers")
+    (handle,) = ensure_writers(
+        services.redis_url, services.database_url, 1, {"batch_size": 200}, namespace="code4me-test-writers"
+    )
     pid_before = ray.get(handle.pid.remote(), timeout=60)
 
     async def load_and_kill() -> None:
@@ -316,5 +397,10 @@ def test_writer_actor_killed_mid_stream_loses_nothing(ray_cluster: None, service
     asyncio.run(load_and_kill())
     assert ray.get(handle.pid.remote(), timeout=60) != pid_before  # Ray restarted the writer
     assert asyncio.run(stored_counts(services.database_url, user_id)) == {
-        "queries": 2_500, "contexts": 2_500, "completion_queries": 2_500, "generations": 5_000, "accepted": 2_500, "ground_truths": 2_500,
+        "queries": 2_500,
+        "contexts": 2_500,
+        "completion_queries": 2_500,
+        "generations": 5_000,
+        "accepted": 2_500,
+        "ground_truths": 2_500,
     }

@@ -29,11 +29,20 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-async def live(services: ServiceUrls, data_dir: Path) -> AsyncIterator[tuple[httpx.AsyncClient, AppState, str]]:
+async def live(
+    services: ServiceUrls, data_dir: Path
+) -> AsyncIterator[tuple[httpx.AsyncClient, AppState, str]]:
     """The app behind a real HTTP/WebSocket server; yields an in-process client, the state and the ws:// base."""
-    async with running_api(services.database_url, services.redis_url, api_settings(data_dir)) as (client, state):
+    async with running_api(services.database_url, services.redis_url, api_settings(data_dir)) as (
+        client,
+        state,
+    ):
         port = _free_port()
-        server = uvicorn.Server(uvicorn.Config(client._transport.app, host="127.0.0.1", port=port, lifespan="off", log_level="warning"))  # type: ignore[attr-defined]
+        server = uvicorn.Server(
+            uvicorn.Config(
+                client._transport.app, host="127.0.0.1", port=port, lifespan="off", log_level="warning"
+            )
+        )  # type: ignore[attr-defined]
         task = asyncio.create_task(server.serve())
         while not server.started:
             await asyncio.sleep(0.02)
@@ -70,14 +79,21 @@ async def test_plugin_session_over_websockets(live) -> None:
     async with websockets.connect(f"{base}/api/ws/completion", additional_headers=cookie_header(c)) as ws:
         await ws.send(json.dumps({"request_id": "r1", "completion_request": P.completion_request(ids)}))
         final, before = await until(ws, "completion_request_response", "r1")
-        partials = [m["completion_partial"] for m in before if "completion_partial" in m and m["request_id"] == "r1"]
+        partials = [
+            m["completion_partial"] for m in before if "completion_partial" in m and m["request_id"] == "r1"
+        ]
         assert sorted(p["completion"]["model_name"] for p in partials) == ["broken", "scripted"]
         data = final["completion_request_response"]["data"]
         assert {p["meta_query_id"] for p in partials} == {data["meta_query_id"]}
         assert [s["model_name"] for s in data["completions"]] == ["scripted", "broken"]
         assert data["completions"][1]["message"] == "Completion for model failed"
         for n, truth in enumerate(["read()", "read()\n", "read()  # done"]):
-            fb = {"meta_query_id": data["meta_query_id"], "model_id": ids[0], "was_accepted": True, "ground_truth": truth}
+            fb = {
+                "meta_query_id": data["meta_query_id"],
+                "model_id": ids[0],
+                "was_accepted": True,
+                "ground_truth": truth,
+            }
             await ws.send(json.dumps({"request_id": f"f{n}", "completion_feedback": fb}))
             reply, _ = await until(ws, "completion_feedback_response", f"f{n}")
             assert reply["completion_feedback_response"]["data"]["model_id"] == ids[0]
@@ -88,7 +104,10 @@ async def test_plugin_session_over_websockets(live) -> None:
             ("[1, 2]", "JSON object"),
             (json.dumps({"request_id": "b1", "fly_to_moon": {}}), "Unknown operation"),
             (json.dumps({"request_id": "b2", "completion_request": {"model_ids": []}}), "model_ids"),
-            (json.dumps({"request_id": "b3", "completion_feedback": {}, "chat_get": {}}), "exactly one operation"),
+            (
+                json.dumps({"request_id": "b3", "completion_feedback": {}, "chat_get": {}}),
+                "exactly one operation",
+            ),
             (json.dumps({"request_id": "b4", "cancel": {"request_id": "never"}}), "No operation"),
         ]:
             await ws.send(bad)
@@ -98,9 +117,20 @@ async def test_plugin_session_over_websockets(live) -> None:
         reply, _ = await until(ws, "completion_request_response", "ok")
         assert reply["completion_request_response"]["data"]["completions"][0]["completion"] == "read()"
 
-    async with websockets.connect(f"{base}/api/ws/completion/multi-file-context", additional_headers=cookie_header(c)) as ws:
-        change = {"change_type": "insert", "start_line": 0, "end_line": 0, "new_lines": ["x = 1", "42", "null"]}
-        await ws.send(json.dumps({"request_id": "m", "multi_file_context_update": {"context_updates": {"a.py": [change]}}}))
+    async with websockets.connect(
+        f"{base}/api/ws/completion/multi-file-context", additional_headers=cookie_header(c)
+    ) as ws:
+        change = {
+            "change_type": "insert",
+            "start_line": 0,
+            "end_line": 0,
+            "new_lines": ["x = 1", "42", "null"],
+        }
+        await ws.send(
+            json.dumps(
+                {"request_id": "m", "multi_file_context_update": {"context_updates": {"a.py": [change]}}}
+            )
+        )
         reply, _ = await until(ws, "multi_file_context_update_response", "m")
         assert reply["multi_file_context_update_response"]["data"] == {"a.py": ["x = 1", "42", "null"]}
 
@@ -141,7 +171,9 @@ async def test_two_requests_in_flight_and_one_cancelled(live) -> None:
         await ws.send(json.dumps({"request_id": "slow", "completion_request": P.completion_request([slow])}))
         fb = {"meta_query_id": qid, "model_id": fast, "was_accepted": True, "ground_truth": "read()"}
         await ws.send(json.dumps({"request_id": "fb", "completion_feedback": fb}))
-        _reply, before = await until(ws, "completion_feedback_response", "fb")  # answered while "slow" still runs
+        _reply, before = await until(
+            ws, "completion_feedback_response", "fb"
+        )  # answered while "slow" still runs
         assert not any(m.get("request_id") == "slow" for m in before)
         await ws.send(json.dumps({"request_id": "stop", "cancel": {"request_id": "slow"}}))
         replies = [await receive(ws), await receive(ws)]
@@ -155,6 +187,17 @@ async def test_socket_without_login_answers_401_and_stays_open(live) -> None:
     _client, _state, base = live
     async with websockets.connect(f"{base}/api/ws/completion/") as ws:
         for n in range(2):
-            await ws.send(json.dumps({"request_id": n, "completion_feedback": {"meta_query_id": str(uuid.uuid4()), "model_id": 1, "was_accepted": True}}))
+            await ws.send(
+                json.dumps(
+                    {
+                        "request_id": n,
+                        "completion_feedback": {
+                            "meta_query_id": str(uuid.uuid4()),
+                            "model_id": 1,
+                            "was_accepted": True,
+                        },
+                    }
+                )
+            )
             msg = await receive(ws)
             assert msg["status"] == 401 and "auth token" in msg["error"] and msg["request_id"] == str(n)

@@ -22,7 +22,16 @@ from app.settings import Settings
 
 @pytest.mark.parametrize(
     "days, ok",
-    [(1, True), (365, True), (3650, True), (None, True), (0, False), (-5, False), (3651, False), ("x", False)],
+    [
+        (1, True),
+        (365, True),
+        (3650, True),
+        (None, True),
+        (0, False),
+        (-5, False),
+        (3651, False),
+        ("x", False),
+    ],
 )
 def test_data_retention_days_is_at_least_one_or_null(days, ok) -> None:
     if ok:
@@ -34,7 +43,11 @@ def test_data_retention_days_is_at_least_one_or_null(days, ok) -> None:
 
 def test_preference_defaults_and_plugin_keys() -> None:
     pref = Preference.model_validate({"enabled_modules": ["a"]})
-    assert (pref.store_context, pref.store_contextual_telemetry, pref.store_behavioral_telemetry) == (False, True, True)
+    assert (pref.store_context, pref.store_contextual_telemetry, pref.store_behavioral_telemetry) == (
+        False,
+        True,
+        True,
+    )
     assert pref.allow_model_training is False and pref.data_retention_days == 365
     assert pref.model_dump()["enabled_modules"] == ["a"]
 
@@ -47,7 +60,11 @@ def test_preference_size_is_bounded() -> None:
 def test_merge_keeps_unsent_keys_and_names_bad_ones() -> None:
     current = Preference(store_context=True, data_retention_days=30).model_dump()
     merged = merged_preference(current, {"allow_model_training": True})
-    assert merged["store_context"] is True and merged["data_retention_days"] == 30 and merged["allow_model_training"]
+    assert (
+        merged["store_context"] is True
+        and merged["data_retention_days"] == 30
+        and merged["allow_model_training"]
+    )
     with pytest.raises(Unprocessable, match="data_retention_days"):
         merged_preference(current, {"data_retention_days": 0})
 
@@ -82,7 +99,10 @@ def test_mailed_tokens_are_stored_hashed() -> None:
     assert token_key("reset", "the-token") == key != token_key("verify", "the-token")
 
 
-@pytest.mark.parametrize("seconds, text", [(86400, "24 hours"), (3600, "1 hour"), (900, "15 minutes"), (60, "1 minute"), (5400, "90 minutes")])
+@pytest.mark.parametrize(
+    "seconds, text",
+    [(86400, "24 hours"), (3600, "1 hour"), (900, "15 minutes"), (60, "1 minute"), (5400, "90 minutes")],
+)
 def test_lifetime_text(seconds, text) -> None:
     assert lifetime_text(seconds) == text
 
@@ -91,7 +111,11 @@ def test_outbox_files_are_whole_mails(tmp_path: Path) -> None:
     settings = Settings(environment="test")
     path = write_outbox(tmp_path / "outbox", build_message(settings, "a@example.org", "Hi", "Body text"))
     msg = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
-    assert msg["To"] == "a@example.org" and msg["Subject"] == "Hi" and "Body text" in msg.get_body().get_content()
+    assert (
+        msg["To"] == "a@example.org"
+        and msg["Subject"] == "Hi"
+        and "Body text" in msg.get_body().get_content()
+    )
     assert [p.name for p in (tmp_path / "outbox").iterdir()] == [path.name]
 
 

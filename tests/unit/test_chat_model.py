@@ -37,14 +37,18 @@ def test_an_assistant_turn_ends_with_eos_and_begins_where_the_prompt_ends(tokeni
     assert full.startswith(prompt)
     assert full[len(prompt) :] == reply + tokenizer.eos_token + "\n\n"
     # Token level too: the prompt's ids are a prefix of the conversation's (the answer starts a new token).
-    prompt_ids = tokenizer.apply_chat_template(CHAT, add_generation_prompt=True, return_dict=True)["input_ids"]
+    prompt_ids = tokenizer.apply_chat_template(CHAT, add_generation_prompt=True, return_dict=True)[
+        "input_ids"
+    ]
     full_ids = tokenizer(full, add_special_tokens=False)["input_ids"]
     assert full_ids[: len(prompt_ids)] == list(prompt_ids)
     assert tokenizer.eos_token_id in full_ids[len(prompt_ids) :]
 
 
 def test_the_template_knows_only_system_user_and_assistant(tokenizer: Any) -> None:
-    user_only = tokenizer.apply_chat_template([{"role": "user", "content": USER}], add_generation_prompt=True, tokenize=False)
+    user_only = tokenizer.apply_chat_template(
+        [{"role": "user", "content": USER}], add_generation_prompt=True, tokenize=False
+    )
     assert user_only == f"### User:\n{USER}\n\n### Assistant:\n"
     with pytest.raises(Exception, match="unknown chat role"):
         tokenizer.apply_chat_template([{"role": "tool", "content": "x"}], tokenize=False)
@@ -59,12 +63,17 @@ def test_the_vocabulary_is_the_base_models(tokenizer: Any) -> None:
 def test_the_model_answers_a_chat_prompt(tokenizer: Any) -> None:
     torch.set_num_threads(1)
     model = AutoModelForCausalLM.from_pretrained(MODEL_DIR, dtype=torch.float32).eval()
-    enc = tokenizer.apply_chat_template(CHAT, add_generation_prompt=True, return_tensors="pt", return_dict=True)
+    enc = tokenizer.apply_chat_template(
+        CHAT, add_generation_prompt=True, return_tensors="pt", return_dict=True
+    )
     n = enc["input_ids"].shape[1]
     with torch.inference_mode():
         out = model.generate(
-            **enc, max_new_tokens=12, do_sample=False,
-            eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+            **enc,
+            max_new_tokens=12,
+            do_sample=False,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
         )
     assert out.shape[1] > n
     prompt = tokenizer.decode(enc["input_ids"][0], skip_special_tokens=True)

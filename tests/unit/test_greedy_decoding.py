@@ -88,7 +88,9 @@ def reference(gen: CausalLMGenerator, req: GenRequest) -> tuple[list[int], list[
 
 
 def requests(single_line: bool, max_new: int = 24) -> list[GenRequest]:
-    return [GenRequest(prefix=p, suffix="\n", single_line=single_line, max_new_tokens=max_new) for p in PREFIXES]
+    return [
+        GenRequest(prefix=p, suffix="\n", single_line=single_line, max_new_tokens=max_new) for p in PREFIXES
+    ]
 
 
 @pytest.mark.parametrize("single_line", [True, False])
@@ -96,7 +98,9 @@ def test_each_request_alone_matches_transformers_generate(gen: CausalLMGenerator
     for req in requests(single_line):
         (result,) = gen.generate_batch([req])
         ids, logprobs = reference(gen, req)
-        expected, _ = cut_completion(gen.tokenizer.decode(ids, skip_special_tokens=True), req.stop_sequences, single_line)
+        expected, _ = cut_completion(
+            gen.tokenizer.decode(ids, skip_special_tokens=True), req.stop_sequences, single_line
+        )
         assert result.completion == expected, req.prefix
         assert result.token_logprobs == pytest.approx(logprobs[: len(result.token_logprobs)], abs=1e-4)
         assert result.tokens_generated <= len(ids) or result.stopped_by != "stop_token"
@@ -143,7 +147,12 @@ def test_a_cancelled_row_stops_and_the_others_go_on(gen: CausalLMGenerator) -> N
     cancelled, kept = gen.generate_batch(reqs)
     assert cancelled.stopped_by == "cancelled" and cancelled.tokens_generated == 0
     assert kept.stopped_by != "cancelled"
-    assert kept.completion == gen.generate_batch([GenRequest(prefix=PREFIXES[2], single_line=False, max_new_tokens=30)])[0].completion
+    assert (
+        kept.completion
+        == gen.generate_batch([GenRequest(prefix=PREFIXES[2], single_line=False, max_new_tokens=30)])[
+            0
+        ].completion
+    )
 
 
 def test_the_time_budget_ends_every_row(gen: CausalLMGenerator) -> None:
@@ -177,8 +186,19 @@ def test_rows_joining_between_steps_get_their_alone_answers(gen: CausalLMGenerat
         4: [GenRequest(prefix=p, suffix="\n", single_line=True, max_new_tokens=24) for p in PREFIXES[:2]],
     }
     everyone = first + joiners[2] + joiners[4]
-    alone = [gen.generate_batch([GenRequest(prefix=r.prefix, suffix=r.suffix, single_line=r.single_line,
-                                            max_new_tokens=r.max_new_tokens)])[0] for r in everyone]
+    alone = [
+        gen.generate_batch(
+            [
+                GenRequest(
+                    prefix=r.prefix,
+                    suffix=r.suffix,
+                    single_line=r.single_line,
+                    max_new_tokens=r.max_new_tokens,
+                )
+            ]
+        )[0]
+        for r in everyone
+    ]
     arrivals = Arrivals(joiners)
     handed: list[int] = []
     results = gen.generate_batch(first, on_done=lambda key, _: handed.append(key), admit=arrivals, max_rows=8)
@@ -213,7 +233,9 @@ def test_joins_per_step_are_capped_while_rows_run(loaded: CausalLMGenerator) -> 
     assert asked[0] == 7 and len(asked) >= 3 and set(asked[1:-1]) == {1} and asked[-1] == 8
     none = Arrivals({})
     loaded.generate_batch(first, admit=none, max_rows=8, max_joins=0)
-    assert none.asked == [7, 8], "with no joins allowed, newcomers are only asked for while the batch is empty"
+    assert none.asked == [7, 8], (
+        "with no joins allowed, newcomers are only asked for while the batch is empty"
+    )
 
 
 def test_nobody_joins_while_a_row_is_past_the_join_cutoff_of_its_budget(loaded: CausalLMGenerator) -> None:
@@ -225,7 +247,10 @@ def test_nobody_joins_while_a_row_is_past_the_join_cutoff_of_its_budget(loaded: 
 
     began = time.monotonic()
     (result,) = loaded.generate_batch(
-        [GenRequest(prefix=PREFIXES[0], single_line=False, max_new_tokens=300)], time_budget_s=1.0, admit=admit, max_rows=4
+        [GenRequest(prefix=PREFIXES[0], single_line=False, max_new_tokens=300)],
+        time_budget_s=1.0,
+        admit=admit,
+        max_rows=4,
     )
     assert result.stopped_by == "length" and result.generation_time_ms >= 1000  # it ran to its budget
     while_running = asked_at[:-1]  # the last ask comes after the row has left
@@ -246,23 +271,49 @@ def test_a_joiner_arriving_after_the_last_row_left_still_runs(loaded: CausalLMGe
 def test_a_batch_that_never_empties_stays_as_wide_as_its_longest_row(gen: CausalLMGenerator) -> None:
     # Twelve requests join a batch of at most 3 rows one after another (as under steady load); the decode
     # steps must never attend over more columns than the longest row present holds.
-    pending = [GenRequest(prefix=PREFIXES[k % len(PREFIXES)], suffix="\n", single_line=k % 2 == 0,
-                          max_new_tokens=6 + 3 * (k % 4)) for k in range(12)]
-    longest = max(len(gen.tokenizer(gen.build_prompt(r), add_special_tokens=False)["input_ids"]) for r in pending)
-    alone = [gen.generate_batch([GenRequest(prefix=r.prefix, suffix=r.suffix, single_line=r.single_line,
-                                            max_new_tokens=r.max_new_tokens)])[0] for r in pending]
+    pending = [
+        GenRequest(
+            prefix=PREFIXES[k % len(PREFIXES)],
+            suffix="\n",
+            single_line=k % 2 == 0,
+            max_new_tokens=6 + 3 * (k % 4),
+        )
+        for k in range(12)
+    ]
+    longest = max(
+        len(gen.tokenizer(gen.build_prompt(r), add_special_tokens=False)["input_ids"]) for r in pending
+    )
+    alone = [
+        gen.generate_batch(
+            [
+                GenRequest(
+                    prefix=r.prefix,
+                    suffix=r.suffix,
+                    single_line=r.single_line,
+                    max_new_tokens=r.max_new_tokens,
+                )
+            ]
+        )[0]
+        for r in pending
+    ]
     widths: list[int] = []
     forward = gen.model.forward
 
     def recording(*args, **kwargs):  # type: ignore[no-untyped-def]
-        if kwargs.get("input_ids") is not None and kwargs["input_ids"].shape[1] == 1 and kwargs.get("attention_mask") is not None:
+        if (
+            kwargs.get("input_ids") is not None
+            and kwargs["input_ids"].shape[1] == 1
+            and kwargs.get("attention_mask") is not None
+        ):
             widths.append(kwargs["attention_mask"].shape[1])
         return forward(*args, **kwargs)
 
     queue = list(pending[1:])
     gen.model.forward = recording  # type: ignore[method-assign]
     try:
-        results = gen.generate_batch(pending[:1], admit=lambda free: [queue.pop(0)] if queue and free else [], max_rows=3)
+        results = gen.generate_batch(
+            pending[:1], admit=lambda free: [queue.pop(0)] if queue and free else [], max_rows=3
+        )
     finally:
         del gen.model.forward
     assert [r.completion for r in results] == [r.completion for r in alone]

@@ -82,7 +82,12 @@ def expected_after(old: list[str], new: list[str], changes: list[LineChange]) ->
     whole-file deletion notice (`remove [0, lineCount - 1]`, inclusive): app/context/edits.py reads it as
     the notice, so the file is gone instead of keeping its last line.
     """
-    if len(changes) == 1 and changes[0].change_type == "remove" and changes[0].start_line == 0 and changes[0].end_line == len(old) - 1:
+    if (
+        len(changes) == 1
+        and changes[0].change_type == "remove"
+        and changes[0].start_line == 0
+        and changes[0].end_line == len(old) - 1
+    ):
         return []
     return new
 

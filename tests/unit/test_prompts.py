@@ -95,11 +95,16 @@ def test_file_name_alone_does_not_make_multi_file_form(name: str) -> None:
         ("starcoder", "<filename>a.py\nx = 1\n<|endoftext|><fim_prefix>p<fim_suffix>s<fim_middle>"),
         (
             "qwen2.5-coder",
-            ("<|repo_name|>project\n<|file_sep|>a.py\nx = 1\n\n"
-            "<|file_sep|><|fim_prefix|>p<|fim_suffix|>s<|fim_middle|>"),
+            (
+                "<|repo_name|>project\n<|file_sep|>a.py\nx = 1\n\n"
+                "<|file_sep|><|fim_prefix|>p<|fim_suffix|>s<|fim_middle|>"
+            ),
         ),
         ("mellum", "<filename>a.py\nx = 1\n<filename><fim_suffix>s<fim_prefix>p<fim_middle>"),
-        ("deepseek-coder", "<｜begin▁of▁sentence｜><｜fim▁begin｜># a.py\nx = 1\n\np<｜fim▁hole｜>s<｜fim▁end｜>"),
+        (
+            "deepseek-coder",
+            "<｜begin▁of▁sentence｜><｜fim▁begin｜># a.py\nx = 1\n\np<｜fim▁hole｜>s<｜fim▁end｜>",
+        ),
     ],
 )
 def test_unknown_current_file_writes_no_empty_path_line(name: str, expected: str) -> None:

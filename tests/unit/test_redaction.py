@@ -300,8 +300,10 @@ FIXTURES_LEFT_ALONE = [
     # Rule 3: no mixed classes, in an example.
     (
         "example-heading",
-        ("Example usage:\n\nimport urllib.request\n\nauthinfo.add_password(realm='PDQ',\n"
-        "                      user='klem',\n                      passwd='geheim$parole')"),
+        (
+            "Example usage:\n\nimport urllib.request\n\nauthinfo.add_password(realm='PDQ',\n"
+            "                      user='klem',\n                      passwd='geheim$parole')"
+        ),
         "request.py",
     ),
     ("example-doctest", ">>> client.login(user='klem', password='geheim$parole')", None),

@@ -20,7 +20,9 @@ def test_good_entry_resolves_local_path_to_absolute() -> None:
 
 
 def test_hub_id_is_kept() -> None:
-    args = load_args({"models": [{**GOOD, "model_id": "deepseek-ai/deepseek-coder-1.3b-base", "family": "deepseek-coder"}]})
+    args = load_args(
+        {"models": [{**GOOD, "model_id": "deepseek-ai/deepseek-coder-1.3b-base", "family": "deepseek-coder"}]}
+    )
     assert args.models[0].resolved_source() == "deepseek-ai/deepseek-coder-1.3b-base"
 
 
@@ -34,7 +36,10 @@ def test_hub_id_is_kept() -> None:
         ({**GOOD, "max_ongoing_requests": 0}, ["'max_ongoing_requests'"]),
         ({**GOOD, "generation": {"max_new_tokens": "many"}}, ["'generation.max_new_tokens'"]),
         ({**GOOD, "generation": {"time_budget_s": 0}}, ["'generation.time_budget_s'"]),
-        ({**GOOD, "autoscaling_config": {"min_replicas": 3, "max_replicas": 1}}, ["'autoscaling_config'", "max_replicas"]),
+        (
+            {**GOOD, "autoscaling_config": {"min_replicas": 3, "max_replicas": 1}},
+            ["'autoscaling_config'", "max_replicas"],
+        ),
         ({**GOOD, "num_replicas": 2, "autoscaling_config": {"max_replicas": 2}}, ["not both"]),
         ({**GOOD, "name": "bad name!"}, ["'name'"]),
         ({**GOOD, "tempreature": 0.2}, ["'tempreature'", "Extra inputs"]),
@@ -69,7 +74,9 @@ def test_pinned_ids_are_1_to_999(bad: object) -> None:
         load_args({"models": [{**GOOD, "id": bad}]})
 
 
-@pytest.mark.parametrize("config", sorted((Path(__file__).resolve().parents[2] / "configs").glob("*.yaml")), ids=lambda p: p.name)
+@pytest.mark.parametrize(
+    "config", sorted((Path(__file__).resolve().parents[2] / "configs").glob("*.yaml")), ids=lambda p: p.name
+)
 def test_every_shipped_serve_config_validates(config: Path) -> None:
     raw = yaml.safe_load(config.read_text())
     (app,) = raw["applications"]

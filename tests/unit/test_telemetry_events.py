@@ -14,7 +14,10 @@ from db.tables import utcnow
 _MODELS = [
     m
     for m in vars(E).values()
-    if isinstance(m, type) and issubclass(m, pydantic.BaseModel) and m is not E._Event and m.__module__ == E.__name__
+    if isinstance(m, type)
+    and issubclass(m, pydantic.BaseModel)
+    and m is not E._Event
+    and m.__module__ == E.__name__
 ]
 
 
@@ -30,15 +33,29 @@ def test_encode_leaves_nones_out_and_decode_restores_the_event() -> None:
     uid, qid = uuid.uuid4(), uuid.uuid4()
     events = [
         E.QueryEvent(
-            meta_query_id=qid, user_id=uid, query_type="completion", timestamp=utcnow(),
+            meta_query_id=qid,
+            user_id=uid,
+            query_type="completion",
+            timestamp=utcnow(),
             context=E.ContextRow(context_id=uuid.uuid4(), prefix="a", suffix=None),
             behavioral=E.BehavioralRow(behavioral_telemetry_id=uuid.uuid4()),
         ),
-        E.GenerationEvent(meta_query_id=qid, model_id=1, completion="", generation_time_ms=0, created_at=utcnow(), token_logprobs=[-0.5]),
-        E.FeedbackEvent(event_id=uuid.uuid4(), meta_query_id=qid, model_id=1, was_accepted=False, timestamp=utcnow()),
+        E.GenerationEvent(
+            meta_query_id=qid,
+            model_id=1,
+            completion="",
+            generation_time_ms=0,
+            created_at=utcnow(),
+            token_logprobs=[-0.5],
+        ),
+        E.FeedbackEvent(
+            event_id=uuid.uuid4(), meta_query_id=qid, model_id=1, was_accepted=False, timestamp=utcnow()
+        ),
         E.ShownEvent(meta_query_id=qid, model_id=1, shown_at=utcnow()),
         E.ChatEvent(chat_id=uuid.uuid4(), user_id=uid, title="t", created_at=utcnow()),
-        E.ChatMessageEvent(message_id=uuid.uuid4(), chat_id=uuid.uuid4(), role="user", content="", created_at=utcnow()),
+        E.ChatMessageEvent(
+            message_id=uuid.uuid4(), chat_id=uuid.uuid4(), role="user", content="", created_at=utcnow()
+        ),
     ]
     for event in events:
         raw = E.encode(event)
@@ -50,4 +67,8 @@ def test_a_malformed_event_still_fails_validation() -> None:
     with pytest.raises(pydantic.ValidationError):
         E.decode(b'{"kind": "generation", "meta_query_id": "not-a-uuid"}')
     with pytest.raises(pydantic.ValidationError):
-        E.decode(b'{"kind": "shown", "meta_query_id": "' + str(uuid.uuid4()).encode() + b'", "model_id": 1, "shown_at": "x", "extra": 1}')
+        E.decode(
+            b'{"kind": "shown", "meta_query_id": "'
+            + str(uuid.uuid4()).encode()
+            + b'", "model_id": 1, "shown_at": "x", "extra": 1}'
+        )

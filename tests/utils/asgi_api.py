@@ -35,7 +35,12 @@ class ScriptedGateway:
             raise RuntimeError("model crashed")
         if model_name == "slow":
             await asyncio.sleep(4.0)  # long enough to be cancelled or superseded
-        return {"completion": "read()", "confidence": 0.5, "token_logprobs": [-0.7, -0.7], "generation_time_ms": 12}
+        return {
+            "completion": "read()",
+            "confidence": 0.5,
+            "token_logprobs": [-0.7, -0.7],
+            "generation_time_ms": 12,
+        }
 
     async def chat(self, model_name: str, messages: list[dict[str, str]]) -> AsyncIterator[str]:
         """A scripted streamed answer that quotes the last message (or a crash for 'broken...')."""
@@ -85,7 +90,9 @@ async def running_api(
     """The FastAPI app in-process on the given services and settings (scripted models): a client and its state."""
 
     def make_state():  # type: ignore[no-untyped-def]
-        return build_state(settings, database_url, redis_url, ScriptedGateway(), ENTRIES if entries is None else entries)
+        return build_state(
+            settings, database_url, redis_url, ScriptedGateway(), ENTRIES if entries is None else entries
+        )
 
     state = await make_state()
     app = create_app(make_state)
@@ -94,7 +101,9 @@ async def running_api(
     writer = TelemetryWriter(redis_url, database_url, f"test-writer-{uuid.uuid4().hex[:8]}")
     task = asyncio.create_task(writer.run())
     try:
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://test"
+        ) as client:
             yield client, state
         await wait_drained(state.redis)
     finally:
@@ -115,7 +124,9 @@ def fresh_client(client: httpx.AsyncClient) -> httpx.AsyncClient:
     return httpx.AsyncClient(transport=client._transport, base_url="http://test")
 
 
-async def signed_in(client: httpx.AsyncClient, preference: dict[str, Any] | None = None) -> tuple[httpx.AsyncClient, str]:
+async def signed_in(
+    client: httpx.AsyncClient, preference: dict[str, Any] | None = None
+) -> tuple[httpx.AsyncClient, str]:
     """A fresh client (own cookie jar) that went through create -> authenticate -> acquire -> project."""
     c = fresh_client(client)
     email = P.new_email()

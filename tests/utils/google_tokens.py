@@ -66,7 +66,9 @@ class GoogleKeys:
 
     def token(self, email: str, *, key: RSAKey | None = None, kid: str = KID, **overrides: Any) -> str:
         """A signed ID token (RS256) for `email`."""
-        return jwt.encode({"alg": "RS256", "kid": kid, "typ": "JWT"}, self.claims(email, **overrides), key or self.key)
+        return jwt.encode(
+            {"alg": "RS256", "kid": kid, "typ": "JWT"}, self.claims(email, **overrides), key or self.key
+        )
 
 
 class LoopbackHTTPServer:

@@ -19,7 +19,9 @@ from db.engine import plain_url
 from db.tables import utcnow
 
 
-async def make_user_and_models(database_url: str, model_names: tuple[str, ...] = ("events-a", "events-b")) -> tuple[uuid.UUID, list[int]]:
+async def make_user_and_models(
+    database_url: str, model_names: tuple[str, ...] = ("events-a", "events-b")
+) -> tuple[uuid.UUID, list[int]]:
     """A fresh user row and model rows (upserted by name) that events can point at."""
     conn = await asyncpg.connect(plain_url(database_url))
     try:
@@ -47,7 +49,9 @@ async def make_user_and_models(database_url: str, model_names: tuple[str, ...] =
         await conn.close()
 
 
-def query_events(user_id: uuid.UUID, model_ids: list[int], *, language_id: int = 1, feedback: bool = True) -> list[Any]:
+def query_events(
+    user_id: uuid.UUID, model_ids: list[int], *, language_id: int = 1, feedback: bool = True
+) -> list[Any]:
     """One completion query with every model's generation and (optionally) an accepting feedback: its events in order."""
     qid = uuid.uuid4()
     events: list[Any] = [
@@ -57,8 +61,16 @@ def query_events(user_id: uuid.UUID, model_ids: list[int], *, language_id: int =
             query_type="completion",
             timestamp=utcnow(),
             total_serving_time_ms=42,
-            context=ContextRow(context_id=uuid.uuid4(), prefix="def f(x):\n    return ", suffix="\n", file_name="f.py", context_files=["*"]),
-            contextual=ContextualRow(contextual_telemetry_id=uuid.uuid4(), version_id=1, trigger_type_id=1, language_id=language_id),
+            context=ContextRow(
+                context_id=uuid.uuid4(),
+                prefix="def f(x):\n    return ",
+                suffix="\n",
+                file_name="f.py",
+                context_files=["*"],
+            ),
+            contextual=ContextualRow(
+                contextual_telemetry_id=uuid.uuid4(), version_id=1, trigger_type_id=1, language_id=language_id
+            ),
             behavioral=BehavioralRow(behavioral_telemetry_id=uuid.uuid4(), typing_speed=3.0),
             stop_sequences=["\n"],
         )
@@ -66,15 +78,26 @@ def query_events(user_id: uuid.UUID, model_ids: list[int], *, language_id: int =
     for m in model_ids:
         events.append(
             GenerationEvent(
-                meta_query_id=qid, user_id=user_id, model_id=m, completion="x + 1", generation_time_ms=30, confidence=0.4,
-                token_logprobs=[-0.5, -1.2], created_at=utcnow(),
+                meta_query_id=qid,
+                user_id=user_id,
+                model_id=m,
+                completion="x + 1",
+                generation_time_ms=30,
+                confidence=0.4,
+                token_logprobs=[-0.5, -1.2],
+                created_at=utcnow(),
             )
         )
     if feedback:
         events.append(
             FeedbackEvent(
-                event_id=uuid.uuid4(), user_id=user_id, meta_query_id=qid, model_id=model_ids[0], was_accepted=True,
-                ground_truth="x + 1", timestamp=utcnow(),
+                event_id=uuid.uuid4(),
+                user_id=user_id,
+                meta_query_id=qid,
+                model_id=model_ids[0],
+                was_accepted=True,
+                ground_truth="x + 1",
+                timestamp=utcnow(),
             )
         )
     return events
