@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTHON ?= python3
 
-.PHONY: setup up test test-unit bench
+.PHONY: setup up lint test test-unit bench
 
 setup: $(VENV)/.installed
 
@@ -18,7 +18,13 @@ $(VENV)/.installed: pyproject.toml
 up: setup
 	$(VENV)/bin/code4me up
 
-test: setup
+# Lint, format and type checks first: they take seconds, the suite minutes.
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy app serve db deployments
+
+test: lint
 	$(PY) -m pytest -q -p no:cacheprovider
 
 test-unit: setup

@@ -44,12 +44,14 @@ async def _registered_id(db: AsyncSession, entry: dict[str, Any], values: dict[s
                 f"model id {pinned} (pinned by '{entry['name']}') belongs to model '{holder}'"
             )
         values = {**values, "model_id": pinned}
-    stmt = insert(ModelName).values(**values)
-    stmt = stmt.on_conflict_do_update(
+    new = insert(ModelName).values(**values)
+    stmt = new.on_conflict_do_update(
         index_elements=["model_name"],
-        set_={k: stmt.excluded[k] for k in values if k not in ("model_name", "model_id")},
+        set_={k: new.excluded[k] for k in values if k not in ("model_name", "model_id")},
     ).returning(col(ModelName.model_id))
-    return int((await db.execute(stmt)).scalar_one())
+    model_id = (await db.execute(stmt)).scalar_one()
+    assert model_id is not None  # the primary key of the row just written
+    return model_id
 
 
 async def register_models(state: AppState, entries: list[dict[str, Any]]) -> None:
@@ -80,9 +82,9 @@ async def register_models(state: AppState, entries: list[dict[str, Any]]) -> Non
 async def load_reference_ids(state: AppState) -> None:
     """Cache the seeded reference ids so requests can be checked before anything is written."""
     async with state.sessionmaker() as db:
-        languages = (await db.execute(select(ProgrammingLanguage.language_id))).scalars()
-        triggers = (await db.execute(select(TriggerType.trigger_type_id))).scalars()
-        versions = (await db.execute(select(PluginVersion.version_id))).scalars()
+        languages = (await db.execute(select(col(ProgrammingLanguage.language_id)))).scalars()
+        triggers = (await db.execute(select(col(TriggerType.trigger_type_id)))).scalars()
+        versions = (await db.execute(select(col(PluginVersion.version_id)))).scalars()
         state.reference = ReferenceIds(set(languages), set(triggers), set(versions))
 
 

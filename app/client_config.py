@@ -9,6 +9,7 @@ from functools import lru_cache
 from pyhocon import ConfigFactory, ConfigTree
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
 from app.errors import NotFound
 from app.state import AppState
@@ -41,7 +42,7 @@ async def client_config(state: AppState, db: AsyncSession, user: User, *, host: 
         raise NotFound("Config not found")
     tree = parse_config(row.config_data)
     languages = (
-        await db.execute(select(ProgrammingLanguage).order_by(ProgrammingLanguage.language_id))
+        await db.execute(select(ProgrammingLanguage).order_by(col(ProgrammingLanguage.language_id)))
     ).scalars()
     models = sorted(state.models.values(), key=lambda m: m.model_id)
     # The plugin needs exactly one default completion model; take the registry's, else the first.

@@ -12,6 +12,7 @@ from fastapi import Depends
 from redis.asyncio import Redis
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 from starlette.requests import HTTPConnection
 
 from app import tokens
@@ -188,7 +189,7 @@ async def store_user_snapshot(redis: Redis, user_id: uuid.UUID, preference: dict
 async def _user_preference(state: AppState, user_id: uuid.UUID) -> dict[str, Any]:
     """The user's stored preference from PostgreSQL (401 when the account is gone), cached in Redis."""
     async with state.sessionmaker() as db:
-        row = (await db.execute(select(User.preference).where(User.user_id == user_id))).first()  # type: ignore[arg-type]
+        row = (await db.execute(select(col(User.preference)).where(col(User.user_id) == user_id))).first()
     if row is None:
         raise Unauthorized("Account no longer exists")
     preference = row[0] or {}

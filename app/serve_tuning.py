@@ -41,7 +41,9 @@ def direct_ingress_urls(app_name: str, host: str | None = None) -> list[str]:
     import ray
     from ray.serve.context import _get_global_client
 
-    controller = _get_global_client()._controller
+    client = _get_global_client()
+    assert client is not None, "Serve is not running"
+    controller = client._controller
     groups = ray.get(controller.get_target_groups.remote(app_name))
     urls = []
     for group in groups:

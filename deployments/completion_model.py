@@ -8,7 +8,7 @@ import os
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import Any, cast
 
 from ray import serve
 from ray.serve import metrics
@@ -20,8 +20,8 @@ from serve.registry import ModelEntry
 
 log = logging.getLogger("ray.serve")
 
-LATENCY_BOUNDARIES_MS = [5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000]
-BATCH_BOUNDARIES = [1, 2, 4, 8, 16, 32, 64]
+LATENCY_BOUNDARIES_MS = [5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0, 5000.0, 10000.0]
+BATCH_BOUNDARIES = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0]
 
 
 def to_gen_request(payload: dict[str, Any], entry: ModelEntry) -> GenRequest:
@@ -60,8 +60,11 @@ class _Metrics:
     def __init__(self, model: str) -> None:
         # Serve adds deployment/replica/application tags itself; ours names the registry entry.
         self.tags = {"model": model}
+        # Ray annotates tag_keys as a 1-tuple (`Tuple[str]`) though it takes any number of keys.
         self.requests = metrics.Counter(
-            "code4me_model_requests", "Completion requests served", tag_keys=("model", "outcome")
+            "code4me_model_requests",
+            "Completion requests served",
+            tag_keys=cast("tuple[str]", ("model", "outcome")),
         )
         self.latency = metrics.Histogram(
             "code4me_model_latency_ms",

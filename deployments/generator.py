@@ -9,9 +9,10 @@ import inspect
 import math
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, cast
 
 import torch
 from transformers import (
@@ -126,7 +127,7 @@ class _TextStop(StoppingCriteria):
                 continue
             text = self.tokenizer.decode(input_ids[row, self.prompt_len :], skip_special_tokens=True)
             done[row] = any(s and s in text for s in stops)
-        return done
+        return cast(torch.BoolTensor, done)
 
 
 class _Deadline(StoppingCriteria):
@@ -137,7 +138,10 @@ class _Deadline(StoppingCriteria):
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs) -> torch.BoolTensor:
         over = time.monotonic() >= self.deadline
-        return torch.full((input_ids.shape[0],), over, dtype=torch.bool, device=input_ids.device)
+        return cast(
+            torch.BoolTensor,
+            torch.full((input_ids.shape[0],), over, dtype=torch.bool, device=input_ids.device),
+        )
 
 
 def pick_device(num_gpus: float) -> str:
@@ -161,8 +165,9 @@ def _trim_left(cache: DynamicCache, mask: torch.Tensor) -> torch.Tensor:
     if start == 0:
         return mask
     for layer in cache.layers:
-        layer.keys = layer.keys[..., start:, :]
-        layer.values = layer.values[..., start:, :]
+        plain = cast(Any, layer)  # a DynamicLayer (the generator merges only such caches: _caches_mergeable)
+        plain.keys = plain.keys[..., start:, :]
+        plain.values = plain.values[..., start:, :]
     return mask[:, start:]
 
 
@@ -205,7 +210,10 @@ class CausalLMGenerator:
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.model = (
-            AutoModelForCausalLM.from_pretrained(str(model_path), dtype=torch_dtype).to(device).eval()
+            cast(Any, AutoModelForCausalLM)
+            .from_pretrained(str(model_path), dtype=torch_dtype)
+            .to(device)
+            .eval()
         )
         limit = getattr(self.model.config, "max_position_embeddings", 2048) or 2048
         self.max_context_tokens = min(max_context_tokens or limit, limit, 16384)
@@ -232,7 +240,7 @@ class CausalLMGenerator:
         with torch.inference_mode():
             out = self.model(input_ids=token, use_cache=True)
         cache = out.cache if self._cache_arg == "cache" else out.past_key_values
-        layers = getattr(cache, "layers", None)
+        layers = getattr(cache, "layers", None) or []
         return (
             isinstance(cache, DynamicCache)
             and bool(layers)
@@ -433,7 +441,7 @@ class CausalLMGenerator:
     def _result(self, row: _Row, reason: str) -> GenResult:
         """A finished row: the text cut at its first stop, the log-probs of the tokens it returns."""
         req, ids = row.request, row.ids
-        text = self.tokenizer.decode(ids, skip_special_tokens=True)
+        text = cast(str, self.tokenizer.decode(ids, skip_special_tokens=True))
         completion, cut_reason = cut_completion(text, req.stop_sequences, req.single_line)
         if cut_reason != "length":
             reason = cut_reason
@@ -473,8 +481,11 @@ class CausalLMGenerator:
         budget = max(1, self.max_context_tokens - max_new_tokens)
         kept = list(messages)
         while True:
-            ids = self.tokenizer.apply_chat_template(
-                kept, add_generation_prompt=True, return_tensors="pt", return_dict=True
+            ids = cast(
+                "dict[str, torch.Tensor]",
+                self.tokenizer.apply_chat_template(
+                    kept, add_generation_prompt=True, return_tensors="pt", return_dict=True
+                ),
             )
             if ids["input_ids"].shape[1] <= budget:
                 return dict(ids)
@@ -490,7 +501,7 @@ class CausalLMGenerator:
         max_new_tokens: int,
         time_budget_s: float,
         cancel: threading.Event,
-    ) -> Iterator[str]:
+    ) -> Generator[str]:
         """Stream an answer to chat messages, rendered with the tokenizer's own chat template."""
         ids = {k: v.to(self.device) for k, v in self.chat_inputs(messages, max_new_tokens).items()}
         streamer = TextIteratorStreamer(

@@ -7,7 +7,7 @@ from typing import Any
 
 from fastapi import FastAPI
 from ray import serve
-from ray.serve.handle import DeploymentHandle
+from ray.serve.handle import DeploymentHandle, DeploymentResponseGenerator
 
 from app.bootstrap import build_state
 from app.main import create_app
@@ -33,7 +33,9 @@ class RayModelGateway:
 
     async def chat(self, model_name: str, messages: list[dict[str, str]]) -> AsyncIterator[str]:
         """The named chat model's answer, piece by piece, as the replica streams it."""
-        async for piece in self.handles[model_name].options(stream=True).chat.remote(messages):
+        pieces = self.handles[model_name].options(stream=True).chat.remote(messages)
+        assert isinstance(pieces, DeploymentResponseGenerator)  # stream=True answers a generator
+        async for piece in pieces:
             yield piece
 
     async def embed(self, texts: list[str]) -> list[list[float]]:

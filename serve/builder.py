@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from ray.serve import Application
+from ray.serve import Application, Deployment
 
 from app.settings import Settings, get_settings
 from deployments.completion_model import CompletionModel
@@ -14,6 +14,12 @@ from deployments.ingress import Ingress
 from serve.registry import AppArgs, ModelEntry, load_args
 
 log = logging.getLogger(__name__)
+
+
+def _deployment(decorated: object) -> Deployment:
+    """A `@serve.deployment` class as what it is at run time (type checkers see the undecorated class)."""
+    assert isinstance(decorated, Deployment)
+    return decorated
 
 
 def deployment_name(entry: ModelEntry) -> str:
@@ -69,16 +75,26 @@ def build_application(
     entries = []
     for entry in args.models:
         resolved = entry.model_copy(update={"model_id": entry.resolved_source()})
-        handles[entry.name] = CompletionModel.options(**model_options(resolved)).bind(resolved.model_dump())
+        handles[entry.name] = (
+            _deployment(CompletionModel).options(**model_options(resolved)).bind(resolved.model_dump())
+        )
         entries.append(resolved.model_dump())
     embedder = None
     if args.embedding.enabled:
-        embedder = Embedder.options(
-            name="embedder", num_replicas=args.embedding.num_replicas, ray_actor_options={"num_cpus": 0.5}
-        ).bind(args.embedding.model_path, args.embedding.max_batch_size)
-    return Ingress.options(
-        name="ingress",
-        num_replicas=args.ingress.num_replicas,
-        max_ongoing_requests=args.ingress.max_ongoing_requests,
-        ray_actor_options={"num_cpus": 0.5},
-    ).bind(handles, embedder, database_url, redis_url, entries)
+        embedder = (
+            _deployment(Embedder)
+            .options(
+                name="embedder", num_replicas=args.embedding.num_replicas, ray_actor_options={"num_cpus": 0.5}
+            )
+            .bind(args.embedding.model_path, args.embedding.max_batch_size)
+        )
+    return (
+        _deployment(Ingress)
+        .options(
+            name="ingress",
+            num_replicas=args.ingress.num_replicas,
+            max_ongoing_requests=args.ingress.max_ongoing_requests,
+            ray_actor_options={"num_cpus": 0.5},
+        )
+        .bind(handles, embedder, database_url, redis_url, entries)
+    )

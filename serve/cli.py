@@ -15,7 +15,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import yaml
 
@@ -204,14 +204,15 @@ def _telemetry_report(settings: Settings) -> dict[str, Any]:
     handles = writer_handles(settings.telemetry_writers)
     if not handles:
         return {"writers": [], "stream": None}
-    writers = []
+    writers: list[dict[str, Any]] = []
     for h in handles:
         try:
-            writers.append(ray.get(h.status.remote(), timeout=10))
+            writers.append(cast(dict[str, Any], ray.get(h.status.remote(), timeout=10)))
         except Exception as exc:  # noqa: BLE001 - a restarting writer must not break the report
             writers.append({"error": type(exc).__name__})
+    stream: dict[str, Any]
     try:
-        stream = ray.get(handles[0].stream_status.remote(), timeout=10)
+        stream = cast(dict[str, Any], ray.get(handles[0].stream_status.remote(), timeout=10))
     except Exception as exc:  # noqa: BLE001
         stream = {"error": type(exc).__name__}
     return {"writers": writers, "stream": stream}

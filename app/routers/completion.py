@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 from fastapi import Response
 
@@ -19,7 +20,7 @@ from app.schemas.completion import (
 from app.services import completions
 
 router = SlashTolerantRouter(prefix="/api/completion", tags=["completion"])
-ERRORS = {
+ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorResponse},
     403: {"model": ErrorResponse},
     404: {"model": ErrorResponse},

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import uuid
@@ -138,7 +139,7 @@ class Connection:
             key = request_id if request_id is not None else f"_anon-{uuid.uuid4().hex}"
             task = asyncio.create_task(self._run(operation, body, request_id))
             self.tasks[key] = task
-            task.add_done_callback(lambda _t, k=key: self.tasks.pop(k, None))
+            task.add_done_callback(functools.partial(self._forget, key))
         except _Problem as p:
             asyncio.create_task(self.send({"request_id": request_id, "error": p.message, "status": p.status}))
 
@@ -174,6 +175,10 @@ class Connection:
         except Exception:
             log.exception("websocket operation %s failed", operation)
             await self.send({"request_id": request_id, "error": "Internal error", "status": 500})
+
+    def _forget(self, key: str, _task: asyncio.Task[Any]) -> None:
+        """A finished operation leaves the socket's in-flight table."""
+        self.tasks.pop(key, None)
 
     async def caller(self, db: Any, need_project: bool) -> tuple[Any, Any, Any]:
         """(user, session, project) of this socket's cookies or headers, checked now."""

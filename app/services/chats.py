@@ -10,8 +10,9 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from sqlalchemy import delete, desc, select
+from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
 from app import tokens
 from app.errors import Forbidden, NotFound, PayloadTooLarge, Unprocessable
@@ -284,8 +285,8 @@ async def history_page(
         (
             await db.execute(
                 select(Chat)
-                .where(Chat.user_id == user.user_id, Chat.project_id == project.project_id)  # type: ignore[arg-type]
-                .order_by(desc(Chat.created_at))  # type: ignore[arg-type]
+                .where(col(Chat.user_id) == user.user_id, col(Chat.project_id) == project.project_id)
+                .order_by(col(Chat.created_at).desc())
                 .offset(page * PER_PAGE)
                 .limit(PER_PAGE)
             )
@@ -315,8 +316,10 @@ async def _history(state: AppState, db: AsyncSession, chat: Chat) -> ChatHistory
         m.meta_query_id: m.content
         for m in (
             await db.execute(
-                select(ChatMessage).where(ChatMessage.meta_query_id.in_(ids), ChatMessage.role == "user")
-            )  # type: ignore[union-attr,attr-defined]
+                select(ChatMessage).where(
+                    col(ChatMessage.meta_query_id).in_(ids), col(ChatMessage.role) == "user"
+                )
+            )
         ).scalars()
     }
     gens: dict[uuid.UUID, list[Generation]] = {}
@@ -377,8 +380,8 @@ async def delete_chat(state: AppState, db: AsyncSession, user: User, chat_id: uu
         (
             await db.execute(
                 select(MetaQuery)
-                .join(ChatQuery, ChatQuery.meta_query_id == MetaQuery.meta_query_id)
-                .where(ChatQuery.chat_id == chat_id)  # type: ignore[arg-type]
+                .join(ChatQuery, col(ChatQuery.meta_query_id) == col(MetaQuery.meta_query_id))
+                .where(col(ChatQuery.chat_id) == chat_id)
             )
         )
         .scalars()

@@ -76,10 +76,10 @@ async def stream_status(redis: Redis, dead_tail: int = 5) -> dict[str, Any]:
         "latest_dead": [
             {
                 "id": _s(entry_id),
-                "reason": _s(fields.get(b"reason", b"")),
-                "kind": _s(fields.get(b"kind", b"")),
+                "reason": _s((fields or {}).get(b"reason", b"")),
+                "kind": _s((fields or {}).get(b"kind", b"")),
             }
-            for entry_id, fields in dead
+            for entry_id, fields in dead or []
         ],
     }
 

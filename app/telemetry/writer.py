@@ -676,8 +676,9 @@ def _entry(entry_id: bytes, fields: dict[bytes, bytes]) -> Entry:
         e.event = decode(raw)
     except ValidationError as exc:
         # Only where and what kind of error: pydantic's messages would echo the (private) input.
-        first = exc.errors()[0] if exc.errors() else {}
-        e.error = f"malformed event: {exc.error_count()} error(s), first at {first.get('loc')} ({first.get('type')})"
+        errors = exc.errors(include_input=False)
+        where, kind = (errors[0]["loc"], errors[0]["type"]) if errors else (None, None)
+        e.error = f"malformed event: {exc.error_count()} error(s), first at {where} ({kind})"
     return e
 
 
