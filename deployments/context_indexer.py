@@ -21,6 +21,7 @@ import ray
 from ray import serve
 
 from app.settings import get_settings
+from deployments.singletons import SingletonActor, ensure_singleton
 
 log = logging.getLogger(__name__)
 
@@ -30,12 +31,18 @@ EMBEDDER_DEPLOYMENT = "embedder"
 
 
 @ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)
-class ContextIndexerActor:
+class ContextIndexerActor(SingletonActor):
     """Runs the indexing loop in its own thread and event loop, so a restarted actor resumes by itself."""
 
     def __init__(
-        self, database_url: str, redis_url: str, app_name: str = "code4me", poll_s: float = 0.5
+        self,
+        database_url: str,
+        redis_url: str,
+        app_name: str = "code4me",
+        poll_s: float = 0.5,
+        settings_fingerprint: str = "",
     ) -> None:
+        self._remember_settings(settings_fingerprint)
         self.app_name = app_name
         self._handle: Any = None
         self._loop = asyncio.new_event_loop()
@@ -102,7 +109,7 @@ class ContextIndexerActor:
 def ensure_context_indexer(
     database_url: str, redis_url: str, app_name: str = "code4me", *, namespace: str = NAMESPACE
 ) -> Any:
-    """The cluster's ContextIndexer actor, created (detached, restartable) if it does not exist; it runs at once."""
-    return ContextIndexerActor.options(  # type: ignore[attr-defined]
-        name=ACTOR_NAME, namespace=namespace, lifetime="detached", get_if_exists=True
-    ).remote(database_url, redis_url, app_name)
+    """The cluster's ContextIndexer actor (detached, restartable) for these settings; it runs at once."""
+    return ensure_singleton(
+        ContextIndexerActor, ACTOR_NAME, database_url, redis_url, app_name, namespace=namespace
+    )

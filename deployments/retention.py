@@ -15,16 +15,18 @@ import ray
 
 from app.services.retention import delete_expired_data
 from db.engine import make_engine, make_sessionmaker
+from deployments.singletons import NAMESPACE, SingletonActor, ensure_singleton
 
 log = logging.getLogger(__name__)
 ACTOR_NAME = "retention-sweeper"
 
 
 @ray.remote(num_cpus=0, max_restarts=-1)
-class RetentionSweeper:
+class RetentionSweeper(SingletonActor):
     """Runs one sweep every `interval_s` seconds once started; a failed sweep is retried at the next tick."""
 
-    def __init__(self, database_url: str, interval_s: float) -> None:
+    def __init__(self, database_url: str, interval_s: float, settings_fingerprint: str = "") -> None:
+        self._remember_settings(settings_fingerprint)
         self.engine = make_engine(database_url, pool_size=1)
         self.sessionmaker = make_sessionmaker(self.engine)
         self.interval_s = interval_s
@@ -56,11 +58,13 @@ class RetentionSweeper:
         """The outcome of the last sweep."""
         return self.last
 
+    async def schedule(self) -> dict[str, Any]:
+        """How often it sweeps, and whether the schedule runs."""
+        return {"interval_s": self.interval_s, "running": self._loop is not None and not self._loop.done()}
 
-def start_retention_sweeper(database_url: str, interval_s: float) -> Any:
-    """Get or create the detached, named sweeper and start its schedule; returns its handle."""
-    actor = RetentionSweeper.options(  # type: ignore[attr-defined]
-        name=ACTOR_NAME, namespace="code4me", lifetime="detached", get_if_exists=True
-    ).remote(database_url, interval_s)
+
+def start_retention_sweeper(database_url: str, interval_s: float, *, namespace: str = NAMESPACE) -> Any:
+    """The detached, named sweeper running with this interval, its schedule started; returns its handle."""
+    actor = ensure_singleton(RetentionSweeper, ACTOR_NAME, database_url, interval_s, namespace=namespace)
     actor.start.remote()
     return actor

@@ -10,16 +10,20 @@ import ray
 from ray.actor import ActorHandle
 
 from app.session_reaper import SessionReaper
+from deployments.singletons import SingletonActor, ensure_singleton
 
 ACTOR_NAME = "code4me-session-reaper"
 NAMESPACE = "code4me"
 
 
 @ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)
-class SessionReaperActor:
+class SessionReaperActor(SingletonActor):
     """Runs the SessionReaper on its own event loop; a restarted actor sweeps what it missed first."""
 
-    def __init__(self, redis_url: str, database_url: str, sweep_interval_s: float) -> None:
+    def __init__(
+        self, redis_url: str, database_url: str, sweep_interval_s: float, settings_fingerprint: str = ""
+    ) -> None:
+        self._remember_settings(settings_fingerprint)
         self.reaper = SessionReaper(redis_url, database_url, sweep_interval_s=sweep_interval_s)
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
@@ -32,8 +36,10 @@ class SessionReaperActor:
         return {**self.reaper.status(), "alive": self._thread.is_alive()}
 
 
-def ensure_session_reaper(redis_url: str, database_url: str, sweep_interval_s: float = 30.0) -> ActorHandle:
-    """Start the reaper unless it runs already (every ingress replica calls this)."""
-    return SessionReaperActor.options(  # type: ignore[attr-defined]
-        name=ACTOR_NAME, namespace=NAMESPACE, lifetime="detached", get_if_exists=True
-    ).remote(redis_url, database_url, sweep_interval_s)
+def ensure_session_reaper(
+    redis_url: str, database_url: str, sweep_interval_s: float = 30.0, *, namespace: str = NAMESPACE
+) -> ActorHandle:
+    """The reaper, running with these settings (every ingress replica calls this)."""
+    return ensure_singleton(
+        SessionReaperActor, ACTOR_NAME, redis_url, database_url, sweep_interval_s, namespace=namespace
+    )

@@ -10,22 +10,32 @@ import ray
 from ray.actor import ActorHandle
 
 from app.telemetry.writer import TelemetryWriter, tune_gc_for_writer_process
+from deployments.singletons import SingletonActor, ensure_singleton, named_actors, retire
 
-NAMESPACE = "code4me"
+NAMESPACE = "code4me"  # deployments.singletons.NAMESPACE
+
+
+WRITER_PREFIX = "code4me-telemetry-writer-"
 
 
 def writer_name(index: int) -> str:
     """The actor name (and stream consumer name) of writer number `index`."""
-    return f"code4me-telemetry-writer-{index}"
+    return f"{WRITER_PREFIX}{index}"
 
 
 @ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)
-class TelemetryWriterActor:
+class TelemetryWriterActor(SingletonActor):
     """Runs one TelemetryWriter on its own event loop; after a crash Ray restarts it and it resumes its pending entries."""
 
     def __init__(
-        self, redis_url: str, database_url: str, consumer: str, options: dict[str, Any] | None = None
+        self,
+        redis_url: str,
+        database_url: str,
+        consumer: str,
+        options: dict[str, Any] | None = None,
+        settings_fingerprint: str = "",
     ) -> None:
+        self._remember_settings(settings_fingerprint)
         tune_gc_for_writer_process()  # this worker process runs the writer only
         self.writer = TelemetryWriter(redis_url, database_url, consumer, **(options or {}))
         self._loop = asyncio.new_event_loop()
@@ -61,14 +71,21 @@ def ensure_writers(
     options: dict[str, Any] | None = None,
     namespace: str = NAMESPACE,
 ) -> list[ActorHandle]:
-    """Start the writer actors unless they run already (any ingress replica may call this, at any time)."""
-    handles = []
-    for i in range(count):
-        handles.append(
-            TelemetryWriterActor.options(  # type: ignore[attr-defined]
-                name=writer_name(i), namespace=namespace, lifetime="detached", get_if_exists=True
-            ).remote(redis_url, database_url, writer_name(i), options)
+    """The `count` writer actors, running with these settings (any ingress replica may call this, at any time).
+
+    Writers started with other settings are replaced, and writers beyond `count` (a deploy with fewer) are
+    stopped: the remaining writers claim the entries they left pending.
+    """
+    names = [writer_name(i) for i in range(count)]
+    handles = [
+        ensure_singleton(
+            TelemetryWriterActor, name, redis_url, database_url, name, options, namespace=namespace
         )
+        for name in names
+    ]
+    for name in named_actors(WRITER_PREFIX, namespace=namespace):
+        if name not in names:
+            retire(name, namespace=namespace)
     return handles
 
 

@@ -414,6 +414,7 @@ class TelemetryWriter:
         s = self.stats
         return {
             "consumer": self.consumer,
+            "batch_size": self.batch_size,
             "written": s.written,
             "deferred": s.deferred,
             "dead_lettered": s.dead_lettered,
