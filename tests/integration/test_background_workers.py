@@ -34,10 +34,14 @@ def test_the_retention_sweeper_takes_a_new_interval(ray_cluster: None, services:
 
 def test_telemetry_writers_take_a_new_batch_size_and_count(ray_cluster: None, services: ServiceUrls) -> None:
     namespace = _namespace()
-    handles = ensure_writers(services.redis_url, services.database_url, 2, {"batch_size": 200}, namespace=namespace)
+    handles = ensure_writers(
+        services.redis_url, services.database_url, 2, {"batch_size": 200}, namespace=namespace
+    )
     assert [ray.get(h.status.remote(), timeout=60)["batch_size"] for h in handles] == [200, 200]
     # TELEMETRY_BATCH_SIZE=50 and TELEMETRY_WRITERS=1, then a redeploy.
-    (writer,) = ensure_writers(services.redis_url, services.database_url, 1, {"batch_size": 50}, namespace=namespace)
+    (writer,) = ensure_writers(
+        services.redis_url, services.database_url, 1, {"batch_size": 50}, namespace=namespace
+    )
     assert ray.get(writer.status.remote(), timeout=60)["batch_size"] == 50
     assert writer._actor_id != handles[0]._actor_id
     # The second writer stopped (the remaining one claims what it left pending).
