@@ -91,6 +91,29 @@ class ServiceUnavailable(DomainError):
     status_code = 503
 
 
+# Exceptions meaning a backing service is down: not the client's mistake, not a bug either (503, retry).
+OUTAGES: tuple[type[Exception], ...] = (RedisError, OperationalError, InterfaceError, PoolTimeout)
+RETRY_AFTER_S = 5
+
+
+def as_domain_error(exc: BaseException) -> DomainError | None:
+    """The answer an exception deserves wherever it surfaces (HTTP, WebSocket); None for a bug."""
+    if isinstance(exc, DomainError):
+        return exc
+    if isinstance(exc, OUTAGES):
+        which = "Redis" if isinstance(exc, RedisError) else "The database"
+        return ServiceUnavailable(
+            f"{which} is unavailable; retry later", headers={"Retry-After": str(RETRY_AFTER_S)}
+        )
+    return None
+
+
+def log_sanitised(logger: logging.Logger, what: str, exc: BaseException) -> None:
+    """Log an unexpected exception by type and code locations only: its message may carry request data."""
+    frames = "".join(traceback.format_tb(exc.__traceback__))
+    logger.error("%s: %s\n%s", what, type(exc).__name__, frames)
+
+
 async def send_error(send: Send, exc: DomainError) -> None:
     """Answer a domain error from pure ASGI middleware (outside FastAPI's exception handlers)."""
     body = json.dumps({"message": exc.message}).encode()
@@ -130,17 +153,17 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         return JSONResponse({"message": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers)
 
-    @app.exception_handler(RedisError)
-    @app.exception_handler(OperationalError)
-    @app.exception_handler(InterfaceError)
-    @app.exception_handler(PoolTimeout)
     async def _backing_service(request: Request, exc: Exception) -> JSONResponse:
         # An outage is not the client's mistake, but it is not a bug either: 503 tells it to retry.
         log.warning("service down on %s %s (%s)", request.method, route_of(request.scope), type(exc).__name__)
-        which = "Redis" if isinstance(exc, RedisError) else "The database"
+        problem = as_domain_error(exc)
+        assert problem is not None
         return JSONResponse(
-            {"message": f"{which} is unavailable; retry later"}, status_code=503, headers={"Retry-After": "5"}
+            {"message": problem.message}, status_code=problem.status_code, headers=problem.headers
         )
+
+    for outage in OUTAGES:
+        app.add_exception_handler(outage, _backing_service)
 
 
 # Messages after which the client has its answer (or the socket is closed).

@@ -29,7 +29,7 @@ from starlette.websockets import WebSocketState
 
 from app import deps, ratelimit
 from app.context.updates import update_context
-from app.errors import DomainError
+from app.errors import InternalError, ServiceUnavailable, as_domain_error, log_sanitised
 from app.routing import SlashTolerantRouter
 from app.schemas.chat import ChatRequest
 from app.schemas.completion import CompletionRequest, FeedbackData, FeedbackRequest, FeedbackResponse
@@ -170,11 +170,17 @@ class Connection:
             raise
         except ValidationError as exc:
             await self.send({"request_id": request_id, "error": _validation_message(exc), "status": 422})
-        except DomainError as exc:
-            await self.send({"request_id": request_id, "error": exc.message, "status": exc.status_code})
-        except Exception:
-            log.exception("websocket operation %s failed", operation)
-            await self.send({"request_id": request_id, "error": "Internal error", "status": 500})
+        except Exception as exc:  # noqa: BLE001 - one failed operation must not take the socket down
+            problem = as_domain_error(exc)  # the same answers as over HTTP: 4xx, or 503 on an outage
+            if problem is None:
+                log_sanitised(log, f"websocket operation {operation} failed", exc)
+                problem = InternalError("Internal error")
+            elif isinstance(problem, ServiceUnavailable):
+                log.warning("service down during websocket operation %s (%s)", operation, type(exc).__name__)
+            reply = {"request_id": request_id, "error": problem.message, "status": problem.status_code}
+            if problem.headers and "Retry-After" in problem.headers:
+                reply["retry_after"] = int(problem.headers["Retry-After"])
+            await self.send(reply)
 
     def _forget(self, key: str, _task: asyncio.Task[Any]) -> None:
         """A finished operation leaves the socket's in-flight table."""

@@ -24,6 +24,7 @@ from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from app.errors import log_sanitised
 from app.telemetry import rows as R
 from app.telemetry.events import (
     ChatEvent,
@@ -195,11 +196,11 @@ class TelemetryWriter:
                 for task, _slot in inflight:
                     task.cancel()
                 raise
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - the writer outlives any error (logged sanitised)
                 await _finish(inflight)
                 self._next_pending_scan = 0.0
                 self.stats.last_error = type(exc).__name__
-                log.exception("telemetry writer %s: unexpected error", self.consumer)
+                log_sanitised(log, f"telemetry writer {self.consumer}: unexpected error", exc)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
         await _finish(inflight)

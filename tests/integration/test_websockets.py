@@ -201,3 +201,33 @@ async def test_socket_without_login_answers_401_and_stays_open(live) -> None:
             )
             msg = await receive(ws)
             assert msg["status"] == 401 and "auth token" in msg["error"] and msg["request_id"] == str(n)
+
+
+async def test_an_outage_is_a_503_with_retry_after_and_logs_no_message(live, caplog) -> None:
+    import logging
+
+    from redis.asyncio import Redis
+
+    client, state, base = live
+    c, _ = await signed_in(client)
+    ids = [model_id(state, "scripted")]
+    async with websockets.connect(f"{base}/api/ws/completion", additional_headers=cookie_header(c)) as ws:
+        working, down = state.redis, Redis.from_url("redis://127.0.0.1:9/0")  # nothing listens on port 9
+        state.redis = down
+        try:
+            with caplog.at_level(logging.INFO):
+                await ws.send(
+                    json.dumps({"request_id": "o1", "completion_request": P.completion_request(ids)})
+                )
+                reply, _ = await until(ws, "error", "o1")
+        finally:
+            state.redis = working
+            await down.aclose()
+        # As over HTTP: 503 with when to retry, not a 500; the socket stays open and works again.
+        assert reply["status"] == 503 and reply["retry_after"] == 5 and "unavailable" in reply["error"]
+        await ws.send(json.dumps({"request_id": "o2", "completion_request": P.completion_request(ids)}))
+        ok, _ = await until(ws, "completion_request_response", "o2")
+        assert ok["completion_request_response"]["data"]["completions"][0]["completion"] == "read()"
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    assert "ConnectionError" in logged  # the exception's type is logged ...
+    assert "127.0.0.1:9" not in logged and "refused" not in logged.lower()  # ... never its message
