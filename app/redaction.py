@@ -1165,12 +1165,6 @@ class Redactor:
             raise AssertionError("redaction changed the number of lines")
         return redacted
 
-    def clear_cache(self) -> None:
-        """Forget every cached result."""
-        with self._lock:
-            self._cache.clear()
-            self._cache_chars = 0
-
     def _scan(self, text: str, filename: str | None) -> RedactionResult:
         todo = _gate(text)
         if not todo:
