@@ -113,7 +113,7 @@ def _json_object(raw: bytes | str | None) -> dict | None:
 
 
 # Sliding expiry: a token's key lives `ttl` seconds past its last use, but never past its `cap` (epoch
-# seconds in its payload: when it was issued plus the token kind's maximum age). The script reads the keys
+# seconds in its payload, to the millisecond: when it was issued plus the token kind's maximum age). The script reads the keys
 # and renews, in the same call, every key read with a ttl > 0 whose payload carries a cap; a token issued
 # without a cap keeps its fixed lifetime. The caller's clock is passed in, so the script is deterministic.
 _READ_RENEW_SCRIPT = """
@@ -122,13 +122,13 @@ local out = {}
 for i, key in ipairs(KEYS) do
   local raw = redis.call('GET', key)
   out[i] = raw
-  local ttl = tonumber(ARGV[i + 1])
-  if raw and ttl > 0 then
+  local ttl_ms = tonumber(ARGV[i + 1]) * 1000
+  if raw and ttl_ms > 0 then
     local ok, data = pcall(cjson.decode, raw)
     if ok and type(data) == 'table' and type(data['cap']) == 'number' then
-      local left = math.floor(data['cap'] - now)
-      if left < ttl then ttl = left end
-      if ttl > 0 then redis.call('EXPIRE', key, ttl) end
+      local left_ms = math.floor((data['cap'] - now) * 1000)
+      if left_ms < ttl_ms then ttl_ms = left_ms end
+      if ttl_ms > 0 then redis.call('PEXPIRE', key, ttl_ms) end
     end
   end
 end
@@ -139,12 +139,12 @@ return out
 async def read_renewing(redis: Redis, keys: list[str], ttls: list[int]) -> list[bytes | None]:
     """GET each key, renewing (EXPIRE) the capped tokens among them to their ttl; ttl 0 only reads."""
     script = redis.register_script(_READ_RENEW_SCRIPT)
-    return list(await script(keys=keys, args=[int(time.time()), *ttls]))
+    return list(await script(keys=keys, args=[repr(time.time()), *ttls]))
 
 
 def _capped(payload: dict, max_age_s: int | None) -> dict:
     """The payload with its cap, the epoch second it may live to (none: a fixed lifetime, no renewals)."""
-    return payload if max_age_s is None else {**payload, "cap": int(time.time()) + max_age_s}
+    return payload if max_age_s is None else {**payload, "cap": round(time.time() + max_age_s, 3)}
 
 
 def _life(ttl_s: int, max_age_s: int | None) -> int:
@@ -297,8 +297,9 @@ async def session_lifetime_left_ms(redis: Redis, token: str, default_s: int) -> 
         pipe.pttl(session_key(token))
         raw, remaining = await pipe.execute()
     data = _json_object(raw) or {}
-    if isinstance(data.get("cap"), int):
-        return max(1, int((data["cap"] - time.time()) * 1000))
+    cap = data.get("cap")
+    if isinstance(cap, (int, float)):
+        return max(1, int((cap - time.time()) * 1000))
     return int(remaining) if remaining and remaining > 0 else default_s * 1000
 
 
