@@ -7,7 +7,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
@@ -43,6 +43,27 @@ from tests.utils.google_tokens import (
 def google_body(email: str, token: str) -> dict:
     """The body the plugin sends for a Google sign-in."""
     return {"email": email, "password": "", "provider": "google", "token": token}
+
+
+def create_body(email: str, token: str, **fields: object) -> dict:
+    """A Google sign-up body."""
+    return {**P.user_create(email, **fields), "password": "", "provider": "google", "token": token}
+
+
+async def assert_refused_everywhere(
+    client: httpx.AsyncClient, state: AppState, token_for: Callable[[str], str], words: str
+) -> None:
+    """A refused Google token: 401 naming why on sign-in, 401 on sign-up, no cookie, no account."""
+    c = fresh_client(client)
+    email = P.new_email()
+    before = await count(state, User)
+    r = await c.post("/api/user/authenticate", json=google_body(email, token_for(email)))
+    assert r.status_code == 401, r.text
+    assert words in r.json()["message"]
+    assert "auth_token" not in r.cookies
+    r = await c.post("/api/user/create", json=create_body(email, token_for(email)))
+    assert r.status_code == 401, r.text
+    assert await count(state, User) == before
 
 
 async def user_row(state: AppState, email: str) -> User | None:
@@ -113,19 +134,7 @@ async def test_plain_issuer_form_is_accepted(google_api, keys) -> None:
 )
 async def test_bad_google_tokens_are_401_and_create_nothing(google_api, keys, make_token, words) -> None:
     client, state = google_api
-    c = fresh_client(client)
-    email = P.new_email()
-    before = await count(state, User)
-    r = await c.post("/api/user/authenticate", json=google_body(email, make_token(keys, email)))
-    assert r.status_code == 401, r.text
-    assert words in r.json()["message"]
-    assert "auth_token" not in r.cookies
-    r = await c.post(
-        "/api/user/create",
-        json={**P.user_create(email), "password": "", "provider": "google", "token": make_token(keys, email)},
-    )
-    assert r.status_code == 401, r.text
-    assert await count(state, User) == before
+    await assert_refused_everywhere(client, state, lambda email: make_token(keys, email), words)
 
 
 async def test_hs256_token_signed_with_public_key_material_is_refused(google_api, keys) -> None:
@@ -322,11 +331,6 @@ async def access_api(
         yield client, state
 
 
-def create_body(email: str, token: str, **fields: object) -> dict:
-    """A Google sign-up body."""
-    return {**P.user_create(email, **fields), "password": "", "provider": "google", "token": token}
-
-
 @pytest.mark.parametrize(
     "token, jwt_like",
     [
@@ -491,16 +495,7 @@ OTHER_APP = "999999-other.apps.googleusercontent.com"
 )
 async def test_bad_access_tokens_are_401_and_create_nothing(access_api, tokeninfo, issue, words) -> None:
     client, state = access_api
-    c = fresh_client(client)
-    email = P.new_email()
-    before = await count(state, User)
-    r = await c.post("/api/user/authenticate", json=google_body(email, issue(tokeninfo, email)))
-    assert r.status_code == 401, r.text
-    assert words in r.json()["message"]
-    assert "auth_token" not in r.cookies
-    r = await c.post("/api/user/create", json=create_body(email, issue(tokeninfo, email)))
-    assert r.status_code == 401, r.text
-    assert await count(state, User) == before
+    await assert_refused_everywhere(client, state, lambda email: issue(tokeninfo, email), words)
 
 
 async def test_token_with_odd_characters_is_refused_without_asking_google(access_settings, tokeninfo) -> None:
