@@ -12,8 +12,9 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
+from app.protocol import ModelCard, ModelGateway
 from app.settings import Settings
-from app.state import AppState, ModelGateway, ModelInfo, ReferenceIds
+from app.state import AppState, ModelInfo, ReferenceIds
 from app.supersede import listen
 from db.engine import make_engine, make_sessionmaker
 from db.tables import ModelName, PluginVersion, ProgrammingLanguage, TriggerType
@@ -23,26 +24,22 @@ class ModelIdConflict(RuntimeError):
     """A pinned model id that the database already gives to another model (or this model under another id)."""
 
 
-async def _registered_id(db: AsyncSession, entry: dict[str, Any], values: dict[str, Any]) -> int:
+async def _registered_id(db: AsyncSession, card: ModelCard, values: dict[str, Any]) -> int:
     """Upsert one registry entry by name; a pinned id is inserted as given and must agree with what is stored."""
-    pinned = entry.get("id")
+    pinned = card.pinned_id
     if pinned is not None:
         by_name = (
-            await db.execute(
-                select(col(ModelName.model_id)).where(col(ModelName.model_name) == entry["name"])
-            )
+            await db.execute(select(col(ModelName.model_id)).where(col(ModelName.model_name) == card.name))
         ).scalar()
         holder = (
             await db.execute(select(col(ModelName.model_name)).where(col(ModelName.model_id) == pinned))
         ).scalar()
         if by_name is not None and by_name != pinned:
             raise ModelIdConflict(
-                f"model '{entry['name']}' is stored with id {by_name}; the config pins id {pinned}"
+                f"model '{card.name}' is stored with id {by_name}; the config pins id {pinned}"
             )
-        if holder is not None and holder != entry["name"]:
-            raise ModelIdConflict(
-                f"model id {pinned} (pinned by '{entry['name']}') belongs to model '{holder}'"
-            )
+        if holder is not None and holder != card.name:
+            raise ModelIdConflict(f"model id {pinned} (pinned by '{card.name}') belongs to model '{holder}'")
         values = {**values, "model_id": pinned}
     new = insert(ModelName).values(**values)
     stmt = new.on_conflict_do_update(
@@ -54,28 +51,21 @@ async def _registered_id(db: AsyncSession, entry: dict[str, Any], values: dict[s
     return model_id
 
 
-async def register_models(state: AppState, entries: list[dict[str, Any]]) -> None:
+async def register_models(state: AppState, cards: list[ModelCard]) -> None:
     """Upsert the registry's models by name (ids stay stable across restarts; pinned ids as given)."""
     async with state.sessionmaker() as db:
-        for entry in entries:
+        for card in cards:
             values = {
-                "model_name": entry["name"],
-                "model_source": str(entry.get("model_id", "")),
-                "family": entry.get("family", ""),
-                "is_instruction_tuned": bool(entry.get("is_chat", False)),
-                "is_default": bool(entry.get("is_default", False)),
+                "model_name": card.name,
+                "model_source": card.source,
+                "family": card.family,
+                "is_instruction_tuned": card.is_chat,
+                "is_default": card.is_default,
                 "is_active": True,
-                "registry_entry": entry,
+                "registry_entry": card.config,
             }
-            model_id = await _registered_id(db, entry, values)
-            budget = float(entry.get("generation", {}).get("time_budget_s", 5.0))
-            state.models[model_id] = ModelInfo(
-                model_id=model_id,
-                name=entry["name"],
-                is_chat=bool(entry.get("is_chat", False)),
-                is_default=bool(entry.get("is_default", False)),
-                time_budget_s=budget,
-            )
+            model_id = await _registered_id(db, card, values)
+            state.models[model_id] = ModelInfo(model_id=model_id, card=card)
         await db.commit()
 
 
@@ -93,7 +83,7 @@ async def build_state(
     database_url: str,
     redis_url: str,
     gateway: ModelGateway,
-    model_entries: list[dict[str, Any]],
+    model_cards: list[ModelCard],
 ) -> AppState:
     """Connect to PostgreSQL and Redis, register the models, load reference data."""
     engine = make_engine(database_url)
@@ -104,7 +94,7 @@ async def build_state(
         redis=Redis.from_url(redis_url),
         gateway=gateway,
     )
-    await register_models(state, model_entries)
+    await register_models(state, model_cards)
     await load_reference_ids(state)
     ready = asyncio.Event()
     state.supersede_listener = asyncio.create_task(

@@ -2,41 +2,42 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from app.protocol import ModelCard, ModelGateway
 from app.settings import Settings
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ModelInfo:
-    """A model the ingress can call: its database id, registry name and kind."""
+    """A model the ingress can call: its database id and its registry card."""
 
     model_id: int
-    name: str
-    is_chat: bool = False
-    is_default: bool = False
-    time_budget_s: float = 5.0
+    card: ModelCard
 
+    @property
+    def name(self) -> str:
+        """The registry name (the Serve deployment is `model-<name>`)."""
+        return self.card.name
 
-class ModelGateway(Protocol):
-    """How the ingress reaches model deployments (Ray handles in production, fakes in unit tests)."""
+    @property
+    def is_chat(self) -> bool:
+        """A chat model (answers chat requests only)."""
+        return self.card.is_chat
 
-    async def complete(self, model_name: str, request: dict[str, Any]) -> dict[str, Any]:
-        """Run one completion on the named model; raises on failure."""
-        ...
+    @property
+    def is_default(self) -> bool:
+        """Offered to clients that name no model."""
+        return self.card.is_default
 
-    def chat(self, model_name: str, messages: list[dict[str, str]]) -> AsyncIterator[str]:
-        """Stream the named chat model's answer to the messages; raises on failure."""
-        ...
-
-    async def embed(self, texts: list[str]) -> list[list[float]]:
-        """Unit-length embeddings (all-MiniLM-L6-v2, 384 dimensions), one per text; raises when unavailable."""
-        ...
+    @property
+    def time_budget_s(self) -> float:
+        """How long one call may take in the replica."""
+        return self.card.time_budget_s
 
 
 @dataclass

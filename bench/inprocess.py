@@ -6,10 +6,10 @@ from functools import lru_cache
 from typing import Any
 
 from app.schemas.completion import CompletionRequest
-from app.services.completions import model_payload
+from app.services.completions import model_call
 from deployments.completion_model import to_gen_request
-from deployments.generator import CausalLMGenerator, GenRequest, pick_device
-from serve.registry import ModelEntry
+from deployments.inference.generator import CausalLMGenerator, GenRequest, pick_device
+from deployments.registry import ModelEntry
 
 
 @lru_cache(maxsize=4)
@@ -53,4 +53,4 @@ def where(gen: CausalLMGenerator) -> str:
 
 def gen_request(body: dict[str, Any], entry: ModelEntry) -> GenRequest:
     """The GenRequest the deployment builds for this HTTP body (ingress payload -> model request)."""
-    return to_gen_request(model_payload(CompletionRequest.model_validate(body)), entry)
+    return to_gen_request(model_call(CompletionRequest.model_validate(body)), entry)

@@ -31,6 +31,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from app.protocol import CompletionCall, CompletionResult
 from bench.report import Result, Table, summary
 
 BUDGET_CHARS = 4000
@@ -140,7 +141,7 @@ class TimedEmbedder:
         self.model = MiniLMEmbedder()
         self.times_ms: list[float] = []
 
-    async def complete(self, model_name: str, request: dict[str, Any]) -> dict[str, Any]:
+    async def complete(self, model_name: str, call: CompletionCall) -> CompletionResult:
         raise RuntimeError("no completion models in this benchmark")
 
     async def embed(self, texts: list[str]) -> list[list[float]]:
@@ -331,11 +332,11 @@ async def _run(database_url: str, redis_url: str, args: argparse.Namespace) -> R
                 )
                 times.append((time.perf_counter() - began) * 1000)
                 counts.append(len(snippets))
-                chars.append(sum(len(s["text"]) for s in snippets))
+                chars.append(sum(len(s.text) for s in snippets))
                 checks["within_budget"] &= chars[-1] <= BUDGET_CHARS
-                checks["current_file_excluded"] &= all(s["path"] != cur["path"] for s in snippets)
+                checks["current_file_excluded"] &= all(s.path != cur["path"] for s in snippets)
                 if restrict:
-                    checks["open_files_only"] &= all(s["path"] in cur["open"] for s in snippets)
+                    checks["open_files_only"] &= all(s.path in cur["open"] for s in snippets)
             s = summary(times)
             e = summary(embedder.times_ms)
             # Per request, what the query embedding does not cover (the lexical query runs during it).

@@ -26,7 +26,7 @@ import httpx
 import yaml
 from pyhocon import ConfigFactory
 
-from app.serve_tuning import apply_serve_env
+from serve.tuning import apply_serve_env
 from tests.utils import payloads as P
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -162,7 +162,7 @@ class Stack:
 
     def direct_url(self) -> str | None:
         """The ingress replica's own HTTP address when Serve runs with direct ingress (no proxy hop), else None."""
-        from app.serve_tuning import direct_ingress_urls
+        from serve.tuning import direct_ingress_urls
 
         urls = direct_ingress_urls(APP_NAME, host="127.0.0.1")
         return urls[0] if urls else None

@@ -13,10 +13,10 @@ from typing import Any, cast
 from ray import serve
 from ray.serve import metrics
 
-from deployments.batcher import Batcher
-from deployments.generator import CausalLMGenerator, GenRequest, GenResult, pick_device
-from deployments.prompts import Snippet
-from serve.registry import ModelEntry
+from app.protocol import ChatCall, CompletionCall, CompletionResult
+from deployments.inference.batcher import Batcher
+from deployments.inference.generator import CausalLMGenerator, GenRequest, GenResult, pick_device
+from deployments.registry import ModelEntry
 
 log = logging.getLogger("ray.serve")
 
@@ -24,34 +24,36 @@ LATENCY_BOUNDARIES_MS = [5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 200
 BATCH_BOUNDARIES = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0]
 
 
-def to_gen_request(payload: dict[str, Any], entry: ModelEntry) -> GenRequest:
-    """The model-side request from the ingress payload, with the entry's generation defaults."""
-    stops = tuple(entry.generation.stop_sequences) + tuple(payload.get("stop_sequences") or ())
+def to_gen_request(call: CompletionCall, entry: ModelEntry) -> GenRequest:
+    """The generator's request for an ingress call, with the entry's stop sequences and token limit."""
     return GenRequest(
-        prefix=str(payload.get("prefix", "")),
-        suffix=str(payload.get("suffix", "")),
-        file_name=str(payload.get("file_name", "")),
-        snippets=tuple(Snippet(s["path"], s["text"]) for s in payload.get("context_snippets") or ()),
-        stop_sequences=stops,
-        single_line=bool(payload.get("single_line", True)),
-        max_new_tokens=min(
-            int(payload.get("max_new_tokens") or entry.generation.max_new_tokens),
-            entry.generation.max_new_tokens,
-        ),
+        prefix=call.prefix,
+        suffix=call.suffix,
+        file_name=call.file_name,
+        snippets=call.context_snippets,
+        stop_sequences=tuple(entry.generation.stop_sequences) + call.stop_sequences,
+        single_line=call.single_line,
+        max_new_tokens=capped(call.max_new_tokens, entry.generation.max_new_tokens),
     )
 
 
-def _answer(result: GenResult) -> dict[str, Any]:
+def capped(asked: int | None, limit: int) -> int:
+    """The tokens a call may generate: what it asked for, at most the model's limit."""
+    return limit if asked is None else max(1, min(asked, limit))
+
+
+def to_result(result: GenResult, replica_ms: float) -> CompletionResult:
     """What the ingress receives for one completion."""
-    return {
-        "completion": result.completion,
-        "confidence": result.confidence,
-        "token_logprobs": result.token_logprobs,
-        "generation_time_ms": result.generation_time_ms,
-        "tokens_generated": result.tokens_generated,
-        "stopped_by": result.stopped_by,
-        "batch_size": result.batch_rows,
-    }
+    return CompletionResult(
+        completion=result.completion,
+        confidence=result.confidence,
+        token_logprobs=tuple(result.token_logprobs),
+        generation_time_ms=result.generation_time_ms,
+        tokens_generated=result.tokens_generated,
+        stopped_by=result.stopped_by,
+        batch_size=result.batch_rows,
+        replica_ms=round(replica_ms, 2),
+    )
 
 
 class _Metrics:
@@ -91,10 +93,10 @@ class _Metrics:
 class CompletionModel:
     """Loads one Hugging Face causal LM and serves batched greedy completions (and chat, for chat models)."""
 
-    def __init__(self, entry: dict[str, Any]) -> None:
+    def __init__(self, entry: ModelEntry) -> None:
         import torch
 
-        self.entry = ModelEntry.model_validate(entry)
+        self.entry = entry
         device = pick_device(self.entry.num_gpus)
         if device == "cpu":
             # One intra-op thread pool per replica, sized to the CPUs Ray reserved for it.
@@ -107,7 +109,7 @@ class CompletionModel:
             max_context_tokens=self.entry.max_context_tokens,
         )
         # Not @serve.batch: it forms the next batch while the previous one still generates (see batcher.py).
-        self.batcher: Batcher[GenRequest, dict[str, Any]] = Batcher(
+        self.batcher: Batcher[GenRequest, GenResult] = Batcher(
             self._generate_batch, self.entry.batch.max_batch_size, self.entry.batch.batch_wait_timeout_s
         )
         self.metrics = _Metrics(self.entry.name)
@@ -121,9 +123,9 @@ class CompletionModel:
         self.recent: list[dict[str, Any]] = []
         log.info("model %s loaded on %s (pid %s)", self.entry.name, device, os.getpid())
 
-    async def complete(self, payload: dict[str, Any]) -> dict[str, Any]:
+    async def complete(self, call: CompletionCall) -> CompletionResult:
         """One completion; concurrent calls are batched; a cancelled caller leaves the queue or stops its row."""
-        request = to_gen_request(payload, self.entry)
+        request = to_gen_request(call, self.entry)
         started = time.perf_counter()
         self.counters["requests"] += 1
         try:
@@ -139,12 +141,11 @@ class CompletionModel:
         self.metrics.outcome("ok")
         replica_ms = (time.perf_counter() - started) * 1000
         self.metrics.latency.observe(replica_ms, tags=self.metrics.tags)
-        # Time in this replica (queue + batch + generation + post-processing), for overhead breakdowns.
-        return {**result, "replica_ms": round(replica_ms, 2)}
+        return to_result(result, replica_ms)
 
     async def _generate_batch(
-        self, requests: list[GenRequest], deliver: Callable[[int, dict[str, Any]], None]
-    ) -> list[dict[str, Any]]:
+        self, requests: list[GenRequest], deliver: Callable[[int, GenResult], None]
+    ) -> list[GenResult]:
         # Generation runs in a thread so the replica's event loop keeps accepting requests; requests that
         # arrive meanwhile join the running rows between decoding steps (`Batcher.admit`), and each row's
         # answer is handed over as soon as that row is done.
@@ -152,7 +153,7 @@ class CompletionModel:
             self.generator.generate_batch,
             requests,
             self.entry.generation.time_budget_s,
-            lambda row, result: deliver(row, _answer(result)),
+            deliver,
             self.batcher.admit,
             self.entry.batch.max_batch_size,
             self.entry.batch.max_joins_per_step,
@@ -170,19 +171,17 @@ class CompletionModel:
             self.recent
             + [{"tokens_generated": r.tokens_generated, "stopped_by": r.stopped_by} for r in results]
         )[-50:]
-        return [_answer(r) for r in results]
+        return results
 
-    async def chat(
-        self, messages: list[dict[str, str]], max_new_tokens: int | None = None
-    ) -> AsyncIterator[str]:
-        """Stream answer pieces for chat messages (call through a handle with stream=True)."""
+    async def chat(self, call: ChatCall) -> AsyncIterator[str]:
+        """Stream answer pieces for a conversation (call through a handle with stream=True)."""
         if not self.entry.is_chat:
             raise ValueError(f"model {self.entry.name} is not a chat model")
         cancel = threading.Event()
-        limit = min(
-            max_new_tokens or self.entry.generation.max_new_tokens, self.entry.generation.max_new_tokens
-        )
-        pieces = self.generator.stream_chat(messages, limit, self.entry.generation.time_budget_s, cancel)
+        messages = [{"role": m.role, "content": m.content} for m in call.messages]
+        generation = self.entry.generation
+        limit = capped(call.max_new_tokens, generation.max_new_tokens)
+        pieces = self.generator.stream_chat(messages, limit, generation.time_budget_s, cancel)
         self.counters["requests"] += 1
         try:
             while True:

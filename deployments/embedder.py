@@ -10,7 +10,7 @@ import torch
 from ray import serve
 from transformers import AutoModel, AutoTokenizer
 
-from deployments.batcher import Batcher
+from deployments.inference.batcher import Batcher
 
 EMBEDDING_DIM = 384
 
@@ -47,7 +47,7 @@ class MiniLMEmbedder:
 
 @serve.deployment
 class Embedder:
-    """Serve deployment around MiniLMEmbedder; concurrent calls are batched (deployments/batcher.py).
+    """Serve deployment around MiniLMEmbedder; concurrent calls are batched (deployments/inference/batcher.py).
 
     Not @serve.batch, for the reasons in batcher.py: a query embedding reaching an idle replica would
     wait out the batch timeout, and the batch would run on the replica's event loop (with Serve's

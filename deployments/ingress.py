@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any
 
 from fastapi import FastAPI
 from ray import serve
@@ -11,6 +10,7 @@ from ray.serve.handle import DeploymentHandle, DeploymentResponseGenerator
 
 from app.bootstrap import build_state
 from app.main import create_app
+from app.protocol import ChatCall, CompletionCall, CompletionResult, ModelCard
 from app.settings import get_settings
 from app.state import AppState
 from deployments.retention import start_retention_sweeper
@@ -27,13 +27,15 @@ class RayModelGateway:
         self.handles = handles
         self.embedder = embedder
 
-    async def complete(self, model_name: str, request: dict[str, Any]) -> dict[str, Any]:
+    async def complete(self, model_name: str, call: CompletionCall) -> CompletionResult:
         """One completion on the named model's deployment."""
-        return await self.handles[model_name].complete.remote(request)
+        result = await self.handles[model_name].complete.remote(call)
+        assert isinstance(result, CompletionResult)
+        return result
 
-    async def chat(self, model_name: str, messages: list[dict[str, str]]) -> AsyncIterator[str]:
+    async def chat(self, model_name: str, call: ChatCall) -> AsyncIterator[str]:
         """The named chat model's answer, piece by piece, as the replica streams it."""
-        pieces = self.handles[model_name].options(stream=True).chat.remote(messages)
+        pieces = self.handles[model_name].options(stream=True).chat.remote(call)
         assert isinstance(pieces, DeploymentResponseGenerator)  # stream=True answers a generator
         async for piece in pieces:
             yield piece
@@ -56,13 +58,13 @@ class Ingress:
         embedder: DeploymentHandle | None,
         database_url: str,
         redis_url: str,
-        model_entries: list[dict[str, Any]],
+        model_cards: list[ModelCard],
     ) -> None:
         self.gateway = RayModelGateway(model_handles, embedder)
         self.embedder = embedder
         self.database_url = database_url
         self.redis_url = redis_url
-        self.model_entries = model_entries
+        self.model_cards = model_cards
         settings = get_settings()
         # Idempotent: every replica makes sure the writers run, and a writer Ray restarted is found by name.
         self.writers = ensure_writers(
@@ -81,7 +83,7 @@ class Ingress:
 
         async def make_state() -> AppState:
             return await build_state(
-                get_settings(), self.database_url, self.redis_url, self.gateway, self.model_entries
+                get_settings(), self.database_url, self.redis_url, self.gateway, self.model_cards
             )
 
         return create_app(make_state)

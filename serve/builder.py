@@ -11,7 +11,7 @@ from app.settings import Settings, get_settings
 from deployments.completion_model import CompletionModel
 from deployments.embedder import Embedder
 from deployments.ingress import Ingress
-from serve.registry import AppArgs, ModelEntry, load_args
+from deployments.registry import AppArgs, ModelEntry, load_args
 
 log = logging.getLogger(__name__)
 
@@ -72,13 +72,11 @@ def build_application(
 
         upgrade(database_url)
     handles = {}
-    entries = []
+    cards = []
     for entry in args.models:
         resolved = entry.model_copy(update={"model_id": entry.resolved_source()})
-        handles[entry.name] = (
-            _deployment(CompletionModel).options(**model_options(resolved)).bind(resolved.model_dump())
-        )
-        entries.append(resolved.model_dump())
+        handles[entry.name] = _deployment(CompletionModel).options(**model_options(resolved)).bind(resolved)
+        cards.append(resolved.card())
     embedder = None
     if args.embedding.enabled:
         embedder = (
@@ -96,5 +94,5 @@ def build_application(
             max_ongoing_requests=args.ingress.max_ongoing_requests,
             ray_actor_options={"num_cpus": 0.5},
         )
-        .bind(handles, embedder, database_url, redis_url, entries)
+        .bind(handles, embedder, database_url, redis_url, cards)
     )

@@ -19,9 +19,9 @@ from typing import Any, cast
 
 import yaml
 
-from app.serve_tuning import apply_serve_env, direct_ingress_urls
 from app.settings import Settings, get_settings
-from serve.registry import PROJECT_ROOT
+from deployments.registry import PROJECT_ROOT
+from serve.tuning import apply_serve_env, direct_ingress_urls
 
 APP_NAME = "code4me"
 DEFAULT_CONFIG = PROJECT_ROOT / "configs" / "local.yaml"
@@ -94,7 +94,7 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
         # unless told to trust nobody; the app applies its own trusted-proxy rule (app/client_address.py).
         # Ray's workers inherit this process's environment.
         os.environ.setdefault("FORWARDED_ALLOW_IPS", "")
-        apply_serve_env()  # Serve's low-latency request path (app/serve_tuning.py)
+        apply_serve_env()  # Serve's low-latency request path (serve/tuning.py)
         ray.init(
             include_dashboard=True,
             dashboard_host=host,

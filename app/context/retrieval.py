@@ -27,6 +27,7 @@ from sqlalchemy import bindparam, text
 from app.context.chunking import Chunk, chunk_lines
 from app.context.lexical import bm25_scores, query_terms, tokens, tsquery_literal
 from app.context.live_state import WILDCARD, Owner, read_files, recent_files
+from app.protocol import Snippet
 from app.state import AppState
 from db.tables import EMBEDDING_DIM
 
@@ -94,7 +95,7 @@ async def snippets_for(
     consent: bool,
     *,
     user_id: uuid.UUID | None = None,
-) -> list[dict[str, str]]:
+) -> list[Snippet]:
     """Other files' snippets most relevant to the cursor, best first, their texts within `budget_chars`.
 
     `context_files` limits the files (['*'] or None: any; []: none); `consent` (the caller may store
@@ -280,9 +281,9 @@ def _counted_chunks(path: str, text: str) -> tuple[tuple[Chunk, Counter[str]], .
     return tuple((c, Counter(tokens(c.text))) for c in chunk_lines(path, text.split("\n")))
 
 
-def within_budget(candidates: Sequence[Candidate], budget_chars: int) -> list[dict[str, str]]:
+def within_budget(candidates: Sequence[Candidate], budget_chars: int) -> list[Snippet]:
     """Snippets in rank order whose texts fit the budget; lines another chosen chunk already gives are cut."""
-    chosen: list[dict[str, str]] = []
+    chosen: list[Snippet] = []
     covered: dict[str, list[tuple[int, int]]] = {}
     left = budget_chars
     for c in candidates:
@@ -309,7 +310,7 @@ def within_budget(candidates: Sequence[Candidate], budget_chars: int) -> list[di
             end = start + len(kept)
         if not body.strip():
             continue
-        chosen.append({"path": c.path, "text": body})
+        chosen.append(Snippet(c.path, body))
         covered.setdefault(c.path, []).append((start, end))
         left -= len(body)
         if left <= 0:

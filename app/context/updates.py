@@ -8,7 +8,7 @@ from app import tokens
 from app.context.consent import project_consents
 from app.context.edits import LineChange
 from app.context.live_state import Owner, apply_updates
-from app.schemas.context import MultiFileContextUpdate, MultiFileContextUpdateResponse
+from app.schemas.context import MultiFileContextUpdate
 from app.state import AppState
 
 
@@ -27,15 +27,16 @@ async def live_ttl_ms(state: AppState, project: tokens.ProjectInfo, consent: boo
 
 async def update_context(
     state: AppState, db: AsyncSession, project: tokens.ProjectInfo, body: MultiFileContextUpdate
-) -> MultiFileContextUpdateResponse:
-    """Apply the request's line changes to the caller's live files; consenting projects get them indexed."""
+) -> dict[str, list[str]]:
+    """Apply the request's line changes to the caller's live files (their redacted lines per file);
+    consenting projects get them indexed."""
     consent = await project_consents(db, project.project_id)
     await db.rollback()  # nothing to write; do not hold the connection's transaction open
     updates = {
         path: [LineChange(c.change_type, c.start_line, c.end_line, c.new_lines) for c in changes]
         for path, changes in body.context_updates.items()
     }
-    data = await apply_updates(
+    return await apply_updates(
         state.redis,
         Owner(project.project_id, project.user_id),
         updates,
@@ -45,4 +46,3 @@ async def update_context(
         # Without consent nothing is marked for the indexer: nothing of it can reach PostgreSQL.
         mark_dirty=consent,
     )
-    return MultiFileContextUpdateResponse(message="Multi-file context updated successfully.", data=data)

@@ -35,7 +35,11 @@ async def chat_page(
 @router.delete("/delete/{chat_id}", response_model=ChatDeleted, responses=ERRORS)
 async def delete_chat(chat_id: uuid.UUID, user: UserDep, state: StateDep, db: DbDep) -> ChatDeleted:
     """Delete one of the caller's chats with everything stored about it; idempotent (an unknown chat is 200)."""
-    deleted = await chats.delete_chat(state, db, user, chat_id)
+    return deleted(chat_id, await chats.delete_chat(state, db, user, chat_id))
+
+
+def deleted(chat_id: uuid.UUID, removed: bool) -> ChatDeleted:
+    """The envelope of a chat deletion: whether this call removed it (HTTP and WebSocket)."""
     return ChatDeleted(
-        message="Chat deleted successfully" if deleted else "Chat already deleted", chat_id=chat_id
+        message="Chat deleted successfully" if removed else "Chat already deleted", chat_id=chat_id
     )

@@ -11,6 +11,7 @@ from app.deps import CallerDep, DbDep, StateDep, UserDep
 from app.routing import SlashTolerantRouter
 from app.schemas.common import ErrorResponse
 from app.schemas.completion import (
+    CompletionData,
     CompletionRequest,
     CompletionResponse,
     FeedbackData,
@@ -39,12 +40,22 @@ async def request_completion(
     The `Server-Timing` header gives the stages in ms (prepare: checks, redaction, snippets; models: the
     side-by-side calls; replica: the slowest model replica's own time; events: the telemetry round trip).
     """
-    timings: dict[str, float] = {}
-    answer = await completions.request_completion(
-        state, caller, caller.session, caller.project, body, timings=timings
+    answer = await completions.request_completion(state, caller, caller.session, caller.project, body)
+    response.headers["server-timing"] = server_timing(answer.timings)
+    return generated(answer.data)
+
+
+def generated(data: CompletionData) -> CompletionResponse:
+    """The envelope of a completion answer (HTTP and WebSocket)."""
+    return CompletionResponse(message="Completions generated successfully", data=data)
+
+
+def recorded(body: FeedbackRequest) -> FeedbackResponse:
+    """The envelope of recorded feedback (HTTP and WebSocket)."""
+    return FeedbackResponse(
+        message="Feedback recorded successfully",
+        data=FeedbackData(meta_query_id=body.meta_query_id, model_id=body.model_id),
     )
-    response.headers["server-timing"] = server_timing(timings)
-    return answer
 
 
 def server_timing(timings: dict[str, float]) -> str:
@@ -56,10 +67,7 @@ def server_timing(timings: dict[str, float]) -> str:
 async def feedback(body: FeedbackRequest, user: UserDep, state: StateDep, db: DbDep) -> FeedbackResponse:
     """Record whether a completion was accepted and, optionally, the ground truth."""
     await completions.feedback(state, db, user, body)
-    return FeedbackResponse(
-        message="Feedback recorded successfully",
-        data=FeedbackData(meta_query_id=body.meta_query_id, model_id=body.model_id),
-    )
+    return recorded(body)
 
 
 @router.get("/{meta_query_id}", response_model=CompletionResponse, responses=ERRORS)
@@ -67,4 +75,5 @@ async def get_completion(
     meta_query_id: uuid.UUID, user: UserDep, state: StateDep, db: DbDep
 ) -> CompletionResponse:
     """A stored completion query; only its owner may read it."""
-    return await completions.get_completion(state, db, user, meta_query_id)
+    data = await completions.get_completion(state, db, user, meta_query_id)
+    return CompletionResponse(message="Completion retrieved successfully", data=data)

@@ -17,4 +17,9 @@ async def update(
     body: MultiFileContextUpdate, project: ProjectDep, state: StateDep, db: DbDep
 ) -> MultiFileContextUpdateResponse:
     """Apply line-range changes to the project's live files (per file, bottom up); answers their lines."""
-    return await update_context(state, db, project, body)
+    return updated(await update_context(state, db, project, body))
+
+
+def updated(files: dict[str, list[str]]) -> MultiFileContextUpdateResponse:
+    """The envelope of an applied context update: each file's (redacted) lines (HTTP and WebSocket)."""
+    return MultiFileContextUpdateResponse(message="Multi-file context updated successfully.", data=files)

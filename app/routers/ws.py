@@ -30,9 +30,12 @@ from starlette.websockets import WebSocketState
 from app import deps, ratelimit
 from app.context.updates import update_context
 from app.errors import InternalError, ServiceUnavailable, as_domain_error, log_sanitised
+from app.routers import chat as chat_routes
+from app.routers import completion as completion_routes
+from app.routers import context as context_routes
 from app.routing import SlashTolerantRouter
 from app.schemas.chat import ChatRequest
-from app.schemas.completion import CompletionRequest, FeedbackData, FeedbackRequest, FeedbackResponse
+from app.schemas.completion import CompletionRequest, FeedbackRequest
 from app.schemas.context import MultiFileContextUpdate
 from app.services import chats, completions
 from app.state import AppState, ModelInfo
@@ -212,10 +215,10 @@ async def _completion_request(conn: Connection, body: Any, request_id: str | Non
             }
         )
 
-    response = await completions.request_completion(
+    answer = await completions.request_completion(
         conn.state, user, session, project, request, on_result=partial
     )
-    return response.model_dump(mode="json")
+    return completion_routes.generated(answer.data).model_dump(mode="json")
 
 
 async def _completion_feedback(conn: Connection, body: Any, request_id: str | None) -> Any:
@@ -223,10 +226,7 @@ async def _completion_feedback(conn: Connection, body: Any, request_id: str | No
     async with conn.state.sessionmaker() as db:
         user, _s, _p = await conn.caller(db, need_project=False)
         await completions.feedback(conn.state, db, user, request)
-    return FeedbackResponse(
-        message="Feedback recorded successfully",
-        data=FeedbackData(meta_query_id=request.meta_query_id, model_id=request.model_id),
-    ).model_dump(mode="json")
+    return completion_routes.recorded(request).model_dump(mode="json")
 
 
 async def _chat_request(conn: Connection, body: Any, request_id: str | None) -> Any:
@@ -258,16 +258,16 @@ async def _chat_delete(conn: Connection, body: Any, request_id: str | None) -> A
     request = ChatDelete.model_validate(body)
     async with conn.state.sessionmaker() as db:
         user, _s, _p = await conn.caller(db, need_project=False)
-        await chats.delete_chat(conn.state, db, user, request.chat_id)
-    return {"message": "Chat deleted successfully", "chat_id": str(request.chat_id)}
+        removed = await chats.delete_chat(conn.state, db, user, request.chat_id)
+    return chat_routes.deleted(request.chat_id, removed).model_dump(mode="json")
 
 
 async def _context_update(conn: Connection, body: Any, request_id: str | None) -> Any:
     request = MultiFileContextUpdate.model_validate(body)
     async with conn.state.sessionmaker() as db:
         _u, _s, project = await conn.caller(db, need_project=True)
-        response = await update_context(conn.state, db, project, request)
-    return response.model_dump(mode="json")
+        files = await update_context(conn.state, db, project, request)
+    return context_routes.updated(files).model_dump(mode="json")
 
 
 HANDLERS: dict[str, Handler] = {

@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
-import asyncio
-import json
-import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import cast
 
+from pydantic import BaseModel
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from app import tokens
-from app.errors import Forbidden, NotFound, PayloadTooLarge, Unprocessable
+from app.errors import Forbidden, NotFound
+from app.protocol import ChatCall, ChatRole
+from app.protocol import ChatMessage as Turn
 from app.redaction import redact
 from app.schemas.chat import (
     ChatCompletionErrorItem,
@@ -26,41 +26,40 @@ from app.schemas.chat import (
     ChatMessageItem,
     ChatRequest,
 )
-from app.schemas.user import Preference
-from app.services.completions import redact_context, resolve_models
+from app.services.account_deletion import delete_queries
+from app.services.pipeline import (
+    Kept,
+    RecentCache,
+    Requester,
+    Storage,
+    check_reference_ids,
+    check_size,
+    commit,
+    context_size,
+    fan_out,
+    query_event,
+    redact_context,
+    resolve_models,
+)
 from app.state import AppState, ModelInfo
-from app.telemetry.events import (
-    BehavioralRow,
-    ChatEvent,
-    ChatMessageEvent,
-    ContextRow,
-    ContextualRow,
-    GenerationEvent,
-    QueryEvent,
-)
-from app.telemetry.stream import add_events, chat_deleted_key
-from db.tables import (
-    BehavioralTelemetry,
-    Chat,
-    ChatMessage,
-    ChatQuery,
-    Context,
-    ContextualTelemetry,
-    Generation,
-    MetaQuery,
-    User,
-    utcnow,
-)
+from app.telemetry.events import ChatEvent, ChatMessageEvent, GenerationEvent
+from app.telemetry.stream import chat_deleted_key
+from db.tables import Chat, ChatMessage, ChatQuery, Generation, MetaQuery, utcnow
 
-log = logging.getLogger(__name__)
 PER_PAGE = 10
 TITLE_CHARS = 60
 # Called with (model, text piece) as a model streams its answer (the WebSocket forwards them).
 OnPiece = Callable[[ModelInfo, str], Awaitable[None]]
 
 
-def _chat_key(chat_id: uuid.UUID) -> str:
-    return f"{tokens.PREFIX}chat:{chat_id}"
+class ChatTitle(BaseModel):
+    """What is kept of a chat in Redis until the writer has stored it: its title (the owner is kept with it)."""
+
+    title: str
+
+
+# Chats just created, readable by their owner (follow-up turns, deletion) before the writer stores them.
+RECENT = RecentCache("chat", ChatTitle)
 
 
 def title_for(messages: list[tuple[str, str]]) -> str:
@@ -75,7 +74,7 @@ def title_for(messages: list[tuple[str, str]]) -> str:
     return "Untitled chat"
 
 
-def model_messages(body: ChatRequest) -> list[dict[str, str]]:
+def model_call(body: ChatRequest) -> ChatCall:
     """The conversation as the model sees it: the code around the cursor first, as a system message."""
     ctx = body.context
     parts = []
@@ -85,48 +84,28 @@ def model_messages(body: ChatRequest) -> list[dict[str, str]]:
         parts.append(f"Selected code:\n{ctx.selected_text}")
     if ctx.prefix or ctx.suffix:
         parts.append(f"Code before the cursor:\n{ctx.prefix}\nCode after the cursor:\n{ctx.suffix}")
-    system = [{"role": "system", "content": "\n\n".join(parts)}] if parts else []
-    return system + [{"role": role, "content": content} for role, content in body.messages]
+    system = [Turn("system", "\n\n".join(parts))] if parts else []
+    turns = [Turn(_role(role), content) for role, content in body.messages]
+    return ChatCall(tuple(system + turns), max_new_tokens=None)
+
+
+def _role(role: str) -> ChatRole:
+    return cast(ChatRole, role)  # ChatRequest has validated the roles
 
 
 async def _owner(state: AppState, db: AsyncSession, chat_id: uuid.UUID) -> tuple[uuid.UUID, str] | None:
     """(owner, title) of a chat from Redis (just created) or PostgreSQL; None when it does not exist."""
-    raw = await state.redis.get(_chat_key(chat_id))
-    if raw is not None:
-        data = json.loads(raw)
-        return uuid.UUID(data["user_id"]), str(data["title"])
+    recent = await RECENT.recall(state.redis, chat_id)
+    if recent is not None:
+        return recent[0], recent[1].title
     chat = await db.get(Chat, chat_id)
     return (chat.user_id, chat.title) if chat is not None else None
-
-
-async def _answer(
-    state: AppState, model: ModelInfo, messages: list[dict[str, str]], on_piece: OnPiece | None
-) -> tuple[str | None, int, str | None]:
-    """(text, milliseconds, error) of one chat model, streaming pieces to on_piece."""
-    started = time.perf_counter()
-    pieces: list[str] = []
-
-    async def consume() -> None:
-        async for piece in state.gateway.chat(model.name, messages):
-            pieces.append(piece)
-            if on_piece is not None:
-                await on_piece(model, piece)
-
-    try:
-        await asyncio.wait_for(consume(), timeout=model.time_budget_s + 1.0)
-        return "".join(pieces), int((time.perf_counter() - started) * 1000), None
-    except asyncio.CancelledError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - one model's failure must not fail the others
-        reason = "timed out" if isinstance(exc, TimeoutError) else type(exc).__name__
-        log.warning("chat model %s failed: %s", model.name, reason)
-        return None, int((time.perf_counter() - started) * 1000), reason
 
 
 async def request_chat(
     state: AppState,
     db: AsyncSession,
-    user: User,
+    user: Requester,
     session: tokens.SessionInfo,
     project: tokens.ProjectInfo,
     body: ChatRequest,
@@ -134,18 +113,10 @@ async def request_chat(
 ) -> ChatHistoryResponse:
     """Ask every requested chat model, queue the turn for storage, answer with this turn's history item."""
     models = resolve_models(state, body.model_ids, chat=True)
-    size = sum(len(c) for _r, c in body.messages) + len(body.context.prefix) + len(body.context.suffix)
-    if size > state.settings.max_context_chars:
-        raise PayloadTooLarge(
-            f"Chat of {size} characters is over the limit of {state.settings.max_context_chars}"
-        )
+    check_size(state, "Chat", sum(len(c) for _r, c in body.messages) + context_size(body.context))
     ct = body.contextual_telemetry
-    if ct is not None and (
-        ct.language_id not in state.reference.languages
-        or ct.trigger_type_id not in state.reference.trigger_types
-        or ct.version_id not in state.reference.plugin_versions
-    ):
-        raise Unprocessable("Unknown language_id, trigger_type_id or version_id in contextual_telemetry")
+    if ct is not None:
+        check_reference_ids(state, ct)
     if await state.redis.exists(chat_deleted_key(body.chat_id)):
         raise NotFound("This chat was deleted")
     owner = await _owner(state, db, body.chat_id)
@@ -158,18 +129,27 @@ async def request_chat(
         }
     )
     title = owner[1] if owner is not None else title_for(redacted.messages)
+    # Secrets never reach storage; whether the models see them is a setting (default: they do not).
+    call = model_call(redacted if state.settings.redact_model_input else body)
+
+    async def ask(model: ModelInfo) -> str:
+        pieces: list[str] = []
+        async for piece in state.gateway.chat(model.name, call):
+            pieces.append(piece)
+            if on_piece is not None:
+                await on_piece(model, piece)
+        return "".join(pieces)
 
     started = time.perf_counter()
-    # Secrets never reach storage; whether the models see them is a setting (default: they do not).
-    messages = model_messages(redacted if state.settings.redact_model_input else body)
-    answers = await asyncio.gather(*(_answer(state, m, messages, on_piece) for m in models))
+    outcomes = await fan_out(state, models, ask)
     total_ms = int((time.perf_counter() - started) * 1000)
 
     now = utcnow()
     meta_query_id = uuid.uuid4()
-    prefs = Preference.model_validate(user.preference or {})
-    keep_text = prefs.store_context and body.store_context is not False
-    events: list[Any] = []
+    storage = Storage.of(
+        user.preference, body.store_context, body.store_contextual_telemetry, body.store_behavioral_telemetry
+    )
+    events: list[BaseModel] = []
     if owner is None:
         events.append(
             ChatEvent(
@@ -181,90 +161,61 @@ async def request_chat(
             )
         )
     events.append(
-        QueryEvent(
+        query_event(
+            "chat",
+            user,
+            session,
+            project,
+            storage,
             meta_query_id=meta_query_id,
-            user_id=user.user_id,
-            session_id=session.session_id,
-            project_id=project.project_id,
-            query_type="chat",
-            timestamp=now,
-            total_serving_time_ms=total_ms,
+            total_ms=total_ms,
+            context=redacted.context,
+            contextual=ct,
+            behavioral=body.behavioral_telemetry,
             chat_id=body.chat_id,
             web_enabled=body.web_enabled,
-            context=ContextRow(context_id=uuid.uuid4(), **redacted.context.model_dump())
-            if keep_text
-            else None,
-            contextual=(
-                ContextualRow(contextual_telemetry_id=uuid.uuid4(), **ct.model_dump())
-                if ct is not None
-                and prefs.store_contextual_telemetry
-                and body.store_contextual_telemetry is not False
-                else None
-            ),
-            behavioral=(
-                BehavioralRow(behavioral_telemetry_id=uuid.uuid4(), **body.behavioral_telemetry.model_dump())
-                if prefs.store_behavioral_telemetry and body.store_behavioral_telemetry is not False
-                else None
-            ),
         )
     )
     user_text = redacted.messages[-1][1]
-    if keep_text:
-        events.append(
-            ChatMessageEvent(
-                message_id=uuid.uuid4(),
-                user_id=user.user_id,
-                chat_id=body.chat_id,
-                meta_query_id=meta_query_id,
-                role="user",
-                content=user_text,
-                created_at=now,
-            )
-        )
+    if storage.context:
+        events.append(_message(user.user_id, body.chat_id, meta_query_id, "user", user_text))
     responses: list[ChatCompletionItem | ChatCompletionErrorItem] = []
-    for model, (raw_text, ms, error) in zip(models, answers, strict=True):
-        text = redact(raw_text) if raw_text is not None else None  # a model may echo or invent a secret
+    for outcome in outcomes:
+        model = outcome.model
+        # A model may echo or invent a secret.
+        text = redact(outcome.result) if outcome.result is not None else None
         events.append(
             GenerationEvent(
                 meta_query_id=meta_query_id,
                 user_id=user.user_id,
                 model_id=model.model_id,
                 completion=text or "",
-                generation_time_ms=ms,
-                error=error,
+                generation_time_ms=outcome.elapsed_ms,
+                error=outcome.error,
                 created_at=utcnow(),
                 chat_id=body.chat_id,
             )
         )
-        if error is None and text is not None:
-            if keep_text:
-                events.append(
-                    ChatMessageEvent(
-                        message_id=uuid.uuid4(),
-                        user_id=user.user_id,
-                        chat_id=body.chat_id,
-                        meta_query_id=meta_query_id,
-                        role="assistant",
-                        content=text,
-                        model_id=model.model_id,
-                        created_at=utcnow(),
-                    )
-                )
+        if text is None:
             responses.append(
-                ChatCompletionItem(
-                    model_id=model.model_id, model_name=model.name, completion=text, generation_time=ms
+                ChatCompletionErrorItem(
+                    model_id=model.model_id, model_name=model.name, generation_time=outcome.elapsed_ms
                 )
             )
-        else:
-            responses.append(
-                ChatCompletionErrorItem(model_id=model.model_id, model_name=model.name, generation_time=ms)
+            continue
+        if storage.context:
+            events.append(
+                _message(user.user_id, body.chat_id, meta_query_id, "assistant", text, model.model_id)
             )
-    pipe = state.redis.pipeline(transaction=False)
-    add_events(pipe, events)
-    ttl = state.settings.query_cache_ttl_s
-    pipe.set(_chat_key(body.chat_id), json.dumps({"user_id": str(user.user_id), "title": title}), ex=ttl)
-    tokens.index_for_user(pipe, user.user_id, _chat_key(body.chat_id), ttl)  # so account deletion finds it
-    await pipe.execute()
+        responses.append(
+            ChatCompletionItem(
+                model_id=model.model_id,
+                model_name=model.name,
+                completion=text,
+                generation_time=outcome.elapsed_ms,
+            )
+        )
+    await commit(state, user.user_id, events, Kept(RECENT, body.chat_id, ChatTitle(title=title)))
     return ChatHistoryResponse(
         chat_id=body.chat_id,
         title=title,
@@ -277,8 +228,28 @@ async def request_chat(
     )
 
 
+def _message(
+    user_id: uuid.UUID,
+    chat_id: uuid.UUID,
+    meta_query_id: uuid.UUID,
+    role: str,
+    content: str,
+    model_id: int | None = None,
+) -> ChatMessageEvent:
+    return ChatMessageEvent(
+        message_id=uuid.uuid4(),
+        user_id=user_id,
+        chat_id=chat_id,
+        meta_query_id=meta_query_id,
+        role=role,
+        content=content,
+        model_id=model_id,
+        created_at=utcnow(),
+    )
+
+
 async def history_page(
-    state: AppState, db: AsyncSession, user: User, project: tokens.ProjectInfo, page: int
+    state: AppState, db: AsyncSession, user: Requester, project: tokens.ProjectInfo, page: int
 ) -> ChatHistoryPage:
     """The caller's chats in the active project, newest first, PER_PAGE per page; pages count from 0 (the plugin's)."""
     chats = (
@@ -359,7 +330,7 @@ async def _history(state: AppState, db: AsyncSession, chat: Chat) -> ChatHistory
     return ChatHistoryResponse(chat_id=chat.chat_id, title=chat.title, history=history)
 
 
-async def delete_chat(state: AppState, db: AsyncSession, user: User, chat_id: uuid.UUID) -> bool:
+async def delete_chat(state: AppState, db: AsyncSession, user: Requester, chat_id: uuid.UUID) -> bool:
     """Delete one of the caller's chats with its messages and turns; late telemetry for it is dropped.
 
     Idempotent for its owner: a chat that is already deleted, or that the server never stored (the plugin
@@ -375,36 +346,11 @@ async def delete_chat(state: AppState, db: AsyncSession, user: User, chat_id: uu
         return False
     # The tombstone first: events still in the stream must not bring the chat back.
     await state.redis.set(chat_deleted_key(chat_id), b"1", ex=7 * 24 * 3600)
-    await state.redis.delete(_chat_key(chat_id))
-    turns = (
-        (
-            await db.execute(
-                select(MetaQuery)
-                .join(ChatQuery, col(ChatQuery.meta_query_id) == col(MetaQuery.meta_query_id))
-                .where(col(ChatQuery.chat_id) == chat_id)
-            )
-        )
-        .scalars()
-        .all()
-    )
-    await db.execute(delete(ChatMessage).where(ChatMessage.chat_id == chat_id))  # type: ignore[arg-type]
-    # Turns cascade to their generations and ground truths; their context and telemetry rows go explicitly.
-    await db.execute(delete(MetaQuery).where(MetaQuery.meta_query_id.in_([t.meta_query_id for t in turns])))  # type: ignore[attr-defined]
-    for table, key, ids in (
-        (Context, Context.context_id, [t.context_id for t in turns if t.context_id]),
-        (
-            ContextualTelemetry,
-            ContextualTelemetry.contextual_telemetry_id,
-            [t.contextual_telemetry_id for t in turns if t.contextual_telemetry_id],
-        ),
-        (
-            BehavioralTelemetry,
-            BehavioralTelemetry.behavioral_telemetry_id,
-            [t.behavioral_telemetry_id for t in turns if t.behavioral_telemetry_id],
-        ),
-    ):
-        if ids:
-            await db.execute(delete(table).where(key.in_(ids)))  # type: ignore[attr-defined]
-    await db.execute(delete(Chat).where(Chat.chat_id == chat_id))  # type: ignore[arg-type]
+    await RECENT.forget(state.redis, chat_id)
+    await db.execute(delete(ChatMessage).where(col(ChatMessage.chat_id) == chat_id))
+    # Turns cascade to their generations and ground truths; their context and telemetry rows go with them.
+    turns = select(col(ChatQuery.meta_query_id)).where(col(ChatQuery.chat_id) == chat_id)
+    await delete_queries(db, col(MetaQuery.meta_query_id).in_(turns))
+    await db.execute(delete(Chat).where(col(Chat.chat_id) == chat_id))
     await db.commit()
     return True

@@ -9,10 +9,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from app.serve_tuning import SERVE_ENV
 from app.state import AppState
 from db.migrate import upgrade
 from serve.embedded import EmbeddedServices, ServiceUrls
+from serve.tuning import SERVE_ENV
 from tests.utils.asgi_api import api_settings, running_api
 from tests.utils.google_tokens import CLIENT_ID, GoogleKeys
 

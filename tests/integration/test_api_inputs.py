@@ -235,11 +235,11 @@ async def test_completion_with_all_context_files_gets_snippets_of_other_files(ap
     r = await c.post("/api/completion/request", json=body)
     assert r.status_code == 200, r.text
     sent = [req for name, req in state.gateway.calls if name == "scripted"][-1]  # type: ignore[attr-defined]
-    assert [s["path"] for s in sent["context_snippets"]] == ["src/config.py"]
-    assert "def read_config(path):" in sent["context_snippets"][0]["text"]
+    assert [s.path for s in sent.context_snippets] == ["src/config.py"]
+    assert "def read_config(path):" in sent.context_snippets[0].text
     body["context"]["context_files"] = []
     r = await c.post("/api/completion/request", json=body)
-    assert [req for name, req in state.gateway.calls if name == "scripted"][-1]["context_snippets"] == []  # type: ignore[attr-defined]
+    assert [req for name, req in state.gateway.calls if name == "scripted"][-1].context_snippets == ()  # type: ignore[attr-defined]
 
 
 async def test_completion_answer_carries_its_stage_timings(api) -> None:

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
+from app import protocol
 from app.state import AppState
 from db.tables import Chat, ChatMessage, Context, MetaQuery
 from tests.utils.asgi_api import model_id, settle, signed_in
@@ -75,11 +76,11 @@ async def test_chat_answers_side_by_side_and_history_keeps_real_messages(api) ->
     }
     assert isinstance(failed["generation_time"], int) and failed["generation_time"] >= 0
     # The model saw the code around the cursor as a system message before the conversation.
-    seen = [call for name, call in state.gateway.calls if name == "chatty"][-1]["messages"]  # type: ignore[attr-defined]
+    seen = [call for name, call in state.gateway.calls if name == "chatty"][-1].messages  # type: ignore[attr-defined]
     assert (
-        seen[0]["role"] == "system"
-        and "calc.py" in seen[0]["content"]
-        and seen[-1] == {"role": "user", "content": first}
+        seen[0].role == "system"
+        and "calc.py" in seen[0].content
+        and seen[-1] == protocol.ChatMessage("user", first)
     )
 
     r = await c.post(
@@ -180,9 +181,9 @@ async def test_the_plugins_placeholder_after_the_user_turn_is_not_a_turn(api) ->
     (turn,) = r.json()["history"]
     assert turn["user_message"]["content"] == "Sort a list?"
     assert turn["assistant_responses"][0]["completion"] == "You asked: Sort a list?"
-    seen = [call for name, call in state.gateway.calls if name == "chatty"][-1]["messages"]  # type: ignore[attr-defined]
-    assert seen[-1] == {"role": "user", "content": "Sort a list?"}
-    assert all(m["content"] != "Generating." for m in seen)
+    seen = [call for name, call in state.gateway.calls if name == "chatty"][-1].messages  # type: ignore[attr-defined]
+    assert seen[-1] == protocol.ChatMessage("user", "Sort a list?")
+    assert all(m.content != "Generating." for m in seen)
 
 
 @pytest.mark.parametrize(

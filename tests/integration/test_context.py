@@ -13,6 +13,7 @@ from app import tokens
 from app.context.indexer import ContextIndexer
 from app.context.live_state import DIRTY_KEY, Owner, read_file, read_files, state_key
 from app.context.retrieval import snippets_for
+from app.protocol import Snippet
 from app.state import AppState
 from db.tables import ContextChunk
 from tests.utils.asgi_api import minilm, signed_in
@@ -213,7 +214,7 @@ async def test_without_consent_nothing_reaches_postgres_and_state_dies_with_the_
         False,
         user_id=owner.user_id,
     )
-    assert snippets and snippets[0]["path"] == "db/users.py" and "fetch_user_by_email" in snippets[0]["text"]
+    assert snippets and snippets[0].path == "db/users.py" and "fetch_user_by_email" in snippets[0].text
     # Deactivating the session (its one holder) ends it, and the live state without consent with it.
     assert (await c.put("/api/session/deactivate")).status_code == 200
     assert await read_files(state.redis, owner) == {}
@@ -383,8 +384,8 @@ async def test_retrieval_puts_the_relevant_file_first(api) -> None:
             consent,
             user_id=owner.user_id,
         )
-        assert snippets[0]["path"] == "db/users.py", (consent, [s["path"] for s in snippets])
-        assert "def fetch_user_by_email" in snippets[0]["text"]
+        assert snippets[0].path == "db/users.py", (consent, [s.path for s in snippets])
+        assert "def fetch_user_by_email" in snippets[0].text
     # Geometry by meaning and words.
     snippets = await snippets_for(
         state,
@@ -396,7 +397,7 @@ async def test_retrieval_puts_the_relevant_file_first(api) -> None:
         4000,
         True,
     )
-    assert snippets[0]["path"] == "pkg/geometry.py"
+    assert snippets[0].path == "pkg/geometry.py"
 
 
 async def test_retrieval_respects_budget_context_files_and_current_file(api) -> None:
@@ -405,21 +406,21 @@ async def test_retrieval_respects_budget_context_files_and_current_file(api) -> 
         snippets = await snippets_for(
             state, owner.project_id, "x.py", QUERY_PREFIX, QUERY_SUFFIX, ["*"], budget, True
         )
-        assert sum(len(s["text"]) for s in snippets) <= budget
-        assert all(set(s) == {"path", "text"} and s["text"].strip() for s in snippets)
+        assert sum(len(s.text) for s in snippets) <= budget
+        assert all(isinstance(s, Snippet) and s.text.strip() for s in snippets)
     # Only the listed files, never the current one, nothing for [].
     only = await snippets_for(
         state, owner.project_id, "x.py", QUERY_PREFIX, QUERY_SUFFIX, ["pkg/colors.py"], 4000, True
     )
-    assert {s["path"] for s in only} <= {"pkg/colors.py"}
+    assert {s.path for s in only} <= {"pkg/colors.py"}
     current = await snippets_for(
         state, owner.project_id, "db/users.py", QUERY_PREFIX, QUERY_SUFFIX, ["*"], 4000, True
     )
-    assert all(s["path"] != "db/users.py" for s in current)
+    assert all(s.path != "db/users.py" for s in current)
     absolute = await snippets_for(
         state, owner.project_id, "/home/me/proj/db/users.py", QUERY_PREFIX, QUERY_SUFFIX, ["*"], 4000, True
     )
-    assert all(s["path"] != "db/users.py" for s in absolute)
+    assert all(s.path != "db/users.py" for s in absolute)
     assert (
         await snippets_for(state, owner.project_id, "x.py", QUERY_PREFIX, QUERY_SUFFIX, [], 4000, True) == []
     )

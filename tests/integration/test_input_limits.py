@@ -16,7 +16,7 @@ from app.main import create_app
 from app.settings import Settings
 from db.tables import Context, MetaQuery, User
 from tests.utils import payloads as P
-from tests.utils.asgi_api import ENTRIES, ScriptedGateway, count, model_id, signed_in
+from tests.utils.asgi_api import ENTRIES, ScriptedGateway, cards_of, count, model_id, signed_in
 from tests.utils.replicas import client_for, replica
 
 LIMIT = 4096
@@ -205,7 +205,9 @@ def test_websocket_message_over_the_limit_closes_1009(services) -> None:
     settings = Settings(environment="test", max_body_bytes=LIMIT, rate_limit_enabled=False)
 
     def make_state():  # type: ignore[no-untyped-def]
-        return build_state(settings, services.database_url, services.redis_url, ScriptedGateway(), ENTRIES)
+        return build_state(
+            settings, services.database_url, services.redis_url, ScriptedGateway(), cards_of(ENTRIES)
+        )
 
     app = create_app(make_state)
     closed: list[int] = []
@@ -268,7 +270,9 @@ def test_websocket_bug_closes_1011_and_logs_no_message(services, caplog) -> None
     settings = Settings(environment="test", rate_limit_enabled=False)
 
     def make_state():  # type: ignore[no-untyped-def]
-        return build_state(settings, services.database_url, services.redis_url, ScriptedGateway(), ENTRIES)
+        return build_state(
+            settings, services.database_url, services.redis_url, ScriptedGateway(), cards_of(ENTRIES)
+        )
 
     app = create_app(make_state)
 

@@ -13,6 +13,7 @@ import pytest
 from pyhocon import ConfigFactory
 from ray import serve
 
+from app.protocol import ChatCall, ChatMessage, CompletionCall
 from tests.utils import payloads as P
 
 APP = "code4me"
@@ -32,6 +33,18 @@ def signed_in(base_url: str) -> tuple[httpx.Client, dict[str, int]]:
 
 def handle(model: str):  # type: ignore[no-untyped-def]
     return serve.get_deployment_handle(f"model-{model}", app_name=APP)
+
+
+def call(
+    prefix: str, suffix: str = "", *, single_line: bool = True, max_new_tokens: int | None = None
+) -> CompletionCall:
+    """A completion call as the ingress sends it to a model deployment."""
+    return CompletionCall(prefix, suffix, "", (), (), single_line, max_new_tokens)
+
+
+def chat_call(question: str) -> ChatCall:
+    """A one-question conversation."""
+    return ChatCall((ChatMessage("user", question),), max_new_tokens=None)
 
 
 def multiline_request(model_ids: list[int]) -> dict:
@@ -76,29 +89,27 @@ def test_batched_greedy_outputs_equal_single_runs() -> None:
         "import json\n\ndata = json.loads(text)\nfor key, value in data.",
         "x = [1, 2, 3]\ny = sum(",
     ]
-    payloads = [{"prefix": p, "suffix": "\n", "single_line": True} for p in prefixes]
+    payloads = [call(p, "\n", single_line=True) for p in prefixes]
     alone = [h.complete.remote(p).result(timeout_s=60) for p in payloads]
-    assert all(r["batch_size"] == 1 for r in alone)
+    assert all(r.batch_size == 1 for r in alone)
     together = [h.complete.remote(p) for p in payloads]
     together = [r.result(timeout_s=60) for r in together]
-    assert max(r["batch_size"] for r in together) > 1, "concurrent requests were not batched"
-    assert [r["completion"] for r in together] == [r["completion"] for r in alone]
+    assert max(r.batch_size for r in together) > 1, "concurrent requests were not batched"
+    assert [r.completion for r in together] == [r.completion for r in alone]
     for a, b in zip(alone, together, strict=True):
-        assert b["confidence"] == pytest.approx(a["confidence"], rel=1e-3, abs=1e-6)
+        assert b.confidence == pytest.approx(a.confidence, rel=1e-3, abs=1e-6)
 
 
 def test_a_request_joins_a_running_batch_instead_of_waiting_for_it() -> None:
     h = handle("long-runner")
-    long = h.complete.remote({"prefix": "def main():\n", "suffix": "", "single_line": False})
+    long = h.complete.remote(call("def main():\n", single_line=False))
     try:
         time.sleep(1.0)  # the long row is decoding (up to 2,048 tokens)
         began = time.monotonic()
-        short = h.complete.remote(
-            {"prefix": "x = ", "suffix": "", "single_line": False, "max_new_tokens": 4}
-        ).result(timeout_s=30)
+        short = h.complete.remote(call("x = ", single_line=False, max_new_tokens=4)).result(timeout_s=30)
         waited = time.monotonic() - began
         # Without joining, the short request would have waited for the long row and run alone (batch_size 1).
-        assert short["batch_size"] >= 2 and 0 < short["tokens_generated"] <= 4
+        assert short.batch_size >= 2 and 0 < short.tokens_generated <= 4
         assert waited < 5.0
     finally:
         long.cancel()
@@ -144,15 +155,15 @@ def test_superseding_request_of_a_session_cancels_the_older(serve_app: str) -> N
 
 def test_chat_model_streams_tokens() -> None:
     h = handle("chatty").options(stream=True)
-    pieces = list(h.chat.remote([{"role": "user", "content": "Write a function that adds two numbers."}]))
+    pieces = list(h.chat.remote(chat_call("Write a function that adds two numbers.")))
     assert pieces and all(isinstance(p, str) for p in pieces)
     assert "".join(pieces).strip()
     with pytest.raises(Exception, match="not a chat model"):
-        list(handle("code4me-tiny").options(stream=True).chat.remote([{"role": "user", "content": "hi"}]))
+        list(handle("code4me-tiny").options(stream=True).chat.remote(chat_call("hi")))
 
 
 def test_metrics_are_exported_to_prometheus(metrics_port: int) -> None:
-    handle("code4me-tiny").complete.remote({"prefix": "x = ", "suffix": ""}).result(timeout_s=60)
+    handle("code4me-tiny").complete.remote(call("x = ")).result(timeout_s=60)
 
     def scraped() -> bool:
         with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as resp:

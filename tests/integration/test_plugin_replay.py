@@ -126,7 +126,7 @@ async def test_the_plugins_whole_session_replayed(plugin_api, data_dir: Path) ->
     qid, (slot,) = data["meta_query_id"], data["completions"]
     assert slot["model_id"] == COMPLETION_MODEL_ID and slot["completion"] == "read()"
     sent = [req for name, req in state.gateway.calls if name == "code4me-tiny"][-1]  # type: ignore[attr-defined]
-    assert [s["path"] for s in sent["context_snippets"]] == ["src/util.py"]
+    assert [s.path for s in sent.context_snippets] == ["src/util.py"]
     # Acceptance, then the ground truths at 15, 45 and 90 s.
     r = await ide.feedback(
         "alpha", {"meta_query_id": qid, "model_id": COMPLETION_MODEL_ID, "was_accepted": True}

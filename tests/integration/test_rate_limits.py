@@ -167,12 +167,14 @@ def test_websocket_connects_and_messages_are_limited(services) -> None:
     """The middleware counts handshakes; handlers call `enforce` per message (TestClient: its own event loop)."""
     from app.bootstrap import build_state
     from app.settings import Settings
-    from tests.utils.asgi_api import ENTRIES, ScriptedGateway
+    from tests.utils.asgi_api import ENTRIES, ScriptedGateway, cards_of
 
     settings = Settings(environment="test", rate_limit_completion=3)
 
     def make_state():  # type: ignore[no-untyped-def]
-        return build_state(settings, services.database_url, services.redis_url, ScriptedGateway(), ENTRIES)
+        return build_state(
+            settings, services.database_url, services.redis_url, ScriptedGateway(), cards_of(ENTRIES)
+        )
 
     app = create_app(make_state)
 

@@ -24,12 +24,8 @@ async def test_completion_chat_feedback_and_context_never_store_or_send_secrets(
     assert r.status_code == 200, r.text
     qid = uuid.UUID(r.json()["data"]["meta_query_id"])
     sent = [req for name, req in state.gateway.calls if name == "scripted"][-1]  # type: ignore[attr-defined]
-    assert (
-        GITHUB_TOKEN not in sent["prefix"]
-        and AWS_KEY not in sent["prefix"]
-        and "<REDACTED:" in sent["prefix"]
-    )
-    assert sent["prefix"].endswith("return os.") and sent["prefix"].count("\n") == prefix.count("\n")
+    assert GITHUB_TOKEN not in sent.prefix and AWS_KEY not in sent.prefix and "<REDACTED:" in sent.prefix
+    assert sent.prefix.endswith("return os.") and sent.prefix.count("\n") == prefix.count("\n")
     r = await c.post(
         "/api/completion/feedback",
         json={

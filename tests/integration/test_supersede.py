@@ -6,7 +6,7 @@ import asyncio
 import uuid
 
 from app import supersede
-from app.services.completions import _InFlight
+from app.services.pipeline import _InFlight
 from tests.utils import payloads as P
 from tests.utils.asgi_api import model_id
 from tests.utils.replicas import client_for, replica

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from deployments.batcher import Batcher
+from deployments.inference.batcher import Batcher
 
 
 class Model:

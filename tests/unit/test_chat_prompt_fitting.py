@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from deployments.generator import CausalLMGenerator as Generator
+from deployments.inference.generator import CausalLMGenerator as Generator
 from tests.utils.tiny_models import build_random_model
 
 

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from deployments.generator import confidence_of, cut_completion
+from deployments.inference.generator import confidence_of, cut_completion
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from deployments.generator import JOIN_CUTOFF, CausalLMGenerator, GenRequest, cut_completion
+from deployments.inference.generator import JOIN_CUTOFF, CausalLMGenerator, GenRequest, cut_completion
 
 MODEL_DIR = Path(__file__).resolve().parents[2] / "models" / "code4me-tiny"
 

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from deployments.generator import CausalLMGenerator, GenRequest
-from deployments.prompts import PromptInput, Snippet, get_family
+from app.protocol import Snippet
+from deployments.inference.generator import CausalLMGenerator, GenRequest
+from deployments.inference.prompts import PromptInput, get_family
 
 MODEL_DIR = Path(__file__).resolve().parents[2] / "models" / "code4me-tiny"
 MAX_CONTEXT = 128

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from deployments.prompts import FAMILIES, REPO_NAME, PromptInput, Snippet, get_family
+from app.protocol import Snippet
+from deployments.inference.prompts import FAMILIES, REPO_NAME, PromptInput, get_family
 
 PRE = "def add(a, b):\n    return "
 SUF = "\n\nprint(add(1, 2))\n"

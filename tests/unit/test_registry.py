@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from serve.registry import ConfigError, load_args
+from deployments.registry import ConfigError, load_args
 
 GOOD = {"name": "tiny", "model_id": "models/code4me-tiny", "family": "code4me"}
 

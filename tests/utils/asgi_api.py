@@ -15,10 +15,12 @@ from sqlalchemy import func, select
 
 from app.bootstrap import build_state, close_state
 from app.main import create_app
+from app.protocol import ChatCall, CompletionCall, CompletionResult, ModelCard
 from app.settings import Settings
 from app.state import AppState
 from app.telemetry.stream import wait_drained
 from app.telemetry.writer import TelemetryWriter
+from deployments.registry import ModelEntry
 from tests.utils import payloads as P
 
 
@@ -26,28 +28,32 @@ class ScriptedGateway:
     """Answers like a model deployment; the model named 'broken' always fails."""
 
     def __init__(self) -> None:
-        self.calls: list[tuple[str, dict[str, Any]]] = []
+        self.calls: list[tuple[str, Any]] = []
 
-    async def complete(self, model_name: str, request: dict[str, Any]) -> dict[str, Any]:
+    async def complete(self, model_name: str, call: CompletionCall) -> CompletionResult:
         """One scripted completion (or a crash for 'broken')."""
-        self.calls.append((model_name, request))
+        self.calls.append((model_name, call))
         if model_name == "broken":
             raise RuntimeError("model crashed")
         if model_name == "slow":
             await asyncio.sleep(4.0)  # long enough to be cancelled or superseded
-        return {
-            "completion": "read()",
-            "confidence": 0.5,
-            "token_logprobs": [-0.7, -0.7],
-            "generation_time_ms": 12,
-        }
+        return CompletionResult(
+            completion="read()",
+            confidence=0.5,
+            token_logprobs=(-0.7, -0.7),
+            generation_time_ms=12,
+            tokens_generated=2,
+            stopped_by="newline",
+            batch_size=1,
+            replica_ms=None,  # not a Serve replica
+        )
 
-    async def chat(self, model_name: str, messages: list[dict[str, str]]) -> AsyncIterator[str]:
+    async def chat(self, model_name: str, call: ChatCall) -> AsyncIterator[str]:
         """A scripted streamed answer that quotes the last message (or a crash for 'broken...')."""
-        self.calls.append((model_name, {"messages": messages}))
+        self.calls.append((model_name, call))
         if model_name.startswith("broken"):
             raise RuntimeError("model crashed")
-        for piece in ("You ", "asked: ", messages[-1]["content"][:40]):
+        for piece in ("You ", "asked: ", call.messages[-1].content[:40]):
             await asyncio.sleep(0.01)
             yield piece
 
@@ -73,6 +79,11 @@ ENTRIES = [
 ]
 
 
+def cards_of(entries: list[dict[str, Any]]) -> list[ModelCard]:
+    """The model cards the builder would hand the ingress for these registry entries."""
+    return [ModelEntry.model_validate(entry).card() for entry in entries]
+
+
 def api_settings(data_dir: Path, **overrides: Any) -> Settings:
     """Settings of an in-process test app; mail goes to the outbox under `data_dir`.
 
@@ -91,7 +102,11 @@ async def running_api(
 
     def make_state():  # type: ignore[no-untyped-def]
         return build_state(
-            settings, database_url, redis_url, ScriptedGateway(), ENTRIES if entries is None else entries
+            settings,
+            database_url,
+            redis_url,
+            ScriptedGateway(),
+            cards_of(ENTRIES if entries is None else entries),
         )
 
     state = await make_state()
@@ -157,7 +172,7 @@ def shipped_entries(config: str = "local.yaml") -> list[dict[str, Any]]:
     """The model registry of a shipped Serve config (validated, as the builder hands it to the ingress)."""
     import yaml
 
-    from serve.registry import load_args
+    from deployments.registry import load_args
 
     raw = yaml.safe_load((Path(__file__).resolve().parents[2] / "configs" / config).read_text())
     return [entry.model_dump() for entry in load_args(raw["applications"][0]["args"]).models]

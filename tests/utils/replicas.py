@@ -15,7 +15,7 @@ from app.main import create_app
 from app.settings import Settings
 from app.state import AppState
 from serve.embedded import ServiceUrls
-from tests.utils.asgi_api import ENTRIES, ScriptedGateway
+from tests.utils.asgi_api import ENTRIES, ScriptedGateway, cards_of
 
 
 @asynccontextmanager
@@ -27,7 +27,11 @@ async def replica(
 
     def make_state():  # type: ignore[no-untyped-def]
         return build_state(
-            config, services.database_url, redis_url or services.redis_url, ScriptedGateway(), ENTRIES
+            config,
+            services.database_url,
+            redis_url or services.redis_url,
+            ScriptedGateway(),
+            cards_of(ENTRIES),
         )
 
     state = await make_state()

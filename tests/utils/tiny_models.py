@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-from serve.registry import PROJECT_ROOT
+from deployments.registry import PROJECT_ROOT
 
 DEFAULT_MODEL = PROJECT_ROOT / "models" / "code4me-tiny"
 

@@ -5,7 +5,7 @@ Revises: 0006
 Create Date: 2026-12-03
 
 The Code4me plugin sends fixed model ids from its bundled plugin.conf (1 deepseek-coder-1.3b, 2 starcoder2-3b,
-3 Ministral-8B-Instruct). A registry entry can pin its id (`id:` in the Serve config, serve/registry.py); an
+3 Ministral-8B-Instruct). A registry entry can pin its id (`id:` in the Serve config, deployments/registry.py); an
 entry without one gets the next value of the serial sequence, which this moves past the pinned range. Rows
 registered before keep their ids.
 """

@@ -16,13 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
-
-@dataclass(frozen=True)
-class Snippet:
-    """Code from another file of the project, offered to the model as context."""
-
-    path: str
-    text: str
+from app.protocol import Snippet
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,8 @@ from transformers import (
     TextIteratorStreamer,
 )
 
-from deployments.prompts import Family, PromptInput, Snippet, get_family
+from app.protocol import Snippet
+from deployments.inference.prompts import Family, PromptInput, get_family
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 # Newcomers' prompt passes hold up the rows already decoding; once one of them has used this share of its

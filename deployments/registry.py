@@ -8,7 +8,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from deployments.prompts import FAMILIES
+from app.protocol import ModelCard
+from deployments.inference.prompts import FAMILIES
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -34,7 +35,7 @@ class GenerationDefaults(_Strict):
 
 
 class BatchOptions(_Strict):
-    """Dynamic batching of concurrent requests on one replica (deployments/batcher.py).
+    """Dynamic batching of concurrent requests on one replica (deployments/inference/batcher.py).
 
     Requests that arrive while a batch generates join its decoding rows between steps (continuous
     batching), at most `max_joins_per_step` at a time (each joiner's prompt pass delays the running
@@ -110,6 +111,20 @@ class ModelEntry(_Strict):
         if looks_like_path:
             raise ValueError(f"model path '{self.model_id}' does not exist")
         return self.model_id
+
+    def card(self) -> ModelCard:
+        """What the ingress is handed of this entry (the model source resolved)."""
+        source = self.resolved_source()
+        return ModelCard(
+            name=self.name,
+            pinned_id=self.id,
+            source=source,
+            family=self.family,
+            is_chat=self.is_chat,
+            is_default=self.is_default,
+            time_budget_s=self.generation.time_budget_s,
+            config=self.model_copy(update={"model_id": source}).model_dump(mode="json"),
+        )
 
 
 class IngressOptions(_Strict):

@@ -1,0 +1,1 @@
+"""Ray-free inference: prompt building, batched generation, request batching (unit-tested and benchmarked in-process)."""
