@@ -37,7 +37,7 @@ RUN pip install -e .
 USER code4me
 # Writable state (mail outbox when SMTP is not configured, ...) lives outside the source tree.
 # FORWARDED_ALLOW_IPS empty: the Serve proxy must not rewrite the client address from X-Forwarded-For;
-# the app decides which forwarded addresses to believe (TRUSTED_PROXIES, app/client_address.py).
+# the app decides which forwarded addresses to believe (TRUSTED_PROXIES, app/infra/client_address.py).
 ENV HOME=/home/code4me \
     CODE4ME_DATA_DIR=/home/code4me/data \
     FORWARDED_ALLOW_IPS=""

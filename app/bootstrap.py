@@ -12,10 +12,10 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
+from app.infra.settings import Settings
+from app.infra.state import AppState, ModelInfo, ReferenceIds
 from app.protocol import ModelCard, ModelGateway
-from app.settings import Settings
-from app.state import AppState, ModelInfo, ReferenceIds
-from app.supersede import listen
+from app.services.supersede import listen
 from db.engine import make_engine, make_sessionmaker
 from db.tables import ModelName, PluginVersion, ProgrammingLanguage, TriggerType
 

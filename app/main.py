@@ -7,11 +7,9 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from app.body_limit import BodyLimitMiddleware
-from app.bootstrap import close_state
-from app.errors import UnhandledErrorMiddleware, install_error_handlers
-from app.ratelimit import RateLimitMiddleware
-from app.routers import (
+from app.api.body_limit import BodyLimitMiddleware
+from app.api.ratelimit import RateLimitMiddleware
+from app.api.routes import (
     chat,
     completion,
     context,
@@ -24,9 +22,11 @@ from app.routers import (
     verification,
     ws,
 )
+from app.api.server_timing import ServerTimingMiddleware
+from app.bootstrap import close_state
+from app.errors import UnhandledErrorMiddleware, install_error_handlers
+from app.infra.state import AppState
 from app.schemas.common import error_responses
-from app.server_timing import ServerTimingMiddleware
-from app.state import AppState
 
 StateFactory = Callable[[], Awaitable[AppState]]
 

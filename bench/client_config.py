@@ -1,7 +1,7 @@
 """Client config: the stored HOCON parsed at every sign-in and `GET /api/user/get`, before and after caching.
 
 Both paths take the seeded default config (`db/client_config_seed.py`, what every new user gets) in the same
-run: `ConfigFactory.parse_string` on every call (what `app.client_config` did) against `parse_config` (a
+run: `ConfigFactory.parse_string` on every call (what `app.services.client_config` did) against `parse_config` (a
 copy of the tree parsed once per distinct text). The rest of building the plugin's config (models,
 languages, server) is the same on both paths and not timed. This work runs on the ingress replica's event
 loop, so every millisecond of it delays every other request of that replica, completions included.
@@ -14,7 +14,7 @@ import time
 
 from pyhocon import ConfigFactory
 
-from app.client_config import parse_config
+from app.services.client_config import parse_config
 from bench.report import Result, Table, summary
 from db.client_config_seed import DEFAULT_CONFIG_HOCON
 

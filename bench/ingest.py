@@ -42,7 +42,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _writer_main(redis_url: str, database_url: str, consumer: str) -> None:
-    from app.telemetry.writer import TelemetryWriter, tune_gc_for_writer_process
+    from app.workers.telemetry_writer import TelemetryWriter, tune_gc_for_writer_process
 
     tune_gc_for_writer_process()  # as the Ray actor does in its worker process
     asyncio.run(TelemetryWriter(redis_url, database_url, consumer).run())
@@ -50,7 +50,7 @@ def _writer_main(redis_url: str, database_url: str, consumer: str) -> None:
 
 def _copy_rows(queries: list[list[Any]]) -> dict[str, list[tuple[Any, ...]]]:
     """The rows the writer would produce for these events, per table, in foreign-key order."""
-    from app.telemetry import writer as W
+    from app.workers import telemetry_writer as W
 
     out: dict[str, list[tuple[Any, ...]]] = {
         t: []

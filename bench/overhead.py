@@ -23,7 +23,7 @@ GOAL_P50_OVERHEAD_MS = 15.0
 # Before each timed call: longer than the telemetry writer's 50 ms linger, so that the writing of the
 # previous request's events lands on neither path's clock (both start from a quiet machine).
 SETTLE_S = 0.12
-# The ingress's Server-Timing stages (app/server_timing.py, routers/completion.py).
+# The ingress's Server-Timing stages (app/api/server_timing.py, routers/completion.py).
 STAGES = {
     "app": "ingress app, arrival to response (Server-Timing)",
     "prepare": "  checks, redaction, snippets, announce",

@@ -276,7 +276,7 @@ async def _plans(
 async def _run(database_url: str, redis_url: str, args: argparse.Namespace) -> Result:
     from app.bootstrap import build_state, close_state
     from app.context.retrieval import snippets_for
-    from app.settings import Settings
+    from app.infra.settings import Settings
 
     settings = Settings(environment="test")
     embedder = TimedEmbedder()

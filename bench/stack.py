@@ -134,7 +134,7 @@ class Stack:
         """(Re)deploy the application with this model entry; returns seconds until it is running."""
         from ray import serve
 
-        from app.settings import Settings
+        from app.infra.settings import Settings
         from serve.builder import build_application
 
         args = local_app_args()

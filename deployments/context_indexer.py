@@ -1,4 +1,4 @@
-"""The ContextIndexer Ray actor: a named, restartable home for app.context.indexer.ContextIndexer.
+"""The ContextIndexer Ray actor: a named, restartable home for app.workers.context_indexer.ContextIndexer.
 
 It needs no call per edit: the update request marks files dirty in Redis (in the same transaction as the
 edit) and the actor polls those marks, so a restarted actor, or one started after the edits, picks up
@@ -20,7 +20,7 @@ from typing import Any
 import ray
 from ray import serve
 
-from app.settings import get_settings
+from app.infra.settings import get_settings
 from deployments.singletons import SingletonActor, ensure_singleton
 
 log = logging.getLogger(__name__)
@@ -62,7 +62,7 @@ class ContextIndexerActor(SingletonActor):
     def _serve_forever(self, database_url: str, redis_url: str, poll_s: float) -> None:
         from redis.asyncio import Redis
 
-        from app.context.indexer import ContextIndexer
+        from app.workers.context_indexer import ContextIndexer
         from db.engine import make_engine, make_sessionmaker
 
         asyncio.set_event_loop(self._loop)

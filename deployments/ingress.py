@@ -9,10 +9,10 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle, DeploymentResponseGenerator
 
 from app.bootstrap import build_state
+from app.infra.settings import get_settings
+from app.infra.state import AppState
 from app.main import create_app
 from app.protocol import ChatCall, CompletionCall, CompletionResult, ModelCard
-from app.settings import get_settings
-from app.state import AppState
 from deployments.retention import start_retention_sweeper
 from deployments.session_reaper import ensure_session_reaper
 from deployments.telemetry_writer import ensure_writers

@@ -9,7 +9,7 @@ from typing import Any
 import ray
 from ray.actor import ActorHandle
 
-from app.session_reaper import SessionReaper
+from app.workers.session_reaper import SessionReaper
 from deployments.singletons import SingletonActor, ensure_singleton
 
 ACTOR_NAME = "code4me-session-reaper"

@@ -9,7 +9,7 @@ from typing import Any
 import ray
 from ray.actor import ActorHandle
 
-from app.telemetry.writer import TelemetryWriter, tune_gc_for_writer_process
+from app.workers.telemetry_writer import TelemetryWriter, tune_gc_for_writer_process
 from deployments.singletons import SingletonActor, ensure_singleton, named_actors, retire
 
 NAMESPACE = "code4me"  # deployments.singletons.NAMESPACE

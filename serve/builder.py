@@ -7,7 +7,7 @@ from typing import Any
 
 from ray.serve import Application, Deployment
 
-from app.settings import Settings, get_settings
+from app.infra.settings import Settings, get_settings
 from deployments.completion_model import CompletionModel
 from deployments.embedder import Embedder
 from deployments.ingress import Ingress

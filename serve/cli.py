@@ -19,7 +19,7 @@ from typing import Any, cast
 
 import yaml
 
-from app.settings import Settings, get_settings
+from app.infra.settings import Settings, get_settings
 from deployments.registry import PROJECT_ROOT
 from serve.tuning import apply_serve_env, direct_ingress_urls
 
@@ -91,7 +91,7 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
         )
         upgrade(urls.database_url)
         # The Serve proxy's uvicorn rewrites the client address from X-Forwarded-For for loopback peers
-        # unless told to trust nobody; the app applies its own trusted-proxy rule (app/client_address.py).
+        # unless told to trust nobody; the app applies its own trusted-proxy rule (app/infra/client_address.py).
         # Ray's workers inherit this process's environment.
         os.environ.setdefault("FORWARDED_ALLOW_IPS", "")
         apply_serve_env()  # Serve's low-latency request path (serve/tuning.py)

@@ -27,8 +27,8 @@ from sqlalchemy import bindparam, text
 from app.context.chunking import Chunk, chunk_lines
 from app.context.lexical import bm25_scores, query_terms, tokens, tsquery_literal
 from app.context.live_state import WILDCARD, Owner, read_files, recent_files
+from app.infra.state import AppState
 from app.protocol import Snippet
-from app.state import AppState
 from db.tables import EMBEDDING_DIM
 
 log = logging.getLogger(__name__)

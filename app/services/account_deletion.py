@@ -20,7 +20,7 @@ from sqlalchemy import ColumnElement, and_, delete, exists, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
-from app import tokens
+from app.identity import tokens
 from db.tables import (
     BehavioralTelemetry,
     Chat,

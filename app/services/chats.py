@@ -12,8 +12,9 @@ from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
-from app import tokens
 from app.errors import Forbidden, NotFound
+from app.identity import tokens
+from app.infra.state import AppState, ModelInfo
 from app.protocol import ChatCall, ChatRole
 from app.protocol import ChatMessage as Turn
 from app.redaction import redact
@@ -41,7 +42,6 @@ from app.services.pipeline import (
     redact_context,
     resolve_models,
 )
-from app.state import AppState, ModelInfo
 from app.telemetry.events import ChatEvent, ChatMessageEvent, GenerationEvent
 from app.telemetry.stream import chat_deleted_key
 from db.tables import Chat, ChatMessage, ChatQuery, Generation, MetaQuery, utcnow

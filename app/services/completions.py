@@ -11,9 +11,10 @@ from dataclasses import dataclass, field
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app import tokens
 from app.context.retrieval import snippets_for
 from app.errors import Forbidden, NotFound, PayloadTooLarge
+from app.identity import tokens
+from app.infra.state import AppState, ModelInfo
 from app.protocol import CompletionCall, CompletionResult, Snippet
 from app.redaction import redact
 from app.schemas.completion import (
@@ -38,8 +39,7 @@ from app.services.pipeline import (
     redact_context,
     resolve_models,
 )
-from app.state import AppState, ModelInfo
-from app.supersede import announce
+from app.services.supersede import announce
 from app.telemetry.events import FeedbackEvent, GenerationEvent
 from app.telemetry.stream import publish
 from db.tables import Generation, MetaQuery, User, utcnow

@@ -7,12 +7,12 @@ import asyncio
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app import email_tokens, tokens
 from app.errors import Unauthorized, Unprocessable
-from app.mail import Mail, lifetime_text
-from app.passwords import hash_password, password_problem
+from app.identity import email_tokens, tokens
+from app.identity.passwords import hash_password, password_problem
+from app.infra.mail import Mail, lifetime_text
+from app.infra.settings import Settings
 from app.services.users import find_by_email
-from app.settings import Settings
 from db.tables import User
 
 INVALID_LINK = "Invalid or expired password reset link: request a new one"

@@ -23,13 +23,13 @@ from pydantic import BaseModel
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 
-from app import tokens
 from app.errors import Conflict, Forbidden, PayloadTooLarge, Unprocessable
+from app.identity import tokens
+from app.infra.state import AppState, ModelInfo
 from app.redaction import redact
 from app.schemas.completion import BehavioralTelemetry, CompletionContext, ContextualTelemetry
 from app.schemas.user import Preference
-from app.state import AppState, ModelInfo
-from app.supersede import cancel_older
+from app.services.supersede import cancel_older
 from app.telemetry.events import BehavioralRow, ContextRow, ContextualRow, QueryEvent
 from app.telemetry.stream import add_events
 from db.tables import utcnow
@@ -196,7 +196,7 @@ class _InFlight:
     """The model calls of one request, and whether a newer request of its session superseded them."""
 
     calls: asyncio.Future[Any]
-    seq: int = 0  # the request's number in its session (app/supersede.py)
+    seq: int = 0  # the request's number in its session (app/services/supersede.py)
     superseded: bool = False
 
 

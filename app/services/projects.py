@@ -18,10 +18,10 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
-from app import tokens
 from app.errors import Conflict, Forbidden, NotFound
+from app.identity import tokens
+from app.infra.settings import Settings
 from app.schemas.project import InvitationPublic, InvitedRole, MemberPublic, ProjectPublic, Role
-from app.settings import Settings
 from db.tables import Project, ProjectInvitation, ProjectMember, SessionProject, User, utcnow
 
 MANAGERS = ("owner", "admin")

@@ -9,10 +9,10 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
-from app import tokens
 from app.context.consent import project_consents
 from app.context.live_state import Owner, drop
-from app.settings import Settings
+from app.identity import tokens
+from app.infra.settings import Settings
 from db.tables import Session, SessionProject, utcnow
 
 

@@ -11,8 +11,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.errors import Conflict, Forbidden, Unauthorized, Unprocessable
-from app.google_identity import GoogleIdentity
-from app.passwords import burn_verification, hash_password, password_problem, verify_password
+from app.identity.google import GoogleIdentity
+from app.identity.passwords import burn_verification, hash_password, password_problem, verify_password
 from app.schemas.user import Preference, UserAuthenticate, UserCreate, UserPublic, UserUpdate
 from db.tables import Config, User
 

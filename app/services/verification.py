@@ -5,11 +5,11 @@ from __future__ import annotations
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app import email_tokens
 from app.errors import Conflict, Unauthorized
-from app.mail import Mail, lifetime_text
+from app.identity import email_tokens
+from app.infra.mail import Mail, lifetime_text
+from app.infra.settings import Settings
 from app.services.users import find_by_email
-from app.settings import Settings
 from db.tables import User
 
 INVALID_LINK = "Invalid or expired verification link: request a new one"

@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from app.state import AppState
+from app.infra.state import AppState
 from db.migrate import upgrade
 from serve.embedded import EmbeddedServices, ServiceUrls
 from serve.tuning import SERVE_ENV
@@ -189,7 +189,7 @@ def registry(test_models: dict[str, Path]) -> list[dict]:
 @pytest.fixture(scope="session")
 def app_settings(services: ServiceUrls):  # type: ignore[no-untyped-def]
     """Settings pointing the application at the embedded services."""
-    from app.settings import Settings
+    from app.infra.settings import Settings
 
     # Its own Redis database: the Serve app's writer and reaper actors live all session long and must not
     # consume the telemetry stream (or expiry events) of the in-process apps of other test modules.

@@ -13,8 +13,8 @@ import pytest
 from passlib.hash import argon2
 from sqlalchemy import select
 
-from app import email_tokens, tokens
-from app.state import AppState
+from app.identity import email_tokens, tokens
+from app.infra.state import AppState
 from db.tables import User
 from serve.embedded import ServiceUrls
 from tests.utils import payloads as P

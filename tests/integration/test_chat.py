@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import func, select
 
 from app import protocol
-from app.state import AppState
+from app.infra.state import AppState
 from db.tables import Chat, ChatMessage, Context, MetaQuery
 from tests.utils.asgi_api import model_id, settle, signed_in
 

@@ -9,12 +9,12 @@ from typing import Any
 import httpx
 from sqlalchemy import func, select
 
-from app import tokens
-from app.context.indexer import ContextIndexer
 from app.context.live_state import DIRTY_KEY, Owner, read_file, read_files, state_key
 from app.context.retrieval import snippets_for
+from app.identity import tokens
+from app.infra.state import AppState
 from app.protocol import Snippet
-from app.state import AppState
+from app.workers.context_indexer import ContextIndexer
 from db.tables import ContextChunk
 from tests.utils.asgi_api import minilm, signed_in
 

@@ -16,15 +16,15 @@ import pytest
 from sqlalchemy import select
 
 from app.errors import ServiceUnavailable, Unauthorized
-from app.google_identity import (
+from app.identity.google import (
     GoogleVerifier,
     JwksCache,
     TokenInfoClient,
     google_verifier_for,
     looks_like_jwt,
 )
-from app.settings import Settings
-from app.state import AppState
+from app.infra.settings import Settings
+from app.infra.state import AppState
 from db.tables import User
 from tests.integration.conftest import free_port
 from tests.utils import payloads as P

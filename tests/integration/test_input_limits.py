@@ -12,8 +12,8 @@ from starlette.testclient import TestClient
 from starlette.websockets import WebSocketDisconnect
 
 from app.bootstrap import build_state
+from app.infra.settings import Settings
 from app.main import create_app
-from app.settings import Settings
 from db.tables import Context, MetaQuery, User
 from tests.utils import payloads as P
 from tests.utils.asgi_api import ENTRIES, ScriptedGateway, cards_of, count, model_id, signed_in

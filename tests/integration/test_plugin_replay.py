@@ -17,7 +17,7 @@ import pytest
 from pyhocon import ConfigFactory
 from sqlalchemy import select
 
-from app.state import AppState
+from app.infra.state import AppState
 from db.seed_data import PROGRAMMING_LANGUAGES
 from db.tables import ChatMessage, Generation, GroundTruth, Session
 from serve.embedded import ServiceUrls

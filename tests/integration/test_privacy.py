@@ -11,8 +11,8 @@ import httpx
 from sqlalchemy import func, insert, select
 from sqlmodel import SQLModel
 
+from app.infra.state import AppState
 from app.services.retention import delete_expired_data
-from app.state import AppState
 from db.tables import (
     BehavioralTelemetry,
     Chat,

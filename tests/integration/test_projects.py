@@ -10,7 +10,7 @@ import httpx
 import pytest
 from sqlalchemy import select, update
 
-from app import tokens
+from app.identity import tokens
 from db.tables import MetaQuery, Project, ProjectInvitation, utcnow
 from tests.utils import payloads as P
 from tests.utils.asgi_api import model_id, settle, signed_in

@@ -9,9 +9,9 @@ from fastapi import WebSocket
 from starlette.testclient import TestClient, WebSocketDenialResponse
 from starlette.websockets import WebSocketDisconnect
 
+from app.api.ratelimit import enforce
 from app.errors import RateLimited
 from app.main import create_app
-from app.ratelimit import enforce
 from db.tables import MetaQuery
 from tests.utils import payloads as P
 from tests.utils.asgi_api import count, model_id, signed_in
@@ -166,7 +166,7 @@ async def test_redis_outage_fails_open_without_500(services) -> None:
 def test_websocket_connects_and_messages_are_limited(services) -> None:
     """The middleware counts handshakes; handlers call `enforce` per message (TestClient: its own event loop)."""
     from app.bootstrap import build_state
-    from app.settings import Settings
+    from app.infra.settings import Settings
     from tests.utils.asgi_api import ENTRIES, ScriptedGateway, cards_of
 
     settings = Settings(environment="test", rate_limit_completion=3)

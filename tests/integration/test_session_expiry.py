@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from app import tokens
 from app.context.live_state import Owner, read_files
-from app.session_reaper import SessionReaper
+from app.identity import tokens
+from app.workers.session_reaper import SessionReaper
 from db.tables import Session, User
 from serve.embedded import ServiceUrls
 from tests.utils.asgi_api import api_settings, running_api, signed_in

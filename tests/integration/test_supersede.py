@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 
-from app import supersede
+from app.services import supersede
 from app.services.pipeline import _InFlight
 from tests.utils import payloads as P
 from tests.utils.asgi_api import model_id

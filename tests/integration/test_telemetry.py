@@ -13,7 +13,7 @@ from redis.asyncio import Redis
 
 from app.telemetry.events import FeedbackEvent
 from app.telemetry.stream import DEAD, FIELD, STREAM, publish, stream_status, wait_drained
-from app.telemetry.writer import TelemetryWriter
+from app.workers.telemetry_writer import TelemetryWriter
 from db.tables import utcnow
 from serve.embedded import EmbeddedServices, ServiceUrls
 from tests.utils.telemetry_events import make_user_and_models, query_events, stored_counts
@@ -89,7 +89,7 @@ async def test_copy_of_a_replay_fails_loudly_for_every_table(services: ServiceUr
     import asyncpg
 
     from app.telemetry.events import ChatEvent, ChatMessageEvent, QueryEvent
-    from app.telemetry.writer import Entry, _write_batch
+    from app.workers.telemetry_writer import Entry, _write_batch
     from db.engine import plain_url
 
     user_id, models = await make_user_and_models(services.database_url)

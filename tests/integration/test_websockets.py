@@ -15,7 +15,7 @@ import pytest
 import uvicorn
 import websockets
 
-from app.state import AppState
+from app.infra.state import AppState
 from db.tables import MetaQuery
 from serve.embedded import ServiceUrls
 from tests.utils import payloads as P

@@ -10,14 +10,14 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from app import link_pages
-from app.email_tokens import token_key
+from app.api import link_pages
+from app.api.form_or_json import parse_as
 from app.errors import Unprocessable
-from app.form_or_json import parse_as
-from app.mail import Mail, build_message, lifetime_text, send_mail, write_outbox
+from app.identity.email_tokens import token_key
+from app.infra.mail import Mail, build_message, lifetime_text, send_mail, write_outbox
+from app.infra.settings import Settings
 from app.schemas.user import PasswordResetChange, Preference, UserUpdate
 from app.services.users import merged_preference
-from app.settings import Settings
 
 
 @pytest.mark.parametrize(

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from app.client_address import address_bucket, parse_ip, parse_networks, resolve_client_address
-from app.ratelimit import route_class_of
-from app.settings import Settings
+from app.api.ratelimit import route_class_of
+from app.infra.client_address import address_bucket, parse_ip, parse_networks, resolve_client_address
+from app.infra.settings import Settings
 
 TRUSTED = parse_networks(["10.0.0.0/8", "192.168.1.1", "2001:db8:ffff::/48"])
 

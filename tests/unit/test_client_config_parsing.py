@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from app.client_config import _parsed, parse_config
+from app.services.client_config import _parsed, parse_config
 
 TEXT = 'config { models { available = [] }, server { host = "a" } }'
 

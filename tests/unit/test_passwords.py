@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from app.passwords import hash_password, password_problem, verify_password
+from app.identity.passwords import hash_password, password_problem, verify_password
 
 
 @pytest.mark.parametrize(

@@ -7,8 +7,8 @@ import asyncio
 import httpx
 from fastapi import FastAPI, Response
 
-from app.routers.completion import server_timing
-from app.server_timing import ServerTimingMiddleware
+from app.api.routes.completion import server_timing
+from app.api.server_timing import ServerTimingMiddleware
 
 
 def app() -> FastAPI:

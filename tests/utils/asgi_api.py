@@ -14,12 +14,12 @@ import httpx
 from sqlalchemy import func, select
 
 from app.bootstrap import build_state, close_state
+from app.infra.settings import Settings
+from app.infra.state import AppState
 from app.main import create_app
 from app.protocol import ChatCall, CompletionCall, CompletionResult, ModelCard
-from app.settings import Settings
-from app.state import AppState
 from app.telemetry.stream import wait_drained
-from app.telemetry.writer import TelemetryWriter
+from app.workers.telemetry_writer import TelemetryWriter
 from deployments.registry import ModelEntry
 from tests.utils import payloads as P
 

@@ -37,8 +37,8 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from app.bootstrap import build_state
+from app.infra.settings import Settings
 from app.main import create_app
-from app.settings import Settings
 from tests.utils import payloads as P
 from tests.utils.asgi_api import ENTRIES, ScriptedGateway, cards_of
 

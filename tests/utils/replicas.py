@@ -11,9 +11,9 @@ import httpx
 from fastapi import FastAPI
 
 from app.bootstrap import build_state, close_state
+from app.infra.settings import Settings
+from app.infra.state import AppState
 from app.main import create_app
-from app.settings import Settings
-from app.state import AppState
 from serve.embedded import ServiceUrls
 from tests.utils.asgi_api import ENTRIES, ScriptedGateway, cards_of
 

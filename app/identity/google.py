@@ -25,7 +25,7 @@ from joserfc.errors import ClaimError, ExpiredTokenError, InvalidKeyIdError, Jos
 from joserfc.jwk import KeySet
 
 from app.errors import BadRequest, ServiceUnavailable, Unauthorized
-from app.settings import Settings
+from app.infra.settings import Settings
 
 ISSUERS = ("accounts.google.com", "https://accounts.google.com")
 ALGORITHMS = ["RS256"]

@@ -11,7 +11,7 @@ from __future__ import annotations
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.errors import BadRequest, PayloadTooLarge, send_error
-from app.state import AppState
+from app.infra.state import AppState
 
 WS_MESSAGE_TOO_BIG = 1009
 

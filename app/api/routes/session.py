@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from fastapi import Request, Response
 
-from app import tokens
-from app.cookies import clear_token_cookie, set_token_cookie
-from app.deps import AuthDep, DbDep, RedisDep, StateDep, auth_token_of, session_token_of
+from app.api.cookies import clear_token_cookie, set_token_cookie
+from app.api.deps import AuthDep, DbDep, RedisDep, StateDep, auth_token_of, session_token_of
+from app.api.routing import SlashTolerantRouter
 from app.errors import Forbidden, Unauthorized
-from app.routing import SlashTolerantRouter
+from app.identity import tokens
 from app.schemas.common import ErrorResponse, Message, error_responses
 from app.schemas.session import SessionAcquireResponse
 from app.services import sessions

@@ -7,8 +7,8 @@ from typing import Any
 
 from fastapi import Response
 
-from app.deps import CallerDep, DbDep, StateDep, UserDep
-from app.routing import SlashTolerantRouter
+from app.api.deps import CallerDep, DbDep, StateDep, UserDep
+from app.api.routing import SlashTolerantRouter
 from app.schemas.common import ErrorResponse
 from app.schemas.completion import (
     CompletionData,

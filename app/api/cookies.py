@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import Response
 
-from app.settings import Settings
+from app.infra.settings import Settings
 
 
 def set_token_cookie(response: Response, settings: Settings, name: str, token: str) -> None:

@@ -10,7 +10,7 @@ from typing import Literal
 
 from redis.asyncio import Redis
 
-from app.tokens import PREFIX, index_for_user, new_token
+from app.identity.tokens import PREFIX, index_for_user, new_token
 
 Purpose = Literal["verify", "reset"]
 

@@ -9,7 +9,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from app.client_address import parse_networks
+from app.infra.client_address import parse_networks
 
 PLACEHOLDER_SECRET = "change-me-in-production"
 
@@ -28,7 +28,7 @@ class Settings(BaseSettings):
 
     # Token lifetimes (seconds), hierarchy auth > session > project. Auth and session tokens slide: every
     # use renews them for their ttl again, but none lives longer than token_max_age_s after it was issued;
-    # a project activation lives as long as its session (app/tokens.py).
+    # a project activation lives as long as its session (app/identity/tokens.py).
     auth_token_ttl_s: int = Field(default=7 * 24 * 3600, gt=0)
     session_token_ttl_s: int = Field(default=4 * 3600, gt=0)
     token_max_age_s: int = Field(default=30 * 24 * 3600, gt=0)
@@ -41,14 +41,14 @@ class Settings(BaseSettings):
     # request's Host header, which a client controls (a forged host would send reset links elsewhere).
     public_url: str | None = None
 
-    # Rate limits (app/ratelimit.py): requests per sliding window, per user when authenticated, else per
+    # Rate limits (app/api/ratelimit.py): requests per sliding window, per user when authenticated, else per
     # client address; auth routes always per address. Off only for tests of other modules.
     rate_limit_enabled: bool = True
     rate_limit_window_s: int = Field(default=60, gt=0)
     rate_limit_completion: int = Field(default=600, gt=0)
     rate_limit_auth: int = Field(default=30, gt=0)
     rate_limit_default: int = Field(default=300, gt=0)
-    # CIDRs of reverse proxies whose X-Forwarded-For is believed (app/client_address.py); empty: none.
+    # CIDRs of reverse proxies whose X-Forwarded-For is believed (app/infra/client_address.py); empty: none.
     trusted_proxies: list[str] = Field(default_factory=list)
 
     # Request limits.

@@ -8,8 +8,8 @@ from typing import Any
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from app.infra.settings import Settings
 from app.protocol import ModelCard, ModelGateway
-from app.settings import Settings
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +62,7 @@ class AppState:
     reference: ReferenceIds = field(default_factory=ReferenceIds)
     # In-flight model calls per session on this replica: a newer request of the session cancels the older.
     inflight: dict[Any, Any] = field(default_factory=dict)
-    # Listens for newer requests announced by other replicas (app/supersede.py).
+    # Listens for newer requests announced by other replicas (app/services/supersede.py).
     supersede_listener: Any = None
 
     def model_by_name(self, name: str) -> ModelInfo | None:

@@ -6,9 +6,9 @@ import uuid
 
 from fastapi import Request, Response, status
 
-from app.cookies import set_token_cookie
-from app.deps import AuthDep, DbDep, RedisDep, SessionDep, StateDep, UserDep, session_token_of
-from app.routing import SlashTolerantRouter
+from app.api.cookies import set_token_cookie
+from app.api.deps import AuthDep, DbDep, RedisDep, SessionDep, StateDep, UserDep, session_token_of
+from app.api.routing import SlashTolerantRouter
 from app.schemas.common import Message, error_responses
 from app.schemas.project import (
     InvitationAccept,
@@ -46,7 +46,7 @@ async def create_project(
 
     The answer's `project_token` is the project's id: the plugin keeps it and activates with
     `UUID.fromString(project_token)` later, and sends it back as its own `project_token` cookie, which this
-    session's activation accepts (app/tokens.py: effective_project_token).
+    session's activation accepts (app/identity/tokens.py: effective_project_token).
     """
     project, token = await projects.create(db, redis, session, session_token_of(request), body.project_name)
     set_token_cookie(response, state.settings, "project_token", token)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from fastapi.responses import StreamingResponse
 
-from app.deps import StateDep, UserDep
-from app.routing import SlashTolerantRouter
+from app.api.deps import StateDep, UserDep
+from app.api.routing import SlashTolerantRouter
 from app.schemas.common import ErrorResponse
 from app.services.data_export import export_user
 

@@ -27,18 +27,18 @@ from fastapi import WebSocket, WebSocketDisconnect
 from pydantic import BaseModel, Field, ValidationError
 from starlette.websockets import WebSocketState
 
-from app import deps, ratelimit
-from app.context.updates import update_context
+from app.api import deps, ratelimit
+from app.api.routes import chat as chat_routes
+from app.api.routes import completion as completion_routes
+from app.api.routes import context as context_routes
+from app.api.routing import SlashTolerantRouter
 from app.errors import InternalError, ServiceUnavailable, as_domain_error, log_sanitised
-from app.routers import chat as chat_routes
-from app.routers import completion as completion_routes
-from app.routers import context as context_routes
-from app.routing import SlashTolerantRouter
+from app.infra.state import AppState, ModelInfo
 from app.schemas.chat import ChatRequest
 from app.schemas.completion import CompletionRequest, FeedbackRequest
 from app.schemas.context import MultiFileContextUpdate
 from app.services import chats, completions
-from app.state import AppState, ModelInfo
+from app.services.context_updates import update_context
 
 log = logging.getLogger(__name__)
 router = SlashTolerantRouter(prefix="/api/ws", tags=["websocket"])

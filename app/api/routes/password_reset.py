@@ -7,12 +7,12 @@ from typing import Any
 from fastapi import BackgroundTasks, Query, Request
 from fastapi.responses import HTMLResponse, Response
 
-from app import link_pages
-from app.deps import DbDep, RedisDep, StateDep, auth_token_of
+from app.api import link_pages
+from app.api.deps import DbDep, RedisDep, StateDep, auth_token_of
+from app.api.form_or_json import parse_as, read_form_or_json
+from app.api.routing import SlashTolerantRouter
 from app.errors import DomainError
-from app.form_or_json import parse_as, read_form_or_json
-from app.mail import send_mail
-from app.routing import SlashTolerantRouter
+from app.infra.mail import send_mail
 from app.schemas.common import ErrorResponse, Message
 from app.schemas.user import EmailRequest, PasswordResetChange
 from app.services import password_reset

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from html import escape
 
-from app.passwords import POLICY
+from app.identity.passwords import POLICY
 
 
 def _page(title: str, body: str) -> str:

@@ -15,10 +15,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 from starlette.requests import HTTPConnection
 
-from app import tokens
 from app.errors import Forbidden, Unauthorized
-from app.settings import Settings
-from app.state import AppState
+from app.identity import tokens
+from app.infra.settings import Settings
+from app.infra.state import AppState
 from db.tables import User
 
 

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from app.context.updates import update_context
-from app.deps import DbDep, ProjectDep, StateDep
-from app.routing import SlashTolerantRouter
+from app.api.deps import DbDep, ProjectDep, StateDep
+from app.api.routing import SlashTolerantRouter
 from app.schemas.common import error_responses
 from app.schemas.context import MultiFileContextUpdate, MultiFileContextUpdateResponse
+from app.services.context_updates import update_context
 
 router = SlashTolerantRouter(prefix="/api/completion/multi-file-context", tags=["context"])
 ERRORS = error_responses(401, 403, 413, 422, 503)

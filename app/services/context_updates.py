@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app import tokens
 from app.context.consent import project_consents
 from app.context.edits import LineChange
 from app.context.live_state import Owner, apply_updates
+from app.identity import tokens
+from app.infra.state import AppState
 from app.schemas.context import MultiFileContextUpdate
-from app.state import AppState
 
 
 async def live_ttl_ms(state: AppState, project: tokens.ProjectInfo, consent: bool) -> int:

@@ -12,7 +12,7 @@ the new request only if the count is under the limit. Why this and not a sliding
   clocks still agree.
 
 Identity: the user (`user:<id>`) when the request carries a valid auth token, else the client
-address (`addr:<ip or IPv6 /64>`, see app/client_address.py). Auth routes (sign-up, sign-in,
+address (`addr:<ip or IPv6 /64>`, see app/infra/client_address.py). Auth routes (sign-up, sign-in,
 verification, password reset) are always keyed by address: they are where passwords get guessed.
 Keying signed-in users by user rather than by address keeps a lab of students behind one NAT from
 throttling each other.
@@ -31,12 +31,12 @@ from redis.exceptions import RedisError
 from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app import tokens
-from app.client_address import address_bucket, client_address_of, parse_networks
-from app.deps import auth_token_of, remember_auth
+from app.api.deps import auth_token_of, remember_auth
 from app.errors import RateLimited, send_error
-from app.settings import Settings
-from app.state import AppState
+from app.identity import tokens
+from app.infra.client_address import address_bucket, client_address_of, parse_networks
+from app.infra.settings import Settings
+from app.infra.state import AppState
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from email.message import EmailMessage
 from pathlib import Path
 
-from app.settings import Settings
+from app.infra.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from app.errors import NotFound
-from app.state import AppState
+from app.infra.state import AppState
 from db.tables import Config, ProgrammingLanguage, User
 
 

@@ -6,8 +6,8 @@ import uuid
 
 from fastapi import Path
 
-from app.deps import DbDep, ProjectDep, SessionDep, StateDep, UserDep
-from app.routing import SlashTolerantRouter
+from app.api.deps import DbDep, ProjectDep, SessionDep, StateDep, UserDep
+from app.api.routing import SlashTolerantRouter
 from app.schemas.chat import ChatDeleted, ChatHistoryPage, ChatHistoryResponse, ChatRequest
 from app.schemas.common import error_responses
 from app.services import chats

@@ -20,7 +20,7 @@ from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
-from app import tokens
+from app.identity import tokens
 from app.services import sessions
 from db.engine import make_engine, make_sessionmaker
 

@@ -6,13 +6,13 @@ from typing import Annotated, Any
 
 from fastapi import BackgroundTasks, Depends, Query, Request, Response, status
 
-from app import deps, tokens
-from app.client_config import client_config
-from app.cookies import clear_token_cookie, set_token_cookie
-from app.deps import DbDep, RedisDep, StateDep, UserDep
-from app.google_identity import GoogleVerifier, get_google_verifier
-from app.mail import send_mail
-from app.routing import SlashTolerantRouter
+from app.api import deps
+from app.api.cookies import clear_token_cookie, set_token_cookie
+from app.api.deps import DbDep, RedisDep, StateDep, UserDep
+from app.api.routing import SlashTolerantRouter
+from app.identity import tokens
+from app.identity.google import GoogleVerifier, get_google_verifier
+from app.infra.mail import send_mail
 from app.schemas.common import ErrorResponse, Message
 from app.schemas.user import (
     AuthenticateResponse,
@@ -24,6 +24,7 @@ from app.schemas.user import (
     UserUpdate,
 )
 from app.services import account_deletion, users, verification
+from app.services.client_config import client_config
 
 router = SlashTolerantRouter(prefix="/api/user", tags=["user"])
 ERRORS: dict[int | str, dict[str, Any]] = {

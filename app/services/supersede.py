@@ -24,7 +24,7 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
-from app.tokens import PREFIX
+from app.identity.tokens import PREFIX
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,1 @@
+"""Who is calling: tokens, passwords, Google sign-in, email links, the auth chain."""

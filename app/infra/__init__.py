@@ -1,0 +1,1 @@
+"""What a running ingress is built from: settings, state, client addresses, mail."""
