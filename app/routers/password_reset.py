@@ -8,7 +8,8 @@ from fastapi import BackgroundTasks, Query, Request
 from fastapi.responses import HTMLResponse, Response
 
 from app import link_pages
-from app.deps import DbDep, RedisDep, StateDep, auth_token_of
+from app.auth import auth_token_of
+from app.deps import DbDep, RedisDep, StateDep
 from app.errors import DomainError
 from app.form_or_json import parse_as, read_form_or_json
 from app.mail import send_mail

@@ -5,8 +5,9 @@ from __future__ import annotations
 from fastapi import Request, Response
 
 from app import tokens
+from app.auth import auth_token_of, session_token_of
 from app.cookies import clear_token_cookie, set_token_cookie
-from app.deps import AuthDep, DbDep, RedisDep, StateDep, auth_token_of, session_token_of
+from app.deps import AuthDep, DbDep, RedisDep, StateDep
 from app.errors import Forbidden, Unauthorized
 from app.routing import SlashTolerantRouter
 from app.schemas.common import ErrorResponse, Message, error_responses
