@@ -31,7 +31,7 @@ from redis.exceptions import RedisError
 from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.api.deps import auth_token_of, remember_auth
+from app.api import auth
 from app.errors import RateLimited, send_error
 from app.identity import tokens
 from app.infra.client_address import address_bucket, client_address_of, parse_networks
@@ -136,14 +136,7 @@ class RateLimiter:
     async def identity_of(self, conn: HTTPConnection, route_class: RouteClass) -> str:
         """`user:<id>` for a valid auth token (except on auth routes), else `addr:<client address bucket>`."""
         if route_class != "auth":
-            token = auth_token_of(conn)
-            info = (
-                await tokens.resolve_auth(self.redis, token, self.settings.auth_token_ttl_s)
-                if token
-                else None
-            )
-            if token:
-                remember_auth(conn, token, info)  # the route's auth dependency need not ask Redis again
+            info = await auth.peek_auth(conn, self.redis, self.settings)  # the route's chain reuses it
             if info is not None:
                 return f"user:{info.user_id}"
         return f"addr:{address_bucket(client_address_of(conn, self.trusted))}"

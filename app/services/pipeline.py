@@ -41,7 +41,7 @@ M = TypeVar("M", bound=BaseModel)
 
 
 class Requester(Protocol):
-    """Who asks: a user row, or the hot path's cached copy of it (deps.Caller)."""
+    """Who asks: a user row, or the hot path's cached copy of it (auth.CallerInfo)."""
 
     @property
     def user_id(self) -> uuid.UUID: ...

@@ -1,22 +1,33 @@
-"""Accounts: creation (password or Google), authentication, reading and updating the user."""
+"""Accounts: creation (password or Google), authentication, reading and updating the user, and the
+cached copy of each user's preference that the completion path reads instead of PostgreSQL."""
 
 from __future__ import annotations
 
 import asyncio
+import json
+import uuid
 from typing import Any
 
 from pydantic import ValidationError
+from redis.asyncio import Redis
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlmodel import col
 
 from app.errors import Conflict, Forbidden, Unauthorized, Unprocessable
+from app.identity import tokens
 from app.identity.google import GoogleIdentity
 from app.identity.passwords import burn_verification, hash_password, password_problem, verify_password
 from app.schemas.user import Preference, UserAuthenticate, UserCreate, UserPublic, UserUpdate
 from db.tables import Config, User
 
 DEFAULT_CONFIG_ID = 1
+# How long the hot paths may use a cached copy of a user's preference. A change through the API
+# overwrites the copy after its commit (update_user) and account deletion removes it (tokens.revoke_user);
+# readers only fill a missing copy (SET NX), so a reader that read PostgreSQL before a change cannot put
+# the old value back. The TTL only bounds changes made directly in PostgreSQL.
+USER_SNAPSHOT_TTL_S = 300
 NOT_VERIFIED = (
     "Email address is not verified: open the link in the verification mail "
     "(POST /api/user/verify/resend sends a new one)"
@@ -34,6 +45,34 @@ def public_user(user: User) -> UserPublic:
         config_id=user.config_id,
         preference=Preference.model_validate(user.preference or {}),
         is_admin=user.is_admin,
+    )
+
+
+def snapshot_preference(raw: bytes | str | None) -> dict[str, Any] | None:
+    """The preference in a cached copy as Redis returned it; None when there is no usable copy."""
+    cached = json.loads(raw) if raw is not None else None
+    return cached if isinstance(cached, dict) else None
+
+
+async def load_preference(
+    sessionmaker: async_sessionmaker[AsyncSession], redis: Redis, user_id: uuid.UUID
+) -> dict[str, Any] | None:
+    """The user's preference from PostgreSQL (None when the account is gone), cached unless a copy exists."""
+    async with sessionmaker() as db:
+        row = (await db.execute(select(col(User.preference)).where(col(User.user_id) == user_id))).first()
+    if row is None:
+        return None
+    preference: dict[str, Any] = row[0] or {}
+    await redis.set(
+        tokens.user_snapshot_key(user_id), json.dumps(preference), ex=USER_SNAPSHOT_TTL_S, nx=True
+    )
+    return preference
+
+
+async def _store_snapshot(redis: Redis, user: User) -> None:
+    """Overwrite the cached copy of a user's preference after a committed change."""
+    await redis.set(
+        tokens.user_snapshot_key(user.user_id), json.dumps(user.preference or {}), ex=USER_SNAPSHOT_TTL_S
     )
 
 
@@ -171,8 +210,9 @@ def merged_preference(current: dict[str, Any], update: dict[str, Any]) -> dict[s
         raise Unprocessable(f"Invalid preference: {fields or 'not an object'}") from None
 
 
-async def update_user(db: AsyncSession, user: User, body: UserUpdate) -> bool:
-    """Apply a partial update (all checks before any write); True when the email changed (re-verify it)."""
+async def update_user(db: AsyncSession, redis: Redis, user: User, body: UserUpdate) -> bool:
+    """Apply a partial update (all checks before any write) and refresh the user's cached copy; True when
+    the email changed (re-verify it)."""
     changes = {k: v for k, v in body.model_dump(exclude_unset=True).items() if v is not None}
     new_email = str(changes["email"]) if "email" in changes else None
     email_changes = new_email is not None and new_email != user.email
@@ -220,4 +260,5 @@ async def update_user(db: AsyncSession, user: User, body: UserUpdate) -> bool:
     except IntegrityError as exc:  # the email was taken concurrently
         await db.rollback()
         raise Conflict("A user with this email already exists") from exc
+    await _store_snapshot(redis, user)
     return address_changes

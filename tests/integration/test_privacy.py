@@ -12,6 +12,7 @@ from sqlalchemy import func, insert, select
 from sqlmodel import SQLModel
 
 from app.infra.state import AppState
+from app.services import users
 from app.services.retention import delete_expired_data
 from db.tables import (
     BehavioralTelemetry,
@@ -416,6 +417,24 @@ async def test_a_preference_change_applies_to_the_very_next_completion(api) -> N
     assert await stored_parts(state, first) == (True, True, True)
     assert await stored_parts(state, second) == (False, False, False)
     assert await stored_parts(state, third) == (True, False, False)
+
+
+async def test_a_reader_only_fills_a_missing_cached_preference(api) -> None:
+    """Readers SET NX: one that read PostgreSQL before a change cannot put the old value back."""
+    client, state = api
+    c, _ = await signed_in(client, preference={"store_context": True})
+    user_id = await me(c)
+    key = f"c4m:user_snapshot:{user_id}"
+    await state.redis.delete(key)
+    read = await users.load_preference(state.sessionmaker, state.redis, user_id)
+    assert read is not None and read["store_context"] is True
+    assert json.loads(await state.redis.get(key)) == read
+    assert 0 < await state.redis.ttl(key) <= users.USER_SNAPSHOT_TTL_S
+    await state.redis.set(key, json.dumps({"store_context": False}))  # a writer's newer copy
+    read = await users.load_preference(state.sessionmaker, state.redis, user_id)
+    assert read is not None and read["store_context"] is True  # what this reader saw in PostgreSQL ...
+    assert json.loads(await state.redis.get(key)) == {"store_context": False}  # ... does not replace it
+    assert await users.load_preference(state.sessionmaker, state.redis, uuid.uuid4()) is None
 
 
 async def test_a_deleted_account_cannot_complete_even_with_a_cached_preference(api) -> None:

@@ -17,7 +17,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 
 from app.telemetry import events as E
 from app.telemetry import rows as R
-from app.telemetry import writer as W
+from app.workers import telemetry_writer as W
 from db import tables as T
 from db.tables import utcnow
 

@@ -6,7 +6,7 @@ import uuid
 
 from fastapi import Path
 
-from app.api.deps import DbDep, ProjectDep, SessionDep, StateDep, UserDep
+from app.api.deps import CurrentUser, DbDep, PluginSession, ProjectDep, StateDep
 from app.api.routing import SlashTolerantRouter
 from app.schemas.chat import ChatDeleted, ChatHistoryPage, ChatHistoryResponse, ChatRequest
 from app.schemas.common import error_responses
@@ -18,7 +18,12 @@ ERRORS = error_responses(401, 403, 404, 413, 422)
 
 @router.post("/request", response_model=ChatHistoryResponse, responses=ERRORS)
 async def request_chat(
-    body: ChatRequest, user: UserDep, session: SessionDep, project: ProjectDep, state: StateDep, db: DbDep
+    body: ChatRequest,
+    user: CurrentUser,
+    session: PluginSession,
+    project: ProjectDep,
+    state: StateDep,
+    db: DbDep,
 ) -> ChatHistoryResponse:
     """Every requested chat model answers the conversation; a failed model gets an error item."""
     return await chats.request_chat(state, db, user, session, project, body)
@@ -26,14 +31,18 @@ async def request_chat(
 
 @router.get("/get/{page_number}", response_model=ChatHistoryPage, responses=ERRORS)
 async def chat_page(
-    user: UserDep, project: ProjectDep, state: StateDep, db: DbDep, page_number: int = Path(ge=0, le=100_000)
+    user: CurrentUser,
+    project: ProjectDep,
+    state: StateDep,
+    db: DbDep,
+    page_number: int = Path(ge=0, le=100_000),
 ) -> ChatHistoryPage:
     """A page of the caller's chats in the active project, newest first; pages count from 0."""
     return await chats.history_page(state, db, user, project, page_number)
 
 
 @router.delete("/delete/{chat_id}", response_model=ChatDeleted, responses=ERRORS)
-async def delete_chat(chat_id: uuid.UUID, user: UserDep, state: StateDep, db: DbDep) -> ChatDeleted:
+async def delete_chat(chat_id: uuid.UUID, user: CurrentUser, state: StateDep, db: DbDep) -> ChatDeleted:
     """Delete one of the caller's chats with everything stored about it; idempotent (an unknown chat is 200)."""
     return deleted(chat_id, await chats.delete_chat(state, db, user, chat_id))
 

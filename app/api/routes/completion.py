@@ -7,7 +7,7 @@ from typing import Any
 
 from fastapi import Response
 
-from app.api.deps import CallerDep, DbDep, StateDep, UserDep
+from app.api.deps import Caller, CurrentUser, DbDep, StateDep
 from app.api.routing import SlashTolerantRouter
 from app.schemas.common import ErrorResponse
 from app.schemas.completion import (
@@ -33,7 +33,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 
 @router.post("/request", response_model=CompletionResponse, responses=ERRORS)
 async def request_completion(
-    body: CompletionRequest, caller: CallerDep, state: StateDep, response: Response
+    body: CompletionRequest, caller: Caller, state: StateDep, response: Response
 ) -> CompletionResponse:
     """Completions from every requested model, side by side; a failed model gets a failure slot.
 
@@ -64,7 +64,7 @@ def server_timing(timings: dict[str, float]) -> str:
 
 
 @router.post("/feedback", response_model=FeedbackResponse, responses=ERRORS)
-async def feedback(body: FeedbackRequest, user: UserDep, state: StateDep, db: DbDep) -> FeedbackResponse:
+async def feedback(body: FeedbackRequest, user: CurrentUser, state: StateDep, db: DbDep) -> FeedbackResponse:
     """Record whether a completion was accepted and, optionally, the ground truth."""
     await completions.feedback(state, db, user, body)
     return recorded(body)
@@ -72,7 +72,7 @@ async def feedback(body: FeedbackRequest, user: UserDep, state: StateDep, db: Db
 
 @router.get("/{meta_query_id}", response_model=CompletionResponse, responses=ERRORS)
 async def get_completion(
-    meta_query_id: uuid.UUID, user: UserDep, state: StateDep, db: DbDep
+    meta_query_id: uuid.UUID, user: CurrentUser, state: StateDep, db: DbDep
 ) -> CompletionResponse:
     """A stored completion query; only its owner may read it."""
     data = await completions.get_completion(state, db, user, meta_query_id)

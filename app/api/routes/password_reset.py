@@ -8,7 +8,8 @@ from fastapi import BackgroundTasks, Query, Request
 from fastapi.responses import HTMLResponse, Response
 
 from app.api import link_pages
-from app.api.deps import DbDep, RedisDep, StateDep, auth_token_of
+from app.api.auth import auth_token_of
+from app.api.deps import DbDep, RedisDep, StateDep
 from app.api.form_or_json import parse_as, read_form_or_json
 from app.api.routing import SlashTolerantRouter
 from app.errors import DomainError

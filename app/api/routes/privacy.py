@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi.responses import StreamingResponse
 
-from app.api.deps import StateDep, UserDep
+from app.api.deps import CurrentUser, StateDep
 from app.api.routing import SlashTolerantRouter
 from app.schemas.common import ErrorResponse
 from app.services.data_export import export_user
@@ -17,7 +17,7 @@ router = SlashTolerantRouter(prefix="/api/user", tags=["privacy"])
     response_class=StreamingResponse,
     responses={200: {"content": {"application/json": {}}}, 401: {"model": ErrorResponse}},
 )
-async def export(user: UserDep, state: StateDep) -> StreamingResponse:
+async def export(user: CurrentUser, state: StateDep) -> StreamingResponse:
     """Everything stored about the signed-in user, as one JSON document streamed as it is read."""
     return StreamingResponse(
         export_user(state.sessionmaker, user.user_id),

@@ -6,8 +6,9 @@ import uuid
 
 from fastapi import Request, Response, status
 
+from app.api.auth import session_token_of
 from app.api.cookies import set_token_cookie
-from app.api.deps import AuthDep, DbDep, RedisDep, SessionDep, StateDep, UserDep, session_token_of
+from app.api.deps import AuthDep, CurrentUser, DbDep, PluginSession, RedisDep, StateDep
 from app.api.routing import SlashTolerantRouter
 from app.schemas.common import Message, error_responses
 from app.schemas.project import (
@@ -37,7 +38,7 @@ async def create_project(
     body: ProjectCreate,
     request: Request,
     response: Response,
-    session: SessionDep,
+    session: PluginSession,
     state: StateDep,
     db: DbDep,
     redis: RedisDep,
@@ -62,7 +63,7 @@ async def activate_project(
     body: ProjectActivate,
     request: Request,
     response: Response,
-    session: SessionDep,
+    session: PluginSession,
     state: StateDep,
     db: DbDep,
     redis: RedisDep,
@@ -155,7 +156,7 @@ async def revoke_invitation(invitation_id: uuid.UUID, auth: AuthDep, db: DbDep) 
 
 
 @router.post("/invitation/accept", response_model=ProjectResponse, responses=ACCEPT_ERRORS)
-async def accept_invitation(body: InvitationAccept, user: UserDep, db: DbDep) -> ProjectResponse:
+async def accept_invitation(body: InvitationAccept, user: CurrentUser, db: DbDep) -> ProjectResponse:
     """Join the project of an invitation sent to the caller's email address; the token works once."""
     project = await projects.accept_invitation(db, user, body.token)
     return ProjectResponse(message="Invitation accepted: you are a member of the project", project=project)

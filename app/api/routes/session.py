@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from fastapi import Request, Response
 
+from app.api.auth import auth_token_of, session_token_of
 from app.api.cookies import clear_token_cookie, set_token_cookie
-from app.api.deps import AuthDep, DbDep, RedisDep, StateDep, auth_token_of, session_token_of
+from app.api.deps import AuthDep, DbDep, RedisDep, StateDep
 from app.api.routing import SlashTolerantRouter
 from app.errors import Forbidden, Unauthorized
 from app.identity import tokens

@@ -6,9 +6,8 @@ from typing import Annotated, Any
 
 from fastapi import BackgroundTasks, Depends, Query, Request, Response, status
 
-from app.api import deps
 from app.api.cookies import clear_token_cookie, set_token_cookie
-from app.api.deps import DbDep, RedisDep, StateDep, UserDep
+from app.api.deps import CurrentUser, DbDep, RedisDep, StateDep
 from app.api.routing import SlashTolerantRouter
 from app.identity import tokens
 from app.identity.google import GoogleVerifier, get_google_verifier
@@ -95,7 +94,7 @@ async def authenticate(
 
 
 @router.get("/get", response_model=GetUserResponse, responses=ERRORS)
-async def get_user(user: UserDep, request: Request, state: StateDep, db: DbDep) -> GetUserResponse:
+async def get_user(user: CurrentUser, request: Request, state: StateDep, db: DbDep) -> GetUserResponse:
     """The signed-in user and their client config."""
     host, port = _server(request)
     config = await client_config(state, db, user, host=host, port=port)
@@ -104,13 +103,15 @@ async def get_user(user: UserDep, request: Request, state: StateDep, db: DbDep) 
 
 @router.put("/update", response_model=UserResponse, responses=ERRORS)
 async def update_user(
-    body: UserUpdate, user: UserDep, state: StateDep, db: DbDep, redis: RedisDep, background: BackgroundTasks
+    body: UserUpdate,
+    user: CurrentUser,
+    state: StateDep,
+    db: DbDep,
+    redis: RedisDep,
+    background: BackgroundTasks,
 ) -> UserResponse:
     """Change name, email, password, preference or config; the old password guards password and email."""
-    email_changed = await users.update_user(db, user, body)
-    await deps.store_user_snapshot(
-        redis, user.user_id, user.preference
-    )  # the completion path reads this copy
+    email_changed = await users.update_user(db, redis, user, body)
     if email_changed:
         background.add_task(
             send_mail, state.settings, await verification.verification_mail(redis, state.settings, user)
@@ -120,7 +121,7 @@ async def update_user(
 
 @router.delete("/delete", response_model=Message, responses=ERRORS)
 async def delete_user(
-    user: UserDep,
+    user: CurrentUser,
     response: Response,
     db: DbDep,
     redis: RedisDep,

@@ -7,8 +7,8 @@ from typing import Any
 from fastapi import BackgroundTasks, Query, Request
 from fastapi.responses import HTMLResponse, Response
 
-from app.api import link_pages
-from app.api.deps import DbDep, RedisDep, StateDep, UserDep, auth_token_of, current_auth, current_user
+from app.api import auth, link_pages
+from app.api.deps import CurrentUser, DbDep, RedisDep, StateDep
 from app.api.form_or_json import parse_as, read_form_or_json
 from app.api.routing import SlashTolerantRouter
 from app.errors import DomainError
@@ -27,7 +27,7 @@ RESENT = "If the account exists and is not verified yet, a verification mail has
 
 
 @router.get("/verify/check", response_model=VerificationStatus, responses=ERRORS)
-async def check(user: UserDep) -> VerificationStatus:
+async def check(user: CurrentUser) -> VerificationStatus:
     """Whether the signed-in user's email address is verified."""
     return VerificationStatus(
         message="Verification status retrieved successfully", user_is_verified=user.verified
@@ -39,9 +39,10 @@ async def resend(
     request: Request, state: StateDep, db: DbDep, redis: RedisDep, background: BackgroundTasks
 ) -> Message:
     """Mail a new verification link: to the signed-in user, or (no session) to `{email}` if it needs one."""
-    if auth_token_of(request):
-        # Signed in: the usual dependency chain, so a bad token is a 401 like everywhere else.
-        user = await current_user(await current_auth(request, redis, state.settings), db)
+    creds = auth.credentials_of(request)
+    if creds.auth_token:
+        # Signed in: the usual auth chain, so a bad token is a 401 like everywhere else.
+        user = await auth.account(await auth.authenticate(creds, state), db)
         background.add_task(send_mail, state.settings, await verification.resend(redis, state.settings, user))
         return Message(message="Verification mail sent")
     data, _ = await read_form_or_json(request)

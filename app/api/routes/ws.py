@@ -27,7 +27,8 @@ from fastapi import WebSocket, WebSocketDisconnect
 from pydantic import BaseModel, Field, ValidationError
 from starlette.websockets import WebSocketState
 
-from app.api import deps, ratelimit
+from app.api import ratelimit
+from app.api.auth import completion_caller, credentials_of, identify
 from app.api.routes import chat as chat_routes
 from app.api.routes import completion as completion_routes
 from app.api.routes import context as context_routes
@@ -190,12 +191,8 @@ class Connection:
         self.tasks.pop(key, None)
 
     async def caller(self, db: Any, need_project: bool) -> tuple[Any, Any, Any]:
-        """(user, session, project) of this socket's cookies or headers, checked now."""
-        auth = await deps.current_auth(self.ws, self.state.redis, self.state.settings)
-        user = await deps.current_user(auth, db)
-        session = await deps.current_session(self.ws, auth, self.state.redis, self.state.settings)
-        project = await deps.current_project(self.ws, session, self.state.redis) if need_project else None
-        return user, session, project
+        """(user, session, project) of this socket's cookies or headers, checked now by the HTTP routes' chain."""
+        return await identify(credentials_of(self.ws), self.state, db, need_project=need_project)
 
 
 Handler = Callable[[Connection, Any, "str | None"], Awaitable[Any]]
@@ -203,8 +200,7 @@ Handler = Callable[[Connection, Any, "str | None"], Awaitable[Any]]
 
 async def _completion_request(conn: Connection, body: Any, request_id: str | None) -> Any:
     request = CompletionRequest.model_validate(body)
-    auth = await deps.current_auth(conn.ws, conn.state.redis, conn.state.settings)
-    caller = await deps.current_caller(conn.ws, auth, conn.state)
+    caller = await completion_caller(credentials_of(conn.ws), conn.state)
     user, session, project = caller, caller.session, caller.project
 
     async def partial(meta_query_id: uuid.UUID, model: ModelInfo, slot: Any) -> None:
