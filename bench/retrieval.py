@@ -135,7 +135,7 @@ class TimedEmbedder:
     def __init__(self) -> None:
         import torch
 
-        from deployments.embedder import MiniLMEmbedder
+        from deployments.inference.embedding import MiniLMEmbedder
 
         torch.set_num_threads(1)
         self.model = MiniLMEmbedder()

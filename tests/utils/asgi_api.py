@@ -65,7 +65,7 @@ class ScriptedGateway:
 @lru_cache(maxsize=1)
 def minilm() -> Any:
     """The packaged MiniLM embedder, shared by every test of the process."""
-    from deployments.embedder import MiniLMEmbedder
+    from deployments.inference.embedding import MiniLMEmbedder
 
     return MiniLMEmbedder()
 
