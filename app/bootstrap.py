@@ -87,10 +87,13 @@ async def build_state(
 ) -> AppState:
     """Connect to PostgreSQL and Redis, register the models, load reference data."""
     engine = make_engine(database_url)
+    analytics = make_engine(database_url, pool_size=settings.analytics_pool_size, max_overflow=0)
     state = AppState(
         settings=settings,
         engine=engine,
         sessionmaker=make_sessionmaker(engine),
+        analytics_engine=analytics,
+        analytics_sessionmaker=make_sessionmaker(analytics),
         redis=Redis.from_url(redis_url),
         gateway=gateway,
     )
@@ -115,3 +118,4 @@ async def close_state(state: AppState) -> None:
             await state.supersede_listener
     await state.redis.aclose()
     await state.engine.dispose()
+    await state.analytics_engine.dispose()

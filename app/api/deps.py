@@ -37,8 +37,15 @@ async def get_db(state: StateDep) -> AsyncIterator[AsyncSession]:
         yield session
 
 
+async def get_analytics_db(state: StateDep) -> AsyncIterator[AsyncSession]:
+    """A database session from the analytics pool (its own connections; long queries stay off the request path's)."""
+    async with state.analytics_sessionmaker() as session:
+        yield session
+
+
 RedisDep = Annotated[Redis, Depends(get_redis)]
 DbDep = Annotated[AsyncSession, Depends(get_db)]
+AnalyticsDb = Annotated[AsyncSession, Depends(get_analytics_db)]
 
 
 async def get_credentials(request: HTTPConnection) -> auth.Credentials:

@@ -51,6 +51,10 @@ class Settings(BaseSettings):
     # CIDRs of reverse proxies whose X-Forwarded-For is believed (app/infra/client_address.py); empty: none.
     trusted_proxies: list[str] = Field(default_factory=list)
 
+    # Connections of each ingress replica's analytics pool, apart from the request path's pool: a long
+    # analytics query can never take the connections a completion or a sign-in needs (AnalyticsDb).
+    analytics_pool_size: int = Field(default=2, ge=1, le=50)
+
     # Request limits.
     max_body_bytes: int = Field(default=2 * 1024 * 1024, gt=0)
     max_context_chars: int = Field(default=200_000, gt=0)

@@ -56,6 +56,9 @@ class AppState:
     settings: Settings
     engine: AsyncEngine
     sessionmaker: async_sessionmaker[AsyncSession]
+    # A pool of its own for analytics queries (AnalyticsDb), never shared with the request path.
+    analytics_engine: AsyncEngine
+    analytics_sessionmaker: async_sessionmaker[AsyncSession]
     redis: Redis
     gateway: ModelGateway
     models: dict[int, ModelInfo] = field(default_factory=dict)
