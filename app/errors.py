@@ -6,11 +6,13 @@ import contextlib
 import json
 import logging
 import traceback
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import ValidationError
 from redis.exceptions import RedisError
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
@@ -29,6 +31,13 @@ class DomainError(Exception):
         super().__init__(message)
         self.message = message
         self.headers = headers
+
+    @staticmethod
+    def with_status(status: int, message: str, headers: Mapping[str, str] | None = None) -> DomainError:
+        """A domain error of a given status (for errors raised as Starlette HTTPExceptions)."""
+        error = DomainError(message, headers=dict(headers) if headers else None)
+        error.status_code = status
+        return error
 
 
 class BadRequest(DomainError):
@@ -73,6 +82,33 @@ class Unprocessable(DomainError):
     status_code = 422
 
 
+class InvalidInput(Unprocessable):
+    """A body, message, path or query that does not match its schema: which fields and why.
+
+    Only locations, reasons and error types are kept: echoing the offending input could leak code or
+    passwords. One message format for HTTP, WebSocket and form posts.
+    """
+
+    # Where FastAPI says a field was found; it goes from the message (`body.model_ids` -> `model_ids`).
+    SOURCES = frozenset({"body", "query", "path", "header", "cookie"})
+
+    def __init__(self, errors: Sequence[Mapping[str, Any]]) -> None:
+        self.details = [
+            {
+                "loc": [str(p) for p in err.get("loc", ())],
+                "msg": str(err.get("msg", "")),
+                "type": str(err.get("type", "")),
+            }
+            for err in errors
+        ]
+
+        def where(loc: Sequence[str]) -> str:
+            return ".".join(loc[1:] if len(loc) > 1 and loc[0] in self.SOURCES else loc) or "body"
+
+        fields = ", ".join(f"{where(d['loc'])}: {d['msg']}" for d in self.details)
+        super().__init__(f"Invalid request: {fields}")
+
+
 class RateLimited(DomainError):
     """Too many requests in the window."""
 
@@ -97,9 +133,13 @@ RETRY_AFTER_S = 5
 
 
 def as_domain_error(exc: BaseException) -> DomainError | None:
-    """The answer an exception deserves wherever it surfaces (HTTP, WebSocket); None for a bug."""
+    """The answer an exception deserves wherever it surfaces (HTTP, ASGI, WebSocket, HTML pages); None for a bug."""
     if isinstance(exc, DomainError):
         return exc
+    if isinstance(exc, RequestValidationError | ValidationError):
+        return InvalidInput(exc.errors())
+    if isinstance(exc, StarletteHTTPException):
+        return DomainError.with_status(exc.status_code, str(exc.detail), exc.headers)
     if isinstance(exc, OUTAGES):
         which = "Redis" if isinstance(exc, RedisError) else "The database"
         return ServiceUnavailable(
@@ -114,9 +154,33 @@ def log_sanitised(logger: logging.Logger, what: str, exc: BaseException) -> None
     logger.error("%s: %s\n%s", what, type(exc).__name__, frames)
 
 
+def answer_of(exc: BaseException, where: str) -> DomainError:
+    """The one mapping: what any exception answers (`where` names the route or operation for the log).
+
+    Domain errors and invalid input as they are; an outage 503 with Retry-After (logged as a warning, by
+    type); anything else is a bug: 500, logged by type and code location only.
+    """
+    problem = as_domain_error(exc)
+    if problem is None:
+        frames = "".join(traceback.format_tb(exc.__traceback__))
+        log.error("unhandled %s on %s\n%s", type(exc).__name__, where, frames)
+        return InternalError("Internal server error")
+    if isinstance(problem, ServiceUnavailable):
+        log.warning("service down on %s (%s)", where, type(exc).__name__)
+    return problem
+
+
+def error_body(problem: DomainError) -> dict[str, Any]:
+    """The JSON of an error answer: `{"message"}`, with the field details of invalid input."""
+    body: dict[str, Any] = {"message": problem.message}
+    if isinstance(problem, InvalidInput):
+        body["details"] = problem.details
+    return body
+
+
 async def send_error(send: Send, exc: DomainError) -> None:
     """Answer a domain error from pure ASGI middleware (outside FastAPI's exception handlers)."""
-    body = json.dumps({"message": exc.message}).encode()
+    body = json.dumps(error_body(exc)).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     headers += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in (exc.headers or {}).items()]
     await send({"type": "http.response.start", "status": exc.status_code, "headers": headers})
@@ -128,42 +192,15 @@ def route_of(scope: Scope) -> str:
     return getattr(scope.get("route"), "path", None) or "(unmatched route)"
 
 
-def _field_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
-    # Only location, message and type: echoing the offending input could leak code or passwords.
-    return [
-        {"loc": [str(p) for p in err.get("loc", ())], "msg": err.get("msg", ""), "type": err.get("type", "")}
-        for err in exc.errors()
-    ]
-
-
 def install_error_handlers(app: FastAPI) -> None:
-    """Register the handlers that turn exceptions into `{"message": ...}` answers."""
+    """Register the handler that turns exceptions into `{"message": ...}` answers (through `answer_of`)."""
 
-    @app.exception_handler(DomainError)
-    async def _domain(_: Request, exc: DomainError) -> JSONResponse:
-        return JSONResponse({"message": exc.message}, status_code=exc.status_code, headers=exc.headers)
+    async def _answer(request: Request, exc: Exception) -> JSONResponse:
+        problem = answer_of(exc, f"{request.method} {route_of(request.scope)}")
+        return JSONResponse(error_body(problem), status_code=problem.status_code, headers=problem.headers)
 
-    @app.exception_handler(RequestValidationError)
-    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
-        details = _field_errors(exc)
-        fields = ", ".join(".".join(d["loc"][1:] or d["loc"]) + f": {d['msg']}" for d in details)
-        return JSONResponse({"message": f"Invalid request: {fields}", "details": details}, status_code=422)
-
-    @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return JSONResponse({"message": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers)
-
-    async def _backing_service(request: Request, exc: Exception) -> JSONResponse:
-        # An outage is not the client's mistake, but it is not a bug either: 503 tells it to retry.
-        log.warning("service down on %s %s (%s)", request.method, route_of(request.scope), type(exc).__name__)
-        problem = as_domain_error(exc)
-        assert problem is not None
-        return JSONResponse(
-            {"message": problem.message}, status_code=problem.status_code, headers=problem.headers
-        )
-
-    for outage in OUTAGES:
-        app.add_exception_handler(outage, _backing_service)
+    for kind in (DomainError, RequestValidationError, StarletteHTTPException, *OUTAGES):
+        app.add_exception_handler(kind, _answer)
 
 
 # Messages after which the client has its answer (or the socket is closed).
@@ -197,13 +234,11 @@ class UnhandledErrorMiddleware:
         try:
             await self.app(scope, receive, tracking_send)
         except Exception as exc:  # noqa: BLE001 - deliberately the catch-all
-            frames = "".join(traceback.format_tb(exc.__traceback__))
-            method = scope.get("method", "WEBSOCKET")
-            log.error("unhandled %s on %s %s\n%s", type(exc).__name__, method, route_of(scope), frames)
+            problem = answer_of(exc, f"{scope.get('method', 'WEBSOCKET')} {route_of(scope)}")
             if started:
                 return  # the answer is under way (or the socket closed): nothing more can be said
             if scope["type"] == "http":
-                await send_error(send, InternalError("Internal server error"))
+                await send_error(send, problem)
             else:
                 with contextlib.suppress(Exception):  # the client may be gone already
                     await send({"type": "websocket.close", "code": 1011, "reason": "Internal server error"})

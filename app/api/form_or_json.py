@@ -9,7 +9,7 @@ from urllib.parse import parse_qs
 from fastapi import Request
 from pydantic import BaseModel, ValidationError
 
-from app.errors import Unprocessable
+from app.errors import InvalidInput, Unprocessable
 
 T = TypeVar("T", bound=BaseModel)
 FORM = "application/x-www-form-urlencoded"
@@ -38,8 +38,4 @@ def parse_as(model: type[T], data: dict[str, Any]) -> T:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        fields = ", ".join(
-            ".".join(str(p) for p in err["loc"]) + f": {err['msg']}"
-            for err in exc.errors(include_input=False)
-        )
-        raise Unprocessable(f"Invalid request: {fields}") from None
+        raise InvalidInput(exc.errors(include_input=False)) from None

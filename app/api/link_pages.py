@@ -8,6 +8,9 @@ from __future__ import annotations
 
 from html import escape
 
+from fastapi.responses import HTMLResponse
+
+from app.errors import answer_of
 from app.identity.passwords import POLICY
 
 
@@ -49,3 +52,13 @@ def reset_form(token: str) -> str:
 def result(title: str, message: str) -> str:
     """A page telling the outcome of a form."""
     return _page(title, f"<p>{escape(message)}</p>")
+
+
+def error_page(title: str, exc: BaseException, where: str) -> HTMLResponse:
+    """The page of a failed link or form: the status and message the JSON API answers for the same error
+    (app/errors.py `answer_of`), under `title` for the client's mistakes and "Try again later" otherwise."""
+    problem = answer_of(exc, where)
+    heading = title if problem.status_code < 500 else "Try again later"
+    return HTMLResponse(
+        result(heading, problem.message), status_code=problem.status_code, headers=problem.headers
+    )

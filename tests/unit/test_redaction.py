@@ -259,7 +259,7 @@ def test_mixed_files_are_idempotent(redactor: Redactor, seed: int) -> None:
 
 
 # --------------------------------------------------------------------------------------------------
-# Fixture rules (app/redaction.py, "Fixture values" and the entropy rules): each table holds what a rule
+# Fixture rules (app/redaction/fixtures.py and the entropy rules in app/redaction/entropy.py): each table holds what a rule
 # now leaves alone and, next to it, the similar real-looking secrets it must still catch.
 
 _ALPHABET = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789!@#0^&*();:<>,. []{}"

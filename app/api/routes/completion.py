@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import uuid
-from typing import Any
 
 from fastapi import Response
 
 from app.api.deps import Caller, CurrentUser, DbDep, StateDep
 from app.api.routing import SlashTolerantRouter
-from app.schemas.common import ErrorResponse
+from app.schemas.common import error_responses
 from app.schemas.completion import (
     CompletionData,
     CompletionRequest,
@@ -21,14 +20,7 @@ from app.schemas.completion import (
 from app.services import completions
 
 router = SlashTolerantRouter(prefix="/api/completion", tags=["completion"])
-ERRORS: dict[int | str, dict[str, Any]] = {
-    401: {"model": ErrorResponse},
-    403: {"model": ErrorResponse},
-    404: {"model": ErrorResponse},
-    409: {"model": ErrorResponse},  # superseded by a newer request of the session
-    413: {"model": ErrorResponse},
-    422: {"model": ErrorResponse},
-}
+ERRORS = error_responses(401, 403, 404, 409, 413, 422)  # 409: superseded by a newer request of the session
 
 
 @router.post("/request", response_model=CompletionResponse, responses=ERRORS)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import BackgroundTasks, Query, Request
 from fastapi.responses import HTMLResponse, Response
 
@@ -12,14 +10,13 @@ from app.api.auth import auth_token_of
 from app.api.deps import DbDep, RedisDep, StateDep
 from app.api.form_or_json import parse_as, read_form_or_json
 from app.api.routing import SlashTolerantRouter
-from app.errors import DomainError
 from app.infra.mail import send_mail
-from app.schemas.common import ErrorResponse, Message
+from app.schemas.common import Message, error_responses
 from app.schemas.user import EmailRequest, PasswordResetChange
 from app.services import password_reset
 
 router = SlashTolerantRouter(prefix="/api/user", tags=["password reset"])
-ERRORS: dict[int | str, dict[str, Any]] = {401: {"model": ErrorResponse}, 422: {"model": ErrorResponse}}
+ERRORS = error_responses(401, 422)
 
 
 _EMAIL_BODY = {
@@ -69,8 +66,8 @@ async def reset_page(redis: RedisDep, token: str = Query(default="", max_length=
     """The page a mailed link opens: a form for the new password."""
     try:
         await password_reset.check_link(redis, token)
-    except DomainError as exc:
-        return HTMLResponse(link_pages.result("Link expired", exc.message), status_code=exc.status_code)
+    except Exception as exc:  # noqa: BLE001 - a browser gets the error as a page
+        return link_pages.error_page("Link expired", exc, "GET /api/user/reset-password")
     return HTMLResponse(link_pages.reset_form(token))
 
 
@@ -81,11 +78,9 @@ async def change(request: Request, db: DbDep, redis: RedisDep) -> Response | Mes
     try:
         body = parse_as(PasswordResetChange, data)
         await password_reset.change_password(db, redis, body.token, body.new_password)
-    except DomainError as exc:
+    except Exception as exc:
         if is_form:
-            return HTMLResponse(
-                link_pages.result("Password not changed", exc.message), status_code=exc.status_code
-            )
+            return link_pages.error_page("Password not changed", exc, "POST /api/user/reset-password/change")
         raise
     if is_form:
         return HTMLResponse(

@@ -6,7 +6,7 @@ from fastapi.responses import StreamingResponse
 
 from app.api.deps import CurrentUser, StateDep
 from app.api.routing import SlashTolerantRouter
-from app.schemas.common import ErrorResponse
+from app.schemas.common import error_responses
 from app.services.data_export import export_user
 
 router = SlashTolerantRouter(prefix="/api/user", tags=["privacy"])
@@ -15,7 +15,7 @@ router = SlashTolerantRouter(prefix="/api/user", tags=["privacy"])
 @router.get(
     "/export",
     response_class=StreamingResponse,
-    responses={200: {"content": {"application/json": {}}}, 401: {"model": ErrorResponse}},
+    responses={200: {"content": {"application/json": {}}}, **error_responses(401)},
 )
 async def export(user: CurrentUser, state: StateDep) -> StreamingResponse:
     """Everything stored about the signed-in user, as one JSON document streamed as it is read."""

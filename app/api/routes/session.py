@@ -10,14 +10,14 @@ from app.api.deps import AuthDep, DbDep, RedisDep, StateDep
 from app.api.routing import SlashTolerantRouter
 from app.errors import Forbidden, Unauthorized
 from app.identity import tokens
-from app.schemas.common import ErrorResponse, Message, error_responses
+from app.schemas.common import Message, error_responses
 from app.schemas.session import SessionAcquireResponse
 from app.services import sessions
 
 router = SlashTolerantRouter(prefix="/api/session", tags=["session"])
 
 
-@router.get("/acquire", response_model=SessionAcquireResponse, responses={401: {"model": ErrorResponse}})
+@router.get("/acquire", response_model=SessionAcquireResponse, responses=error_responses(401))
 async def acquire(
     request: Request, response: Response, auth: AuthDep, state: StateDep, db: DbDep, redis: RedisDep
 ) -> SessionAcquireResponse:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import BackgroundTasks, Depends, Query, Request, Response, status
 
@@ -12,7 +12,7 @@ from app.api.routing import SlashTolerantRouter
 from app.identity import tokens
 from app.identity.google import GoogleVerifier, get_google_verifier
 from app.infra.mail import send_mail
-from app.schemas.common import ErrorResponse, Message
+from app.schemas.common import Message, error_responses
 from app.schemas.user import (
     AuthenticateResponse,
     GetUserResponse,
@@ -26,13 +26,7 @@ from app.services import account_deletion, users, verification
 from app.services.client_config import client_config
 
 router = SlashTolerantRouter(prefix="/api/user", tags=["user"])
-ERRORS: dict[int | str, dict[str, Any]] = {
-    400: {"model": ErrorResponse},
-    401: {"model": ErrorResponse},
-    403: {"model": ErrorResponse},
-    409: {"model": ErrorResponse},
-    422: {"model": ErrorResponse},
-}
+ERRORS = error_responses(400, 401, 403, 409, 422)
 GoogleDep = Annotated[GoogleVerifier, Depends(get_google_verifier)]
 TOKEN_COOKIES = ("auth_token", "session_token", "project_token")
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import BackgroundTasks, Query, Request
 from fastapi.responses import HTMLResponse, Response
 
@@ -11,18 +9,13 @@ from app.api import auth, link_pages
 from app.api.deps import CurrentUser, DbDep, RedisDep, StateDep
 from app.api.form_or_json import parse_as, read_form_or_json
 from app.api.routing import SlashTolerantRouter
-from app.errors import DomainError
 from app.infra.mail import send_mail
-from app.schemas.common import ErrorResponse, Message
+from app.schemas.common import Message, error_responses
 from app.schemas.user import EmailRequest, TokenRequest, VerificationStatus
 from app.services import verification
 
 router = SlashTolerantRouter(prefix="/api/user", tags=["user verification"])
-ERRORS: dict[int | str, dict[str, Any]] = {
-    401: {"model": ErrorResponse},
-    409: {"model": ErrorResponse},
-    422: {"model": ErrorResponse},
-}
+ERRORS = error_responses(401, 409, 422)
 RESENT = "If the account exists and is not verified yet, a verification mail has been sent"
 
 
@@ -56,7 +49,11 @@ async def resend(
 @router.get("/verify", response_class=HTMLResponse, include_in_schema=False)
 async def verify_page(redis: RedisDep, token: str = Query(default="", max_length=512)) -> HTMLResponse:
     """The page a mailed link opens: a button that posts the token (opening the link spends nothing)."""
-    if not await verification.is_live(redis, token):
+    try:
+        live = await verification.is_live(redis, token)
+    except Exception as exc:  # noqa: BLE001 - a browser gets the error as a page
+        return link_pages.error_page("Link not checked", exc, "GET /api/user/verify")
+    if not live:
         return HTMLResponse(link_pages.result("Link expired", verification.INVALID_LINK), status_code=401)
     return HTMLResponse(link_pages.verify_form(token))
 
@@ -70,9 +67,9 @@ async def verify(
     try:
         body = parse_as(TokenRequest, {"token": token} if token else data)
         await verification.verify(db, redis, body.token)
-    except DomainError as exc:
+    except Exception as exc:
         if is_form:
-            return HTMLResponse(link_pages.result("Not verified", exc.message), status_code=exc.status_code)
+            return link_pages.error_page("Not verified", exc, "POST /api/user/verify")
         raise
     if is_form:
         return HTMLResponse(

@@ -33,7 +33,15 @@ from app.api.routes import chat as chat_routes
 from app.api.routes import completion as completion_routes
 from app.api.routes import context as context_routes
 from app.api.routing import SlashTolerantRouter
-from app.errors import InternalError, ServiceUnavailable, as_domain_error, log_sanitised
+from app.errors import (
+    Conflict,
+    DomainError,
+    InvalidInput,
+    NotFound,
+    PayloadTooLarge,
+    Unprocessable,
+    answer_of,
+)
 from app.infra.state import AppState, ModelInfo
 from app.schemas.chat import ChatRequest
 from app.schemas.completion import CompletionRequest, FeedbackRequest
@@ -44,15 +52,6 @@ from app.services.context_updates import update_context
 log = logging.getLogger(__name__)
 router = SlashTolerantRouter(prefix="/api/ws", tags=["websocket"])
 MAX_MESSAGE_CHARS = 4 * 1024 * 1024
-
-
-class _Problem(Exception):
-    """A message that cannot be run; the socket answers with an error and stays open."""
-
-    def __init__(self, message: str, status: int = 422) -> None:
-        super().__init__(message)
-        self.message = message
-        self.status = status
 
 
 class ChatGet(BaseModel):
@@ -73,9 +72,16 @@ class Cancel(BaseModel):
     request_id: str
 
 
-def _validation_message(exc: ValidationError) -> str:
-    # Locations and reasons only: pydantic's own text would echo the (private) input.
-    return "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors()[:5])
+def error_frame(request_id: str | None, problem: DomainError) -> dict[str, Any]:
+    """A WebSocket error reply: the HTTP answer's status and message (and `retry_after` on an outage)."""
+    reply: dict[str, Any] = {
+        "request_id": request_id,
+        "error": problem.message,
+        "status": problem.status_code,
+    }
+    if problem.headers and "Retry-After" in problem.headers:
+        reply["retry_after"] = int(problem.headers["Retry-After"])
+    return reply
 
 
 class Connection:
@@ -115,37 +121,37 @@ class Connection:
         request_id: str | None = None
         try:
             if len(raw) > MAX_MESSAGE_CHARS:
-                raise _Problem(f"Message over {MAX_MESSAGE_CHARS} characters", 413)
+                raise PayloadTooLarge(f"Message over {MAX_MESSAGE_CHARS} characters")
             try:
                 message = json.loads(raw)
             except ValueError:
-                raise _Problem("Message is not valid JSON") from None
+                raise Unprocessable("Message is not valid JSON") from None
             if not isinstance(message, dict):
-                raise _Problem("Message must be a JSON object naming one operation")
+                raise Unprocessable("Message must be a JSON object naming one operation")
             rid = message.pop("request_id", None)
             if rid is not None and not isinstance(rid, str | int):
-                raise _Problem("request_id must be a string or a number")
+                raise Unprocessable("request_id must be a string or a number")
             request_id = None if rid is None else str(rid)
             if len(message) != 1:
-                raise _Problem(
+                raise Unprocessable(
                     f"Message must name exactly one operation of: {', '.join(sorted(self.operations))}"
                 )
             ((operation, body),) = message.items()
             if operation not in self.operations:
-                raise _Problem(
+                raise Unprocessable(
                     f"Unknown operation {operation!r} on this socket; use one of: {', '.join(sorted(self.operations))}"
                 )
             if operation == "cancel":
                 self._cancel(request_id, body)
                 return
             if request_id is not None and request_id in self.tasks:
-                raise _Problem(f"request_id {request_id} is already in flight", 409)
+                raise Conflict(f"request_id {request_id} is already in flight")
             key = request_id if request_id is not None else f"_anon-{uuid.uuid4().hex}"
             task = asyncio.create_task(self._run(operation, body, request_id))
             self.tasks[key] = task
             task.add_done_callback(functools.partial(self._forget, key))
-        except _Problem as p:
-            asyncio.create_task(self.send({"request_id": request_id, "error": p.message, "status": p.status}))
+        except DomainError as problem:
+            asyncio.create_task(self.send(error_frame(request_id, problem)))
 
     def _cancel(self, request_id: str | None, body: Any) -> None:
         try:
@@ -153,10 +159,10 @@ class Connection:
                 body if isinstance(body, dict) else {"request_id": body}
             ).request_id
         except ValidationError as exc:
-            raise _Problem(_validation_message(exc)) from None
+            raise InvalidInput(exc.errors()) from None
         task = self.tasks.get(str(target))
         if task is None:
-            raise _Problem(f"No operation with request_id {target} is in flight", 404)
+            raise NotFound(f"No operation with request_id {target} is in flight")
         task.cancel()
         asyncio.create_task(
             self.send(
@@ -172,19 +178,9 @@ class Connection:
         except asyncio.CancelledError:
             await self.send({"request_id": request_id, "cancelled": True})
             raise
-        except ValidationError as exc:
-            await self.send({"request_id": request_id, "error": _validation_message(exc), "status": 422})
         except Exception as exc:  # noqa: BLE001 - one failed operation must not take the socket down
-            problem = as_domain_error(exc)  # the same answers as over HTTP: 4xx, or 503 on an outage
-            if problem is None:
-                log_sanitised(log, f"websocket operation {operation} failed", exc)
-                problem = InternalError("Internal error")
-            elif isinstance(problem, ServiceUnavailable):
-                log.warning("service down during websocket operation %s (%s)", operation, type(exc).__name__)
-            reply = {"request_id": request_id, "error": problem.message, "status": problem.status_code}
-            if problem.headers and "Retry-After" in problem.headers:
-                reply["retry_after"] = int(problem.headers["Retry-After"])
-            await self.send(reply)
+            # The same answers as over HTTP: 4xx, 503 with retry_after on an outage, 500 for a bug.
+            await self.send(error_frame(request_id, answer_of(exc, f"WEBSOCKET operation {operation}")))
 
     def _forget(self, key: str, _task: asyncio.Task[Any]) -> None:
         """A finished operation leaves the socket's in-flight table."""
