@@ -9,6 +9,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from app.protocol import ModelCard
+from deployments.inference import DEFAULT_MAX_NEW_TOKENS
 from deployments.inference.prompts import FAMILIES
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -28,7 +29,7 @@ class _Strict(BaseModel):
 class GenerationDefaults(_Strict):
     """Per-model generation defaults."""
 
-    max_new_tokens: int = Field(default=48, ge=1, le=2048)
+    max_new_tokens: int = Field(default=DEFAULT_MAX_NEW_TOKENS, ge=1, le=2048)
     temperature: float = Field(default=0.0, ge=0.0, le=2.0)
     stop_sequences: list[str] = Field(default_factory=list)
     time_budget_s: float = Field(default=5.0, gt=0.0, le=120.0)

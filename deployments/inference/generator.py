@@ -25,6 +25,7 @@ from transformers import (
 )
 
 from app.protocol import Snippet
+from deployments.inference import DEFAULT_MAX_NEW_TOKENS
 from deployments.inference.prompts import Family, PromptInput, get_family
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -44,7 +45,7 @@ class GenRequest:
     snippets: tuple[Snippet, ...] = ()
     stop_sequences: tuple[str, ...] = ()
     single_line: bool = True
-    max_new_tokens: int = 48
+    max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS
     # Set when the caller went away: the row stops generating at the next token.
     cancel: threading.Event = field(default_factory=threading.Event, compare=False, repr=False)
 
