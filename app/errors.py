@@ -12,7 +12,6 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import ValidationError
 from redis.exceptions import RedisError
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
@@ -136,7 +135,7 @@ def as_domain_error(exc: BaseException) -> DomainError | None:
     """The answer an exception deserves wherever it surfaces (HTTP, ASGI, WebSocket, HTML pages); None for a bug."""
     if isinstance(exc, DomainError):
         return exc
-    if isinstance(exc, RequestValidationError | ValidationError):
+    if isinstance(exc, RequestValidationError):
         return InvalidInput(exc.errors())
     if isinstance(exc, StarletteHTTPException):
         return DomainError.with_status(exc.status_code, str(exc.detail), exc.headers)

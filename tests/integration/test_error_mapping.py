@@ -6,6 +6,7 @@ from __future__ import annotations
 from html import escape
 from typing import Any
 
+import httpx
 import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
 
@@ -118,3 +119,27 @@ async def test_every_declared_error_has_the_error_schema(api) -> None:
                 )
                 assert ref in schemas and ref == expected, (method, path, status, ref)
     assert declared > 50
+
+
+async def test_a_failed_validation_inside_the_server_is_a_bug_not_the_clients_mistake() -> None:
+    from fastapi import FastAPI
+    from pydantic import BaseModel
+
+    from app.errors import UnhandledErrorMiddleware, install_error_handlers
+
+    class Stored(BaseModel):
+        count: int
+
+    app = FastAPI()
+    install_error_handlers(app)
+
+    @app.get("/stored")
+    async def stored() -> dict[str, int]:
+        return {"count": Stored.model_validate({"count": "many"}).count}  # bad data of our own
+
+    app.add_middleware(UnhandledErrorMiddleware)  # as app/main.py installs it
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
+        r = await c.get("/stored")
+    assert r.status_code == 500 and r.json() == {"message": "Internal server error"}
+    assert "many" not in r.text

@@ -178,6 +178,8 @@ class Connection:
         except asyncio.CancelledError:
             await self.send({"request_id": request_id, "cancelled": True})
             raise
+        except ValidationError as exc:  # the operation's body does not match its schema
+            await self.send(error_frame(request_id, InvalidInput(exc.errors())))
         except Exception as exc:  # noqa: BLE001 - one failed operation must not take the socket down
             # The same answers as over HTTP: 4xx, 503 with retry_after on an outage, 500 for a bug.
             await self.send(error_frame(request_id, answer_of(exc, f"WEBSOCKET operation {operation}")))
