@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from app.schemas.common import Body, Message
 
@@ -17,6 +17,13 @@ class FileContextChange(Body):
     end_line: int = Field(ge=0)
     # Strings only: a line "42" or "null" stays text (no coercion of JSON numbers or nulls).
     new_lines: list[str] = Field(default_factory=list)
+
+    @field_validator("new_lines")
+    @classmethod
+    def _single_lines(cls, lines: list[str]) -> list[str]:
+        if any("\n" in line for line in lines):
+            raise ValueError("each item of new_lines is one line: no line breaks inside")
+        return lines
 
 
 class MultiFileContextUpdate(Body):

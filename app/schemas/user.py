@@ -12,6 +12,8 @@ from pydantic import BaseModel, ConfigDict, EmailStr, Field, field_validator, mo
 from app.schemas.common import Body, Int32, Message
 
 MAX_PREFERENCE_CHARS = 16_384
+# How deeply a preference's free-form keys may nest (PostgreSQL and the readers of the stored JSON recurse).
+MAX_PREFERENCE_DEPTH = 16
 Provider = Literal["no_provider", "", "google"]
 
 
@@ -36,12 +38,31 @@ class Preference(BaseModel):
     def _bounded(cls, v: Any) -> Any:
         """The plugin's free-form keys are kept, but not without limit."""
         if isinstance(v, dict):
-            text = json.dumps(v, default=str)
+            if _depth(v) > MAX_PREFERENCE_DEPTH:
+                raise ValueError(f"preference must be nested at most {MAX_PREFERENCE_DEPTH} levels deep")
+            try:  # PostgreSQL's jsonb holds no NaN or Infinity (1e400 parses as Infinity)
+                text = json.dumps(v, default=str, allow_nan=False)
+            except ValueError:
+                raise ValueError("preference must not contain NaN or Infinity") from None
             if len(text) > MAX_PREFERENCE_CHARS:
                 raise ValueError(f"preference must be at most {MAX_PREFERENCE_CHARS} characters of JSON")
             if "\\u0000" in text:  # PostgreSQL's jsonb cannot hold NUL characters
                 raise ValueError("preference must not contain NUL characters")
         return v
+
+
+def _depth(value: Any) -> int:
+    """How deeply lists and objects nest in a JSON value (without recursion: the value may be hostile)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, dict | list):
+            deepest = max(deepest, level)
+            if level > MAX_PREFERENCE_DEPTH:
+                return level
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, level + 1) for child in children)
+    return deepest
 
 
 def no_nul(v: Any) -> Any:

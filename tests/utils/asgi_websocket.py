@@ -49,6 +49,10 @@ class AsgiWebSocket:
         """Send one JSON text frame."""
         await self._to_app.put({"type": "websocket.receive", "text": json.dumps(message)})
 
+    async def send_text(self, text: str) -> None:
+        """Send one text frame as it is (malformed messages)."""
+        await self._to_app.put({"type": "websocket.receive", "text": text})
+
     async def receive(self) -> dict[str, Any]:
         """The next JSON text frame the app sent."""
         message = await self._next()

@@ -126,6 +126,8 @@ class Connection:
                 message = json.loads(raw)
             except ValueError:
                 raise Unprocessable("Message is not valid JSON") from None
+            except RecursionError:
+                raise Unprocessable("Message is nested too deeply") from None
             if not isinstance(message, dict):
                 raise Unprocessable("Message must be a JSON object naming one operation")
             rid = message.pop("request_id", None)
