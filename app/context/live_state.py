@@ -213,3 +213,29 @@ async def recent_files(redis: Redis, owner: Owner, limit: int) -> list[str]:
 async def drop(redis: Redis, owner: Owner) -> None:
     """Forget an owner's live state now (session end without consent); pending index marks stay harmless."""
     await redis.delete(state_key(owner), recent_key(owner))
+
+
+async def _drop_matching(redis: Redis, pattern: str) -> int:
+    """Delete the live-state keys matching a pattern (SCAN in pages, never KEYS); how many went."""
+    dropped = 0
+    batch: list[Any] = []
+    async for key in redis.scan_iter(match=pattern, count=1000):
+        batch.append(key)
+        if len(batch) >= 500:
+            dropped += await redis.delete(*batch)
+            batch = []
+    if batch:
+        dropped += await redis.delete(*batch)
+    return dropped
+
+
+async def drop_project(redis: Redis, project_id: uuid.UUID) -> int:
+    """Forget every member's live state of a deleted project."""
+    return await _drop_matching(redis, f"{PREFIX}{project_id}:*")
+
+
+async def drop_user(redis: Redis, user_id: uuid.UUID) -> int:
+    """Forget a deleted account's live state in every project (its code must not outlive the account)."""
+    return await _drop_matching(redis, f"{PREFIX}*:{user_id}") + await _drop_matching(
+        redis, f"{PREFIX}*:{user_id}:recent"
+    )

@@ -20,6 +20,7 @@ from sqlalchemy import ColumnElement, and_, delete, exists, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
+from app.context import live_state
 from app.identity import tokens
 from db.tables import (
     BehavioralTelemetry,
@@ -120,3 +121,5 @@ async def delete_account(db: AsyncSession, redis: Redis, user_id: uuid.UUID, *, 
     await db.execute(delete(User).where(col(User.user_id) == user_id))
     await db.commit()
     await tokens.revoke_user(redis, user_id)
+    # After the tokens: no context update can bring the account's live code back.
+    await live_state.drop_user(redis, user_id)

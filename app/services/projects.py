@@ -18,6 +18,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
+from app.context import live_state
 from app.errors import Conflict, Forbidden, NotFound
 from app.identity import tokens
 from app.infra.settings import Settings
@@ -139,6 +140,8 @@ async def delete_project(db: AsyncSession, redis: Redis, user_id: uuid.UUID, pro
     await db.execute(delete(Project).where(col(Project.project_id) == project_id))
     await db.commit()
     await tokens.revoke_project_tokens(redis, project_id)
+    # After the tokens: no update can bring the members' live code back.
+    await live_state.drop_project(redis, project_id)
 
 
 async def members(db: AsyncSession, user_id: uuid.UUID, project_id: uuid.UUID) -> list[MemberPublic]:

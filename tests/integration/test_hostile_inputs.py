@@ -73,3 +73,37 @@ async def test_a_deeply_nested_websocket_message_gets_an_error_and_the_socket_st
         await ws.send({"request_id": "after", "fly_to_moon": {}})
         reply = await ws.receive()
         assert reply["request_id"] == "after" and reply["status"] == 422
+
+
+async def _live_keys(state: Any, pattern: str) -> list[Any]:
+    return [k async for k in state.redis.scan_iter(match=pattern)]
+
+
+async def _with_live_code(client: Any) -> tuple[Any, str]:
+    """A signed-in user whose project holds a live file; (client, project id)."""
+    c, _ = await signed_in(client)
+    change = {"change_type": "insert", "start_line": 0, "end_line": 0, "new_lines": ["SECRET_CODE = 1"]}
+    r = await c.post(CONTEXT_URL, json={"context_updates": {"src/a.py": [change]}})
+    assert r.status_code == 200, r.text
+    (project,) = (await c.get("/api/project/list")).json()["projects"]
+    return c, project["project_id"]
+
+
+async def test_deleting_a_project_drops_its_live_code(api) -> None:
+    client, state = api
+    c, project_id = await _with_live_code(client)
+    assert await _live_keys(state, f"c4m:ctx:{project_id}:*")
+    r = await c.delete(f"/api/project/delete/{project_id}")
+    assert r.status_code == 200, r.text
+    assert await _live_keys(state, f"c4m:ctx:{project_id}:*") == []
+
+
+async def test_deleting_an_account_drops_its_live_code_either_way(api) -> None:
+    client, state = api
+    for delete_data in ("true", "false"):
+        c, _project_id = await _with_live_code(client)
+        user_id = (await c.get("/api/user/get")).json()["user"]["user_id"]
+        assert await _live_keys(state, f"c4m:ctx:*:{user_id}*")
+        r = await c.delete("/api/user/delete", params={"delete_data": delete_data})
+        assert r.status_code == 200, r.text
+        assert await _live_keys(state, f"c4m:ctx:*:{user_id}*") == [], delete_data
