@@ -9,6 +9,12 @@ from pydantic import BaseModel, BeforeValidator, Field
 
 from app.schemas.common import Body, Int32, Message, NonNegativeInt32, NonNegativeInt64
 
+# A file path as an IDE sends it; a stop sequence is a few characters of code (`\n\n`, `def `, `</s>`).
+FilePath = Annotated[str, Field(max_length=4096)]
+StopSequence = Annotated[str, Field(max_length=256)]
+# The files a request may name as context (as many as a project may keep live, app/infra/settings.py).
+MAX_CONTEXT_FILES = 2000
+
 
 class CompletionContext(Body):
     """The code around the cursor."""
@@ -17,7 +23,7 @@ class CompletionContext(Body):
     suffix: str = ""
     file_name: str | None = Field(default=None, max_length=4096)
     selected_text: str | None = None
-    context_files: list[str] | None = None
+    context_files: list[FilePath] | None = Field(default=None, max_length=MAX_CONTEXT_FILES)
 
 
 class ContextualTelemetry(Body):
@@ -52,7 +58,7 @@ class CompletionRequest(Body):
     store_contextual_telemetry: bool | None = None
     store_behavioral_telemetry: bool | None = None
     # null (or absent) means none: the plugin's model has it nullable, and its inline path leaves it out.
-    stop_sequences: Annotated[list[str], BeforeValidator(lambda v: [] if v is None else v)] = Field(
+    stop_sequences: Annotated[list[StopSequence], BeforeValidator(lambda v: [] if v is None else v)] = Field(
         default_factory=list, max_length=16
     )
 

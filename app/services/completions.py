@@ -180,7 +180,7 @@ async def request_completion(
         context=redacted.context,
         contextual=body.contextual_telemetry,
         behavioral=body.behavioral_telemetry,
-        stop_sequences=list(call.stop_sequences),
+        stop_sequences=[redact(s) for s in call.stop_sequences],
     )
     await commit(state, user.user_id, [query, *generations], Kept(RECENT, meta_query_id, data))
     done = time.perf_counter()

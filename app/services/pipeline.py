@@ -145,7 +145,21 @@ def query_event(
     behavioral: BehavioralTelemetry,
     **extra: Any,
 ) -> QueryEvent:
-    """The query as it will be stored: (redacted) context and telemetry only where `storage` allows it."""
+    """The query as it will be stored: (redacted) context and telemetry only where `storage` allows it.
+
+    Every stored free-text field is redacted: the code (by `redact_context`, before), and here the file
+    name, the context file list and the file path (a path can hold a token as well as a line of code can).
+    """
+    context = context.model_copy(
+        update={
+            "file_name": redact(context.file_name) if context.file_name else context.file_name,
+            "context_files": [redact(p) for p in context.context_files]
+            if context.context_files
+            else context.context_files,
+        }
+    )
+    if contextual is not None and contextual.file_path:
+        contextual = contextual.model_copy(update={"file_path": redact(contextual.file_path)})
     return QueryEvent(
         meta_query_id=meta_query_id,
         user_id=requester.user_id,

@@ -83,3 +83,44 @@ async def test_completion_chat_feedback_and_context_never_store_or_send_secrets(
     for text in stored:
         assert GITHUB_TOKEN not in text and AWS_KEY not in text
     assert all("<REDACTED:" in text for text in stored[1:3])
+
+
+async def test_paths_file_names_and_stop_sequences_are_redacted_before_storage(api) -> None:
+    from db.tables import CompletionQuery, ContextualTelemetry
+
+    client, state = api
+    c, _ = await signed_in(client)
+    body = P.completion_request([model_id(state, "scripted")])
+    secret_path = f"src/{GITHUB_TOKEN}/config.py"
+    body["context"]["file_name"] = secret_path
+    body["context"]["context_files"] = [secret_path, "src/util.py"]
+    body["contextual_telemetry"]["file_path"] = secret_path
+    body["stop_sequences"] = [f"# {GITHUB_TOKEN}", "\n\n"]
+    r = await c.post("/api/completion/request", json=body)
+    assert r.status_code == 200, r.text
+    qid = uuid.UUID(r.json()["data"]["meta_query_id"])
+    await settle(state)
+    async with state.sessionmaker() as db:
+        meta = await db.get(MetaQuery, qid)
+        assert meta is not None and meta.context_id is not None and meta.contextual_telemetry_id is not None
+        ctx = await db.get(Context, meta.context_id)
+        contextual = await db.get(ContextualTelemetry, meta.contextual_telemetry_id)
+        query = await db.get(CompletionQuery, qid)
+    stored = [ctx.file_name, *(ctx.context_files or []), contextual.file_path, *(query.stop_sequences or [])]  # type: ignore[union-attr]
+    assert all(GITHUB_TOKEN not in (s or "") for s in stored), stored
+    assert ctx.file_name is not None and "<REDACTED:" in ctx.file_name  # type: ignore[union-attr]
+    assert "src/util.py" in (ctx.context_files or [])  # type: ignore[union-attr]
+    assert "\n\n" in (query.stop_sequences or [])  # type: ignore[union-attr]
+
+
+async def test_stop_sequences_and_paths_have_bounded_length(api) -> None:
+    client, state = api
+    c, _ = await signed_in(client)
+    good = P.completion_request([model_id(state, "scripted")])
+    for field, value in [
+        ("stop_sequences", ["x" * 257]),
+        ("context", {**good["context"], "context_files": ["p" * 4097]}),
+        ("context", {**good["context"], "context_files": [f"f{i}.py" for i in range(2001)]}),
+    ]:
+        r = await c.post("/api/completion/request", json={**good, field: value})
+        assert r.status_code == 422, (field, r.text[:200])
