@@ -236,6 +236,5 @@ async def drop_project(redis: Redis, project_id: uuid.UUID) -> int:
 
 async def drop_user(redis: Redis, user_id: uuid.UUID) -> int:
     """Forget a deleted account's live state in every project (its code must not outlive the account)."""
-    return await _drop_matching(redis, f"{PREFIX}*:{user_id}") + await _drop_matching(
-        redis, f"{PREFIX}*:{user_id}:recent"
-    )
+    # One pass: the state hash `…:<user>` and its `…:<user>:recent` set (no other key ends in a user id).
+    return await _drop_matching(redis, f"{PREFIX}*:{user_id}*")
