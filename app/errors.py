@@ -147,22 +147,55 @@ def as_domain_error(exc: BaseException) -> DomainError | None:
     return None
 
 
+MAX_LOGGED_FRAMES = 12
+
+
+def _short_path(filename: str) -> str:
+    """`app/services/pipeline.py` or `starlette/routing.py`: the path from its package root on."""
+    for marker in ("/site-packages/", "/dist-packages/"):
+        if marker in filename:
+            return filename.rsplit(marker, 1)[1]
+    parts = filename.replace("\\", "/").split("/")
+    for root in ("app", "db", "deployments", "serve", "tests", "bench"):
+        if root in parts:
+            return "/".join(parts[len(parts) - 1 - parts[::-1].index(root) :])
+    return parts[-1]
+
+
+def describe(exc: BaseException) -> str:
+    """An exception on one line, by type and code locations only: its message may carry request data.
+
+    `KeyError at app/a.py:12 in f > app/b.py:30 in g (from ValueError)`: the innermost frames last, at
+    most MAX_LOGGED_FRAMES of them, the chain of causes by type. One line, so that a log file holds one
+    record per error (a multi-line traceback became dozens of records in a Serve replica's log).
+    """
+    frames = traceback.extract_tb(exc.__traceback__)[-MAX_LOGGED_FRAMES:]
+    where = " > ".join(f"{_short_path(f.filename)}:{f.lineno} in {f.name}" for f in frames)
+    causes: list[str] = []
+    seen = {id(exc)}
+    inner = exc.__cause__ or exc.__context__
+    while inner is not None and id(inner) not in seen and len(causes) < 4:
+        seen.add(id(inner))
+        causes.append(type(inner).__name__)
+        inner = inner.__cause__ or inner.__context__
+    chain = f" (from {' < '.join(causes)})" if causes else ""
+    return f"{type(exc).__name__} at {where or '(no frames)'}{chain}"
+
+
 def log_sanitised(logger: logging.Logger, what: str, exc: BaseException) -> None:
-    """Log an unexpected exception by type and code locations only: its message may carry request data."""
-    frames = "".join(traceback.format_tb(exc.__traceback__))
-    logger.error("%s: %s\n%s", what, type(exc).__name__, frames)
+    """Log an unexpected exception on one line, by type and code locations only (see `describe`)."""
+    logger.error("%s: %s", what, describe(exc))
 
 
 def answer_of(exc: BaseException, where: str) -> DomainError:
     """The one mapping: what any exception answers (`where` names the route or operation for the log).
 
     Domain errors and invalid input as they are; an outage 503 with Retry-After (logged as a warning, by
-    type); anything else is a bug: 500, logged by type and code location only.
+    type); anything else is a bug: 500, logged on one line by type and code locations only.
     """
     problem = as_domain_error(exc)
     if problem is None:
-        frames = "".join(traceback.format_tb(exc.__traceback__))
-        log.error("unhandled %s on %s\n%s", type(exc).__name__, where, frames)
+        log.error("unhandled %s on %s: %s", type(exc).__name__, where, describe(exc))
         return InternalError("Internal server error")
     if isinstance(problem, ServiceUnavailable):
         log.warning("service down on %s (%s)", where, type(exc).__name__)

@@ -17,6 +17,7 @@ from app.protocol import ChatCall, CompletionCall, CompletionResult
 from deployments.inference.batcher import Batcher
 from deployments.inference.generator import CausalLMGenerator, GenRequest, GenResult, pick_device
 from deployments.registry import ModelEntry
+from deployments.replica_logs import route_to_replica_log
 
 log = logging.getLogger("ray.serve")
 
@@ -94,6 +95,7 @@ class CompletionModel:
     """Loads one Hugging Face causal LM and serves batched greedy completions (and chat, for chat models)."""
 
     def __init__(self, entry: ModelEntry) -> None:
+        route_to_replica_log()
         import torch
 
         self.entry = entry

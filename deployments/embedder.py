@@ -10,6 +10,7 @@ from ray import serve
 
 from deployments.inference.batcher import Batcher
 from deployments.inference.embedding import MiniLMEmbedder
+from deployments.replica_logs import route_to_replica_log
 
 
 @serve.deployment
@@ -22,6 +23,7 @@ class Embedder:
     """
 
     def __init__(self, model_path: str | None = None, max_batch_size: int = 32) -> None:
+        route_to_replica_log()
         torch.set_num_threads(1)
         self.embedder = MiniLMEmbedder(model_path)
         self.batcher: Batcher[list[str], list[list[float]]] = Batcher(self._embed_batch, max_batch_size)

@@ -13,6 +13,7 @@ from app.infra.settings import get_settings
 from app.infra.state import AppState
 from app.main import create_app
 from app.protocol import ChatCall, CompletionCall, CompletionResult, ModelCard
+from deployments.replica_logs import route_to_replica_log
 from deployments.retention import start_retention_sweeper
 from deployments.session_reaper import ensure_session_reaper
 from deployments.telemetry_writer import ensure_writers
@@ -60,6 +61,7 @@ class Ingress:
         redis_url: str,
         model_cards: list[ModelCard],
     ) -> None:
+        route_to_replica_log()
         self.gateway = RayModelGateway(model_handles, embedder)
         self.embedder = embedder
         self.database_url = database_url

@@ -242,6 +242,8 @@ async def test_nothing_the_client_sent_reaches_the_logs(services, caplog) -> Non
         async def explode(token: str) -> None:
             raise RuntimeError(f"boom with {token} and {SECRET}")
 
+        explode_line = explode.__code__.co_firstlineno + 2
+
         caplog.set_level(logging.DEBUG)
         # raise_app_exceptions on: the exception must not escape the app (servers above would log it).
         c, email = await signed_in(client_for(app))
@@ -262,6 +264,10 @@ async def test_nothing_the_client_sent_reaches_the_logs(services, caplog) -> Non
         server = [r for r in caplog.records if not r.name.startswith(("httpx", "httpcore"))]
         logged = "\n".join(f"{r.getMessage()} {r.exc_text or ''}" for r in server)
         assert "unhandled RuntimeError on GET /api/test/explode/{token}" in logged
+        # A 500 is one record on one line: its type, route and code locations (the raise's frame last).
+        (bug,) = [r for r in server if "unhandled RuntimeError" in r.getMessage()]
+        assert "\n" not in bug.getMessage() and bug.exc_info is None
+        assert bug.getMessage().endswith(f"test_input_limits.py:{explode_line} in explode")
         forbidden = [SECRET, "querysecret", "leak", email, *(v for v in c.cookies.values())]
         assert not [s for s in forbidden if s in logged]
 
