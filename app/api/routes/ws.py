@@ -57,7 +57,7 @@ MAX_MESSAGE_CHARS = 4 * 1024 * 1024
 class ChatGet(BaseModel):
     """`chat_get` over the socket: which page (counted from 0, as over HTTP)."""
 
-    page_number: int = Field(default=0, ge=0, le=100_000)
+    page_number: int = Field(default=0, ge=0, le=100_000, strict=True)  # `true` is not page 1
 
 
 class ChatDelete(BaseModel):
