@@ -52,6 +52,7 @@ from app.services.context_updates import update_context
 log = logging.getLogger(__name__)
 router = SlashTolerantRouter(prefix="/api/ws", tags=["websocket"])
 MAX_MESSAGE_CHARS = 4 * 1024 * 1024
+MAX_REQUEST_ID_CHARS = 256
 
 
 class ChatGet(BaseModel):
@@ -69,7 +70,7 @@ class ChatDelete(BaseModel):
 class Cancel(BaseModel):
     """`cancel`: the request_id of the operation to stop."""
 
-    request_id: str
+    request_id: str = Field(max_length=MAX_REQUEST_ID_CHARS)
 
 
 def error_frame(request_id: str | None, problem: DomainError) -> dict[str, Any]:
@@ -133,6 +134,8 @@ class Connection:
             rid = message.pop("request_id", None)
             if rid is not None and not isinstance(rid, str | int):
                 raise Unprocessable("request_id must be a string or a number")
+            if rid is not None and len(str(rid)) > MAX_REQUEST_ID_CHARS:  # every reply echoes it
+                raise Unprocessable(f"request_id must have at most {MAX_REQUEST_ID_CHARS} characters")
             request_id = None if rid is None else str(rid)
             if len(message) != 1:
                 raise Unprocessable(
