@@ -53,12 +53,7 @@ async def _registered_id(db: AsyncSession, card: ModelCard, values: dict[str, An
     return model_id
 
 
-async def _stored_entry(db: AsyncSession, name: str) -> dict[str, Any] | None:
-    """What the database holds of a registry model (None when it is new)."""
-    row = (await db.execute(select(ModelName).where(col(ModelName.model_name) == name))).scalar_one_or_none()
-    return None if row is None else {k: getattr(row, k) for k in _REGISTERED}
-
-
+# The columns a registry entry sets: a difference in any of them is a config change (audited).
 _REGISTERED = (
     "model_source",
     "family",
@@ -67,6 +62,12 @@ _REGISTERED = (
     "is_active",
     "registry_entry",
 )
+
+
+async def _stored_entry(db: AsyncSession, name: str) -> dict[str, Any] | None:
+    """What the database holds of a registry model (None when it is new)."""
+    row = (await db.execute(select(ModelName).where(col(ModelName.model_name) == name))).scalar_one_or_none()
+    return None if row is None else {k: getattr(row, k) for k in _REGISTERED}
 
 
 async def register_models(state: AppState, cards: list[ModelCard]) -> None:
