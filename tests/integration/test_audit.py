@@ -440,6 +440,25 @@ async def test_postgresql_refuses_to_change_or_remove_a_record(audit_api, statem
         assert event is not None and event.action == AuditAction.USER_EXPORT.value
 
 
+async def test_a_look_alike_purge_function_cannot_delete(audit_api) -> None:
+    _, state = audit_api
+    async with state.sessionmaker() as db:
+        await audit.record(db, AuditAction.USER_EXPORT, actor=None, address=None)
+        await db.commit()
+    newest = await mark(state)
+    async with state.sessionmaker() as db:
+        # Any role may create temporary functions: one named like the purge path is still refused.
+        await db.execute(
+            text(
+                "CREATE FUNCTION pg_temp.audit_purge(cutoff timestamptz) RETURNS bigint LANGUAGE plpgsql"
+                " AS $$ BEGIN DELETE FROM audit_event; RETURN 0; END $$"
+            )
+        )
+        with pytest.raises(DBAPIError, match="append-only"):
+            await db.execute(text("SELECT pg_temp.audit_purge(now())"))
+    assert await exists(state, newest)
+
+
 async def test_the_purge_path_keeps_at_least_the_last_day(audit_api) -> None:
     _, state = audit_api
     async with state.sessionmaker() as db:

@@ -8,9 +8,10 @@ The table refuses UPDATE, DELETE and TRUNCATE in the database itself, whoever as
 goes is `SELECT audit_purge(cutoff)`: a SECURITY DEFINER function (so a deployment may take DELETE away from
 the application's role and still purge) that deletes records older than `cutoff`, never younger than one
 day. The trigger lets a DELETE through only when the statement runs inside that function (PL/pgSQL's call
-stack, `PG_CONTEXT`), not because of a setting any session could change. A superuser or the table's owner
-can still disable the trigger: that takes DDL (`ALTER TABLE ... DISABLE TRIGGER`), which no code path of the
-platform runs.
+stack, `PG_CONTEXT`), not because of a setting any session could change. A role with DDL rights (the
+table's owner, a superuser) can still get around it, by disabling the trigger or by defining a look-alike
+`audit_purge` on its search path: deliberate DDL that no code path of the platform runs. Separation proper
+needs the platform to run as a role that neither owns the table nor creates functions.
 """
 
 from collections.abc import Sequence
@@ -24,6 +25,16 @@ down_revision: str | None = "0007"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
+
+def _frame_pattern(schema: str) -> str:
+    """The trigger's test (a SQL regex literal) for the purge function's frame on the call stack."""
+    qualified = "".join("\\" + c if not c.isalnum() and c != "_" else c for c in schema)
+    return (
+        "'\\nPL/pgSQL function (" + qualified.replace("'", "''") + "\\.)?"
+        "audit_purge\\(timestamp with time zone\\) line '"
+    )
+
+
 GUARD = """
 CREATE FUNCTION audit_event_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
@@ -31,8 +42,9 @@ DECLARE
 BEGIN
     IF TG_OP = 'DELETE' THEN
         GET DIAGNOSTICS stack = PG_CONTEXT;
-        -- The frame of the purge function (schema-qualified when its schema is not on the search path).
-        IF stack ~ E'\\nPL/pgSQL function ([a-z_][a-z0-9_]*\\\\.)?audit_purge\\\\(timestamp with time zone\\\\) line ' THEN
+        -- The frame of the purge function in its own schema (named when that is not on the search path;
+        -- a look-alike elsewhere, e.g. in pg_temp, which is never searched for functions, always is).
+        IF stack ~ {frame} THEN
             RETURN OLD;
         END IF;
     END IF;
@@ -87,10 +99,10 @@ def upgrade() -> None:
     op.create_index("ix_audit_event_actor", "audit_event", ["actor_id", "audit_id"], unique=False)
     op.create_index("ix_audit_event_action", "audit_event", ["action", "audit_id"], unique=False)
     # One statement per call: asyncpg prepares each one.
-    op.execute(GUARD)
+    schema = op.get_bind().execute(sa.text("SELECT current_schema()")).scalar_one()
+    op.execute(GUARD.format(frame=_frame_pattern(schema)))
     for trigger in TRIGGERS:
         op.execute(trigger)
-    schema = op.get_bind().execute(sa.text("SELECT current_schema()")).scalar_one()
     op.execute(PURGE.format(schema=schema))
     op.execute(REVOKE_PURGE)
 
