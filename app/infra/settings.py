@@ -88,6 +88,8 @@ class Settings(BaseSettings):
 
     # Retention: how often the RetentionSweeper actor deletes data older than each user's data_retention_days.
     retention_sweep_interval_s: int = Field(default=3600, gt=0)
+    # Audit records older than this many days are purged by the same sweep (the table keeps at least one).
+    audit_retention_days: int = Field(default=365, ge=1, le=36_500)
 
     # Mail: SMTP when smtp_host is set, else a local outbox directory under data_dir.
     smtp_host: str | None = None

@@ -18,6 +18,8 @@ from sqlalchemy import select, text, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlmodel import SQLModel, col
 
+from app.services import audit
+from app.services.audit import AuditAction
 from db.tables import (
     BehavioralTelemetry,
     Chat,
@@ -42,6 +44,15 @@ FORMAT = "code4me-export/1"
 PAGE = 500
 # Never exported: a hash is not the user's data, and it would only help someone who steals the file.
 HIDDEN_USER_FIELDS = {"password_hash"}
+
+
+async def record_export(db: AsyncSession, user_id: uuid.UUID, *, address: str) -> None:
+    """Audit an export as it starts, committed before the first byte (the stream has no transaction of its own
+    that the record could join)."""
+    await audit.record(
+        db, AuditAction.USER_EXPORT, actor=user_id, address=address, target=audit.user_target(user_id)
+    )
+    await db.commit()
 
 
 def _json(value: Any) -> str:

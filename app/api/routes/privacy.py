@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from fastapi.responses import StreamingResponse
 
-from app.api.deps import CurrentUser, StateDep
+from app.api.deps import ClientAddress, CurrentUser, DbDep, StateDep
 from app.api.routing import SlashTolerantRouter
 from app.schemas.common import error_responses
-from app.services.data_export import export_user
+from app.services.data_export import export_user, record_export
 
 router = SlashTolerantRouter(prefix="/api/user", tags=["privacy"])
 
@@ -17,8 +17,9 @@ router = SlashTolerantRouter(prefix="/api/user", tags=["privacy"])
     response_class=StreamingResponse,
     responses={200: {"content": {"application/json": {}}}, **error_responses(401)},
 )
-async def export(user: CurrentUser, state: StateDep) -> StreamingResponse:
-    """Everything stored about the signed-in user, as one JSON document streamed as it is read."""
+async def export(user: CurrentUser, state: StateDep, db: DbDep, address: ClientAddress) -> StreamingResponse:
+    """Everything stored about the signed-in user, as one JSON document streamed as it is read (audited)."""
+    await record_export(db, user.user_id, address=address)
     return StreamingResponse(
         export_user(state.sessionmaker, user.user_id),
         media_type="application/json",
