@@ -51,6 +51,15 @@ class Settings(BaseSettings):
     # CIDRs of reverse proxies whose X-Forwarded-For is believed (app/infra/client_address.py); empty: none.
     trusted_proxies: list[str] = Field(default_factory=list)
 
+    # Redis connections of each ingress replica: a bounded pool, so a burst waits up to redis_pool_timeout_s
+    # for a free connection (then 503 with Retry-After) instead of failing at once or opening sockets unboundedly.
+    redis_pool_size: int = Field(default=100, ge=2, le=10_000)
+    redis_pool_timeout_s: float = Field(default=2.0, gt=0, le=60)
+    # WebSocket operations in flight at once, per socket and per user (on each ingress replica); one more is
+    # refused with a 429 error reply on the socket, which stays open (app/api/routes/ws.py).
+    ws_max_inflight_per_socket: int = Field(default=8, ge=1, le=1000)
+    ws_max_inflight_per_user: int = Field(default=32, ge=1, le=10_000)
+
     # Connections of each ingress replica's analytics pool, apart from the request path's pool: a long
     # analytics query can never take the connections a completion or a sign-in needs (AnalyticsDb).
     analytics_pool_size: int = Field(default=2, ge=1, le=50)
