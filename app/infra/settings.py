@@ -60,6 +60,11 @@ class Settings(BaseSettings):
     ws_max_inflight_per_socket: int = Field(default=8, ge=1, le=1000)
     ws_max_inflight_per_user: int = Field(default=32, ge=1, le=10_000)
 
+    # The data export (GET /api/user/export) is read in pages, each in its own short transaction; a reader
+    # that takes nothing for export_send_timeout_s, or is not done after export_max_duration_s, is cut off.
+    export_send_timeout_s: float = Field(default=30.0, gt=0)
+    export_max_duration_s: float = Field(default=3600.0, gt=0)
+
     # Connections of each ingress replica's analytics pool, apart from the request path's pool: a long
     # analytics query can never take the connections a completion or a sign-in needs (AnalyticsDb).
     analytics_pool_size: int = Field(default=2, ge=1, le=50)
