@@ -168,6 +168,29 @@ async def test_redis_outage_fails_closed_with_503(services) -> None:
         assert (await c.head("/api/ping")).status_code == 200  # liveness is never limited
 
 
+async def test_a_websocket_handshake_is_refused_while_redis_is_down(services) -> None:
+    async with replica(services, redis_url="redis://127.0.0.1:9/0") as (app, _):
+        scope = {
+            "type": "websocket",
+            "path": "/api/ws/completion",
+            "raw_path": b"/api/ws/completion",
+            "query_string": b"",
+            "headers": [(b"host", b"test")],
+            "client": (new_address(), 40000),
+            "server": ("test", 80),
+            "subprotocols": [],
+            "asgi": {"version": "3.0"},
+        }
+        to_app: asyncio.Queue = asyncio.Queue()
+        from_app: asyncio.Queue = asyncio.Queue()
+        await to_app.put({"type": "websocket.connect"})
+        await asyncio.wait_for(app(scope, to_app.get, from_app.put), 10)
+        answer = await from_app.get()
+        # Not accepted uncounted: closed with "try again later" (a server with the denial extension gets the 503).
+        assert answer["type"] == "websocket.close" and answer["code"] == 1013, answer
+        assert "unavailable" in answer["reason"]
+
+
 async def test_an_exhausted_redis_pool_fails_closed_after_a_short_wait(services) -> None:
     tight_pool = {"redis_pool_size": 3, "redis_pool_timeout_s": 0.3}
     async with replica(services, rate_limit_auth=3, **tight_pool) as (app, state):
