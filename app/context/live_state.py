@@ -41,6 +41,10 @@ DIRTY_SINCE_KEY = f"{PREFIX}dirty_since"
 MAX_PATH_CHARS = 4096
 WILDCARD = "*"
 _RETRIES = 16
+# 1 or 0 per key: whether it exists (EXISTS of several keys only counts them).
+_EXISTING = (
+    "local found = {} for i, key in ipairs(KEYS) do found[i] = redis.call('EXISTS', key) end return found"
+)
 
 
 @dataclass(frozen=True)
@@ -184,7 +188,7 @@ async def apply_updates(
                 delta = sum(entry_bytes(p, encoded.get(p)) - entry_bytes(p, old_raw[p]) for p in changed)
                 project_bytes, stale = 0, list[str]()
                 if user_quota_bytes is not None:
-                    project_bytes, others, stale = await _usage(redis, pipe, owner, file_count)
+                    project_bytes, others, stale = await _usage(pipe, owner, file_count)
                     project_bytes += delta
                     if delta > 0 and others + project_bytes > user_quota_bytes:
                         raise PayloadTooLarge(
@@ -224,7 +228,7 @@ async def apply_updates(
     raise ServiceUnavailable("The context of this project is changing too fast; retry")
 
 
-async def _usage(redis: Redis, pipe: Any, owner: Owner, file_count: int) -> tuple[int, int, list[str]]:
+async def _usage(pipe: Any, owner: Owner, file_count: int) -> tuple[int, int, list[str]]:
     """(bytes of this project's state, bytes of the user's other live projects, stale entries) under WATCH."""
     project = str(owner.project_id)
     counted = {
@@ -240,12 +244,10 @@ async def _usage(redis: Redis, pipe: Any, owner: Owner, file_count: int) -> tupl
     others = [p for p in counted if p != project]
     if not others:
         return mine, 0, []
-    # Which of the other projects still have state: one round trip beside the watching connection (a
-    # state that expires meanwhile only makes the count too high for this one request).
-    async with redis.pipeline(transaction=False) as check:
-        for p in others:
-            check.exists(state_key(Owner(uuid.UUID(p), owner.user_id)))
-        alive = await check.execute()
+    # Which of the other projects still have state, in one round trip on the watching connection (a second
+    # connection per update could wait on a busy pool while holding the first).
+    keys = [state_key(Owner(uuid.UUID(p), owner.user_id)) for p in others]
+    alive = await pipe.eval(_EXISTING, len(keys), *keys)
     live = sum(counted[p] for p, exists in zip(others, alive, strict=True) if exists)
     return mine, live, [p for p, exists in zip(others, alive, strict=True) if not exists]
 

@@ -88,6 +88,11 @@ async def test_live_context_is_bounded_per_user_across_projects(services) -> Non
         counted = await state.redis.hgetall(usage_key(first.user_id))
         assert set(counted) == {str(first.project_id).encode(), str(second.project_id).encode()}
         assert sum(int(v) for v in counted.values()) <= QUOTA
+        # Another project's state gone: its bytes are free again, and its entry is pruned.
+        await state.redis.delete(f"c4m:ctx:{first.project_id}:{first.user_id}")
+        r = await c.post(URL, json={"context_updates": {"b3.py": [insert(big)]}})
+        assert r.status_code == 200, r.text
+        assert set(await state.redis.hgetall(usage_key(first.user_id))) == {str(second.project_id).encode()}
 
 
 @asynccontextmanager
