@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 from typing import Any
 
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -110,6 +110,19 @@ async def load_reference_ids(state: AppState) -> None:
         state.reference = ReferenceIds(set(languages), set(triggers), set(versions))
 
 
+def redis_client(redis_url: str, settings: Settings) -> Redis:
+    """A client on a bounded, blocking pool: a burst waits briefly for a connection, then fails as an outage.
+
+    redis-py's default pool refuses at once when its connections are all in use (MaxConnectionsError): a
+    flood on one socket then failed other users' requests and the rate limiter's checks. Here a caller
+    waits up to `redis_pool_timeout_s`; only then is it a ConnectionError (503 with Retry-After).
+    """
+    pool = BlockingConnectionPool.from_url(
+        redis_url, max_connections=settings.redis_pool_size, timeout=settings.redis_pool_timeout_s
+    )
+    return Redis.from_pool(pool)  # the client owns the pool: closing it closes the connections
+
+
 async def build_state(
     settings: Settings,
     database_url: str,
@@ -126,7 +139,7 @@ async def build_state(
         sessionmaker=make_sessionmaker(engine),
         analytics_engine=analytics,
         analytics_sessionmaker=make_sessionmaker(analytics),
-        redis=Redis.from_url(redis_url),
+        redis=redis_client(redis_url, settings),
         gateway=gateway,
     )
     await register_models(state, model_cards)

@@ -74,7 +74,13 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
     host = args.host or http.get("host") or settings.http_host
     port = int(args.port or http.get("port") or settings.http_port)
     data_dir = settings.data_dir.resolve()
-    urls, embedded = resolve_services(settings.database_url, settings.redis_url, data_dir)
+    urls, embedded = resolve_services(
+        settings.database_url,
+        settings.redis_url,
+        data_dir,
+        redis_maxmemory_bytes=settings.redis_maxmemory_bytes,
+        redis_maxmemory_policy=settings.redis_maxmemory_policy,
+    )
     stop = threading.Event()
 
     def _on_signal(signum: int, _frame: Any) -> None:
@@ -140,7 +146,13 @@ def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
     from db.migrate import current_revision, upgrade
     from serve.embedded import resolve_services
 
-    urls, embedded = resolve_services(settings.database_url, settings.redis_url, settings.data_dir.resolve())
+    urls, embedded = resolve_services(
+        settings.database_url,
+        settings.redis_url,
+        settings.data_dir.resolve(),
+        redis_maxmemory_bytes=settings.redis_maxmemory_bytes,
+        redis_maxmemory_policy=settings.redis_maxmemory_policy,
+    )
     try:
         before = asyncio.run(current_revision(urls.database_url))
         upgrade(urls.database_url)
