@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from app.api.body_limit import BodyLimitMiddleware
 from app.api.ratelimit import RateLimitMiddleware
 from app.api.routes import (
+    api_tokens,
     chat,
     completion,
     context,
@@ -18,6 +19,7 @@ from app.api.routes import (
     privacy,
     project,
     session,
+    tabby,
     user,
     verification,
     ws,
@@ -58,6 +60,7 @@ def create_app(make_state: StateFactory) -> FastAPI:
     app.add_middleware(ServerTimingMiddleware)  # outermost: the whole of the app's time
     for module in (
         user,
+        api_tokens,
         verification,
         password_reset,
         privacy,
@@ -72,5 +75,7 @@ def create_app(make_state: StateFactory) -> FastAPI:
         # UTF-8 JSON or a bad Content-Length, 413 over the size limit, 422 for the schema, 429 rate
         # limited, 503 while Redis or PostgreSQL is down.
         app.include_router(module.router, responses=error_responses(400, 413, 422, 429, 503))
+    # Tabby's HTTP API (API tokens; rate limited like the plugin's completion calls).
+    app.include_router(tabby.router, responses=error_responses(400, 413, 422, 429, 503))
     app.include_router(ping.router)  # liveness: never rate limited, no body
     return app
