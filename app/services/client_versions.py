@@ -24,8 +24,9 @@ _known: dict[str, dict[str, int]] = {}
 
 _UPSERT = text(
     "INSERT INTO plugin_version (version_name, ide_type, description)"
-    " SELECT :name, :ide, 'a Tabby client, named by its User-Agent'"
-    " WHERE :name = :other OR (SELECT count(*) FROM plugin_version WHERE ide_type = :ide) < :cap"
+    " SELECT CAST(:name AS varchar), CAST(:ide AS varchar), 'a Tabby client, named by its User-Agent'"
+    " WHERE CAST(:name AS varchar) = CAST(:other AS varchar)"
+    " OR (SELECT count(*) FROM plugin_version WHERE ide_type = CAST(:ide AS varchar)) < CAST(:cap AS integer)"
     " ON CONFLICT (version_name, ide_type) DO NOTHING"
 )
 _SELECT = text("SELECT version_id FROM plugin_version WHERE version_name = :name AND ide_type = :ide")
