@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlmodel import SQLModel, col
 
 from db.tables import (
+    ApiToken,
     BehavioralTelemetry,
     Chat,
     ChatMessage,
@@ -205,6 +206,16 @@ async def export_user(
                 row(a)
                 for a in await _all(
                     db, select(StudyAssignment).where(col(StudyAssignment.user_id) == user_id)
+                )
+            ],
+            # Names and times only: a token's hash is not the user's data (as for the password's).
+            "api_tokens": [
+                row(t, exclude={"token_hash"})
+                for t in await _all(
+                    db,
+                    select(ApiToken)
+                    .where(col(ApiToken.user_id) == user_id)
+                    .order_by(col(ApiToken.created_at)),
                 )
             ],
         }

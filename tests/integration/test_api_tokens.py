@@ -163,3 +163,14 @@ async def test_v1_calls_are_rate_limited_per_user_like_the_plugins(services) -> 
         # Another user from the same address has a window of its own.
         _, other, _ = await user_with_token(client_for(app, address))
         assert (await anonymous.post("/v1/events", json=body, headers=bearer(other))).status_code == 404
+
+
+async def test_the_export_lists_the_tokens_without_hash_or_value(api) -> None:
+    client, _ = api
+    c, token, created = await user_with_token(client)
+    r = await c.get("/api/user/export")
+    assert r.status_code == 200, r.text
+    (exported,) = r.json()["api_tokens"]
+    assert exported["token_id"] == created["token_id"] and exported["name"] == "laptop"
+    assert "token_hash" not in exported
+    assert token not in r.text and api_tokens.token_hash(token) not in r.text
