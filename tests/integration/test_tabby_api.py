@@ -224,3 +224,11 @@ async def test_health_names_the_models_and_the_version(api) -> None:
             (await db.execute(select(PluginVersion).where(PluginVersion.ide_type == "Tabby"))).scalars().all()
         )  # type: ignore[arg-type]
     assert all(len(r.version_name) <= 100 for r in rows)
+
+
+async def test_health_answers_post_too_as_tabby_does(api) -> None:
+    client, _ = api
+    _, token, _ = await user_with_token(client)
+    r = await fresh_client(client).post("/v1/health", headers=bearer(token))
+    assert r.status_code == 200 and r.json()["model"] == "scripted"
+    assert (await fresh_client(client).post("/v1/health")).status_code == 401

@@ -16,6 +16,7 @@ ERRORS = error_responses(401, 403, 404, 413, 422, 503)
 
 
 @router.get("/health", response_model=HealthState, responses=ERRORS)
+@router.post("/health", response_model=HealthState, responses=ERRORS)  # Tabby serves both; agents retry POST
 async def health(caller: ApiCaller, state: StateDep) -> HealthState:
     """The served models, the device and the version, as tabby-agent reads them (401 without a valid token)."""
     return tabby.health(state)
