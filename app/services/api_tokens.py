@@ -14,6 +14,7 @@ from app.errors import Conflict, NotFound
 from app.identity import api_tokens
 from app.infra.settings import Settings
 from app.schemas.api_token import ApiTokenCreate, ApiTokenCreated, ApiTokenPublic
+from app.services import audit
 from db.tables import ApiToken, utcnow
 
 
@@ -29,7 +30,7 @@ def public(row: ApiToken) -> ApiTokenPublic:
 
 
 async def create(
-    db: AsyncSession, settings: Settings, user_id: uuid.UUID, body: ApiTokenCreate
+    db: AsyncSession, settings: Settings, user_id: uuid.UUID, body: ApiTokenCreate, *, address: str | None
 ) -> ApiTokenCreated:
     """Store a new token's hash; 409 when the user already holds MAX_API_TOKENS_PER_USER tokens."""
     held = (
@@ -47,6 +48,9 @@ async def create(
         expires_at=now + timedelta(days=body.expires_in_days) if body.expires_in_days else None,
     )
     db.add(row)
+    await db.flush()  # the row's id, for its audit record in the same transaction
+    target = audit.Target("api_token", str(row.token_id))
+    await audit.record(db, audit.AuditAction.API_TOKEN_CREATE, actor=user_id, address=address, target=target)
     await db.commit()
     return ApiTokenCreated(**public(row).model_dump(), token=value)
 
@@ -62,7 +66,13 @@ async def list_tokens(db: AsyncSession, user_id: uuid.UUID) -> list[ApiTokenPubl
 
 
 async def revoke(
-    db: AsyncSession, redis: Redis, settings: Settings, user_id: uuid.UUID, token_id: uuid.UUID
+    db: AsyncSession,
+    redis: Redis,
+    settings: Settings,
+    user_id: uuid.UUID,
+    token_id: uuid.UUID,
+    *,
+    address: str | None,
 ) -> None:
     """Delete one of the user's tokens and its Redis copy; 404 for an unknown token or another user's."""
     row = await db.get(ApiToken, token_id)
@@ -70,5 +80,7 @@ async def revoke(
         raise NotFound("API token not found")
     hashed = row.token_hash
     await db.delete(row)
+    target = audit.Target("api_token", str(token_id))
+    await audit.record(db, audit.AuditAction.API_TOKEN_REVOKE, actor=user_id, address=address, target=target)
     await db.commit()
     await api_tokens.forget(redis, hashed, settings.api_token_cache_s)
