@@ -1,4 +1,4 @@
-"""`python -m bench [overhead|batching|scaling|ingest|retrieval|redaction|api_load|client_config|hostile|all]`: run benchmarks, print tables, write JSON.
+"""`python -m bench [overhead|batching|scaling|ingest|retrieval|redaction|api_load|client_config|all]`: run benchmarks, print tables, write JSON.
 
 The Serve stack starts only for benchmarks that need it. `python -m bench fuzz` is separate: schema-driven
 fuzzing of the API in-process (no Ray), see bench/fuzz.py.
@@ -13,18 +13,7 @@ import time
 import warnings
 from pathlib import Path
 
-from bench import (
-    api_load,
-    batching,
-    client_config,
-    fuzz,
-    hostile,
-    ingest,
-    overhead,
-    redaction,
-    retrieval,
-    scaling,
-)
+from bench import api_load, batching, client_config, fuzz, ingest, overhead, redaction, retrieval, scaling
 from bench.report import RESULTS_DIR, Table
 from bench.stack import Stack
 
@@ -38,7 +27,6 @@ BENCHMARKS = {
     "redaction": redaction,
     "api_load": api_load,
     "client_config": client_config,
-    "hostile": hostile,
 }
 
 
