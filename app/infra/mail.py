@@ -77,6 +77,29 @@ def _send_smtp(settings: Settings, msg: EmailMessage) -> None:
         smtp.send_message(msg)
 
 
+class MailQueue:
+    """Mail delivered off the request path: `post` returns at once and the delivery runs as a task of its own.
+
+    A request that mails answers as fast as one that does not (no timing difference between an existing and
+    an unknown address), and a slow mail server holds no request; Starlette's background tasks would run
+    inside the request's ASGI call, which the Serve proxy waits for.
+    """
+
+    def __init__(self) -> None:
+        self._pending: set[asyncio.Task[bool]] = set()
+
+    def post(self, settings: Settings, mail: Mail) -> None:
+        """Start delivering one mail (send_mail never raises)."""
+        task = asyncio.get_running_loop().create_task(send_mail(settings, mail))
+        self._pending.add(task)  # a strong reference: the loop keeps only weak ones
+        task.add_done_callback(self._pending.discard)
+
+    async def drained(self) -> None:
+        """Wait until every mail posted so far is delivered (or failed)."""
+        while self._pending:
+            await asyncio.gather(*self._pending, return_exceptions=True)
+
+
 async def send_mail(settings: Settings, mail: Mail) -> bool:
     """Deliver one mail; never raises (a mail failure must not fail the request), True when delivered."""
     try:

@@ -37,7 +37,6 @@ async def request_reset(db: AsyncSession, redis: Redis, settings: Settings, emai
     token = await email_tokens.issue(redis, "reset", user.user_id, user.email, settings.email_token_ttl_s)
     link = f"{settings.public_base_url}/api/user/reset-password?token={token}"
     text = (
-        f"Hello {user.name},\n\n"
         f"Someone asked to reset the password of your Code4me account. To choose a new password, open:\n\n"
         f"{link}\n\n"
         f"The link works once and expires in {lifetime_text(settings.email_token_ttl_s)}. "

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
@@ -99,23 +100,42 @@ async def _insert(db: AsyncSession, user: User) -> User:
     return user
 
 
-async def create_user(db: AsyncSession, body: UserCreate) -> User:
-    """Create a password account; 409 if the email is taken, 422 for a weak password or bad config."""
+@dataclass(frozen=True)
+class SignUp:
+    """The outcome of a password sign-up: the new account, or the one that already had the address."""
+
+    user: User
+    created: bool
+
+
+async def create_user(db: AsyncSession, body: UserCreate) -> SignUp:
+    """Create a password account; 422 for a weak password or bad config. An address that has an account
+    already is no error (the caller must answer the same either way, so that sign-up tells no stranger
+    which addresses have accounts): the existing account comes back, unchanged, with created=False."""
     problem = password_problem(body.password)
     if problem:
         raise Unprocessable(problem)
     config_id = body.config_id or DEFAULT_CONFIG_ID
     await _check_config(db, config_id)
-    if await find_by_email(db, body.email) is not None:
-        raise Conflict("A user with this email already exists")
+    # Hashed either way: the answer must not be faster for a taken address.
+    password_hash = await asyncio.to_thread(hash_password, body.password)
+    existing = await find_by_email(db, body.email)
+    if existing is not None:
+        return SignUp(existing, created=False)
     user = User(
         email=str(body.email),
         name=body.name.strip() or str(body.email),
-        password_hash=await asyncio.to_thread(hash_password, body.password),
+        password_hash=password_hash,
         config_id=config_id,
         preference=(body.preference or Preference()).model_dump(),
     )
-    return await _insert(db, user)
+    try:
+        return SignUp(await _insert(db, user), created=True)
+    except Conflict:  # created concurrently
+        existing = await find_by_email(db, body.email)
+        if existing is None:
+            raise
+        return SignUp(existing, created=False)
 
 
 def _same_email(identity: GoogleIdentity, email: str) -> None:

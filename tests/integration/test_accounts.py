@@ -18,7 +18,7 @@ from app.infra.state import AppState
 from db.tables import User
 from serve.embedded import ServiceUrls
 from tests.utils import payloads as P
-from tests.utils.asgi_api import api_settings, fresh_client, running_api
+from tests.utils.asgi_api import api_settings, count, fresh_client, running_api
 from tests.utils.outbox import body, link_token, mails_to
 
 PUBLIC_URL = "https://code4me.test"
@@ -365,6 +365,91 @@ async def test_reset_request_answers_the_same_for_unknown_addresses(accounts_api
     assert mails_to(outbox, unknown) == []
     r = await client.post("/api/user/reset-password/request", json={"email": "nope"})
     assert r.status_code == 422
+
+
+# ---------------------------------------------------------------- sign-up and mail
+
+
+async def test_sign_up_answers_the_same_for_taken_addresses(accounts_api, outbox) -> None:
+    """Finding 12: a taken address gets the answer a free one gets; its owner is told by mail, nothing changes."""
+    client, state = accounts_api
+    _, email = await account(client, name="Owner")
+    owner = await user_row(state, email)
+    before = await count(state, User)
+    stranger = fresh_client(client)
+    other = {"password": "An0therPassw0rd", "name": "Mallory"}
+    taken = await stranger.post("/api/user/create", json=P.user_create(email.upper(), **other))
+    free = await stranger.post("/api/user/create", json=P.user_create(P.new_email(), **other))
+    assert taken.status_code == free.status_code == 201, taken.text
+    assert taken.json().keys() == free.json().keys() == {"message", "user_id"}
+    assert taken.json()["message"] == free.json()["message"]
+    assert uuid.UUID(taken.json()["user_id"]) != owner.user_id
+    assert set(taken.cookies) == set(free.cookies) == set()
+    assert await count(state, User) == before + 1  # only the free address got an account
+    after = await user_row(state, email)
+    assert (after.name, after.password_hash, after.verified) == (owner.name, owner.password_hash, False)
+    notice = mails_to(outbox, email)[-1]
+    assert notice["Subject"] == "Sign-up attempt with your Code4me address"
+    assert "Mallory" not in body(notice) and "token=" not in body(notice)
+    r = await stranger.post("/api/user/authenticate", json=P.authenticate(email, other["password"]))
+    assert r.status_code == 401
+
+
+async def test_mails_carry_no_user_chosen_text(accounts_api, outbox) -> None:
+    """Finding 13a: a name chosen at sign-up is never put into a mail (anyone may sign up anyone's address)."""
+    client, _ = accounts_api
+    spam = "Claim your prize at http://prize.example now"
+    _, email = await account(client, name=spam)
+    r = await client.post("/api/user/reset-password/request", json={"email": email})
+    assert r.status_code == 200
+    verify, reset = mails_to(outbox, email)
+    assert verify["Subject"] == "Verify your email address for Code4me"
+    assert body(verify).startswith("Please confirm that this is your email address for Code4me")
+    assert body(reset).startswith("Someone asked to reset the password of your Code4me account")
+    for mail in (verify, reset):
+        assert "prize" not in body(mail) and "prize" not in str(mail["Subject"])
+
+
+class StallingSmtp:
+    """A mail server that accepts connections and says nothing for `stall_s`, then hangs up."""
+
+    def __init__(self, stall_s: float) -> None:
+        self.stall_s = stall_s
+        self.connections = 0
+        self.server: asyncio.Server | None = None
+
+    async def _serve(self, _reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        await asyncio.sleep(self.stall_s)
+        writer.close()
+
+    async def start(self) -> int:
+        """Listen on a free loopback port; which."""
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        return int(self.server.sockets[0].getsockname()[1])
+
+
+async def test_answers_never_wait_for_mail(services, accounts_dir) -> None:
+    """Finding 12: sign-up and reset answer before their mail is delivered (a stalled mail server holds no
+    request), so a reset for an existing address takes as long as one for an unknown address."""
+    smtp = StallingSmtp(stall_s=3.0)
+    port = await smtp.start()
+    settings = api_settings(accounts_dir, smtp_host="127.0.0.1", smtp_port=port)
+    async with running_api(services.database_url, services.redis_url, settings) as (client, _):
+        # The plain ASGI transport: the answer as the Serve proxy sees it (the whole ASGI call).
+        app = client._transport.app  # type: ignore[attr-defined]
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as c:
+            email = P.new_email()
+            started = asyncio.get_running_loop().time()
+            assert (await c.post("/api/user/create", json=P.user_create(email))).status_code == 201
+            r = await c.post("/api/user/reset-password/request", json={"email": email})
+            assert r.status_code == 200
+            elapsed = asyncio.get_running_loop().time() - started
+            assert elapsed < 1.5, f"the answers waited for the mail server ({elapsed:.1f} s)"
+            await asyncio.sleep(0.2)
+            assert smtp.connections == 2  # both mails were on their way
+    assert smtp.server is not None
+    smtp.server.close()
 
 
 async def test_password_reset_flow(accounts_api, outbox) -> None:

@@ -85,6 +85,17 @@ def cards_of(entries: list[dict[str, Any]]) -> list[ModelCard]:
     return [ModelEntry.model_validate(entry).card() for entry in entries]
 
 
+class MailSettledTransport(httpx.ASGITransport):
+    """The app in-process, each answer handed back once the mail its request posted is delivered, so that a
+    test reads the outbox right away (the app itself never waits for mail: app/infra/mail.py MailQueue)."""
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        """The app's answer, after its mail."""
+        response = await super().handle_async_request(request)
+        await self.app.state.c4m.mail.drained()  # type: ignore[attr-defined]
+        return response
+
+
 def api_settings(data_dir: Path, **overrides: Any) -> Settings:
     """Settings of an in-process test app; mail goes to the outbox under `data_dir`.
 
@@ -118,7 +129,7 @@ async def running_api(
     task = asyncio.create_task(writer.run())
     try:
         async with httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://test"
+            transport=MailSettledTransport(app=app), base_url="http://test"
         ) as client:
             yield client, state
         await wait_drained(state.redis)

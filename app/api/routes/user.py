@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Annotated
 
-from fastapi import BackgroundTasks, Depends, Query, Request, Response, status
+from fastapi import Depends, Query, Request, Response, status
 
 from app.api.cookies import clear_token_cookie, set_token_cookie
 from app.api.deps import CurrentUser, DbDep, RedisDep, StateDep
 from app.api.routing import SlashTolerantRouter
 from app.identity import tokens
 from app.identity.google import GoogleVerifier, get_google_verifier
-from app.infra.mail import send_mail
 from app.schemas.common import Message, error_responses
 from app.schemas.user import (
     AuthenticateResponse,
@@ -29,6 +29,7 @@ router = SlashTolerantRouter(prefix="/api/user", tags=["user"])
 ERRORS = error_responses(400, 401, 403, 409, 422)
 GoogleDep = Annotated[GoogleVerifier, Depends(get_google_verifier)]
 TOKEN_COOKIES = ("auth_token", "session_token", "project_token")
+CREATED = "User created successfully"
 
 
 def _server(request: Request) -> tuple[str, int]:
@@ -44,19 +45,28 @@ async def create_user(
     db: DbDep,
     redis: RedisDep,
     google: GoogleDep,
-    background: BackgroundTasks,
 ) -> UserCreateResponse:
-    """Create an account with a password (a verification mail follows) or from a Google ID token."""
+    """Create an account with a password (a verification mail follows) or from a Google ID token.
+
+    A password sign-up answers the same whether or not the address has an account (its owner gets a notice
+    by mail instead), so that sign-up tells no stranger which addresses have accounts. A Google sign-up
+    proves the address is the caller's, so it is told (409).
+    """
     if body.provider == "google":
         await users.check_google_create(db, body)
         identity = await google.verify(body.token)
         user = await users.create_google_user(db, body, identity)
+        return UserCreateResponse(message=CREATED, user_id=user.user_id)
+    signup = await users.create_user(db, body)
+    if signup.created:
+        mail = await verification.verification_mail(redis, state.settings, signup.user)
     else:
-        user = await users.create_user(db, body)
-        background.add_task(
-            send_mail, state.settings, await verification.verification_mail(redis, state.settings, user)
-        )
-    return UserCreateResponse(message="User created successfully", user_id=user.user_id)
+        mail = await verification.sign_up_attempt_mail(redis, signup.user)
+    state.mail.post(state.settings, mail)
+    # An existing account's id is not given away: a random one has the same shape.
+    return UserCreateResponse(
+        message=CREATED, user_id=signup.user.user_id if signup.created else uuid.uuid4()
+    )
 
 
 @router.post("/authenticate", response_model=AuthenticateResponse, responses=ERRORS)
@@ -102,14 +112,11 @@ async def update_user(
     state: StateDep,
     db: DbDep,
     redis: RedisDep,
-    background: BackgroundTasks,
 ) -> UserResponse:
     """Change name, email, password, preference or config; the old password guards password and email."""
     email_changed = await users.update_user(db, redis, user, body)
     if email_changed:
-        background.add_task(
-            send_mail, state.settings, await verification.verification_mail(redis, state.settings, user)
-        )
+        state.mail.post(state.settings, await verification.verification_mail(redis, state.settings, user))
     return UserResponse(message="User updated successfully", user=users.public_user(user))
 
 
