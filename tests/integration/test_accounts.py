@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import uuid
 from collections.abc import AsyncIterator
@@ -88,6 +89,19 @@ async def test_get_returns_the_public_user_and_config_never_the_hash(accounts_ap
     assert user["preference"]["data_retention_days"] == 365
     assert '"models"' in data["config"]
     assert (await fresh_client(client).get("/api/user/get")).status_code == 401
+
+
+async def test_config_server_comes_from_public_url_never_the_host_header(accounts_api) -> None:
+    """Finding 13c: a forged Host header does not change where the plugin is told the server is."""
+    client, _ = accounts_api
+    c, email = await account(client)
+    forged = {"host": "evil.example:8443"}
+    signed_in = await c.post("/api/user/authenticate", json=P.authenticate(email), headers=forged)
+    got = await c.get("/api/user/get", headers=forged)
+    for r in (signed_in, got):
+        assert r.status_code == 200, r.text
+        server = json.loads(r.json()["config"])["config"]["server"]
+        assert (server["host"], server["port"], server["contextPath"]) == ("https://code4me.test", 443, "")
 
 
 # ---------------------------------------------------------------- update

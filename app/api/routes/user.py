@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from typing import Annotated
+from urllib.parse import urlsplit
 
 from fastapi import Depends, Query, Request, Response, status
 
@@ -12,6 +13,7 @@ from app.api.deps import CurrentUser, DbDep, RedisDep, StateDep
 from app.api.routing import SlashTolerantRouter
 from app.identity import tokens
 from app.identity.google import GoogleVerifier, get_google_verifier
+from app.infra.settings import Settings
 from app.schemas.common import Message, error_responses
 from app.schemas.user import (
     AuthenticateResponse,
@@ -23,7 +25,7 @@ from app.schemas.user import (
     UserUpdate,
 )
 from app.services import account_deletion, users, verification
-from app.services.client_config import client_config
+from app.services.client_config import Server, client_config
 
 router = SlashTolerantRouter(prefix="/api/user", tags=["user"])
 ERRORS = error_responses(400, 401, 403, 409, 422)
@@ -32,8 +34,11 @@ TOKEN_COOKIES = ("auth_token", "session_token", "project_token")
 CREATED = "User created successfully"
 
 
-def _server(request: Request) -> tuple[str, int]:
-    return f"{request.url.scheme}://{request.url.hostname or '127.0.0.1'}", request.url.port or 80
+def _server(settings: Settings) -> Server:
+    """Where the plugin is told the server is: PUBLIC_URL, never the request's Host header (a client's)."""
+    url = urlsplit(settings.public_base_url)
+    port = url.port or (443 if url.scheme == "https" else 80)
+    return Server(f"{url.scheme}://{url.hostname or '127.0.0.1'}", port, url.path.rstrip("/"))
 
 
 @router.post(
@@ -90,8 +95,7 @@ async def authenticate(
         redis, user.user_id, state.settings.auth_token_ttl_s, state.settings.token_max_age_s
     )
     set_token_cookie(response, state.settings, "auth_token", token)
-    host, port = _server(request)
-    config = await client_config(state, db, user, host=host, port=port)
+    config = await client_config(state, db, user, _server(state.settings))
     return AuthenticateResponse(
         message="Authentication successful", user=users.public_user(user), config=config
     )
@@ -100,8 +104,7 @@ async def authenticate(
 @router.get("/get", response_model=GetUserResponse, responses=ERRORS)
 async def get_user(user: CurrentUser, request: Request, state: StateDep, db: DbDep) -> GetUserResponse:
     """The signed-in user and their client config."""
-    host, port = _server(request)
-    config = await client_config(state, db, user, host=host, port=port)
+    config = await client_config(state, db, user, _server(state.settings))
     return GetUserResponse(message="User retrieved successfully", user=users.public_user(user), config=config)
 
 
