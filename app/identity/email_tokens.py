@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import uuid
 from dataclasses import dataclass
@@ -10,7 +9,7 @@ from typing import Literal
 
 from redis.asyncio import Redis
 
-from app.identity.tokens import PREFIX, index_for_user, new_token
+from app.identity.tokens import PREFIX, digest, index_for_user, new_token
 
 Purpose = Literal["verify", "reset"]
 
@@ -24,9 +23,9 @@ class EmailTokenInfo:
 
 
 def token_key(purpose: Purpose, token: str) -> str:
-    """Redis key of a mailed token: only its SHA-256 is stored, so a Redis dump reveals no usable link."""
-    digest = hashlib.sha256(token.encode()).hexdigest()
-    return f"{PREFIX}email:{purpose}:{digest}"
+    """Redis key of a mailed token: only its keyed digest is stored (as for every token), so a Redis dump
+    reveals no usable link."""
+    return f"{PREFIX}email:{purpose}:{digest(token)}"
 
 
 async def issue(redis: Redis, purpose: Purpose, user_id: uuid.UUID, email: str, ttl_s: int) -> str:

@@ -7,6 +7,7 @@ import uuid
 import pytest
 from sqlalchemy import select
 
+from app.identity import tokens
 from db.tables import Context, Generation, GroundTruth, MetaQuery, User
 from tests.utils import payloads as P
 from tests.utils.asgi_api import count, fresh_client, model_id, settle, signed_in
@@ -112,7 +113,7 @@ async def test_missing_and_expired_cookies_are_401(api) -> None:
     assert r.status_code == 401 and "expired" in r.json()["message"]
     c, _ = await signed_in(client)
     # Expire the session token server-side: completion must answer 401, not 500.
-    await state.redis.delete(f"c4m:session:{c.cookies.get('session_token')}")
+    await state.redis.delete(tokens.session_key(c.cookies.get("session_token") or ""))
     r = await c.post("/api/completion/request", json=P.completion_request([model_id(state, "scripted")]))
     assert r.status_code == 401 and "session" in r.json()["message"]
 
