@@ -215,11 +215,22 @@ async def _get_json(redis: Redis, key: str, renew_s: int = 0) -> dict | None:
     return _json_object((await read_renewing(redis, [key], [renew_s]))[0])
 
 
-async def issue_auth(redis: Redis, user_id: uuid.UUID, ttl_s: int, max_age_s: int | None = None) -> str:
-    """Store a new auth token for the user: it lives ttl_s past its last use, at most max_age_s (None: fixed)."""
+async def issue_auth(
+    redis: Redis,
+    user_id: uuid.UUID,
+    ttl_s: int,
+    max_age_s: int | None = None,
+    *,
+    client: str | None = None,
+    agent: str | None = None,
+) -> str:
+    """Store a new auth token (a sign-in) for the user: it lives ttl_s past its last use, at most max_age_s
+    (None: fixed). A sign-in has a public id of its own (never derived from the token), its time, and the
+    client address and user agent it came from, so that its owner can tell sign-ins apart and end one."""
     token = new_token()
     key = auth_key(token)
-    payload = _capped({"user_id": str(user_id)}, max_age_s)
+    meta = {"sid": uuid.uuid4().hex, "issued": round(time.time(), 3), "client": client, "agent": agent}
+    payload = _capped({"user_id": str(user_id), **meta}, max_age_s)
     async with redis.pipeline(transaction=True) as pipe:
         pipe.set(key, json.dumps(payload), ex=min(ttl_s, _life(ttl_s, max_age_s)))
         index_for_user(pipe, user_id, key, _life(ttl_s, max_age_s))
@@ -454,12 +465,61 @@ async def resolve_project(redis: Redis, token: str) -> ProjectInfo | None:
     return project_from(await redis.get(project_key(token)))
 
 
-async def revoke_user(redis: Redis, user_id: uuid.UUID) -> list[SessionInfo]:
-    """End every auth, session, project and mailed token of a user (account deleted, password reset); the
-    sessions it ended, for their rows and live context (app/services/sessions.py `close`)."""
+@dataclass(frozen=True)
+class SignIn:
+    """One live sign-in (auth token) of a user, as its owner may see it: never the token or its digest."""
+
+    sign_in_id: str
+    digest: Digest  # for the server only (which sign-in is the caller's, which to end)
+    created_at: float | None
+    last_used_at: float | None
+    client: str | None
+    agent: str | None
+    sessions: int
+
+
+async def _index(redis: Redis, user_id: uuid.UUID) -> list[str]:
     members: list[Any] = list(await redis.zrange(user_tokens_key(user_id), 0, -1))
-    keys = [_text(m) for m in members]
-    doomed: list[str] = [user_tokens_key(user_id), user_snapshot_key(user_id), *keys]
+    return [_text(m) for m in members]
+
+
+async def sign_ins(redis: Redis, user_id: uuid.UUID, ttl_s: int) -> list[SignIn]:
+    """The user's live sign-ins, oldest first. The last use is read off the key's expiry (each use renews it
+    to ttl_s), so it is unknown (None) once the token's cap is nearer than its ttl."""
+    auths = [d for d in (digest_in(k, AUTH_PREFIX) for k in await _index(redis, user_id)) if d is not None]
+    async with redis.pipeline(transaction=False) as pipe:
+        for d in auths:
+            pipe.get(auth_key_of(d))
+            pipe.pttl(auth_key_of(d))
+            pipe.scard(auth_sessions_key(d))
+        answers = await pipe.execute() if auths else []
+    now = time.time()
+    found = []
+    for i, d in enumerate(auths):
+        data, left_ms, sessions = _json_object(answers[3 * i]), answers[3 * i + 1], answers[3 * i + 2]
+        if data is None or not data.get("sid") or left_ms is None or left_ms < 0:
+            continue  # gone meanwhile, or issued before sign-ins had ids
+        expires = now + left_ms / 1000
+        cap = data.get("cap")
+        last_used = expires - ttl_s if not isinstance(cap, (int, float)) or expires < cap - 1 else None
+        found.append(
+            SignIn(
+                str(data["sid"]),
+                d,
+                data.get("issued"),
+                last_used,
+                data.get("client"),
+                data.get("agent"),
+                int(sessions),
+            )
+        )
+    return sorted(found, key=lambda s: s.created_at or 0)
+
+
+async def _doom(redis: Redis, keys: list[str]) -> tuple[list[str], list[SessionInfo]]:
+    """Every key to delete with these token keys (what hangs on auth and session tokens included), and the
+    sessions among them (read from their shadows, which outlive the tokens)."""
+    doomed = list(keys)
     ended: list[SessionInfo] = []
     for key in keys:
         auth = digest_in(key, AUTH_PREFIX)
@@ -471,7 +531,48 @@ async def revoke_user(redis: Redis, user_id: uuid.UUID) -> list[SessionInfo]:
             if info is not None:
                 ended.append(info)
             doomed += _session_keys(session, await redis.smembers(session_projects_key(session)))
-    await redis.delete(*doomed)
+    return doomed, ended
+
+
+async def _sign_in_keys(redis: Redis, auth: Digest) -> list[str]:
+    """The token keys of one sign-in: its auth token and the sessions acquired with it (their project tokens
+    come with them in `_doom`)."""
+    sessions = await redis.smembers(auth_sessions_key(auth))
+    return [auth_key_of(auth), *(session_key_of(Digest(_text(s))) for s in sessions)]
+
+
+async def revoke_sign_in(redis: Redis, user_id: uuid.UUID, auth: Digest) -> list[SessionInfo]:
+    """End one sign-in: its auth token, the sessions acquired with it and their project tokens; the sessions
+    it ended (app/services/sessions.py `close` writes their end)."""
+    doomed, ended = await _doom(redis, await _sign_in_keys(redis, auth))
+    async with redis.pipeline(transaction=True) as pipe:
+        pipe.delete(*doomed)
+        pipe.zrem(user_tokens_key(user_id), *doomed)
+        await pipe.execute()
+    return ended
+
+
+async def revoke_user(redis: Redis, user_id: uuid.UUID, keep: Digest | None = None) -> list[SessionInfo]:
+    """End every auth, session, project and mailed token of a user (account deleted, password reset), or,
+    with `keep`, all but that sign-in's (a password or email change keeps the caller signed in); the
+    sessions it ended, for their rows and live context (app/services/sessions.py `close`)."""
+    keys = await _index(redis, user_id)
+    if keep is not None:
+        kept = set(await _sign_in_keys(redis, keep))
+        for key in list(kept):
+            session = digest_in(key, SESSION_PREFIX)
+            if session is not None:
+                projects = await redis.smembers(session_projects_key(session))
+                kept |= {project_key_of(Digest(_text(p))) for p in projects}
+        keys = [k for k in keys if k not in kept]
+    doomed, ended = await _doom(redis, keys)
+    async with redis.pipeline(transaction=True) as pipe:
+        if keep is None:
+            pipe.delete(user_tokens_key(user_id), user_snapshot_key(user_id), *doomed)
+        elif doomed:
+            pipe.delete(*doomed)
+            pipe.zrem(user_tokens_key(user_id), *doomed)
+        await pipe.execute()
     return ended
 
 

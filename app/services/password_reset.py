@@ -12,6 +12,7 @@ from app.identity import email_tokens, tokens
 from app.identity.passwords import hash_password, password_problem
 from app.infra.mail import Mail, lifetime_text
 from app.infra.settings import Settings
+from app.services import sign_ins
 from app.services.users import find_by_email
 from db.tables import User
 
@@ -68,4 +69,4 @@ async def change_password(db: AsyncSession, redis: Redis, token: str, new_passwo
     # Opening the mailed link proved the address.
     user.verified = True
     await db.commit()
-    await tokens.revoke_user(redis, user.user_id)
+    await sign_ins.end_all_but(db, redis, user.user_id, keep=None)

@@ -21,6 +21,7 @@ from app.identity import tokens
 from app.identity.google import GoogleIdentity
 from app.identity.passwords import burn_verification, hash_password, password_problem, verify_password
 from app.schemas.user import Preference, UserAuthenticate, UserCreate, UserPublic, UserUpdate
+from app.services import sign_ins
 from db.tables import Config, User
 
 DEFAULT_CONFIG_ID = 1
@@ -230,9 +231,12 @@ def merged_preference(current: dict[str, Any], update: dict[str, Any]) -> dict[s
         raise Unprocessable(f"Invalid preference: {fields or 'not an object'}") from None
 
 
-async def update_user(db: AsyncSession, redis: Redis, user: User, body: UserUpdate) -> bool:
+async def update_user(
+    db: AsyncSession, redis: Redis, user: User, body: UserUpdate, current: tokens.Digest
+) -> bool:
     """Apply a partial update (all checks before any write) and refresh the user's cached copy; True when
-    the email changed (re-verify it)."""
+    the email changed (re-verify it). A new password or email ends every other sign-in of the account (and
+    its mailed links), as a password reset does; the caller's own sign-in (`current`) stays."""
     changes = {k: v for k, v in body.model_dump(exclude_unset=True).items() if v is not None}
     new_email = str(changes["email"]) if "email" in changes else None
     email_changes = new_email is not None and new_email != user.email
@@ -281,4 +285,6 @@ async def update_user(db: AsyncSession, redis: Redis, user: User, body: UserUpda
         await db.rollback()
         raise Conflict("A user with this email already exists") from exc
     await _store_snapshot(redis, user)
+    if "password" in changes or email_changes:
+        await sign_ins.end_all_but(db, redis, user.user_id, keep=current)
     return address_changes

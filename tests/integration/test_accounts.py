@@ -16,7 +16,7 @@ from sqlalchemy import select
 
 from app.identity import email_tokens, tokens
 from app.infra.state import AppState
-from db.tables import User
+from db.tables import Session, User
 from serve.embedded import ServiceUrls
 from tests.utils import payloads as P
 from tests.utils.asgi_api import api_settings, count, fresh_client, running_api
@@ -274,6 +274,119 @@ async def test_revocation_finds_every_token_even_after_a_session_refresh(account
         email_tokens.token_key("verify", mailed),
     ]
     assert await redis.exists(*keys) == 0
+
+
+# ---------------------------------------------------------------- sign-ins (finding 5)
+
+
+async def device(client: httpx.AsyncClient, email: str, agent: str, password: str = P.STRONG_PASSWORD):  # type: ignore[no-untyped-def]
+    """Another sign-in of the account (its own cookie jar and user agent) with a session and a project."""
+    d = fresh_client(client)
+    d.headers["user-agent"] = agent
+    assert (await d.post("/api/user/authenticate", json=P.authenticate(email, password))).status_code == 200
+    assert (await d.get("/api/session/acquire")).status_code == 200
+    assert (await d.post("/api/project/create", json={"project_name": agent})).status_code == 201
+    return d
+
+
+async def works(d: httpx.AsyncClient) -> tuple[int, int, int]:
+    """The answers to the device's auth, session and project tokens: user, acquire (same session), projects."""
+    user = (await d.get("/api/user/get")).status_code
+    acquired = await d.get("/api/session/acquire")
+    same = acquired.status_code if acquired.json().get("session_token") == d.cookies["session_token"] else 409
+    r = await d.post("/api/completion/multi-file-context/update", json={"context_updates": {"a.py": []}})
+    return user, same, r.status_code
+
+
+@pytest.mark.parametrize(
+    "change",
+    [{"password": "N3wPassword!x"}, {"email": "EMAIL"}],
+    ids=["password", "email"],
+)
+async def test_password_or_email_change_ends_the_other_sign_ins(accounts_api, outbox, change) -> None:
+    """Finding 5: a new password or email ends every other sign-in's auth, session and project tokens and the
+    mailed links; the caller stays signed in with all of its own."""
+    client, state = accounts_api
+    _, email = await account(client)
+    here = await device(client, email, "here")
+    there = await device(client, email, "there")
+    r = await client.post("/api/user/reset-password/request", json={"email": email})
+    reset_link = link_token(mails_to(outbox, email)[-1], "/api/user/reset-password")
+    assert await works(here) == await works(there) == (200, 200, 200)
+    update = {k: (P.new_email() if v == "EMAIL" else v) for k, v in change.items()}
+    r = await here.put("/api/user/update", json={**update, "previous_password": P.STRONG_PASSWORD})
+    assert r.status_code == 200, r.text
+    assert await works(here) == (200, 200, 200)
+    assert (await there.get("/api/user/get")).status_code == 401
+    for name in ("session_token", "project_token"):
+        assert not await state.redis.exists(
+            tokens.session_key(there.cookies[name])
+            if name == "session_token"
+            else tokens.project_key(there.cookies[name])
+        )
+    r = await client.post(
+        "/api/user/reset-password/change", json={"token": reset_link, "new_password": "R3setPassw0rd"}
+    )
+    assert r.status_code == 401  # the mailed link died too
+    async with state.sessionmaker() as db:
+        user = await user_row(state, update.get("email", email))
+        rows = (await db.execute(select(Session).where(Session.user_id == user.user_id))).scalars().all()
+    assert sorted(row.end_time is None for row in rows) == [False, True]  # there's session ended, here's not
+    listed = (await here.get("/api/user/sessions")).json()["sessions"]
+    assert [(s["user_agent"], s["current"]) for s in listed] == [("here", True)]
+
+
+async def test_sign_ins_are_listed_and_ended_by_their_owner_only(accounts_api) -> None:
+    """Finding 5: a user lists their sign-ins (never a token) and ends one or all others; another user's
+    sign-in is 404, as an unknown one is."""
+    client, state = accounts_api
+    _, email = await account(client)
+    here = await device(client, email, "here/1.0")
+    there = await device(client, email, "there/2.0")
+    third = await device(client, email, "third/3.0")
+    r = await here.get("/api/user/sessions")
+    assert r.status_code == 200, r.text
+    listed = {s["user_agent"]: s for s in r.json()["sessions"]}
+    assert set(listed) == {f"python-httpx/{httpx.__version__}", "here/1.0", "there/2.0", "third/3.0"}
+    assert [a for a, s in listed.items() if s["current"]] == ["here/1.0"]
+    mine = listed["here/1.0"]
+    assert mine["client_address"] == "127.0.0.1" and mine["plugin_sessions"] == 1
+    assert mine["created_at"] is not None and mine["last_used_at"] is not None
+    for d in (here, there, third):
+        for value in d.cookies.values():
+            assert value not in r.text and tokens.digest(value) not in r.text
+
+    # Another user cannot end (or see) them.
+    mallory, _ = await account(client)
+    assert (await mallory.delete(f"/api/user/sessions/{listed['there/2.0']['id']}")).json() == {
+        "message": "Session not found"
+    }
+    assert (await mallory.delete(f"/api/user/sessions/{listed['there/2.0']['id']}")).status_code == 404
+    assert [s["current"] for s in (await mallory.get("/api/user/sessions")).json()["sessions"]] == [True]
+    assert await works(there) == (200, 200, 200)
+    assert (await here.delete("/api/user/sessions/not-a-sign-in")).status_code == 404
+    assert (await fresh_client(client).get("/api/user/sessions")).status_code == 401
+
+    # The owner ends one: its auth, session and project tokens go, its session row gets its end time.
+    r = await here.delete(f"/api/user/sessions/{listed['there/2.0']['id']}")
+    assert r.status_code == 200, r.text
+    assert (await there.get("/api/user/get")).status_code == 401
+    assert not await state.redis.exists(tokens.session_key(there.cookies["session_token"]))
+    assert not await state.redis.exists(tokens.project_key(there.cookies["project_token"]))
+    assert await works(third) == await works(here) == (200, 200, 200)
+
+    # Sign out everywhere else: only the caller's sign-in is left.
+    r = await here.post("/api/user/sessions/sign-out-others")
+    assert r.status_code == 200 and r.json()["ended"] == 2, r.text
+    assert (await third.get("/api/user/get")).status_code == 401
+    assert await works(here) == (200, 200, 200)
+    assert [s["user_agent"] for s in (await here.get("/api/user/sessions")).json()["sessions"]] == [
+        "here/1.0"
+    ]
+    user = await user_row(state, email)
+    async with state.sessionmaker() as db:
+        rows = (await db.execute(select(Session).where(Session.user_id == user.user_id))).scalars().all()
+    assert sorted(row.end_time is None for row in rows) == [False, False, True]
 
 
 # ---------------------------------------------------------------- verification

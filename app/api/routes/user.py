@@ -6,25 +6,28 @@ import uuid
 from typing import Annotated
 from urllib.parse import urlsplit
 
-from fastapi import Depends, Query, Request, Response, status
+from fastapi import Depends, Path, Query, Request, Response, status
 
 from app.api.cookies import clear_token_cookie, set_token_cookie
-from app.api.deps import CurrentUser, DbDep, RedisDep, StateDep
+from app.api.deps import AuthDep, CurrentUser, DbDep, RedisDep, StateDep
 from app.api.routing import SlashTolerantRouter
 from app.identity import tokens
 from app.identity.google import GoogleVerifier, get_google_verifier
+from app.infra.client_address import client_address_of, parse_networks
 from app.infra.settings import Settings
 from app.schemas.common import Message, error_responses
 from app.schemas.user import (
     AuthenticateResponse,
     GetUserResponse,
+    SignInList,
+    SignOutOthers,
     UserAuthenticate,
     UserCreate,
     UserCreateResponse,
     UserResponse,
     UserUpdate,
 )
-from app.services import account_deletion, users, verification
+from app.services import account_deletion, sign_ins, users, verification
 from app.services.client_config import Server, client_config
 
 router = SlashTolerantRouter(prefix="/api/user", tags=["user"])
@@ -92,7 +95,12 @@ async def authenticate(
             db, body, require_verified=state.settings.require_verified_email
         )
     token = await tokens.issue_auth(
-        redis, user.user_id, state.settings.auth_token_ttl_s, state.settings.token_max_age_s
+        redis,
+        user.user_id,
+        state.settings.auth_token_ttl_s,
+        state.settings.token_max_age_s,
+        client=client_address_of(request, parse_networks(state.settings.trusted_proxies)),
+        agent=sign_ins.client_agent(request.headers.get("user-agent")),
     )
     set_token_cookie(response, state.settings, "auth_token", token)
     config = await client_config(state, db, user, _server(state.settings))
@@ -102,7 +110,7 @@ async def authenticate(
 
 
 @router.get("/get", response_model=GetUserResponse, responses=ERRORS)
-async def get_user(user: CurrentUser, request: Request, state: StateDep, db: DbDep) -> GetUserResponse:
+async def get_user(user: CurrentUser, state: StateDep, db: DbDep) -> GetUserResponse:
     """The signed-in user and their client config."""
     config = await client_config(state, db, user, _server(state.settings))
     return GetUserResponse(message="User retrieved successfully", user=users.public_user(user), config=config)
@@ -111,16 +119,52 @@ async def get_user(user: CurrentUser, request: Request, state: StateDep, db: DbD
 @router.put("/update", response_model=UserResponse, responses=ERRORS)
 async def update_user(
     body: UserUpdate,
+    auth: AuthDep,
     user: CurrentUser,
     state: StateDep,
     db: DbDep,
     redis: RedisDep,
 ) -> UserResponse:
-    """Change name, email, password, preference or config; the old password guards password and email."""
-    email_changed = await users.update_user(db, redis, user, body)
+    """Change name, email, password, preference or config; the old password guards password and email.
+
+    A new password or email ends every other sign-in of the account (this one stays signed in).
+    """
+    email_changed = await users.update_user(db, redis, user, body, auth.digest)
     if email_changed:
         state.mail.post(state.settings, await verification.verification_mail(redis, state.settings, user))
     return UserResponse(message="User updated successfully", user=users.public_user(user))
+
+
+@router.get("/sessions", response_model=SignInList, responses=ERRORS)
+async def list_sessions(auth: AuthDep, user: CurrentUser, redis: RedisDep, state: StateDep) -> SignInList:
+    """The account's live sign-ins (one per device or IDE, with the plugin sessions acquired with it): id,
+    time, approximate last use, client address and user agent; never a token."""
+    found = await sign_ins.listed(redis, auth, state.settings.auth_token_ttl_s)
+    return SignInList(message="Sessions retrieved successfully", sessions=found)
+
+
+@router.delete("/sessions/{sign_in_id}", response_model=Message, responses=error_responses(401, 404, 422))
+async def end_session(
+    sign_in_id: Annotated[str, Path(max_length=64)],
+    auth: AuthDep,
+    user: CurrentUser,
+    db: DbDep,
+    redis: RedisDep,
+    state: StateDep,
+) -> Message:
+    """End one sign-in of the account (its auth token, plugin sessions and project tokens); 404 for an id
+    that is not one of the caller's."""
+    await sign_ins.end_one(db, redis, auth, sign_in_id, state.settings.auth_token_ttl_s)
+    return Message(message="Session ended successfully")
+
+
+@router.post("/sessions/sign-out-others", response_model=SignOutOthers, responses=ERRORS)
+async def sign_out_others(
+    auth: AuthDep, user: CurrentUser, db: DbDep, redis: RedisDep, state: StateDep
+) -> SignOutOthers:
+    """End every sign-in of the account but the caller's ("sign out everywhere else")."""
+    ended = await sign_ins.end_others(db, redis, auth, state.settings.auth_token_ttl_s)
+    return SignOutOthers(message="Signed out everywhere else", ended=ended)
 
 
 @router.delete("/delete", response_model=Message, responses=ERRORS)
