@@ -1,7 +1,9 @@
-"""`python -m bench fuzz`: the schema-driven fuzzing of tests/utils/fuzz.py at full size, as a printed table.
+"""`python -m bench fuzz`: the schema-driven fuzzing of tests/utils/fuzz.py (REST) and tests/utils/ws_fuzz.py
+(WebSocket operations) at full size, as a printed table.
 
-Every operation of the app's OpenAPI schema gets `--fuzz-examples` positive and negative cases on real
-PostgreSQL and Redis (embedded servers in a temporary directory); exit status 1 on any finding.
+Every operation of the app's OpenAPI schema, and every operation of each WebSocket, gets
+`--fuzz-examples` positive and negative cases on real PostgreSQL and Redis (embedded servers in a
+temporary directory); exit status 1 on any finding.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from pathlib import Path
 
 from bench.report import Table
 from tests.utils.fuzz import FuzzReport, run_fuzz
+from tests.utils.ws_fuzz import run_ws_fuzz
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -21,6 +24,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--fuzz-seed", type=int, default=4, help="hypothesis seed, for reruns (default 4)")
     g.add_argument("--fuzz-operation", default=None, help="only operations whose label contains this text")
+    g.add_argument(
+        "--fuzz-surface", choices=("rest", "ws", "both"), default="both", help="what to fuzz (default both)"
+    )
 
 
 def table(report: FuzzReport) -> Table:
@@ -60,14 +66,22 @@ def main(args: argparse.Namespace) -> int:
                 f"fuzzing: {args.fuzz_examples} cases per operation and mode, seed {args.fuzz_seed}",
                 flush=True,
             )
-            report = run_fuzz(
-                urls.database_url,
-                urls.redis_url,
-                examples=args.fuzz_examples,
-                seed_value=args.fuzz_seed,
-                only=args.fuzz_operation,
-                progress=lambda line: print(line, flush=True),
-            )
+            report = FuzzReport()
+            options = {
+                "examples": args.fuzz_examples,
+                "seed_value": args.fuzz_seed,
+                "only": args.fuzz_operation,
+            }
+            if args.fuzz_surface in ("rest", "both"):
+                rest = run_fuzz(
+                    urls.database_url,
+                    urls.redis_url,
+                    progress=lambda line: print(line, flush=True),
+                    **options,  # type: ignore[arg-type]
+                )
+                report.merge(rest)
+            if args.fuzz_surface in ("ws", "both"):
+                report.merge(run_ws_fuzz(urls.database_url, urls.redis_url, **options))  # type: ignore[arg-type]
         finally:
             services.stop()
     print()

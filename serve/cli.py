@@ -1,4 +1,4 @@
-"""The `code4me` command: `up` (start everything), `status`, `migrate`."""
+"""The `code4me` command: `up` (start everything), `status`, `migrate`, `admin grant|revoke EMAIL`."""
 
 from __future__ import annotations
 
@@ -74,7 +74,13 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
     host = args.host or http.get("host") or settings.http_host
     port = int(args.port or http.get("port") or settings.http_port)
     data_dir = settings.data_dir.resolve()
-    urls, embedded = resolve_services(settings.database_url, settings.redis_url, data_dir)
+    urls, embedded = resolve_services(
+        settings.database_url,
+        settings.redis_url,
+        data_dir,
+        redis_maxmemory_bytes=settings.redis_maxmemory_bytes,
+        redis_maxmemory_policy=settings.redis_maxmemory_policy,
+    )
     stop = threading.Event()
 
     def _on_signal(signum: int, _frame: Any) -> None:
@@ -140,7 +146,13 @@ def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
     from db.migrate import current_revision, upgrade
     from serve.embedded import resolve_services
 
-    urls, embedded = resolve_services(settings.database_url, settings.redis_url, settings.data_dir.resolve())
+    urls, embedded = resolve_services(
+        settings.database_url,
+        settings.redis_url,
+        settings.data_dir.resolve(),
+        redis_maxmemory_bytes=settings.redis_maxmemory_bytes,
+        redis_maxmemory_policy=settings.redis_maxmemory_policy,
+    )
     try:
         before = asyncio.run(current_revision(urls.database_url))
         upgrade(urls.database_url)
@@ -150,6 +162,38 @@ def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
     finally:
         if embedded is not None:
             embedded.stop()
+
+
+async def _set_admin(database_url: str, email: str, admin: bool) -> bool:
+    from app.services.admins import set_admin
+    from db.engine import make_engine, make_sessionmaker
+
+    engine = make_engine(database_url, pool_size=1)
+    try:
+        async with make_sessionmaker(engine)() as db:
+            return await set_admin(db, email, admin=admin)
+    finally:
+        await engine.dispose()
+
+
+def cmd_admin(args: argparse.Namespace, settings: Settings) -> int:
+    """Grant or revoke administrator rights (GET /api/admin/...) to the account of an email address."""
+    from app.errors import NotFound
+    from serve.embedded import resolve_services
+
+    grant = args.verb == "grant"
+    urls, embedded = resolve_services(settings.database_url, settings.redis_url, settings.data_dir.resolve())
+    try:
+        changed = asyncio.run(_set_admin(urls.database_url, args.email, grant))
+    except NotFound:
+        print(f"no account has the email address {args.email}", file=sys.stderr)
+        return 1
+    finally:
+        if embedded is not None:
+            embedded.stop()
+    state = "an administrator" if grant else "not an administrator"
+    print(f"{args.email} is {state}" + ("" if changed else " (unchanged)"))
+    return 0
 
 
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
@@ -260,6 +304,9 @@ def main(argv: list[str] | None = None) -> int:
     st = sub.add_parser("status", help="show the running application's deployments and replicas")
     st.add_argument("--json", action="store_true")
     sub.add_parser("migrate", help="apply database migrations (idempotent)")
+    adm = sub.add_parser("admin", help="grant or revoke administrator rights (audited)")
+    adm.add_argument("verb", choices=["grant", "revoke"])
+    adm.add_argument("email", help="the account's email address")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
@@ -267,7 +314,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # noqa: BLE001 - a settings error is a clear message, not a traceback
         print(f"invalid settings: {exc}", file=sys.stderr)
         return 2
-    handlers = {"up": cmd_up, "status": cmd_status, "migrate": cmd_migrate}
+    handlers = {"up": cmd_up, "status": cmd_status, "migrate": cmd_migrate, "admin": cmd_admin}
     return handlers[args.command](args, settings)
 
 

@@ -29,6 +29,7 @@ from app.context.lexical import bm25_scores, query_terms, tokens, tsquery_litera
 from app.context.live_state import WILDCARD, Owner, read_files, recent_files
 from app.infra.state import AppState
 from app.protocol import Snippet
+from app.redaction import redact
 from db.tables import EMBEDDING_DIM
 
 log = logging.getLogger(__name__)
@@ -102,7 +103,9 @@ async def snippets_for(
     context) selects PostgreSQL, else only `user_id`'s live files in Redis are read. With consent and
     nothing indexed yet (a fresh project), the live files are used too.
     """
-    allowed = allowed_files(context_files)
+    # Live and indexed files are kept under their redacted paths (app/services/context_updates.py).
+    current_file = redact(current_file)
+    allowed = allowed_files(None if context_files is None else [redact(p) for p in context_files])
     if budget_chars <= 0 or allowed == set():
         return []
     try:

@@ -7,8 +7,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.context.consent import project_consents
 from app.context.edits import LineChange
 from app.context.live_state import Owner, apply_updates
+from app.errors import Unprocessable
 from app.identity import tokens
 from app.infra.state import AppState
+from app.redaction import redact
 from app.schemas.context import MultiFileContextUpdate
 
 
@@ -32,10 +34,14 @@ async def update_context(
     consenting projects get them indexed."""
     consent = await project_consents(db, project.project_id)
     await db.rollback()  # nothing to write; do not hold the connection's transaction open
-    updates = {
-        path: [LineChange(c.change_type, c.start_line, c.end_line, c.new_lines) for c in changes]
-        for path, changes in body.context_updates.items()
-    }
+    # A path is stored (Redis, context_chunk, the models' snippets) as redacted as the code: a directory
+    # or file can be named after a token. Retrieval looks files up by their redacted paths as well.
+    updates: dict[str, list[LineChange]] = {}
+    for path, changes in body.context_updates.items():
+        stored = redact(path)
+        if stored in updates:
+            raise Unprocessable("context_updates names two files whose paths differ only in a secret")
+        updates[stored] = [LineChange(c.change_type, c.start_line, c.end_line, c.new_lines) for c in changes]
     return await apply_updates(
         state.redis,
         Owner(project.project_id, project.user_id),
@@ -45,4 +51,6 @@ async def update_context(
         ttl_ms=await live_ttl_ms(state, project, consent),
         # Without consent nothing is marked for the indexer: nothing of it can reach PostgreSQL.
         mark_dirty=consent,
+        user_quota_bytes=state.settings.context_user_quota_bytes,
+        usage_ttl_ms=state.settings.context_live_ttl_s * 1000,
     )

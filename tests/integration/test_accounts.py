@@ -16,7 +16,7 @@ from sqlalchemy import select
 
 from app.identity import email_tokens, tokens
 from app.infra.state import AppState
-from db.tables import Session, User
+from db.tables import AuditEvent, Session, User
 from serve.embedded import ServiceUrls
 from tests.utils import payloads as P
 from tests.utils.asgi_api import api_settings, count, fresh_client, running_api
@@ -387,6 +387,13 @@ async def test_sign_ins_are_listed_and_ended_by_their_owner_only(accounts_api) -
     async with state.sessionmaker() as db:
         rows = (await db.execute(select(Session).where(Session.user_id == user.user_id))).scalars().all()
     assert sorted(row.end_time is None for row in rows) == [False, False, True]
+    async with state.sessionmaker() as db:
+        records = (
+            (await db.execute(select(AuditEvent).where(AuditEvent.actor_id == user.user_id))).scalars().all()
+        )
+    ends = [r.detail for r in records if r.action == "auth.sign_in_end"]
+    assert sorted((d["others"], d["count"]) for d in ends) == [(False, 1), (True, 2)]
+    assert [d["sign_ins"] for d in ends if not d["others"]] == [[listed["there/2.0"]["id"]]]
 
 
 # ---------------------------------------------------------------- verification

@@ -124,3 +124,60 @@ async def test_stop_sequences_and_paths_have_bounded_length(api) -> None:
     ]:
         r = await c.post("/api/completion/request", json={**good, field: value})
         assert r.status_code == 422, (field, r.text[:200])
+
+
+async def test_live_context_paths_are_redacted_and_still_found_by_their_names(api) -> None:
+    from app.context.live_state import Owner, state_key
+    from app.context.retrieval import snippets_for
+    from app.identity import tokens
+
+    client, state = api
+    c, _ = await signed_in(client)
+    secret_path = f"src/{GITHUB_TOKEN}/geometry.py"
+    code = ["import math", "", "def circle_area(radius):", "    return math.pi * radius ** 2"]
+    update = {"change_type": "insert", "start_line": 0, "end_line": 0, "new_lines": code}
+    r = await c.post(
+        "/api/completion/multi-file-context/update", json={"context_updates": {secret_path: [update]}}
+    )
+    assert r.status_code == 200, r.text
+    assert GITHUB_TOKEN not in r.text
+    info = await tokens.resolve_project(state.redis, c.cookies["project_token"])
+    assert info is not None
+    owner = Owner(info.project_id, info.user_id)
+    names = [n.decode() if isinstance(n, bytes) else n for n in await state.redis.hkeys(state_key(owner))]
+    assert len(names) == 1 and GITHUB_TOKEN not in names[0] and "<REDACTED:" in names[0], names
+    # The IDE names the file by its real path: the snippet is found, under the stored (redacted) path.
+    for context_files in ([secret_path], ["*"]):
+        snippets = await snippets_for(
+            state,
+            owner.project_id,
+            "main.py",
+            "area = circle_area(",
+            "",
+            context_files,
+            4000,
+            False,
+            user_id=owner.user_id,
+        )
+        assert [s.path for s in snippets] == names and "circle_area" in snippets[0].text, context_files
+    assert (
+        await snippets_for(
+            state,
+            owner.project_id,
+            secret_path,
+            "circle_area(",
+            "",
+            ["*"],
+            4000,
+            False,
+            user_id=owner.user_id,
+        )
+        == []
+    )  # the current file is never its own snippet, named by its real path too
+    # Two paths that differ only in a secret are refused, not merged.
+    other = secret_path.replace(GITHUB_TOKEN, "ghp_" + "Z9y8X7w6V5u4T3s2R1q0P9o8N7m6L5k4J3i2")
+    r = await c.post(
+        "/api/completion/multi-file-context/update",
+        json={"context_updates": {secret_path: [update], other: [update]}},
+    )
+    assert r.status_code == 422 and GITHUB_TOKEN not in r.text, r.text

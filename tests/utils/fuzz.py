@@ -78,6 +78,13 @@ class FuzzReport:
         by_status = self.statuses.setdefault(label, {})
         by_status[status] = by_status.get(status, 0) + 1
 
+    def merge(self, other: FuzzReport) -> None:
+        """Add another run's cases, statuses and findings (its operations are others than this run's)."""
+        self.cases.update(other.cases)
+        self.statuses.update(other.statuses)
+        self.findings.update(other.findings)
+        self.seconds += other.seconds
+
     def summary(self) -> str:
         """Per operation: cases sent and statuses seen, one line each."""
         return "\n".join(
@@ -96,9 +103,10 @@ class FuzzReport:
 class Credentials:
     """Cookies of a signed-in user with a live session and an active project (renewed when a case ends them)."""
 
-    def __init__(self, client: asgi.ASGIClient, model_ids: list[int]) -> None:
+    def __init__(self, client: Any, model_ids: list[int], chat_model_ids: list[int] | None = None) -> None:
         self.client = client
         self.model_ids = model_ids
+        self.chat_model_ids = chat_model_ids or []
         self.auth_token = ""
         self._sign_up()
         self.project_id = ""
@@ -155,6 +163,14 @@ class Credentials:
         self.client.cookies.clear()
 
 
+def credentials_of(client: Any, state: Any) -> Credentials:
+    """A signed-in fuzz user of the app whose state is `state`, knowing its completion and chat models."""
+    models = list(state.models.values())
+    return Credentials(
+        client, [m.model_id for m in models if not m.is_chat], [m.model_id for m in models if m.is_chat]
+    )
+
+
 # Reference ids seeded by migration 0002 (plugin versions 1-4, triggers 1-3, the first languages).
 SEEDED_REFERENCE_IDS = {
     "version_id": st.integers(1, 4),
@@ -179,8 +195,17 @@ def steer(case: Any, creds: Credentials, draw: Callable[[Any], Any]) -> None:
         for name in ("project_id", "meta_query_id"):
             if name in body:
                 body[name] = real[name]()
+        chat = isinstance(body.get("messages"), list) and bool(body["messages"])
+        if chat:  # a conversation ending with the user's turn, with the generated texts
+            texts = [m[1] if isinstance(m, list) and len(m) == 2 else "" for m in body["messages"]]
+            roles = draw(st.lists(st.sampled_from(("user", "assistant", "system")), min_size=len(texts)))
+            roles = [*roles[: len(texts) - 1], "user"]
+            body["messages"] = [[role, str(text)] for role, text in zip(roles, texts, strict=True)]
+        if chat and "chat_id" in body:  # a seeded draw repeats another fuzz run's chat id (403, rightly)
+            body["chat_id"] = str(uuid.uuid4())
         if "model_ids" in body:
-            body["model_ids"] = draw(st.lists(st.sampled_from(creds.model_ids), min_size=1, max_size=3))
+            ids = creds.chat_model_ids if chat and creds.chat_model_ids else creds.model_ids
+            body["model_ids"] = draw(st.lists(st.sampled_from(ids), min_size=1, max_size=3))
         if "model_id" in body:
             body["model_id"] = draw(st.sampled_from(creds.model_ids))
         if isinstance(body.get("contextual_telemetry"), dict):
@@ -235,7 +260,7 @@ def run_fuzz(
         with asgi.get_client(app) as client:
             # The state was built by the app's lifespan (in schemathesis's event-loop thread); only read here.
             state = app.state.c4m
-            creds = Credentials(client, [m.model_id for m in state.models.values() if not m.is_chat])
+            creds = credentials_of(client, state)
             for result in schema.get_all_operations():
                 if not isinstance(result, Ok):  # the schema itself is broken here: that is a finding too
                     error = result.err()

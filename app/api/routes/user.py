@@ -9,11 +9,10 @@ from urllib.parse import urlsplit
 from fastapi import Depends, Path, Query, Request, Response, status
 
 from app.api.cookies import clear_token_cookie, set_token_cookie
-from app.api.deps import AuthDep, CurrentUser, DbDep, RedisDep, StateDep
+from app.api.deps import AuthDep, ClientAddress, CurrentUser, DbDep, RedisDep, StateDep
 from app.api.routing import SlashTolerantRouter
 from app.identity import tokens
 from app.identity.google import GoogleVerifier, get_google_verifier
-from app.infra.client_address import client_address_of, parse_networks
 from app.infra.settings import Settings
 from app.schemas.common import Message, error_responses
 from app.schemas.user import (
@@ -86,20 +85,21 @@ async def authenticate(
     db: DbDep,
     redis: RedisDep,
     google: GoogleDep,
+    address: ClientAddress,
 ) -> AuthenticateResponse:
     """Check email and password (or a Google ID token), set the `auth_token` cookie, return user and config."""
     if body.provider == "google":
-        user = await users.authenticate_google(db, str(body.email), await google.verify(body.token))
+        user = await users.authenticate_google(db, str(body.email), body.token, google, address=address)
     else:
         user = await users.authenticate_password(
-            db, body, require_verified=state.settings.require_verified_email
+            db, body, require_verified=state.settings.require_verified_email, address=address
         )
     token = await tokens.issue_auth(
         redis,
         user.user_id,
         state.settings.auth_token_ttl_s,
         state.settings.token_max_age_s,
-        client=client_address_of(request, parse_networks(state.settings.trusted_proxies)),
+        client=address,
         agent=sign_ins.client_agent(request.headers.get("user-agent")),
     )
     set_token_cookie(response, state.settings, "auth_token", token)
@@ -124,12 +124,13 @@ async def update_user(
     state: StateDep,
     db: DbDep,
     redis: RedisDep,
+    address: ClientAddress,
 ) -> UserResponse:
     """Change name, email, password, preference or config; the old password guards password and email.
 
     A new password or email ends every other sign-in of the account (this one stays signed in).
     """
-    email_changed = await users.update_user(db, redis, user, body, auth.digest)
+    email_changed = await users.update_user(db, redis, user, body, address=address, current=auth.digest)
     if email_changed:
         state.mail.post(state.settings, await verification.verification_mail(redis, state.settings, user))
     return UserResponse(message="User updated successfully", user=users.public_user(user))
@@ -151,19 +152,20 @@ async def end_session(
     db: DbDep,
     redis: RedisDep,
     state: StateDep,
+    address: ClientAddress,
 ) -> Message:
-    """End one sign-in of the account (its auth token, plugin sessions and project tokens); 404 for an id
-    that is not one of the caller's."""
-    await sign_ins.end_one(db, redis, auth, sign_in_id, state.settings.auth_token_ttl_s)
+    """End one sign-in of the account (its auth token, plugin sessions and project tokens; audited); 404 for
+    an id that is not one of the caller's."""
+    await sign_ins.end_one(db, redis, auth, sign_in_id, state.settings.auth_token_ttl_s, address=address)
     return Message(message="Session ended successfully")
 
 
 @router.post("/sessions/sign-out-others", response_model=SignOutOthers, responses=ERRORS)
 async def sign_out_others(
-    auth: AuthDep, user: CurrentUser, db: DbDep, redis: RedisDep, state: StateDep
+    auth: AuthDep, user: CurrentUser, db: DbDep, redis: RedisDep, state: StateDep, address: ClientAddress
 ) -> SignOutOthers:
-    """End every sign-in of the account but the caller's ("sign out everywhere else")."""
-    ended = await sign_ins.end_others(db, redis, auth, state.settings.auth_token_ttl_s)
+    """End every sign-in of the account but the caller's ("sign out everywhere else"; audited)."""
+    ended = await sign_ins.end_others(db, redis, auth, state.settings.auth_token_ttl_s, address=address)
     return SignOutOthers(message="Signed out everywhere else", ended=ended)
 
 
@@ -173,13 +175,14 @@ async def delete_user(
     response: Response,
     db: DbDep,
     redis: RedisDep,
+    address: ClientAddress,
     delete_data: Annotated[bool, Query(description="Also delete the anonymised research rows")] = False,
     delete_user_data: Annotated[bool | None, Query(include_in_schema=False)] = None,
 ) -> Message:
     """Delete the account and end all its tokens; `delete_data=true` also removes every research row."""
     # `delete_user_data` is the old server's name for the same flag.
     await account_deletion.delete_account(
-        db, redis, user.user_id, delete_data=delete_data or bool(delete_user_data)
+        db, redis, user.user_id, delete_data=delete_data or bool(delete_user_data), address=address
     )
     for name in TOKEN_COOKIES:
         clear_token_cookie(response, name)
