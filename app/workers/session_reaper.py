@@ -2,7 +2,7 @@
 
 Listens to Redis key-expiry events (`notify-keyspace-events Ex`) and, because events are fire-and-forget
 (a reaper that was down misses them), also sweeps session shadows whose token is gone. For an ended
-session: its project tokens go, the user's live-session pointer goes, the session row gets its end time,
+session: its project tokens go, the session row gets its end time,
 and the live multi-file context of projects that may not store context is dropped (projects whose members
 all consent keep it: it is already indexed and lives on under its own lifetime).
 """
