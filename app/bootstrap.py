@@ -156,7 +156,9 @@ async def build_state(
 
 
 async def close_state(state: AppState) -> None:
-    """Stop the listener, release connections."""
+    """Stop the listener, deliver the mail still in flight (briefly), release connections."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(state.mail.drained(), timeout=10)
     if state.supersede_listener is not None:
         state.supersede_listener.cancel()
         with contextlib.suppress(asyncio.CancelledError):

@@ -208,7 +208,7 @@ async def completion_caller(creds: Credentials, state: AppState) -> CallerInfo:
         preference = await users.load_preference(state.sessionmaker, state.redis, auth.user_id)
     if preference is None:
         raise Unauthorized(ACCOUNT_GONE)
-    session = _checked_session(tokens.session_from(raw_session), auth)
+    session = _checked_session(tokens.session_from(raw_session, tokens.digest(session_token)), auth)
     _project_token(creds)  # a missing one is a 401 after the session's checks, as in `identify`
     project = _checked_project(tokens.project_from(raw_project), session)
     return CallerInfo(auth.user_id, preference, session, project)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -63,6 +64,10 @@ class Settings(BaseSettings):
     # Base of the links in mails (verification, password reset). Taken from settings, never from the
     # request's Host header, which a client controls (a forged host would send reset links elsewhere).
     public_url: str | None = None
+    # Origins (scheme://host[:port]) whose WebSocket handshakes are accepted; empty: PUBLIC_URL's origin only.
+    # A handshake without an Origin header is accepted (the JetBrains plugin sends none; browsers always do),
+    # so a page on another site cannot open a socket that rides on the user's cookies.
+    ws_allowed_origins: list[str] = Field(default_factory=list)
 
     # Rate limits (app/api/ratelimit.py): requests per sliding window, per user when authenticated, else per
     # client address; auth routes always per address. Off only for tests of other modules.
@@ -157,6 +162,16 @@ class Settings(BaseSettings):
         parse_networks(value)
         return value
 
+    @field_validator("ws_allowed_origins")
+    @classmethod
+    def _valid_origins(cls, value: list[str]) -> list[str]:
+        """Fail fast on an entry that is not scheme://host[:port]."""
+        for entry in value:
+            parts = urlsplit(entry)
+            if parts.scheme not in ("http", "https") or not parts.hostname or parts.path.strip("/"):
+                raise ValueError(f"WS_ALLOWED_ORIGINS: {entry!r} is not an origin like https://host[:port]")
+        return value
+
     @model_validator(mode="after")
     def _refuse_placeholder_secret(self) -> Settings:
         """Fail fast: outside development a real secret key is required."""
@@ -174,9 +189,30 @@ class Settings(BaseSettings):
         return (self.public_url or f"http://{self.http_host}:{self.http_port}").rstrip("/")
 
     @property
+    def websocket_origins(self) -> frozenset[str]:
+        """The origins a WebSocket handshake may come from (normalized: see `origin_of`)."""
+        return frozenset(origin_of(o) for o in (self.ws_allowed_origins or [self.public_base_url]))
+
+    @property
     def outbox_dir(self) -> Path:
         """Where mail goes when no SMTP server is configured."""
         return self.data_dir / "outbox"
+
+
+def origin_of(url: str) -> str:
+    """The origin of a URL as browsers send it: lower-case scheme and host, the port only when not the default."""
+    parts = urlsplit(url.strip())
+    scheme, host = parts.scheme.lower(), (parts.hostname or "").lower()
+    try:
+        port = parts.port
+    except ValueError:  # not a port: matches nothing
+        return url
+    if port is None or DEFAULT_PORTS.get(scheme) == port:
+        return f"{scheme}://{host}"
+    return f"{scheme}://{host}:{port}"
+
+
+DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
 
 
 @lru_cache

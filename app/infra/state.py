@@ -8,6 +8,7 @@ from typing import Any
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from app.infra.mail import MailQueue
 from app.infra.settings import Settings
 from app.protocol import ModelCard, ModelGateway
 
@@ -69,6 +70,8 @@ class AppState:
     ws_operations: dict[str, int] = field(default_factory=dict)
     # Listens for newer requests announced by other replicas (app/services/supersede.py).
     supersede_listener: Any = None
+    # Mail sent off the request path (verification, password reset, sign-up notices).
+    mail: MailQueue = field(default_factory=MailQueue)
 
     def model_by_name(self, name: str) -> ModelInfo | None:
         """Look a model up by its registry name."""

@@ -198,3 +198,29 @@ class PasswordResetChange(Body):
 
     token: str = Field(min_length=1, max_length=512)
     new_password: str = Field(min_length=1, max_length=256)
+
+
+class SignInPublic(BaseModel):
+    """One live sign-in (an auth token, with the plugin sessions acquired with it); never a token."""
+
+    id: str = Field(
+        description="The sign-in's own id (not derived from its token): DELETE /api/user/sessions/{id}"
+    )
+    created_at: datetime | None
+    last_used_at: datetime | None = Field(description="Approximate; unknown near the end of the token's life")
+    client_address: str | None
+    user_agent: str | None
+    current: bool = Field(description="The sign-in of this request")
+    plugin_sessions: int
+
+
+class SignInList(Message):
+    """GET /api/user/sessions."""
+
+    sessions: list[SignInPublic]
+
+
+class SignOutOthers(Message):
+    """POST /api/user/sessions/sign-out-others."""
+
+    ended: int

@@ -35,6 +35,9 @@ class AuditAction(StrEnum):
     SIGN_IN = "auth.sign_in"
     SIGN_IN_FAILED = "auth.sign_in_failed"
     SESSION_END = "auth.session_end"  # a deactivate that ended the session: its session and project tokens
+    SIGN_IN_END = (
+        "auth.sign_in_end"  # its owner ended sign-ins (one, or all but the caller's): all their tokens
+    )
     PASSWORD_RESET = "auth.password_reset"  # every token of the account ends
     API_TOKEN_CREATE = "auth.api_token_create"
     API_TOKEN_REVOKE = "auth.api_token_revoke"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+from dataclasses import dataclass
 from functools import lru_cache
 
 from pyhocon import ConfigFactory, ConfigTree
@@ -32,7 +33,16 @@ def parse_config(config_data: str) -> ConfigTree:
     return copy.deepcopy(_parsed(config_data))
 
 
-async def client_config(state: AppState, db: AsyncSession, user: User, *, host: str, port: int) -> str:
+@dataclass(frozen=True)
+class Server:
+    """Where the plugin is told the server is (its `config.server`)."""
+
+    host: str  # scheme and host name, as the plugin joins it with the port
+    port: int
+    context_path: str = ""
+
+
+async def client_config(state: AppState, db: AsyncSession, user: User, server: Server) -> str:
     """The user's stored config with the live model list, language map, server and Google client id filled in.
 
     Everything lives under the top-level `config` key, which the plugin's parser requires.
@@ -66,9 +76,9 @@ async def client_config(state: AppState, db: AsyncSession, user: User, *, host: 
     ]
     section["languages"] = {lang.language_name: lang.language_id for lang in languages}
     section["server"] = {
-        "host": host,
-        "port": port,
-        "contextPath": "",
+        "host": server.host,
+        "port": server.port,
+        "contextPath": server.context_path,
         "timeout": int(state.settings.completion_timeout_s * 1000),
     }
     section.setdefault("auth", {}).setdefault("google", {})["clientId"] = (

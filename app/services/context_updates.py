@@ -23,7 +23,7 @@ async def live_ttl_ms(state: AppState, project: tokens.ProjectInfo, consent: boo
     if consent:
         return state.settings.context_live_ttl_s * 1000
     return await tokens.session_lifetime_left_ms(
-        state.redis, project.session_token, state.settings.session_token_ttl_s
+        state.redis, project.session, state.settings.session_token_ttl_s
     )
 
 

@@ -12,7 +12,7 @@ from app.identity import email_tokens, tokens
 from app.identity.passwords import hash_password, password_problem
 from app.infra.mail import Mail, lifetime_text
 from app.infra.settings import Settings
-from app.services import audit
+from app.services import audit, sign_ins
 from app.services.audit import AuditAction
 from app.services.users import find_by_email
 from db.tables import User
@@ -39,7 +39,6 @@ async def request_reset(db: AsyncSession, redis: Redis, settings: Settings, emai
     token = await email_tokens.issue(redis, "reset", user.user_id, user.email, settings.email_token_ttl_s)
     link = f"{settings.public_base_url}/api/user/reset-password?token={token}"
     text = (
-        f"Hello {user.name},\n\n"
         f"Someone asked to reset the password of your Code4me account. To choose a new password, open:\n\n"
         f"{link}\n\n"
         f"The link works once and expires in {lifetime_text(settings.email_token_ttl_s)}. "
@@ -81,4 +80,4 @@ async def change_password(
         target=audit.user_target(user.user_id),
     )
     await db.commit()
-    await tokens.revoke_user(redis, user.user_id)
+    await sign_ins.end_all_but(db, redis, user.user_id, keep=None)

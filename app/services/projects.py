@@ -186,6 +186,12 @@ async def members(db: AsyncSession, user_id: uuid.UUID, project_id: uuid.UUID) -
     ]
 
 
+NOT_VERIFIED_TO_ACCEPT = (
+    "Verify your email address before accepting an invitation: open the link in the verification mail "
+    "(POST /api/user/verify/resend sends a new one)"
+)
+
+
 def token_hash(token: str) -> str:
     """What is stored of an invitation token."""
     return hashlib.sha256(token.encode()).hexdigest()
@@ -315,6 +321,9 @@ async def accept_invitation(db: AsyncSession, user: User, token: str, *, address
         raise NotFound("Invitation not found")
     if invitation.email.lower() != user.email.lower():
         raise Forbidden("This invitation was sent to another email address")
+    if not user.verified:
+        # Else anyone could change their address to an invited one they do not own and join.
+        raise Forbidden(NOT_VERIFIED_TO_ACCEPT)
     if invitation.revoked_at is not None:
         raise Conflict("The invitation was revoked")
     if invitation.accepted_at is not None:

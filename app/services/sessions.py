@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
-
 from redis.asyncio import Redis
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -19,39 +17,55 @@ from db.tables import Session, SessionProject, utcnow
 
 
 async def acquire(
-    db: AsyncSession, redis: Redis, settings: Settings, user_id: uuid.UUID, auth_token: str
+    db: AsyncSession,
+    redis: Redis,
+    settings: Settings,
+    auth: tokens.AuthInfo,
+    auth_token: str,
+    presented: str,
 ) -> str:
-    """The user's live session token (renewed), or a new session; either way one more holder of it.
+    """The caller's live session (renewed), or a new one; either way one more holder of it.
 
-    The plugin acquires at every IDE project's start, shares the one session (and cookie jar) between the
-    IDE's open projects and deactivates when any one of them closes: counting holders lets that close end
-    only its own hold, and the session ends when the last holder deactivates (or when it idles out).
+    Live is the session token the caller presents, if it is one of the user's, else the live session of the
+    caller's sign-in (its auth token): the plugin acquires at every IDE project's start, shares the one
+    session (and cookie jar) between the IDE's open projects, and after a restart has only its auth token.
+    It deactivates when any one project closes: counting holders lets that close end only its own hold, and
+    the session ends when the last holder deactivates (or when it idles out).
     """
-    live = await tokens.live_session_token(redis, user_id)
-    if live is not None:
-        await tokens.refresh_session(redis, live, user_id, settings.session_token_ttl_s)
-        await tokens.hold_session(redis, live)
-        return live
-    row = Session(user_id=user_id)
+    live_token = presented
+    live = await tokens.resolve_session(redis, live_token) if live_token else None
+    if live is None or live.user_id != auth.user_id:
+        live_token = await tokens.live_session_of(redis, auth_token) or ""
+        live = await tokens.resolve_session(redis, live_token) if live_token else None
+    if live is not None and live.user_id == auth.user_id:
+        await tokens.refresh_session(redis, live_token, auth.user_id, settings.session_token_ttl_s)
+        await tokens.hold_session(redis, live.digest)
+        return live_token
+    row = Session(user_id=auth.user_id)
     db.add(row)
     await db.flush()
     await db.commit()
     token = await tokens.issue_session(
-        redis, user_id, row.session_id, auth_token, settings.session_token_ttl_s, settings.token_max_age_s
+        redis,
+        auth.user_id,
+        row.session_id,
+        auth_token,
+        settings.session_token_ttl_s,
+        settings.token_max_age_s,
     )
-    await tokens.hold_session(redis, token)
+    await tokens.hold_session(redis, tokens.digest(token))
     return token
 
 
 async def release(
-    db: AsyncSession, redis: Redis, info: tokens.SessionInfo, token: str, *, signed_in: bool, address: str
+    db: AsyncSession, redis: Redis, info: tokens.SessionInfo, *, signed_in: bool, address: str
 ) -> bool:
     """A client lets go of a session; True when that ended it (audited: its tokens end).
 
     A signed-in caller drops one hold and the session ends with the last; a caller whose auth token is gone
     (the plugin signs out by forgetting its auth token, then deactivates) ends it at once.
     """
-    if signed_in and await tokens.release_session(redis, token) > 0:
+    if signed_in and await tokens.release_session(redis, info.digest) > 0:
         return False
     await audit.record(
         db,
@@ -61,35 +75,38 @@ async def release(
         target=audit.Target("session", str(info.session_id)),
         detail={"signed_in": signed_in},
     )
-    await deactivate(db, redis, info, token)
+    await end(db, redis, info)
     return True
 
 
-async def deactivate(db: AsyncSession, redis: Redis, info: tokens.SessionInfo, token: str) -> None:
-    """End a session now (see `end`)."""
-    await end(db, redis, token, info.user_id, info.session_id)
+async def end(db: AsyncSession, redis: Redis, info: tokens.SessionInfo) -> None:
+    """The end of a session, however it came (deactivated, expired): its tokens go from Redis, then `close`."""
+    await tokens.end_session(redis, info.digest)
+    await close(db, redis, [info])
 
 
-async def end(db: AsyncSession, redis: Redis, token: str, user_id: uuid.UUID, session_id: uuid.UUID) -> None:
-    """The end of a session, however it came (deactivated, expired): its tokens go from Redis, its end time is
-    written, and the live multi-file context of its projects that may not store context goes with it
-    (projects whose members all consent keep it: it is indexed and lives on under its own lifetime)."""
-    await tokens.end_session(redis, token, user_id)
-    await db.execute(
-        update(Session)
-        .where(col(Session.session_id) == session_id, col(Session.end_time).is_(None))
-        .values(end_time=utcnow())
-    )
-    projects = (
-        (
-            await db.execute(
-                select(col(SessionProject.project_id)).where(col(SessionProject.session_id) == session_id)
-            )
+async def close(db: AsyncSession, redis: Redis, ended: list[tokens.SessionInfo]) -> None:
+    """What follows sessions whose tokens are gone from Redis: their end time is written, and the live
+    multi-file context of their projects that may not store context goes with them (projects whose members
+    all consent keep it: it is indexed and lives on under its own lifetime)."""
+    for info in ended:
+        await db.execute(
+            update(Session)
+            .where(col(Session.session_id) == info.session_id, col(Session.end_time).is_(None))
+            .values(end_time=utcnow())
         )
-        .scalars()
-        .all()
-    )
-    for project_id in projects:
-        if not await project_consents(db, project_id):
-            await drop(redis, Owner(project_id, user_id))
+        projects = (
+            (
+                await db.execute(
+                    select(col(SessionProject.project_id)).where(
+                        col(SessionProject.session_id) == info.session_id
+                    )
+                )
+            )
+            .scalars()
+            .all()
+        )
+        for project_id in projects:
+            if not await project_consents(db, project_id):
+                await drop(redis, Owner(project_id, info.user_id))
     await db.commit()

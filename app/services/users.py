@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
@@ -20,7 +21,7 @@ from app.identity import tokens
 from app.identity.google import GoogleIdentity, GoogleVerifier
 from app.identity.passwords import burn_verification, hash_password, password_problem, verify_password
 from app.schemas.user import Preference, UserAuthenticate, UserCreate, UserPublic, UserUpdate
-from app.services import audit
+from app.services import audit, sign_ins
 from app.services.audit import AuditAction
 from db.tables import Config, User
 
@@ -101,23 +102,42 @@ async def _insert(db: AsyncSession, user: User) -> User:
     return user
 
 
-async def create_user(db: AsyncSession, body: UserCreate) -> User:
-    """Create a password account; 409 if the email is taken, 422 for a weak password or bad config."""
+@dataclass(frozen=True)
+class SignUp:
+    """The outcome of a password sign-up: the new account, or the one that already had the address."""
+
+    user: User
+    created: bool
+
+
+async def create_user(db: AsyncSession, body: UserCreate) -> SignUp:
+    """Create a password account; 422 for a weak password or bad config. An address that has an account
+    already is no error (the caller must answer the same either way, so that sign-up tells no stranger
+    which addresses have accounts): the existing account comes back, unchanged, with created=False."""
     problem = password_problem(body.password)
     if problem:
         raise Unprocessable(problem)
     config_id = body.config_id or DEFAULT_CONFIG_ID
     await _check_config(db, config_id)
-    if await find_by_email(db, body.email) is not None:
-        raise Conflict("A user with this email already exists")
+    # Hashed either way: the answer must not be faster for a taken address.
+    password_hash = await asyncio.to_thread(hash_password, body.password)
+    existing = await find_by_email(db, body.email)
+    if existing is not None:
+        return SignUp(existing, created=False)
     user = User(
         email=str(body.email),
         name=body.name.strip() or str(body.email),
-        password_hash=await asyncio.to_thread(hash_password, body.password),
+        password_hash=password_hash,
         config_id=config_id,
         preference=(body.preference or Preference()).model_dump(),
     )
-    return await _insert(db, user)
+    try:
+        return SignUp(await _insert(db, user), created=True)
+    except Conflict:  # created concurrently
+        existing = await find_by_email(db, body.email)
+        if existing is None:
+            raise
+        return SignUp(existing, created=False)
 
 
 def _same_email(identity: GoogleIdentity, email: str) -> None:
@@ -253,9 +273,13 @@ def merged_preference(current: dict[str, Any], update: dict[str, Any]) -> dict[s
         raise Unprocessable(f"Invalid preference: {fields or 'not an object'}") from None
 
 
-async def update_user(db: AsyncSession, redis: Redis, user: User, body: UserUpdate, *, address: str) -> bool:
+async def update_user(
+    db: AsyncSession, redis: Redis, user: User, body: UserUpdate, *, address: str, current: tokens.Digest
+) -> bool:
     """Apply a partial update (all checks before any write, audited with the names of the changed fields) and
-    refresh the user's cached copy; True when the email changed (re-verify it)."""
+    refresh the user's cached copy; True when the email changed (re-verify it). A new password or email
+    ends every other sign-in of the account (and its mailed links), as a password reset does; the caller's
+    own sign-in (`current`) stays."""
     changes = {k: v for k, v in body.model_dump(exclude_unset=True).items() if v is not None}
     new_email = str(changes["email"]) if "email" in changes else None
     email_changes = new_email is not None and new_email != user.email
@@ -314,4 +338,6 @@ async def update_user(db: AsyncSession, redis: Redis, user: User, body: UserUpda
         await db.rollback()
         raise Conflict("A user with this email already exists") from exc
     await _store_snapshot(redis, user)
+    if "password" in changes or email_changes:
+        await sign_ins.end_all_but(db, redis, user.user_id, keep=current)
     return address_changes

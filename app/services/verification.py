@@ -15,17 +15,34 @@ from db.tables import User
 INVALID_LINK = "Invalid or expired verification link: request a new one"
 
 
+# The platform's mails carry no text a user chose (not even the account's name): anyone can sign up with
+# anyone's address, so a name in the mail would let strangers send their own words from the platform.
+
+
 async def verification_mail(redis: Redis, settings: Settings, user: User) -> Mail:
     """Issue a verification token for the user's current address and the mail that carries it."""
     token = await email_tokens.issue(redis, "verify", user.user_id, user.email, settings.email_token_ttl_s)
     link = f"{settings.public_base_url}/api/user/verify?token={token}"
     text = (
-        f"Hello {user.name},\n\n"
-        f"Please confirm that this is your email address for Code4me by opening this link:\n\n{link}\n\n"
+        "Please confirm that this is your email address for Code4me by opening this link:\n\n"
+        f"{link}\n\n"
         f"The link works once and expires in {lifetime_text(settings.email_token_ttl_s)}. "
         "If you did not sign up for Code4me, ignore this mail.\n"
     )
     return Mail(to=user.email, subject="Verify your email address for Code4me", text=text)
+
+
+async def sign_up_attempt_mail(redis: Redis, user: User) -> Mail:
+    """The notice to an account's owner that someone tried to sign up with the address (one Redis round trip,
+    like the verification mail a new account gets)."""
+    await email_tokens.spend_like_issue(redis, "verify")
+    text = (
+        "Someone tried to create a Code4me account with this email address, which already has one. "
+        "No new account was created and your account is unchanged.\n\n"
+        "If it was you: sign in with your password, or ask for a password reset from the sign-in "
+        "page of the Code4me plugin if you forgot it. If it was not you, you can ignore this mail.\n"
+    )
+    return Mail(to=user.email, subject="Sign-up attempt with your Code4me address", text=text)
 
 
 async def resend(redis: Redis, settings: Settings, user: User) -> Mail:

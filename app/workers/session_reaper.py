@@ -2,7 +2,7 @@
 
 Listens to Redis key-expiry events (`notify-keyspace-events Ex`) and, because events are fire-and-forget
 (a reaper that was down misses them), also sweeps session shadows whose token is gone. For an ended
-session: its project tokens go, the user's live-session pointer goes, the session row gets its end time,
+session: its project tokens go, the session row gets its end time,
 and the live multi-file context of projects that may not store context is dropped (projects whose members
 all consent keep it: it is already indexed and lives on under its own lifetime).
 """
@@ -10,10 +10,8 @@ all consent keep it: it is already indexed and lives on under its own lifetime).
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
-import uuid
 from typing import Any
 
 from redis.asyncio import Redis
@@ -93,42 +91,47 @@ class SessionReaper:
             )
 
     async def on_expired(self, key: str) -> None:
-        """React to one expired key (others than session and auth tokens are ignored)."""
-        if key.startswith(tokens.session_key("")):
-            await self.end_session(key[len(tokens.session_key("")) :])
-        elif key.startswith(tokens.auth_key("")):
-            await self.end_sessions_of_auth(key[len(tokens.auth_key("")) :])
+        """React to one expired key (others than session and auth tokens are ignored); keys are named by
+        token digests, which is all the cascade needs."""
+        session = tokens.digest_in(key, tokens.SESSION_PREFIX)
+        if session is not None:
+            await self.end_session(session)
+            return
+        auth = tokens.digest_in(key, tokens.AUTH_PREFIX)
+        if auth is not None:
+            await self.end_sessions_of_auth(auth)
 
-    async def end_sessions_of_auth(self, auth_token: str) -> None:
+    async def end_sessions_of_auth(self, auth: tokens.Digest) -> None:
         """An auth token expired: every session acquired with it ends too."""
-        members = await self.redis.smembers(tokens.auth_sessions_key(auth_token))
+        members = await self.redis.smembers(tokens.auth_sessions_key(auth))
         for member in members:
-            token = _text(member)
-            await self.redis.delete(tokens.session_key(token))
-            await self.end_session(token)
-        await self.redis.delete(tokens.auth_sessions_key(auth_token))
+            session = tokens.Digest(_text(member))
+            await self.redis.delete(tokens.session_key_of(session))
+            await self.end_session(session)
+        await self.redis.delete(tokens.auth_sessions_key(auth))
 
-    async def end_session(self, token: str) -> bool:
+    async def end_session(self, session: tokens.Digest) -> bool:
         """The cascade for one session token that is gone; False when there was nothing (left) to do."""
-        raw = await self.redis.get(tokens.session_shadow_key(token))
-        if raw is None:
+        info = tokens.session_from(await self.redis.get(tokens.session_shadow_key(session)), session)
+        if info is None:
             return False
-        if await self.redis.exists(tokens.session_key(token)):
+        if await self.redis.exists(tokens.session_key_of(session)):
             return False  # refreshed meanwhile: still alive
-        info = json.loads(raw)
-        user_id, session_id = uuid.UUID(info["user_id"]), uuid.UUID(info["session_id"])
         async with self.sessionmaker() as db:
-            # Project tokens, pointer, shadow, end time, and the live files of projects without consent.
-            await sessions.end(db, self.redis, token, user_id, session_id)
+            # Project tokens, shadow, end time, and the live files of projects without consent.
+            await sessions.end(db, self.redis, info)
         self.ended += 1
         return True
 
     async def sweep(self) -> int:
         """End every session whose token is gone but whose shadow is still there (missed events)."""
         ended = 0
-        async for key in self.redis.scan_iter(match=tokens.session_shadow_key("*"), count=500):
-            token = _text(key)[len(tokens.session_shadow_key("")) :]
-            if not await self.redis.exists(tokens.session_key(token)) and await self.end_session(token):
+        shadow_prefix = tokens.session_shadow_key(tokens.Digest(""))
+        async for key in self.redis.scan_iter(match=f"{shadow_prefix}*", count=500):
+            session = tokens.Digest(_text(key)[len(shadow_prefix) :])
+            if not await self.redis.exists(tokens.session_key_of(session)) and await self.end_session(
+                session
+            ):
                 ended += 1
         return ended
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import uuid
 from collections.abc import AsyncIterator
@@ -15,10 +16,10 @@ from sqlalchemy import select
 
 from app.identity import email_tokens, tokens
 from app.infra.state import AppState
-from db.tables import User
+from db.tables import AuditEvent, Session, User
 from serve.embedded import ServiceUrls
 from tests.utils import payloads as P
-from tests.utils.asgi_api import api_settings, fresh_client, running_api
+from tests.utils.asgi_api import api_settings, count, fresh_client, running_api
 from tests.utils.outbox import body, link_token, mails_to
 
 PUBLIC_URL = "https://code4me.test"
@@ -88,6 +89,19 @@ async def test_get_returns_the_public_user_and_config_never_the_hash(accounts_ap
     assert user["preference"]["data_retention_days"] == 365
     assert '"models"' in data["config"]
     assert (await fresh_client(client).get("/api/user/get")).status_code == 401
+
+
+async def test_config_server_comes_from_public_url_never_the_host_header(accounts_api) -> None:
+    """Finding 13c: a forged Host header does not change where the plugin is told the server is."""
+    client, _ = accounts_api
+    c, email = await account(client)
+    forged = {"host": "evil.example:8443"}
+    signed_in = await c.post("/api/user/authenticate", json=P.authenticate(email), headers=forged)
+    got = await c.get("/api/user/get", headers=forged)
+    for r in (signed_in, got):
+        assert r.status_code == 200, r.text
+        server = json.loads(r.json()["config"])["config"]["server"]
+        assert (server["host"], server["port"], server["contextPath"]) == ("https://code4me.test", 443, "")
 
 
 # ---------------------------------------------------------------- update
@@ -252,12 +266,134 @@ async def test_revocation_finds_every_token_even_after_a_session_refresh(account
         tokens.auth_key(auth),
         tokens.session_key(session),
         tokens.project_key(project),
-        tokens.user_session_key(user_id),
-        tokens.session_projects_key(session),
+        tokens.session_projects_key(tokens.digest(session)),
+        tokens.session_shadow_key(tokens.digest(session)),
+        tokens.auth_sessions_key(tokens.digest(auth)),
+        tokens.auth_session_key(tokens.digest(auth)),
         tokens.user_tokens_key(user_id),
         email_tokens.token_key("verify", mailed),
     ]
     assert await redis.exists(*keys) == 0
+
+
+# ---------------------------------------------------------------- sign-ins (finding 5)
+
+
+async def device(client: httpx.AsyncClient, email: str, agent: str, password: str = P.STRONG_PASSWORD):  # type: ignore[no-untyped-def]
+    """Another sign-in of the account (its own cookie jar and user agent) with a session and a project."""
+    d = fresh_client(client)
+    d.headers["user-agent"] = agent
+    assert (await d.post("/api/user/authenticate", json=P.authenticate(email, password))).status_code == 200
+    assert (await d.get("/api/session/acquire")).status_code == 200
+    assert (await d.post("/api/project/create", json={"project_name": agent})).status_code == 201
+    return d
+
+
+async def works(d: httpx.AsyncClient) -> tuple[int, int, int]:
+    """The answers to the device's auth, session and project tokens: user, acquire (same session), projects."""
+    user = (await d.get("/api/user/get")).status_code
+    acquired = await d.get("/api/session/acquire")
+    same = acquired.status_code if acquired.json().get("session_token") == d.cookies["session_token"] else 409
+    r = await d.post("/api/completion/multi-file-context/update", json={"context_updates": {"a.py": []}})
+    return user, same, r.status_code
+
+
+@pytest.mark.parametrize(
+    "change",
+    [{"password": "N3wPassword!x"}, {"email": "EMAIL"}],
+    ids=["password", "email"],
+)
+async def test_password_or_email_change_ends_the_other_sign_ins(accounts_api, outbox, change) -> None:
+    """Finding 5: a new password or email ends every other sign-in's auth, session and project tokens and the
+    mailed links; the caller stays signed in with all of its own."""
+    client, state = accounts_api
+    _, email = await account(client)
+    here = await device(client, email, "here")
+    there = await device(client, email, "there")
+    r = await client.post("/api/user/reset-password/request", json={"email": email})
+    reset_link = link_token(mails_to(outbox, email)[-1], "/api/user/reset-password")
+    assert await works(here) == await works(there) == (200, 200, 200)
+    update = {k: (P.new_email() if v == "EMAIL" else v) for k, v in change.items()}
+    r = await here.put("/api/user/update", json={**update, "previous_password": P.STRONG_PASSWORD})
+    assert r.status_code == 200, r.text
+    assert await works(here) == (200, 200, 200)
+    assert (await there.get("/api/user/get")).status_code == 401
+    for name in ("session_token", "project_token"):
+        assert not await state.redis.exists(
+            tokens.session_key(there.cookies[name])
+            if name == "session_token"
+            else tokens.project_key(there.cookies[name])
+        )
+    r = await client.post(
+        "/api/user/reset-password/change", json={"token": reset_link, "new_password": "R3setPassw0rd"}
+    )
+    assert r.status_code == 401  # the mailed link died too
+    async with state.sessionmaker() as db:
+        user = await user_row(state, update.get("email", email))
+        rows = (await db.execute(select(Session).where(Session.user_id == user.user_id))).scalars().all()
+    assert sorted(row.end_time is None for row in rows) == [False, True]  # there's session ended, here's not
+    listed = (await here.get("/api/user/sessions")).json()["sessions"]
+    assert [(s["user_agent"], s["current"]) for s in listed] == [("here", True)]
+
+
+async def test_sign_ins_are_listed_and_ended_by_their_owner_only(accounts_api) -> None:
+    """Finding 5: a user lists their sign-ins (never a token) and ends one or all others; another user's
+    sign-in is 404, as an unknown one is."""
+    client, state = accounts_api
+    _, email = await account(client)
+    here = await device(client, email, "here/1.0")
+    there = await device(client, email, "there/2.0")
+    third = await device(client, email, "third/3.0")
+    r = await here.get("/api/user/sessions")
+    assert r.status_code == 200, r.text
+    listed = {s["user_agent"]: s for s in r.json()["sessions"]}
+    assert set(listed) == {f"python-httpx/{httpx.__version__}", "here/1.0", "there/2.0", "third/3.0"}
+    assert [a for a, s in listed.items() if s["current"]] == ["here/1.0"]
+    mine = listed["here/1.0"]
+    assert mine["client_address"] == "127.0.0.1" and mine["plugin_sessions"] == 1
+    assert mine["created_at"] is not None and mine["last_used_at"] is not None
+    for d in (here, there, third):
+        for value in d.cookies.values():
+            assert value not in r.text and tokens.digest(value) not in r.text
+
+    # Another user cannot end (or see) them.
+    mallory, _ = await account(client)
+    assert (await mallory.delete(f"/api/user/sessions/{listed['there/2.0']['id']}")).json() == {
+        "message": "Session not found"
+    }
+    assert (await mallory.delete(f"/api/user/sessions/{listed['there/2.0']['id']}")).status_code == 404
+    assert [s["current"] for s in (await mallory.get("/api/user/sessions")).json()["sessions"]] == [True]
+    assert await works(there) == (200, 200, 200)
+    assert (await here.delete("/api/user/sessions/not-a-sign-in")).status_code == 404
+    assert (await fresh_client(client).get("/api/user/sessions")).status_code == 401
+
+    # The owner ends one: its auth, session and project tokens go, its session row gets its end time.
+    r = await here.delete(f"/api/user/sessions/{listed['there/2.0']['id']}")
+    assert r.status_code == 200, r.text
+    assert (await there.get("/api/user/get")).status_code == 401
+    assert not await state.redis.exists(tokens.session_key(there.cookies["session_token"]))
+    assert not await state.redis.exists(tokens.project_key(there.cookies["project_token"]))
+    assert await works(third) == await works(here) == (200, 200, 200)
+
+    # Sign out everywhere else: only the caller's sign-in is left.
+    r = await here.post("/api/user/sessions/sign-out-others")
+    assert r.status_code == 200 and r.json()["ended"] == 2, r.text
+    assert (await third.get("/api/user/get")).status_code == 401
+    assert await works(here) == (200, 200, 200)
+    assert [s["user_agent"] for s in (await here.get("/api/user/sessions")).json()["sessions"]] == [
+        "here/1.0"
+    ]
+    user = await user_row(state, email)
+    async with state.sessionmaker() as db:
+        rows = (await db.execute(select(Session).where(Session.user_id == user.user_id))).scalars().all()
+    assert sorted(row.end_time is None for row in rows) == [False, False, True]
+    async with state.sessionmaker() as db:
+        records = (
+            (await db.execute(select(AuditEvent).where(AuditEvent.actor_id == user.user_id))).scalars().all()
+        )
+    ends = [r.detail for r in records if r.action == "auth.sign_in_end"]
+    assert sorted((d["others"], d["count"]) for d in ends) == [(False, 1), (True, 2)]
+    assert [d["sign_ins"] for d in ends if not d["others"]] == [[listed["there/2.0"]["id"]]]
 
 
 # ---------------------------------------------------------------- verification
@@ -365,6 +501,92 @@ async def test_reset_request_answers_the_same_for_unknown_addresses(accounts_api
     assert mails_to(outbox, unknown) == []
     r = await client.post("/api/user/reset-password/request", json={"email": "nope"})
     assert r.status_code == 422
+
+
+# ---------------------------------------------------------------- sign-up and mail
+
+
+async def test_sign_up_answers_the_same_for_taken_addresses(accounts_api, outbox) -> None:
+    """Finding 12: a taken address gets the answer a free one gets; its owner is told by mail, nothing changes."""
+    client, state = accounts_api
+    _, email = await account(client, name="Owner")
+    owner = await user_row(state, email)
+    before = await count(state, User)
+    stranger = fresh_client(client)
+    other = {"password": "An0therPassw0rd", "name": "Mallory"}
+    taken = await stranger.post("/api/user/create", json=P.user_create(email.upper(), **other))
+    free = await stranger.post("/api/user/create", json=P.user_create(P.new_email(), **other))
+    assert taken.status_code == free.status_code == 201, taken.text
+    assert taken.json().keys() == free.json().keys() == {"message", "user_id"}
+    assert taken.json()["message"] == free.json()["message"]
+    assert uuid.UUID(taken.json()["user_id"]) != owner.user_id
+    assert set(taken.cookies) == set(free.cookies) == set()
+    assert await count(state, User) == before + 1  # only the free address got an account
+    after = await user_row(state, email)
+    assert (after.name, after.password_hash, after.verified) == (owner.name, owner.password_hash, False)
+    notice = mails_to(outbox, email)[-1]
+    assert notice["Subject"] == "Sign-up attempt with your Code4me address"
+    assert "Mallory" not in body(notice) and "token=" not in body(notice)
+    r = await stranger.post("/api/user/authenticate", json=P.authenticate(email, other["password"]))
+    assert r.status_code == 401
+
+
+async def test_mails_carry_no_user_chosen_text(accounts_api, outbox) -> None:
+    """Finding 13a: a name chosen at sign-up is never put into a mail (anyone may sign up anyone's address)."""
+    client, _ = accounts_api
+    spam = "Claim your prize at http://prize.example now"
+    _, email = await account(client, name=spam)
+    r = await client.post("/api/user/reset-password/request", json={"email": email})
+    assert r.status_code == 200
+    verify, reset = mails_to(outbox, email)
+    assert verify["Subject"] == "Verify your email address for Code4me"
+    assert body(verify).startswith("Please confirm that this is your email address for Code4me")
+    assert body(reset).startswith("Someone asked to reset the password of your Code4me account")
+    for mail in (verify, reset):
+        assert "prize" not in body(mail) and "prize" not in str(mail["Subject"])
+
+
+class StallingSmtp:
+    """A mail server that accepts connections and says nothing for `stall_s`, then hangs up."""
+
+    def __init__(self, stall_s: float) -> None:
+        self.stall_s = stall_s
+        self.connections = 0
+        self.server: asyncio.Server | None = None
+
+    async def _serve(self, _reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        await asyncio.sleep(self.stall_s)
+        writer.close()
+
+    async def start(self) -> int:
+        """Listen on a free loopback port; which."""
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        return int(self.server.sockets[0].getsockname()[1])
+
+
+async def test_answers_never_wait_for_mail(services, accounts_dir) -> None:
+    """Finding 12: sign-up and reset answer before their mail is delivered (a stalled mail server holds no
+    request), so a reset for an existing address takes as long as one for an unknown address."""
+    smtp = StallingSmtp(stall_s=6.0)
+    port = await smtp.start()
+    settings = api_settings(accounts_dir, smtp_host="127.0.0.1", smtp_port=port)
+    async with running_api(services.database_url, services.redis_url, settings) as (client, _):
+        # The plain ASGI transport: the answer as the Serve proxy sees it (the whole ASGI call).
+        app = client._transport.app  # type: ignore[attr-defined]
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as c:
+            email = P.new_email()
+            started = asyncio.get_running_loop().time()
+            assert (await c.post("/api/user/create", json=P.user_create(email))).status_code == 201
+            r = await c.post("/api/user/reset-password/request", json={"email": email})
+            assert r.status_code == 200
+            elapsed = asyncio.get_running_loop().time() - started
+            # Two mails stalled for 6 s each: waiting for them would take 12 s; argon2 on a busy machine does not.
+            assert elapsed < 4.0, f"the answers waited for the mail server ({elapsed:.1f} s)"
+            await asyncio.sleep(0.2)
+            assert smtp.connections == 2  # both mails were on their way
+    assert smtp.server is not None
+    smtp.server.close()
 
 
 async def test_password_reset_flow(accounts_api, outbox) -> None:

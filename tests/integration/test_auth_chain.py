@@ -265,3 +265,57 @@ async def test_admin_user_admits_administrators_only(api) -> None:
             401,
             {"message": "Invalid or expired auth token: authenticate again"},
         )
+
+
+async def _everything_in(redis: Any) -> list[str]:
+    """Every key name of the Redis database and every value held under it, as text."""
+    seen: list[str] = []
+    async for raw_key in redis.scan_iter(count=1000):
+        key = raw_key.decode()
+        seen.append(key)
+        kind = (await redis.type(key)).decode()
+        if kind == "string":
+            values = [await redis.get(key)]
+        elif kind == "set":
+            values = list(await redis.smembers(key))
+        elif kind == "zset":
+            values = list(await redis.zrange(key, 0, -1))
+        elif kind == "hash":
+            values = [v for pair in (await redis.hgetall(key)).items() for v in pair]
+        elif kind == "list":
+            values = list(await redis.lrange(key, 0, -1))
+        else:  # streams: telemetry events, which never carry tokens (checked like the rest)
+            values = [str(await redis.xrange(key))]
+        seen += [
+            v.decode(errors="replace") if isinstance(v, bytes) else str(v) for v in values if v is not None
+        ]
+    return seen
+
+
+async def test_redis_holds_no_token_nor_its_plain_hash(api) -> None:
+    """Finding 13d: no key name or value in Redis holds a client's token (an AOF file or dump would hand out
+    sign-ins), nor its unkeyed SHA-256 (which would let a dump check guessed or leaked tokens)."""
+    import hashlib
+
+    from tests.utils.outbox import link_token, mails_to
+
+    client, state = api
+    c, email = await signed_in(client)
+    await c.post("/api/project/create", json={"project_name": "second"})  # an activation alias too
+    r = await c.post("/api/user/reset-password/request", json={"email": email})
+    assert r.status_code == 200
+    verify, reset = mails_to(state.settings.outbox_dir, email)
+    secrets = [
+        c.cookies["auth_token"],
+        c.cookies["session_token"],
+        c.cookies["project_token"],
+        link_token(verify, "/api/user/verify"),
+        link_token(reset, "/api/user/reset-password"),
+    ]
+    # They work: what Redis holds stands for them.
+    assert (await c.get("/api/session/acquire")).json()["session_token"] == c.cookies["session_token"]
+    assert (await c.get("/api/project/list")).status_code == 200
+    everything = "\n".join(await _everything_in(state.redis))
+    for secret in secrets:
+        assert secret not in everything
+        assert hashlib.sha256(secret.encode()).hexdigest() not in everything

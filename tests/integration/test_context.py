@@ -198,7 +198,9 @@ async def test_without_consent_nothing_reaches_postgres_and_state_dies_with_the_
     session_token = c.cookies["session_token"]
     ttl = await state.redis.pttl(state_key(owner))
     # At most as long as the session can live (it slides on use up to its cap); the session's end drops it.
-    assert 0 < ttl <= await tokens.session_lifetime_left_ms(state.redis, session_token, 0) + 1000
+    assert (
+        0 < ttl <= await tokens.session_lifetime_left_ms(state.redis, tokens.digest(session_token), 0) + 1000
+    )
     assert await state.redis.zscore(DIRTY_KEY, f"{owner.project_id}:{owner.user_id}:db/users.py") is None
     await index_now(state)
     assert await chunk_rows(state, owner.project_id) == []

@@ -11,6 +11,7 @@ import httpx
 from sqlalchemy import func, insert, select
 from sqlmodel import SQLModel
 
+from app.identity import tokens
 from app.infra.state import AppState
 from app.services import users
 from app.services.retention import delete_expired_data
@@ -67,7 +68,7 @@ async def me(c: httpx.AsyncClient) -> uuid.UUID:
 
 async def active_project(state: AppState, c: httpx.AsyncClient) -> uuid.UUID:
     """The project behind the client's project cookie."""
-    raw = await state.redis.get(f"c4m:project:{c.cookies.get('project_token')}")
+    raw = await state.redis.get(tokens.project_key(c.cookies.get("project_token") or ""))
     return uuid.UUID(json.loads(raw)["project_id"])
 
 

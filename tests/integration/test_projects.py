@@ -11,9 +11,10 @@ import pytest
 from sqlalchemy import select, update
 
 from app.identity import tokens
+from app.services.projects import NOT_VERIFIED_TO_ACCEPT
 from db.tables import MetaQuery, Project, ProjectInvitation, utcnow
 from tests.utils import payloads as P
-from tests.utils.asgi_api import model_id, settle, signed_in
+from tests.utils.asgi_api import model_id, settle, signed_in, verify_address
 
 
 async def project_of(c: httpx.AsyncClient) -> dict:
@@ -33,7 +34,7 @@ async def invite(owner: httpx.AsyncClient, project_id: str, email: str, role: st
 
 async def join(owner: httpx.AsyncClient, project_id: str, role: str = "member") -> httpx.AsyncClient:
     """A new signed-in user who was invited to the project and accepted."""
-    guest, email = await signed_in(owner)
+    guest, email = await signed_in(owner, verified=True)
     r = await guest.post(
         "/api/project/invitation/accept", json={"token": await invite(owner, project_id, email, role)}
     )
@@ -111,7 +112,7 @@ async def test_invitation_makes_a_member_with_member_rights(api) -> None:
     client, _ = api
     alice, _ = await signed_in(client)
     pid = (await project_of(alice))["project_id"]
-    bob, bob_email = await signed_in(client)
+    bob, bob_email = await signed_in(client, verified=True)
     r = await alice.post(f"/api/project/invitation/create/{pid}", json={"email": bob_email.upper()})
     assert r.status_code == 201, r.text
     token, invitation = r.json()["token"], r.json()["invitation"]
@@ -162,7 +163,7 @@ async def test_accept_refusals_leave_the_invitation_usable(api) -> None:
     client, state = api
     alice, alice_email = await signed_in(client)
     pid = (await project_of(alice))["project_id"]
-    bob, bob_email = await signed_in(client)
+    bob, bob_email = await signed_in(client, verified=True)
     eve, _ = await signed_in(client)
     token = await invite(alice, pid, bob_email)
     r = await eve.post("/api/project/invitation/accept", json={"token": token})
@@ -180,7 +181,7 @@ async def test_accept_refusals_leave_the_invitation_usable(api) -> None:
         assert r.status_code == 409 and "member" in r.json()["message"]
 
     # Expired: refused, and not consumed.
-    dave, dave_email = await signed_in(client)
+    dave, dave_email = await signed_in(client, verified=True)
     token = await invite(alice, pid, dave_email)
     async with state.sessionmaker() as db:
         await db.execute(
@@ -204,7 +205,7 @@ async def test_revoke_and_reinvite(api) -> None:
     client, state = api
     alice, _ = await signed_in(client)
     pid = (await project_of(alice))["project_id"]
-    bob, bob_email = await signed_in(client)
+    bob, bob_email = await signed_in(client, verified=True)
     first = await invite(alice, pid, bob_email)
     second = await invite(alice, pid, bob_email)  # replaces the first (a lost token is reissued this way)
     r = await bob.post("/api/project/invitation/accept", json={"token": first})
@@ -229,11 +230,31 @@ async def test_revoke_and_reinvite(api) -> None:
     assert r.status_code == 409 and "accepted" in r.json()["message"]
 
 
+async def test_accepting_needs_a_verified_address(api) -> None:
+    """Finding 9: taking an invited address (unverified) does not let one in; verifying it does."""
+    client, _ = api
+    alice, _ = await signed_in(client)
+    pid = (await project_of(alice))["project_id"]
+    invited = P.new_email()
+    token = await invite(alice, pid, invited)
+    mallory, _ = await signed_in(client)
+    r = await mallory.put("/api/user/update", json={"email": invited, "previous_password": P.STRONG_PASSWORD})
+    assert r.status_code == 200 and r.json()["user"]["verified"] is False, r.text
+    r = await mallory.post("/api/project/invitation/accept", json={"token": token})
+    assert r.status_code == 403 and r.json() == {"message": NOT_VERIFIED_TO_ACCEPT}
+    assert (await mallory.get(f"/api/project/get/{pid}")).status_code == 403
+    assert len((await alice.get(f"/api/project/members/{pid}")).json()["members"]) == 1
+    # The refusal did not use the invitation up: the address's owner (who can open its mail) joins.
+    await verify_address(mallory, invited)
+    r = await mallory.post("/api/project/invitation/accept", json={"token": token})
+    assert r.status_code == 200, r.text
+
+
 async def test_concurrent_accepts_admit_once(api) -> None:
     client, _ = api
     alice, _ = await signed_in(client)
     pid = (await project_of(alice))["project_id"]
-    bob, bob_email = await signed_in(client)
+    bob, bob_email = await signed_in(client, verified=True)
     token = await invite(alice, pid, bob_email)
     results = await asyncio.gather(
         *(bob.post("/api/project/invitation/accept", json={"token": token}) for _ in range(4))

@@ -63,8 +63,7 @@ async def test_expired_session_cascades(services: ServiceUrls, data_dir: Path, r
             return (await _session_state(state, email))[1].end_time is not None
 
         await _wait(ended)
-        assert not await state.redis.exists(tokens.session_shadow_key(session_token))
-        assert await state.redis.get(tokens.user_session_key(user.user_id)) is None
+        assert not await state.redis.exists(tokens.session_shadow_key(tokens.digest(session_token)))
         assert await read_files(state.redis, owner) == {}  # no consent: the live files died with the session
         r = await c.post(
             "/api/completion/multi-file-context/update", json={"context_updates": {"plan.py": [CHANGE]}}

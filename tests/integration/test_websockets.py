@@ -72,6 +72,30 @@ async def until(ws: Any, key: str, request_id: str | None) -> tuple[dict[str, An
         seen.append(msg)
 
 
+@pytest.mark.parametrize(
+    "path", ["/api/ws/completion", "/api/ws/completion/multi-file-context", "/api/ws/chat"]
+)
+async def test_handshakes_from_other_origins_are_refused(live, path) -> None:
+    """Finding 13b: a browser page of another site (its Origin) gets 403 before accept, even with the user's
+    cookies; no Origin (the plugin) and PUBLIC_URL's origin are accepted."""
+    client, state, base = live
+    c, _ = await signed_in(client)
+    for origin in ("https://evil.example", "null", "http://127.0.0.1:8001", "https://127.0.0.1:8000"):
+        with pytest.raises(websockets.exceptions.InvalidStatus) as refused:
+            async with websockets.connect(
+                f"{base}{path}", additional_headers={**cookie_header(c), "Origin": origin}
+            ):
+                pass
+        assert refused.value.response.status_code == 403, origin
+    assert state.settings.public_base_url == "http://127.0.0.1:8000"
+    for headers in ({}, {"Origin": "http://127.0.0.1:8000"}, {"Origin": "HTTP://127.0.0.1:8000"}):
+        async with websockets.connect(
+            f"{base}{path}", additional_headers={**cookie_header(c), **headers}
+        ) as ws:
+            await ws.send(json.dumps({"request_id": "c1", "cancel": {"request_id": "nothing"}}))
+            assert (await receive(ws))["request_id"] == "c1"
+
+
 async def test_plugin_session_over_websockets(live) -> None:
     client, state, base = live
     c, _ = await signed_in(client)

@@ -130,3 +130,35 @@ def test_link_pages_escape_the_token() -> None:
     page = link_pages.verify_form('"><script>alert(1)</script>')
     assert "<script>" not in page and "&quot;&gt;&lt;script&gt;" in page
     assert 'name="new_password"' in link_pages.reset_form("t")
+
+
+@pytest.mark.parametrize(
+    "settings, origin, allowed",
+    [
+        ({}, None, True),  # no Origin: not a browser (the JetBrains plugin)
+        ({}, "http://127.0.0.1:8000", True),  # PUBLIC_URL's origin by default
+        ({}, "https://evil.example", False),
+        ({"public_url": "https://code4me.example/base/"}, "https://code4me.example", True),
+        ({"public_url": "https://code4me.example"}, "https://code4me.example:443", True),
+        ({"public_url": "https://code4me.example"}, "http://code4me.example", False),
+        ({"public_url": "https://code4me.example"}, "null", False),
+        (
+            {"ws_allowed_origins": ["https://a.example", "http://b.example:8080"]},
+            "http://b.example:8080",
+            True,
+        ),
+        ({"ws_allowed_origins": ["https://a.example"]}, "http://127.0.0.1:8000", False),
+    ],
+)
+def test_websocket_origins(settings: dict, origin: str | None, allowed: bool) -> None:
+    from app.api.routes.ws import origin_allowed
+
+    assert origin_allowed(origin, Settings(environment="test", **settings)) is allowed
+
+
+@pytest.mark.parametrize(
+    "entry", ["code4me.example", "ftp://x.example", "https://x.example/path", "https://"]
+)
+def test_websocket_origins_must_be_origins(entry: str) -> None:
+    with pytest.raises(ValidationError, match="WS_ALLOWED_ORIGINS"):
+        Settings(environment="test", ws_allowed_origins=[entry])

@@ -22,6 +22,7 @@ from app.telemetry.stream import wait_drained
 from app.workers.telemetry_writer import TelemetryWriter
 from deployments.registry import ModelEntry
 from tests.utils import payloads as P
+from tests.utils.outbox import link_token, mails_to
 
 
 class ScriptedGateway:
@@ -84,6 +85,17 @@ def cards_of(entries: list[dict[str, Any]]) -> list[ModelCard]:
     return [ModelEntry.model_validate(entry).card() for entry in entries]
 
 
+class MailSettledTransport(httpx.ASGITransport):
+    """The app in-process, each answer handed back once the mail its request posted is delivered, so that a
+    test reads the outbox right away (the app itself never waits for mail: app/infra/mail.py MailQueue)."""
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        """The app's answer, after its mail."""
+        response = await super().handle_async_request(request)
+        await self.app.state.c4m.mail.drained()  # type: ignore[attr-defined]
+        return response
+
+
 def api_settings(data_dir: Path, **overrides: Any) -> Settings:
     """Settings of an in-process test app; mail goes to the outbox under `data_dir`.
 
@@ -122,7 +134,7 @@ async def running_api(
     task = asyncio.create_task(writer.run())
     try:
         async with httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://test"
+            transport=MailSettledTransport(app=app), base_url="http://test"
         ) as client:
             yield client, state
         await wait_drained(state.redis)
@@ -145,14 +157,17 @@ def fresh_client(client: httpx.AsyncClient) -> httpx.AsyncClient:
 
 
 async def signed_in(
-    client: httpx.AsyncClient, preference: dict[str, Any] | None = None
+    client: httpx.AsyncClient, preference: dict[str, Any] | None = None, *, verified: bool = False
 ) -> tuple[httpx.AsyncClient, str]:
-    """A fresh client (own cookie jar) that went through create -> authenticate -> acquire -> project."""
+    """A fresh client (own cookie jar) that went through create -> authenticate -> acquire -> project
+    (and, when `verified`, opened the link of its verification mail)."""
     c = fresh_client(client)
     email = P.new_email()
     pref = {"store_context": True} if preference is None else preference
     r = await c.post("/api/user/create", json={**P.user_create(email), "preference": pref})
     assert r.status_code == 201, r.text
+    if verified:
+        await verify_address(c, email)
     r = await c.post("/api/user/authenticate", json=P.authenticate(email))
     assert r.status_code == 200, r.text
     r = await c.get("/api/session/acquire")
@@ -160,6 +175,17 @@ async def signed_in(
     r = await c.post("/api/project/create", json={"project_name": "demo"})
     assert r.status_code == 201, r.text
     return c, email
+
+
+async def verify_address(c: httpx.AsyncClient, email: str) -> None:
+    """Verify an address as its owner does: the link of the latest verification mail in the app's outbox."""
+    transport = c._transport
+    assert isinstance(transport, httpx.ASGITransport)
+    outbox_dir = transport.app.state.c4m.settings.outbox_dir  # type: ignore[attr-defined]
+    mails = [m for m in mails_to(outbox_dir, email) if m["Subject"].startswith("Verify")]
+    assert mails, f"no verification mail to {email}"
+    r = await c.post("/api/user/verify", json={"token": link_token(mails[-1], "/api/user/verify")})
+    assert r.status_code == 200, r.text
 
 
 async def count(state: AppState, model: Any) -> int:

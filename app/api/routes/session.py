@@ -21,8 +21,11 @@ router = SlashTolerantRouter(prefix="/api/session", tags=["session"])
 async def acquire(
     request: Request, response: Response, auth: AuthDep, state: StateDep, db: DbDep, redis: RedisDep
 ) -> SessionAcquireResponse:
-    """Reuse the user's live session or start one; sets the `session_token` cookie."""
-    token = await sessions.acquire(db, redis, state.settings, auth.user_id, auth_token_of(request) or "")
+    """Reuse the caller's live session (the one it presents, else its sign-in's) or start one; sets the
+    `session_token` cookie."""
+    token = await sessions.acquire(
+        db, redis, state.settings, auth, auth_token_of(request) or "", session_token_of(request)
+    )
     set_token_cookie(response, state.settings, "session_token", token)
     return SessionAcquireResponse(message="Session acquired successfully", session_token=token)
 
@@ -45,7 +48,7 @@ async def deactivate(
     caller = await tokens.resolve_auth(redis, auth) if auth else None
     if caller is not None and caller.user_id != info.user_id:
         raise Forbidden("Session token belongs to another user")
-    if not await sessions.release(db, redis, info, token, signed_in=caller is not None, address=address):
+    if not await sessions.release(db, redis, info, signed_in=caller is not None, address=address):
         return Message(message="Session released: other holders still use it")
     clear_token_cookie(response, "session_token")
     clear_token_cookie(response, "project_token")

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from fastapi import BackgroundTasks, Query, Request
+from fastapi import Query, Request
 from fastapi.responses import HTMLResponse, Response
 
 from app.api import auth, link_pages
 from app.api.deps import CurrentUser, DbDep, RedisDep, StateDep
 from app.api.form_or_json import parse_as, read_form_or_json
 from app.api.routing import SlashTolerantRouter
-from app.infra.mail import send_mail
 from app.schemas.common import Message, error_responses
 from app.schemas.user import EmailRequest, TokenRequest, VerificationStatus
 from app.services import verification
@@ -28,21 +27,19 @@ async def check(user: CurrentUser) -> VerificationStatus:
 
 
 @router.post("/verify/resend", response_model=Message, responses=ERRORS)
-async def resend(
-    request: Request, state: StateDep, db: DbDep, redis: RedisDep, background: BackgroundTasks
-) -> Message:
+async def resend(request: Request, state: StateDep, db: DbDep, redis: RedisDep) -> Message:
     """Mail a new verification link: to the signed-in user, or (no session) to `{email}` if it needs one."""
     creds = auth.credentials_of(request)
     if creds.auth_token:
         # Signed in: the usual auth chain, so a bad token is a 401 like everywhere else.
         user = await auth.account(await auth.authenticate(creds, state), db)
-        background.add_task(send_mail, state.settings, await verification.resend(redis, state.settings, user))
+        state.mail.post(state.settings, await verification.resend(redis, state.settings, user))
         return Message(message="Verification mail sent")
     data, _ = await read_form_or_json(request)
     body = parse_as(EmailRequest, data)
     mail = await verification.resend_by_email(db, redis, state.settings, str(body.email))
     if mail is not None:
-        background.add_task(send_mail, state.settings, mail)
+        state.mail.post(state.settings, mail)
     return Message(message=RESENT)
 
 

@@ -46,6 +46,7 @@ from app.errors import (
     Unprocessable,
     answer_of,
 )
+from app.infra.settings import Settings, origin_of
 from app.infra.state import AppState, ModelInfo
 from app.schemas.chat import ChatRequest
 from app.schemas.completion import CompletionRequest, FeedbackRequest
@@ -75,6 +76,15 @@ class Cancel(BaseModel):
     """`cancel`: the request_id of the operation to stop."""
 
     request_id: str = Field(max_length=MAX_REQUEST_ID_CHARS)
+
+
+def origin_allowed(origin: str | None, settings: Settings) -> bool:
+    """Whether a handshake may go on: no Origin (not a browser: the IDE plugin) or one in the allow-list.
+
+    Browsers send cookies with a cross-site WebSocket handshake and let the page read the socket, so without
+    this check any web page a signed-in user opens could use the user's session.
+    """
+    return origin is None or origin_of(origin) in settings.websocket_origins
 
 
 def error_frame(request_id: str | None, problem: DomainError) -> dict[str, Any]:
@@ -110,6 +120,10 @@ class Connection:
 
     async def serve(self) -> None:
         """Read messages until the client goes; cancel whatever it left running."""
+        if not origin_allowed(self.ws.headers.get("origin"), self.state.settings):
+            # Before accept: the client gets HTTP 403 (close 1008 where the server cannot answer HTTP).
+            await self.ws.close(code=1008, reason="Origin not allowed")
+            return
         await self.ws.accept()
         try:
             self.caller_key = await ratelimit.caller_key(self.ws)
