@@ -1,4 +1,4 @@
-"""The `code4me` command: `up` (start everything), `status`, `migrate`."""
+"""The `code4me` command: `up` (start everything), `status`, `migrate`, `rekey`, `keygen`."""
 
 from __future__ import annotations
 
@@ -152,6 +152,34 @@ def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
             embedded.stop()
 
 
+def cmd_rekey(args: argparse.Namespace, settings: Settings) -> int:
+    """Re-encrypt every stored value under the first key of ENCRYPTION_KEYS, online and resumable."""
+    from app.infra.encryption import keyring_for
+    from app.workers.rekey import rekey
+    from serve.embedded import resolve_services
+
+    keyring = keyring_for(settings)
+    urls, embedded = resolve_services(settings.database_url, settings.redis_url, settings.data_dir.resolve())
+    try:
+        print(f"re-encrypting under key {keyring.primary.key_id!r} (keyring: {', '.join(keyring.key_ids)})")
+        report, left = asyncio.run(
+            rekey(urls.database_url, keyring, batch_size=args.batch_size, pause_s=args.pause_ms / 1000)
+        )
+        print(report)
+        return 0 if left == 0 else 1
+    finally:
+        if embedded is not None:
+            embedded.stop()
+
+
+def cmd_keygen(args: argparse.Namespace, settings: Settings) -> int:
+    """Print a new `id:base64key` entry for ENCRYPTION_KEYS."""
+    from app.infra.envelope import new_key_spec
+
+    print(new_key_spec(args.key_id))
+    return 0
+
+
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     """Print the Serve application's deployments and replica states of a running `code4me up`."""
     import ray
@@ -260,6 +288,14 @@ def main(argv: list[str] | None = None) -> int:
     st = sub.add_parser("status", help="show the running application's deployments and replicas")
     st.add_argument("--json", action="store_true")
     sub.add_parser("migrate", help="apply database migrations (idempotent)")
+    rk = sub.add_parser(
+        "rekey",
+        help="re-encrypt stored code under the first key of ENCRYPTION_KEYS (online, resumable)",
+    )
+    rk.add_argument("--batch-size", type=int, default=500, help="rows per transaction (default 500)")
+    rk.add_argument("--pause-ms", type=float, default=0.0, help="pause between batches (default 0)")
+    kg = sub.add_parser("keygen", help="print a new id:base64key entry for ENCRYPTION_KEYS")
+    kg.add_argument("key_id", help="the new key's id (1-32 letters, digits, '.', '_' or '-')")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
@@ -267,7 +303,13 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # noqa: BLE001 - a settings error is a clear message, not a traceback
         print(f"invalid settings: {exc}", file=sys.stderr)
         return 2
-    handlers = {"up": cmd_up, "status": cmd_status, "migrate": cmd_migrate}
+    handlers = {
+        "up": cmd_up,
+        "status": cmd_status,
+        "migrate": cmd_migrate,
+        "rekey": cmd_rekey,
+        "keygen": cmd_keygen,
+    }
     return handlers[args.command](args, settings)
 
 

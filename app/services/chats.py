@@ -14,6 +14,7 @@ from sqlmodel import col
 
 from app.errors import Forbidden, NotFound
 from app.identity import tokens
+from app.infra.encryption import message_aad
 from app.infra.state import AppState, ModelInfo
 from app.protocol import ChatCall, ChatRole
 from app.protocol import ChatMessage as Turn
@@ -284,7 +285,7 @@ async def _history(state: AppState, db: AsyncSession, chat: Chat) -> ChatHistory
     )
     ids = [t.meta_query_id for t in turns]
     user_texts = {
-        m.meta_query_id: m.content
+        m.meta_query_id: state.keyring.open(m.content, message_aad(m.message_id))
         for m in (
             await db.execute(
                 select(ChatMessage).where(

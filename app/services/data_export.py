@@ -18,6 +18,8 @@ from sqlalchemy import select, text, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlmodel import SQLModel, col
 
+from app.infra.encryption import opened
+from app.infra.envelope import Keyring
 from db.tables import (
     BehavioralTelemetry,
     Chat,
@@ -48,37 +50,54 @@ def _json(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, default=str)
 
 
-def row(obj: SQLModel, exclude: set[str] | None = None) -> dict[str, Any]:
-    """A table row as JSON-ready data."""
-    return obj.model_dump(mode="json", exclude=exclude)
+def row(obj: SQLModel, exclude: set[str] | None = None, keyring: Keyring | None = None) -> dict[str, Any]:
+    """A table row as JSON-ready data; sealed columns (code, messages, ground truths) opened with `keyring`."""
+    texts = opened(obj, keyring) if keyring is not None else {}
+    data = obj.model_dump(mode="json", exclude=(exclude or set()) | set(texts))
+    if not texts:
+        return data
+    return {
+        name: texts.get(name, data.get(name))
+        for name in type(obj).model_fields
+        if name in data or name in texts
+    }
 
 
 async def _all(db: AsyncSession, stmt: Any) -> list[Any]:
     return list((await db.execute(stmt)).scalars())
 
 
-async def _by_ids(db: AsyncSession, table: type[SQLModel], key: Any, ids: Iterable[Any]) -> dict[Any, dict]:
+async def _by_ids(
+    db: AsyncSession, table: type[SQLModel], key: Any, ids: Iterable[Any], keyring: Keyring | None = None
+) -> dict[Any, dict]:
     wanted = [i for i in set(ids) if i is not None]
     if not wanted:
         return {}
     rows = await _all(db, select(table).where(key.in_(wanted)))
-    return {getattr(r, key.key): row(r) for r in rows}
+    return {getattr(r, key.key): row(r, keyring=keyring) for r in rows}
 
 
 async def _grouped(
-    db: AsyncSession, table: type[SQLModel], key: Any, ids: list[Any], order: Any
+    db: AsyncSession,
+    table: type[SQLModel],
+    key: Any,
+    ids: list[Any],
+    order: Any,
+    keyring: Keyring | None = None,
 ) -> dict[Any, list]:
     out: dict[Any, list] = defaultdict(list)
     if ids:
         for r in await _all(db, select(table).where(key.in_(ids)).order_by(order)):
-            out[getattr(r, key.key)].append(row(r))
+            out[getattr(r, key.key)].append(row(r, keyring=keyring))
     return out
 
 
-async def _query_page(db: AsyncSession, metas: list[MetaQuery], model_names: dict[int, str]) -> list[dict]:
+async def _query_page(
+    db: AsyncSession, metas: list[MetaQuery], model_names: dict[int, str], keyring: Keyring
+) -> list[dict]:
     """One page of meta queries with everything hanging off them, fetched in a few bulk reads."""
     ids = [m.meta_query_id for m in metas]
-    contexts = await _by_ids(db, Context, Context.context_id, (m.context_id for m in metas))
+    contexts = await _by_ids(db, Context, Context.context_id, (m.context_id for m in metas), keyring)
     contextual = await _by_ids(
         db,
         ContextualTelemetry,
@@ -94,7 +113,9 @@ async def _query_page(db: AsyncSession, metas: list[MetaQuery], model_names: dic
     completions = await _by_ids(db, CompletionQuery, CompletionQuery.meta_query_id, ids)
     chats = await _by_ids(db, ChatQuery, ChatQuery.meta_query_id, ids)
     generations = await _grouped(db, Generation, Generation.meta_query_id, ids, Generation.model_id)
-    truths = await _grouped(db, GroundTruth, GroundTruth.meta_query_id, ids, GroundTruth.truth_timestamp)
+    truths = await _grouped(
+        db, GroundTruth, GroundTruth.meta_query_id, ids, GroundTruth.truth_timestamp, keyring
+    )
     page = []
     for m in metas:
         item = row(m)
@@ -111,7 +132,9 @@ async def _query_page(db: AsyncSession, metas: list[MetaQuery], model_names: dic
     return page
 
 
-async def _queries(db: AsyncSession, user_id: uuid.UUID, model_names: dict[int, str]) -> AsyncIterator[dict]:
+async def _queries(
+    db: AsyncSession, user_id: uuid.UUID, model_names: dict[int, str], keyring: Keyring
+) -> AsyncIterator[dict]:
     """The user's queries, oldest first, fetched by keyset pages."""
     after: tuple[datetime, uuid.UUID] | None = None
     while True:
@@ -123,17 +146,17 @@ async def _queries(db: AsyncSession, user_id: uuid.UUID, model_names: dict[int, 
         )
         if not metas:
             return
-        for item in await _query_page(db, metas, model_names):
+        for item in await _query_page(db, metas, model_names, keyring):
             yield item
         after = (metas[-1].timestamp, metas[-1].meta_query_id)
 
 
-async def _chats(db: AsyncSession, user_id: uuid.UUID) -> AsyncIterator[dict]:
+async def _chats(db: AsyncSession, user_id: uuid.UUID, keyring: Keyring) -> AsyncIterator[dict]:
     chats = await _all(db, select(Chat).where(col(Chat.user_id) == user_id).order_by(col(Chat.created_at)))
     for start in range(0, len(chats), PAGE):
         page = chats[start : start + PAGE]
         messages = await _grouped(
-            db, ChatMessage, ChatMessage.chat_id, [c.chat_id for c in page], ChatMessage.created_at
+            db, ChatMessage, ChatMessage.chat_id, [c.chat_id for c in page], ChatMessage.created_at, keyring
         )
         for c in page:
             yield {**row(c), "messages": messages.get(c.chat_id, [])}
@@ -182,9 +205,9 @@ async def _array(items: AsyncIterator[dict]) -> AsyncIterator[str]:
 
 
 async def export_user(
-    sessionmaker: async_sessionmaker[AsyncSession], user_id: uuid.UUID
+    sessionmaker: async_sessionmaker[AsyncSession], user_id: uuid.UUID, keyring: Keyring
 ) -> AsyncIterator[bytes]:
-    """The user's export as UTF-8 JSON chunks (see the module docstring)."""
+    """The user's export as UTF-8 JSON chunks (see the module docstring); stored code opened with `keyring`."""
     async with sessionmaker() as db:
         # One consistent snapshot for the whole document, however long the client takes to read it.
         await db.connection(execution_options={"isolation_level": "REPEATABLE READ"})
@@ -209,10 +232,10 @@ async def export_user(
             ],
         }
         yield (_json(head)[:-1] + ',\n"queries": ').encode()
-        async for chunk in _array(_queries(db, user_id, model_names)):
+        async for chunk in _array(_queries(db, user_id, model_names, keyring)):
             yield chunk.encode()
         yield b',\n"chats": '
-        async for chunk in _array(_chats(db, user_id)):
+        async for chunk in _array(_chats(db, user_id, keyring)):
             yield chunk.encode()
         yield b"}\n"
         await db.rollback()

@@ -11,6 +11,7 @@ import httpx
 from sqlalchemy import func, insert, select
 from sqlmodel import SQLModel
 
+from app.infra.encryption import chunk_aad, context_aad, ground_truth_aad, message_aad
 from app.infra.state import AppState
 from app.services import users
 from app.services.retention import delete_expired_data
@@ -79,7 +80,14 @@ async def add_chat(
     """A chat with one turn (its query, context, the user's message and a model's answer), written directly."""
     async with state.sessionmaker() as db:
         chat = Chat(user_id=user_id, project_id=project_id, title=f"chat about {words}")
-        context = Context(prefix=f"# {words}\n", suffix="", file_name="chat.py")
+        cid, asked, answered = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+        seal = state.keyring.seal  # rows written here are sealed as the telemetry writer seals them
+        context = Context(
+            context_id=cid,
+            prefix=seal(f"# {words}\n", context_aad("prefix", cid)),
+            suffix=seal("", context_aad("suffix", cid)),
+            file_name="chat.py",
+        )
         db.add_all([chat, context])
         await db.flush()
         meta = MetaQuery(
@@ -90,18 +98,20 @@ async def add_chat(
         db.add(ChatQuery(meta_query_id=meta.meta_query_id, chat_id=chat.chat_id))
         db.add(
             ChatMessage(
+                message_id=asked,
                 chat_id=chat.chat_id,
                 meta_query_id=meta.meta_query_id,
                 role="user",
-                content=f"explain {words}",
+                content=seal(f"explain {words}", message_aad(asked)),
             )
         )
         db.add(
             ChatMessage(
+                message_id=answered,
                 chat_id=chat.chat_id,
                 meta_query_id=meta.meta_query_id,
                 role="assistant",
-                content=f"{words} means...",
+                content=seal(f"{words} means...", message_aad(answered)),
                 model_id=model_id(state, "chatty"),
             )
         )
@@ -142,7 +152,7 @@ async def busy_user(
                 chunk_index=0,
                 start_line=0,
                 end_line=1,
-                content=f"{words} = 1\n",
+                content=state.keyring.seal(f"{words} = 1\n", chunk_aad(project_id, 0, "src/a.py")),
                 content_hash="0" * 64,
                 embedding=[1.0] + [0.0] * 383,
             )
@@ -459,7 +469,12 @@ async def test_a_deleted_account_cannot_complete_even_with_a_cached_preference(a
 async def dated_query(state: AppState, user_id: uuid.UUID, when: datetime) -> uuid.UUID:
     """A completion query at `when` with context, telemetry, a generation and a ground truth."""
     async with state.sessionmaker() as db:
-        ctx = Context(prefix="x = ", suffix="")
+        cid, eid = uuid.uuid4(), uuid.uuid4()
+        ctx = Context(
+            context_id=cid,
+            prefix=state.keyring.seal("x = ", context_aad("prefix", cid)),
+            suffix=state.keyring.seal("", context_aad("suffix", cid)),
+        )
         ct = ContextualTelemetry(version_id=1, trigger_type_id=1, language_id=1)
         bt = BehavioralTelemetry(typing_speed=1.0)
         db.add_all([ctx, ct, bt])
@@ -484,7 +499,12 @@ async def dated_query(state: AppState, user_id: uuid.UUID, when: datetime) -> uu
                 created_at=when,
             )
         )
-        db.add(GroundTruth(meta_query_id=meta.meta_query_id, ground_truth="x = 1", truth_timestamp=when))
+        truth = state.keyring.seal("x = 1", ground_truth_aad(eid))
+        db.add(
+            GroundTruth(
+                meta_query_id=meta.meta_query_id, event_id=eid, ground_truth=truth, truth_timestamp=when
+            )
+        )
         await db.commit()
         return meta.meta_query_id
 
@@ -505,7 +525,11 @@ async def retention_user(state: AppState, preference: dict[str, Any], now: datet
         for d in days:
             when = now - timedelta(days=d)
             chat = old_chat if d > 30 else mixed_chat
-            msg = ChatMessage(chat_id=chat.chat_id, role="user", content=f"{d} days ago", created_at=when)
+            mid = uuid.uuid4()
+            text = state.keyring.seal(f"{d} days ago", message_aad(mid))
+            msg = ChatMessage(
+                message_id=mid, chat_id=chat.chat_id, role="user", content=text, created_at=when
+            )
             ended = Session(user_id=user.user_id, start_time=when - timedelta(hours=1), end_time=when)
             db.add_all([msg, ended])
             await db.flush()

@@ -20,7 +20,7 @@ router = SlashTolerantRouter(prefix="/api/user", tags=["privacy"])
 async def export(user: CurrentUser, state: StateDep) -> StreamingResponse:
     """Everything stored about the signed-in user, as one JSON document streamed as it is read."""
     return StreamingResponse(
-        export_user(state.sessionmaker, user.user_id),
+        export_user(state.sessionmaker, user.user_id, state.keyring),
         media_type="application/json",
         headers={
             "Content-Disposition": 'attachment; filename="code4me-export.json"',
