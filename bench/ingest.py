@@ -74,7 +74,7 @@ def _copy_rows(queries: list[list[Any]]) -> dict[str, list[tuple[Any, ...]]]:
         out["meta_query"].append(W._meta_row(q, set(), set()))
         out["completion_query"].append((q.meta_query_id, R.as_json(q.stop_sequences)))
         for g in gens:
-            row = list(W._generation_row(g))
+            row = list(W._generation_row(g, sealer))
             row[5] = list(g.token_logprobs or [])  # COPY takes a real array
             row[-1] = g.model_id == fb.model_id  # the accepted flag the feedback would set
             out["had_generation"].append(tuple(row))

@@ -347,7 +347,7 @@ class Generation(SQLModel, table=True):
         sa_column=Column(ForeignKey("meta_query.meta_query_id", ondelete="CASCADE"), primary_key=True)
     )
     model_id: int = Field(sa_column=Column(ForeignKey("model_name.model_id"), primary_key=True, index=True))
-    completion: str = Field(sa_column=Column(Text, nullable=False))
+    completion: bytes = _sealed(nullable=False)  # model output is code too (a chat answer quotes the user's)
     generation_time_ms: int = Field(sa_column=Column(Integer, nullable=False))
     confidence: float | None = Field(default=None, sa_column=Column(Float))
     token_logprobs: list[float] | None = Field(default=None, sa_column=Column(ARRAY(Float)))

@@ -8,6 +8,7 @@ Sealed columns (bytea, app/infra/envelope.py's format) and the row id their AAD 
 | chat_message | content | message_id |
 | ground_truth | ground_truth | event_id (the key known before the row is written) |
 | context_chunk | content | project_id/chunk_index/file_path (its position, the upsert key) |
+| had_generation | completion | meta_query_id/model_id (model output: code, or a chat answer quoting it) |
 
 The keyring comes from `ENCRYPTION_KEYS`; without it (development and tests only: production refuses to
 start) a key is generated once and kept in `$CODE4ME_DATA_DIR/encryption.keys` (mode 0600), as the embedded
@@ -39,19 +40,24 @@ class SealedColumns:
     table: str
     columns: tuple[str, ...]
     row_id: tuple[str, ...]  # the columns whose values, joined by '/', are the row id
-    cursor: str  # the primary key, in whose order rows are re-encrypted
-    cursor_type: str  # its PostgreSQL type
+    cursor: tuple[tuple[str, str], ...]  # the primary key's (column, PostgreSQL type): the rekey's order
 
 
 CONTEXT = SealedColumns(
-    "context", ("prefix", "suffix", "selected_text"), ("context_id",), "context_id", "uuid"
+    "context", ("prefix", "suffix", "selected_text"), ("context_id",), (("context_id", "uuid"),)
 )
-CHAT_MESSAGE = SealedColumns("chat_message", ("content",), ("message_id",), "message_id", "uuid")
-GROUND_TRUTH = SealedColumns("ground_truth", ("ground_truth",), ("event_id",), "ground_truth_id", "int8")
+CHAT_MESSAGE = SealedColumns("chat_message", ("content",), ("message_id",), (("message_id", "uuid"),))
+GROUND_TRUTH = SealedColumns("ground_truth", ("ground_truth",), ("event_id",), (("ground_truth_id", "int8"),))
 CONTEXT_CHUNK = SealedColumns(
-    "context_chunk", ("content",), ("project_id", "chunk_index", "file_path"), "chunk_id", "int8"
+    "context_chunk", ("content",), ("project_id", "chunk_index", "file_path"), (("chunk_id", "int8"),)
 )
-SEALED = (CONTEXT, CHAT_MESSAGE, GROUND_TRUTH, CONTEXT_CHUNK)
+GENERATION = SealedColumns(
+    "had_generation",
+    ("completion",),
+    ("meta_query_id", "model_id"),
+    (("meta_query_id", "uuid"), ("model_id", "int4")),
+)
+SEALED = (CONTEXT, CHAT_MESSAGE, GROUND_TRUTH, CONTEXT_CHUNK, GENERATION)
 _BY_TABLE = {s.table: s for s in SEALED}
 
 
@@ -74,6 +80,11 @@ def message_aad(message_id: uuid.UUID) -> bytes:
 def ground_truth_aad(event_id: uuid.UUID) -> bytes:
     """AAD of a ground truth (keyed by its feedback event's id)."""
     return aad(GROUND_TRUTH.table, "ground_truth", event_id)
+
+
+def generation_aad(meta_query_id: uuid.UUID, model_id: int) -> bytes:
+    """AAD of one model's answer to one query."""
+    return aad(GENERATION.table, "completion", meta_query_id, model_id)
 
 
 def chunk_aad(project_id: uuid.UUID, chunk_index: int, file_path: str) -> bytes:

@@ -14,7 +14,7 @@ from sqlmodel import col
 
 from app.errors import Forbidden, NotFound
 from app.identity import tokens
-from app.infra.encryption import message_aad
+from app.infra.encryption import generation_aad, message_aad
 from app.infra.state import AppState, ModelInfo
 from app.protocol import ChatCall, ChatRole
 from app.protocol import ChatMessage as Turn
@@ -313,7 +313,9 @@ async def _history(state: AppState, db: AsyncSession, chat: Chat) -> ChatHistory
                     ChatCompletionItem(
                         model_id=g.model_id,
                         model_name=name,
-                        completion=g.completion,
+                        completion=state.keyring.open(
+                            g.completion, generation_aad(g.meta_query_id, g.model_id)
+                        ),
                         generation_time=g.generation_time_ms,
                         was_accepted=g.was_accepted,
                     )

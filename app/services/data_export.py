@@ -112,7 +112,7 @@ async def _query_page(
     )
     completions = await _by_ids(db, CompletionQuery, CompletionQuery.meta_query_id, ids)
     chats = await _by_ids(db, ChatQuery, ChatQuery.meta_query_id, ids)
-    generations = await _grouped(db, Generation, Generation.meta_query_id, ids, Generation.model_id)
+    generations = await _grouped(db, Generation, Generation.meta_query_id, ids, Generation.model_id, keyring)
     truths = await _grouped(
         db, GroundTruth, GroundTruth.meta_query_id, ids, GroundTruth.truth_timestamp, keyring
     )

@@ -48,33 +48,38 @@ def _stale(column: str) -> str:
 
 
 def _select_sql(t: SealedColumns) -> str:
+    """SQL: the next batch of rows holding a stale value, after the cursor ($3: from the start)."""
     stale = " OR ".join(_stale(c) for c in t.columns)
-    names = ", ".join(dict.fromkeys([t.cursor, *t.row_id, *t.columns]))
+    keys = [c for c, _type in t.cursor]
+    names = ", ".join(dict.fromkeys([*keys, *t.row_id, *t.columns]))
+    after = ", ".join(f"${4 + i}::{typ}" for i, (_c, typ) in enumerate(t.cursor))
     return (
-        f"SELECT {names} FROM {t.table} WHERE ($2::{t.cursor_type} IS NULL OR {t.cursor} > $2) AND ({stale})"
-        f" ORDER BY {t.cursor} LIMIT $3"
+        f"SELECT {names} FROM {t.table} WHERE ($3::bool OR ({', '.join(keys)}) > ({after})) AND ({stale})"
+        f" ORDER BY {', '.join(keys)} LIMIT $2"
     )
 
 
 def _update_sql(t: SealedColumns) -> str:
     """SQL: the batch's new values, for rows that still hold exactly the bytes that were read (a row a
     concurrent writer changed, or one deleted meanwhile, is left alone)."""
-    arrays = [f"$1::{t.cursor_type}[]"]
-    aliases = ["k"]
-    sets, unchanged = [], []
+    arrays = [f"${1 + i}::{typ}[]" for i, (_c, typ) in enumerate(t.cursor)]
+    aliases = [f"k{i}" for i in range(len(t.cursor))]
+    sets = []
+    where = [f"t.{c} = u.k{i}" for i, (c, _typ) in enumerate(t.cursor)]
     for i, c in enumerate(t.columns):
-        arrays += [f"${2 + 2 * i}::bytea[]", f"${3 + 2 * i}::bytea[]"]
+        n = len(arrays) + 1
+        arrays += [f"${n}::bytea[]", f"${n + 1}::bytea[]"]
         aliases += [f"old{i}", f"new{i}"]
         sets.append(f"{c} = u.new{i}")
-        unchanged.append(f"t.{c} IS NOT DISTINCT FROM u.old{i}")
+        where.append(f"t.{c} IS NOT DISTINCT FROM u.old{i}")
     if t is CONTEXT_CHUNK:  # the derived index columns follow the content's key
-        n = 2 + 2 * len(t.columns)
+        n = len(arrays) + 1
         arrays += [f"${n}::text[]", f"${n + 1}::text[]"]
         aliases += ["lex", "digest"]
         sets += ["lexemes = u.lex::tsvector", "content_hash = u.digest"]
     return (
         f"UPDATE {t.table} t SET {', '.join(sets)} FROM unnest({', '.join(arrays)}) AS u({', '.join(aliases)})"
-        f" WHERE t.{t.cursor} = u.k AND {' AND '.join(unchanged)}"
+        f" WHERE {' AND '.join(where)}"
     )
 
 
@@ -125,12 +130,14 @@ class Rekeyer:
     async def _table(self, conn: asyncpg.Connection, t: SealedColumns) -> TableRekey:
         stats = TableRekey(t.table)
         select, update = _select_sql(t), _update_sql(t)
-        after: Any = None
+        keys = [c for c, _type in t.cursor]
+        after: list[Any] = [None] * len(keys)
         while self._budget is None or self._budget > 0:
-            rows = await conn.fetch(select, self._primary_id_bytes, after, self.batch_size)
+            first = all(v is None for v in after)
+            rows = await conn.fetch(select, self._primary_id_bytes, self.batch_size, first, *after)
             if not rows:
                 return stats
-            after = rows[-1][t.cursor]
+            after = [rows[-1][c] for c in keys]
             # Decrypting and sealing a batch is CPU work: off this loop, as the request path would need.
             args, values = await asyncio.to_thread(self._reseal, t, rows, self.keyring.sealer())
             result = await conn.execute(update, *args)
@@ -147,14 +154,15 @@ class Rekeyer:
 
     def _reseal(self, t: SealedColumns, rows: list[asyncpg.Record], sealer: Sealer) -> tuple[list[Any], int]:
         """The update's arrays for a batch: per column the bytes read and their replacement."""
-        keys: list[Any] = []
+        keys: list[list[Any]] = [[] for _ in t.cursor]
         columns: list[tuple[list[bytes | None], list[bytes | None]]] = [([], []) for _ in t.columns]
         lexemes: list[str] = []
         digests: list[str] = []
         rewritten = 0
         primary = self._primary_id
         for r in rows:
-            keys.append(r[t.cursor])
+            for values, (c, _type) in zip(keys, t.cursor, strict=True):
+                values.append(r[c])
             rid = [r[c] for c in t.row_id]
             for (old, new), c in zip(columns, t.columns, strict=True):
                 value: bytes | None = r[c]
@@ -168,7 +176,7 @@ class Rekeyer:
                 if t is CONTEXT_CHUNK:  # one sealed column, never NULL: its index columns, under the new key
                     lexemes.append(tsvector_literal(text or "", self.keyring.lexeme))
                     digests.append(self.keyring.digest(text or ""))
-        args: list[Any] = [keys]
+        args: list[Any] = [*keys]
         for old, new in columns:
             args += [old, new]
         if t is CONTEXT_CHUNK:

@@ -25,7 +25,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from app.errors import log_sanitised
-from app.infra.encryption import context_aad, ground_truth_aad, keyring_for, message_aad
+from app.infra.encryption import context_aad, generation_aad, ground_truth_aad, keyring_for, message_aad
 from app.infra.envelope import Keyring, Sealer
 from app.infra.settings import get_settings
 from app.telemetry import rows as R
@@ -525,7 +525,10 @@ async def _write_batch(
     } & batch_gens
     await put(
         R.GENERATION,
-        [_generation_row(ev, (ev.meta_query_id, ev.model_id) in accepted_now) for ev in ready_generations],
+        [
+            _generation_row(ev, sealer, (ev.meta_query_id, ev.model_id) in accepted_now)
+            for ev in ready_generations
+        ],
     )
 
     msg_chats = await R.existing(conn, Chat, [e.event.chat_id for e in messages])
@@ -654,11 +657,11 @@ def _chat_query_row(q: QueryEvent) -> tuple[Any, ...]:
     return (q.meta_query_id, q.chat_id, q.web_enabled)
 
 
-def _generation_row(ev: GenerationEvent, accepted: bool = False) -> tuple[Any, ...]:
+def _generation_row(ev: GenerationEvent, sealer: Sealer, accepted: bool = False) -> tuple[Any, ...]:
     return (
         ev.meta_query_id,
         ev.model_id,
-        ev.completion,
+        sealer.seal(ev.completion, generation_aad(ev.meta_query_id, ev.model_id)),
         ev.generation_time_ms,
         ev.confidence,
         ev.token_logprobs,

@@ -34,6 +34,7 @@ SEALED_SQL = {
     "chat_message": "SELECT content FROM chat_message",
     "ground_truth": "SELECT ground_truth FROM ground_truth",
     "context_chunk": "SELECT content FROM context_chunk",
+    "had_generation": "SELECT completion FROM had_generation",
 }
 
 
@@ -136,11 +137,14 @@ async def reads_back(state: AppState, c: httpx.AsyncClient, word: str, stored: d
     assert query["context"]["suffix"] == f"  # {word} end\n"
     assert query["context"]["selected_text"] == f"{word}_selected"
     assert [t["ground_truth"] for t in query["ground_truths"]] == [f"{word}_truth()"]
+    assert [g["completion"] for g in query["generations"]] == ["read()"]  # the scripted model's answer
     (chat,) = [ch for ch in export["chats"] if ch["chat_id"] == str(stored["chat_id"])]
     assert chat["messages"][0]["content"] == f"Hi.\nWhat does {word}_reader do?"
     page = (await c.get("/api/chat/get/0")).json()
     (listed,) = [h for h in page["items"] if h["chat_id"] == str(stored["chat_id"])]
     assert listed["history"][0]["user_message"]["content"] == f"Hi.\nWhat does {word}_reader do?"
+    (answer,) = listed["history"][0]["assistant_responses"]
+    assert answer["completion"] == "You asked: " + f"Hi.\nWhat does {word}_reader do?"[:40]  # quotes the user
     project_id = await project_of(state, c)
     assert await found_lexically(state, project_id, f"{word}_helper") == [stored["file"]]
     snippets = await snippets_for(

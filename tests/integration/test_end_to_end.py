@@ -139,7 +139,7 @@ def test_plugin_flow_end_to_end(serve_app: str, services: ServiceUrls) -> None:
     assert rows["contextual"].language_id == 1 and rows["contextual"].trigger_type_id == 2
     assert rows["behavioral"].typing_speed == 3.5
     (gen,) = rows["generations"]
-    assert gen.completion == slot["completion"] and gen.was_accepted and gen.error is None
+    assert opened(gen, keys)["completion"] == slot["completion"] and gen.was_accepted and gen.error is None
     assert gen.token_logprobs and len(gen.token_logprobs) >= 1 and all(lp <= 0 for lp in gen.token_logprobs)
     assert abs(gen.confidence - slot["confidence"]) < 1e-9
     truths = [opened(t, keys)["ground_truth"] for t in rows["truths"]]

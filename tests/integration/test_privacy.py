@@ -11,7 +11,14 @@ import httpx
 from sqlalchemy import func, insert, select
 from sqlmodel import SQLModel
 
-from app.infra.encryption import chunk_aad, context_aad, ground_truth_aad, message_aad
+from app.infra.encryption import (
+    chunk_aad,
+    context_aad,
+    generation_aad,
+    ground_truth_aad,
+    message_aad,
+    opened,
+)
 from app.infra.state import AppState
 from app.services import users
 from app.services.retention import delete_expired_data
@@ -344,7 +351,7 @@ async def test_delete_without_data_keeps_only_anonymised_completion_rows(api) ->
         assert await db.get(BehavioralTelemetry, meta.behavioral_telemetry_id) is not None
         assert await db.get(CompletionQuery, qid) is not None
         gens = (await db.execute(select(Generation).where(Generation.meta_query_id == qid))).scalars().all()
-        assert {g.completion for g in gens} == {"read()", ""}
+        assert {opened(g, state.keyring)["completion"] for g in gens} == {"read()", ""}
         assert (await db.execute(select(GroundTruth).where(GroundTruth.meta_query_id == qid))).first() is None
         assert await db.get(MetaQuery, gone["chat_query_id"]) is None
         assert await db.get(Chat, gone["chat_id"]) is None
@@ -494,7 +501,9 @@ async def dated_query(state: AppState, user_id: uuid.UUID, when: datetime) -> uu
             Generation(
                 meta_query_id=meta.meta_query_id,
                 model_id=model_id(state, "scripted"),
-                completion="1",
+                completion=state.keyring.seal(
+                    "1", generation_aad(meta.meta_query_id, model_id(state, "scripted"))
+                ),
                 generation_time_ms=1,
                 created_at=when,
             )

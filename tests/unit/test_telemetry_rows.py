@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import Column, LargeBinary, UniqueConstraint
 from sqlalchemy.dialects.postgresql import JSONB
 
-from app.infra.encryption import context_aad, ground_truth_aad, message_aad
+from app.infra.encryption import context_aad, generation_aad, ground_truth_aad, message_aad
 from app.infra.envelope import Keyring, new_key_spec
 from app.telemetry import events as E
 from app.telemetry import rows as R
@@ -193,6 +193,7 @@ _AAD = {
     ),
     ("chat_message", "content"): lambda: message_aad(_MSG.message_id),
     ("ground_truth", "ground_truth"): lambda: ground_truth_aad(_FB.event_id),
+    ("had_generation", "completion"): lambda: generation_aad(_GEN.meta_query_id, _GEN.model_id),
 }
 
 # (layout, the row the writer builds, where each column's value comes from: an object whose same-named
@@ -221,7 +222,7 @@ _ROWS: list[tuple[R.RowLayout, Callable[[], tuple[Any, ...]], list[Any], dict[st
     ),
     (R.CHAT_QUERY, lambda: W._chat_query_row(_CQ), [_CQ], {}),
     (R.CHAT_MESSAGE, lambda: W._message_row(_MSG, _SEALER), [_MSG], {}),
-    (R.GENERATION, lambda: W._generation_row(_GEN, True), [_GEN], {"was_accepted": True}),
+    (R.GENERATION, lambda: W._generation_row(_GEN, _SEALER, True), [_GEN], {"was_accepted": True}),
     (R.GROUND_TRUTH, lambda: W._ground_truth_row(_FB, _SEALER), [_FB], {"truth_timestamp": _FB.timestamp}),
 ]
 

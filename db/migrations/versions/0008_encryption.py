@@ -26,6 +26,7 @@ SEALED = {
     "chat_message": ("content",),
     "ground_truth": ("ground_truth",),
     "context_chunk": ("content",),
+    "had_generation": ("completion",),
 }
 
 
