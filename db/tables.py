@@ -307,7 +307,8 @@ class Chat(SQLModel, table=True):
     chat_id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
     user_id: uuid.UUID = _fk("user.user_id")
     project_id: uuid.UUID | None = _fk("project.project_id", nullable=True)
-    title: str = Field(sa_column=Column(String(200), nullable=False))
+    # The first line of the first message (at most 200 characters): the user's words, so sealed too.
+    title: bytes = _sealed(nullable=False)
     created_at: datetime = _ts(index=True)
 
 

@@ -9,6 +9,7 @@ Sealed columns (bytea, app/infra/envelope.py's format) and the row id their AAD 
 | ground_truth | ground_truth | event_id (the key known before the row is written) |
 | context_chunk | content | project_id/chunk_index/file_path (its position, the upsert key) |
 | had_generation | completion | meta_query_id/model_id (model output: code, or a chat answer quoting it) |
+| chat | title | chat_id (the first line of the first message) |
 
 The keyring comes from `ENCRYPTION_KEYS`; without it (development and tests only: production refuses to
 start) a key is generated once and kept in `$CODE4ME_DATA_DIR/encryption.keys` (mode 0600), as the embedded
@@ -57,7 +58,8 @@ GENERATION = SealedColumns(
     ("meta_query_id", "model_id"),
     (("meta_query_id", "uuid"), ("model_id", "int4")),
 )
-SEALED = (CONTEXT, CHAT_MESSAGE, GROUND_TRUTH, CONTEXT_CHUNK, GENERATION)
+CHAT = SealedColumns("chat", ("title",), ("chat_id",), (("chat_id", "uuid"),))
+SEALED = (CONTEXT, CHAT_MESSAGE, GROUND_TRUTH, CONTEXT_CHUNK, GENERATION, CHAT)
 _BY_TABLE = {s.table: s for s in SEALED}
 
 
@@ -80,6 +82,11 @@ def message_aad(message_id: uuid.UUID) -> bytes:
 def ground_truth_aad(event_id: uuid.UUID) -> bytes:
     """AAD of a ground truth (keyed by its feedback event's id)."""
     return aad(GROUND_TRUTH.table, "ground_truth", event_id)
+
+
+def title_aad(chat_id: uuid.UUID) -> bytes:
+    """AAD of a chat's title."""
+    return aad(CHAT.table, "title", chat_id)
 
 
 def generation_aad(meta_query_id: uuid.UUID, model_id: int) -> bytes:

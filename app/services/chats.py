@@ -14,7 +14,7 @@ from sqlmodel import col
 
 from app.errors import Forbidden, NotFound
 from app.identity import tokens
-from app.infra.encryption import generation_aad, message_aad
+from app.infra.encryption import generation_aad, message_aad, title_aad
 from app.infra.state import AppState, ModelInfo
 from app.protocol import ChatCall, ChatRole
 from app.protocol import ChatMessage as Turn
@@ -100,7 +100,7 @@ async def _owner(state: AppState, db: AsyncSession, chat_id: uuid.UUID) -> tuple
     if recent is not None:
         return recent[0], recent[1].title
     chat = await db.get(Chat, chat_id)
-    return (chat.user_id, chat.title) if chat is not None else None
+    return (chat.user_id, state.keyring.open(chat.title, title_aad(chat_id))) if chat is not None else None
 
 
 async def request_chat(
@@ -330,7 +330,8 @@ async def _history(state: AppState, db: AsyncSession, chat: Chat) -> ChatHistory
                 assistant_responses=responses,
             )
         )
-    return ChatHistoryResponse(chat_id=chat.chat_id, title=chat.title, history=history)
+    title = state.keyring.open(chat.title, title_aad(chat.chat_id))
+    return ChatHistoryResponse(chat_id=chat.chat_id, title=title, history=history)
 
 
 async def delete_chat(state: AppState, db: AsyncSession, user: Requester, chat_id: uuid.UUID) -> bool:

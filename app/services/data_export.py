@@ -159,7 +159,7 @@ async def _chats(db: AsyncSession, user_id: uuid.UUID, keyring: Keyring) -> Asyn
             db, ChatMessage, ChatMessage.chat_id, [c.chat_id for c in page], ChatMessage.created_at, keyring
         )
         for c in page:
-            yield {**row(c), "messages": messages.get(c.chat_id, [])}
+            yield {**row(c, keyring=keyring), "messages": messages.get(c.chat_id, [])}
 
 
 async def _projects(db: AsyncSession, user_id: uuid.UUID) -> list[dict]:

@@ -25,7 +25,14 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from app.errors import log_sanitised
-from app.infra.encryption import context_aad, generation_aad, ground_truth_aad, keyring_for, message_aad
+from app.infra.encryption import (
+    context_aad,
+    generation_aad,
+    ground_truth_aad,
+    keyring_for,
+    message_aad,
+    title_aad,
+)
 from app.infra.envelope import Keyring, Sealer
 from app.infra.settings import get_settings
 from app.telemetry import rows as R
@@ -476,7 +483,7 @@ async def _write_batch(
         conn, Project, [e.event.project_id for e in chats + queries if e.event.project_id]
     )
     # Always INSERT, never COPY: a chat event again (a new title) updates the row.
-    await R.insert_rows(conn, R.CHAT, [_chat_row(e.event, projects) for e in live_chats])
+    await R.insert_rows(conn, R.CHAT, [_chat_row(e.event, projects, sealer) for e in live_chats])
 
     known_chats = await R.existing(conn, Chat, [e.event.chat_id for e in queries if e.event.chat_id])
     sessions = await R.existing(conn, Session, [e.event.session_id for e in queries if e.event.session_id])
@@ -589,12 +596,12 @@ def _split(entries: list[Entry], ready: Any, out: Outcome) -> list[Any]:
     return result
 
 
-def _chat_row(ev: ChatEvent, projects: set[uuid.UUID]) -> tuple[Any, ...]:
+def _chat_row(ev: ChatEvent, projects: set[uuid.UUID], sealer: Sealer) -> tuple[Any, ...]:
     return (
         ev.chat_id,
         ev.user_id,
         ev.project_id if ev.project_id in projects else None,
-        ev.title[:200],
+        sealer.seal(ev.title[:200], title_aad(ev.chat_id)),
         ev.created_at,
     )
 

@@ -35,12 +35,18 @@ SEALED_SQL = {
     "ground_truth": "SELECT ground_truth FROM ground_truth",
     "context_chunk": "SELECT content FROM context_chunk",
     "had_generation": "SELECT completion FROM had_generation",
+    "chat": "SELECT title FROM chat",
 }
 
 
 def marker() -> str:
     """An identifier no other test stores."""
     return f"zebra_{uuid.uuid4().hex[:10]}"
+
+
+def question(word: str) -> str:
+    """The chat message of `store_everything` (its first line is the chat's title)."""
+    return f"About {word}_reader.\nWhat does it do?"
 
 
 def unit_vector(texts: list[str]) -> list[list[float]]:
@@ -78,7 +84,7 @@ async def store_everything(state: AppState, c: httpx.AsyncClient, word: str) -> 
         json={
             "model_ids": [model_id(state, "chatty")],
             "chat_id": str(chat_id),
-            "messages": [["user", f"Hi.\nWhat does {word}_reader do?"]],
+            "messages": [["user", question(word)]],
             "context": {
                 "prefix": "",
                 "suffix": "",
@@ -139,12 +145,14 @@ async def reads_back(state: AppState, c: httpx.AsyncClient, word: str, stored: d
     assert [t["ground_truth"] for t in query["ground_truths"]] == [f"{word}_truth()"]
     assert [g["completion"] for g in query["generations"]] == ["read()"]  # the scripted model's answer
     (chat,) = [ch for ch in export["chats"] if ch["chat_id"] == str(stored["chat_id"])]
-    assert chat["messages"][0]["content"] == f"Hi.\nWhat does {word}_reader do?"
+    assert chat["messages"][0]["content"] == question(word)
+    assert chat["title"] == f"About {word}_reader."
     page = (await c.get("/api/chat/get/0")).json()
     (listed,) = [h for h in page["items"] if h["chat_id"] == str(stored["chat_id"])]
-    assert listed["history"][0]["user_message"]["content"] == f"Hi.\nWhat does {word}_reader do?"
+    assert listed["title"] == f"About {word}_reader."
+    assert listed["history"][0]["user_message"]["content"] == question(word)
     (answer,) = listed["history"][0]["assistant_responses"]
-    assert answer["completion"] == "You asked: " + f"Hi.\nWhat does {word}_reader do?"[:40]  # quotes the user
+    assert answer["completion"] == "You asked: " + question(word)[:40]  # quotes the user
     project_id = await project_of(state, c)
     assert await found_lexically(state, project_id, f"{word}_helper") == [stored["file"]]
     snippets = await snippets_for(

@@ -18,6 +18,7 @@ from app.infra.encryption import (
     ground_truth_aad,
     message_aad,
     opened,
+    title_aad,
 )
 from app.infra.state import AppState
 from app.services import users
@@ -86,7 +87,9 @@ async def add_chat(
 ) -> tuple[uuid.UUID, uuid.UUID]:
     """A chat with one turn (its query, context, the user's message and a model's answer), written directly."""
     async with state.sessionmaker() as db:
-        chat = Chat(user_id=user_id, project_id=project_id, title=f"chat about {words}")
+        chat_id = uuid.uuid4()
+        title = state.keyring.seal(f"chat about {words}", title_aad(chat_id))
+        chat = Chat(chat_id=chat_id, user_id=user_id, project_id=project_id, title=title)
         cid, asked, answered = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
         seal = state.keyring.seal  # rows written here are sealed as the telemetry writer seals them
         context = Context(
@@ -527,8 +530,13 @@ async def retention_user(state: AppState, preference: dict[str, Any], now: datet
     days = (400, 31, 29)
     out: dict[str, Any] = {"user_id": user.user_id, "queries": {}, "messages": {}, "sessions": {}}
     async with state.sessionmaker() as db:
-        old_chat = Chat(user_id=user.user_id, title="old", created_at=now - timedelta(days=400))
-        mixed_chat = Chat(user_id=user.user_id, title="mixed", created_at=now - timedelta(days=400))
+        old_id, mixed_id = uuid.uuid4(), uuid.uuid4()
+        old_title, mixed_title = (
+            state.keyring.seal(t, title_aad(i)) for t, i in (("old", old_id), ("mixed", mixed_id))
+        )
+        long_ago = now - timedelta(days=400)
+        old_chat = Chat(chat_id=old_id, user_id=user.user_id, title=old_title, created_at=long_ago)
+        mixed_chat = Chat(chat_id=mixed_id, user_id=user.user_id, title=mixed_title, created_at=long_ago)
         db.add_all([old_chat, mixed_chat])
         await db.flush()
         for d in days:

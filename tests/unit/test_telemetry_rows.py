@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import Column, LargeBinary, UniqueConstraint
 from sqlalchemy.dialects.postgresql import JSONB
 
-from app.infra.encryption import context_aad, generation_aad, ground_truth_aad, message_aad
+from app.infra.encryption import context_aad, generation_aad, ground_truth_aad, message_aad, title_aad
 from app.infra.envelope import Keyring, new_key_spec
 from app.telemetry import events as E
 from app.telemetry import rows as R
@@ -98,7 +98,7 @@ def test_values_travel_as_their_columns_type(column: Column[Any], sql_type: str,
 
 def test_a_column_the_database_must_fill_cannot_be_skipped() -> None:
     with pytest.raises(ValueError, match="cannot be left to the database"):
-        R.layout(T.Chat, skip=(R.table_of(T.Chat).c.title,))
+        R.layout(T.Chat, skip=(R.table_of(T.Chat).c.user_id,))
 
 
 # ---------------------------------------------------------------- rows the writer builds
@@ -194,6 +194,7 @@ _AAD = {
     ("chat_message", "content"): lambda: message_aad(_MSG.message_id),
     ("ground_truth", "ground_truth"): lambda: ground_truth_aad(_FB.event_id),
     ("had_generation", "completion"): lambda: generation_aad(_GEN.meta_query_id, _GEN.model_id),
+    ("chat", "title"): lambda: title_aad(_CHAT.chat_id),
 }
 
 # (layout, the row the writer builds, where each column's value comes from: an object whose same-named
@@ -216,7 +217,7 @@ _ROWS: list[tuple[R.RowLayout, Callable[[], tuple[Any, ...]], list[Any], dict[st
     (R.COMPLETION_QUERY, lambda: W._completion_row(_Q), [_Q], {"stop_sequences": json.dumps(["\n\n"])}),
     (
         R.CHAT,
-        lambda: W._chat_row(_CHAT, {_CHAT.project_id}),  # type: ignore[arg-type]
+        lambda: W._chat_row(_CHAT, {_CHAT.project_id}, _SEALER),  # type: ignore[arg-type]
         [_CHAT],
         {"title": "t" * 200},
     ),

@@ -27,6 +27,7 @@ SEALED = {
     "ground_truth": ("ground_truth",),
     "context_chunk": ("content",),
     "had_generation": ("completion",),
+    "chat": ("title",),
 }
 
 
