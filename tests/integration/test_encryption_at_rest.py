@@ -222,9 +222,9 @@ async def test_a_ciphertext_moved_to_another_row_does_not_open(api, services: Se
 # ---------------------------------------------------------------- migration 0008 and rotation
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 async def own_database(services: ServiceUrls) -> AsyncIterator[str]:
-    """A database of its own, migrated to 0007: `code4me rekey` rewrites every row of a database."""
+    """A database of the test's own, migrated to 0007: `code4me rekey` rewrites every row of a database."""
     name = f"rekey_{uuid.uuid4().hex[:8]}"
     admin = await asyncpg.connect(plain_url(services.database_url))
     try:
@@ -329,3 +329,49 @@ async def test_migration_then_rotation_without_downtime(
         finally:
             await conn.close()
         assert state.keyring.open(sealed, context_aad("prefix", legacy_context)) == f"old_{legacy} = 1"
+
+
+async def test_rekey_leaves_a_value_written_meanwhile_alone(own_database: str, data_dir) -> None:
+    """A chunk the indexer rewrites between the pass's read and its write keeps the indexer's value."""
+    from app.infra.encryption import CONTEXT_CHUNK, chunk_aad
+    from app.infra.envelope import Keyring
+    from app.workers import rekey as job
+
+    await upgrade_async(own_database)
+    old, new = Keyring.parse(new_key_spec("old2")), Keyring.parse(new_key_spec("new2"))
+    rotating = Keyring(new.keys + old.keys)
+    project_id = uuid.uuid4()
+    conn = await asyncpg.connect(plain_url(own_database))
+    try:
+        await conn.execute("INSERT INTO project (project_id, project_name) VALUES ($1, 'race')", project_id)
+        for i in range(2):
+            await conn.execute(
+                "INSERT INTO context_chunk (project_id, file_path, chunk_index, start_line, end_line, content,"
+                " content_hash) VALUES ($1, 'race.py', $2, 0, 1, $3, 'x')",
+                project_id,
+                i,
+                old.seal(f"chunk {i}", chunk_aad(project_id, i, "race.py")),
+            )
+        rekeyer = Rekeyer(own_database, rotating)
+        rows = await conn.fetch(job._select_sql(CONTEXT_CHUNK), b"new2", 100, True, None)
+        rows = [r for r in rows if r["project_id"] == project_id]
+        args, _values = rekeyer._reseal(CONTEXT_CHUNK, rows, rotating.sealer())
+        # Meanwhile the indexer writes chunk 0 anew (under the new key already).
+        fresh = rotating.seal("chunk 0, edited", chunk_aad(project_id, 0, "race.py"))
+        await conn.execute(
+            "UPDATE context_chunk SET content = $1 WHERE project_id = $2 AND chunk_index = 0",
+            fresh,
+            project_id,
+        )
+        assert await conn.execute(job._update_sql(CONTEXT_CHUNK), *args) == "UPDATE 1"  # chunk 1 only
+        stored = {
+            r["chunk_index"]: bytes(r["content"])
+            for r in await conn.fetch(
+                "SELECT chunk_index, content FROM context_chunk WHERE project_id = $1", project_id
+            )
+        }
+    finally:
+        await conn.close()
+    assert stored[0] == fresh  # the indexer's value, not the pass's re-encryption of the old one
+    assert sealed_key_id(stored[1]) == "new2"
+    assert new.open(stored[1], chunk_aad(project_id, 1, "race.py")) == "chunk 1"
