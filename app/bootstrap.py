@@ -6,8 +6,8 @@ import asyncio
 import contextlib
 from typing import Any
 
-from redis.asyncio import Redis
-from sqlalchemy import select
+from redis.asyncio import BlockingConnectionPool, Redis
+from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
@@ -15,6 +15,8 @@ from sqlmodel import col
 from app.infra.settings import Settings
 from app.infra.state import AppState, ModelInfo, ReferenceIds
 from app.protocol import ModelCard, ModelGateway
+from app.services import audit
+from app.services.audit import AuditAction
 from app.services.supersede import listen
 from db.engine import make_engine, make_sessionmaker
 from db.tables import ModelName, PluginVersion, ProgrammingLanguage, TriggerType
@@ -51,9 +53,29 @@ async def _registered_id(db: AsyncSession, card: ModelCard, values: dict[str, An
     return model_id
 
 
+# The columns a registry entry sets: a difference in any of them is a config change (audited).
+_REGISTERED = (
+    "model_source",
+    "family",
+    "is_instruction_tuned",
+    "is_default",
+    "is_active",
+    "registry_entry",
+)
+
+
+async def _stored_entry(db: AsyncSession, name: str) -> dict[str, Any] | None:
+    """What the database holds of a registry model (None when it is new)."""
+    row = (await db.execute(select(ModelName).where(col(ModelName.model_name) == name))).scalar_one_or_none()
+    return None if row is None else {k: getattr(row, k) for k in _REGISTERED}
+
+
 async def register_models(state: AppState, cards: list[ModelCard]) -> None:
-    """Upsert the registry's models by name (ids stay stable across restarts; pinned ids as given)."""
+    """Upsert the registry's models by name (ids stay stable across restarts; pinned ids as given); a model
+    added or changed by a new config is audited, once however many replicas start with it."""
     async with state.sessionmaker() as db:
+        # Replicas starting together register one after the other, so each change is seen (and audited) once.
+        await db.execute(select(func.pg_advisory_xact_lock(func.hashtext("code4me.register_models"))))
         for card in cards:
             values = {
                 "model_name": card.name,
@@ -64,8 +86,18 @@ async def register_models(state: AppState, cards: list[ModelCard]) -> None:
                 "is_active": True,
                 "registry_entry": card.config,
             }
+            before = await _stored_entry(db, card.name)
             model_id = await _registered_id(db, card, values)
             state.models[model_id] = ModelInfo(model_id=model_id, card=card)
+            if before != {k: values[k] for k in _REGISTERED}:
+                await audit.record(
+                    db,
+                    AuditAction.MODEL_REGISTRY_CHANGE,
+                    actor=None,
+                    address=None,
+                    target=audit.Target("model", str(model_id)),
+                    detail={"change": "added" if before is None else "changed"},
+                )
         await db.commit()
 
 
@@ -76,6 +108,19 @@ async def load_reference_ids(state: AppState) -> None:
         triggers = (await db.execute(select(col(TriggerType.trigger_type_id)))).scalars()
         versions = (await db.execute(select(col(PluginVersion.version_id)))).scalars()
         state.reference = ReferenceIds(set(languages), set(triggers), set(versions))
+
+
+def redis_client(redis_url: str, settings: Settings) -> Redis:
+    """A client on a bounded, blocking pool: a burst waits briefly for a connection, then fails as an outage.
+
+    redis-py's default pool refuses at once when its connections are all in use (MaxConnectionsError): a
+    flood on one socket then failed other users' requests and the rate limiter's checks. Here a caller
+    waits up to `redis_pool_timeout_s`; only then is it a ConnectionError (503 with Retry-After).
+    """
+    pool = BlockingConnectionPool.from_url(
+        redis_url, max_connections=settings.redis_pool_size, timeout=settings.redis_pool_timeout_s
+    )
+    return Redis.from_pool(pool)  # the client owns the pool: closing it closes the connections
 
 
 async def build_state(
@@ -94,7 +139,7 @@ async def build_state(
         sessionmaker=make_sessionmaker(engine),
         analytics_engine=analytics,
         analytics_sessionmaker=make_sessionmaker(analytics),
-        redis=Redis.from_url(redis_url),
+        redis=redis_client(redis_url, settings),
         gateway=gateway,
     )
     await register_models(state, model_cards)

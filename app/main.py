@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from app.api.body_limit import BodyLimitMiddleware
 from app.api.ratelimit import RateLimitMiddleware
 from app.api.routes import (
+    admin,
     chat,
     completion,
     context,
@@ -67,6 +68,7 @@ def create_app(make_state: StateFactory) -> FastAPI:
         context,
         chat,
         ws,
+        admin,
     ):
         # Every /api route can answer these, whatever it declares itself: 400 for a body that is not
         # UTF-8 JSON or a bad Content-Length, 413 over the size limit, 422 for the schema, 429 rate

@@ -463,3 +463,35 @@ class ContextChunk(SQLModel, table=True):
             postgresql_ops={"embedding": "vector_cosine_ops"},
         ),
     )
+
+
+# ---------------------------------------------------------------- audit
+
+
+class AuditEvent(SQLModel, table=True):
+    """One audited action: who (actor), what (action), on what (target), when, from where, and a small detail.
+
+    Append-only: a trigger refuses UPDATE, DELETE and TRUNCATE; only the retention purge, the SECURITY DEFINER
+    function `audit_purge`, deletes old records (migration 0008). Written by app/services/audit.py only.
+    """
+
+    __tablename__ = "audit_event"
+    audit_id: int | None = Field(
+        default=None, sa_column=Column(BigInteger, primary_key=True, autoincrement=True)
+    )
+    at: datetime = _ts(index=True)
+    # No foreign keys: a deleted account or project leaves its records as they were (ON DELETE SET NULL
+    # would be an UPDATE, which the table refuses). A deleted account's id points at nothing any more.
+    actor_id: uuid.UUID | None = Field(default=None, sa_column=Column(Uuid, nullable=True))
+    action: str = Field(sa_column=Column(String(64), nullable=False))
+    target_type: str | None = Field(default=None, sa_column=Column(String(32)))
+    target_id: str | None = Field(default=None, sa_column=Column(String(64)))
+    client_address: str | None = Field(default=None, sa_column=Column(String(64)))
+    detail: dict[str, Any] = Field(
+        default_factory=dict, sa_column=Column(JSONB, nullable=False, server_default="{}")
+    )
+
+    __table_args__ = (
+        Index("ix_audit_event_actor", "actor_id", "audit_id"),
+        Index("ix_audit_event_action", "action", "audit_id"),
+    )

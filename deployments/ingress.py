@@ -80,7 +80,9 @@ class Ingress:
             settings.telemetry_writers,
             {"batch_size": settings.telemetry_batch_size, "keyring_fingerprint": keyring},
         )
-        self.retention = start_retention_sweeper(database_url, settings.retention_sweep_interval_s)
+        self.retention = start_retention_sweeper(
+            database_url, settings.retention_sweep_interval_s, settings.audit_retention_days
+        )
         self.reaper = ensure_session_reaper(redis_url, database_url)
         if embedder is not None:
             # Context updates only mark files dirty in Redis; this (idempotent) actor indexes them.

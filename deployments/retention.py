@@ -25,18 +25,27 @@ ACTOR_NAME = "retention-sweeper"
 class RetentionSweeper(SingletonActor):
     """Runs one sweep every `interval_s` seconds once started; a failed sweep is retried at the next tick."""
 
-    def __init__(self, database_url: str, interval_s: float, settings_fingerprint: str = "") -> None:
+    def __init__(
+        self,
+        database_url: str,
+        interval_s: float,
+        audit_retention_days: int | None = None,
+        settings_fingerprint: str = "",
+    ) -> None:
         self._remember_settings(settings_fingerprint)
         self.engine = make_engine(database_url, pool_size=1)
         self.sessionmaker = make_sessionmaker(self.engine)
         self.interval_s = interval_s
+        self.audit_retention_days = audit_retention_days
         self.last: dict[str, Any] | None = None
         self._loop: asyncio.Task[None] | None = None
 
     async def sweep(self) -> dict[str, Any]:
         """One sweep now; returns how many rows of each kind went."""
         async with self.sessionmaker() as db:
-            result = await delete_expired_data(db, datetime.now(UTC))
+            result = await delete_expired_data(
+                db, datetime.now(UTC), audit_retention_days=self.audit_retention_days
+            )
         self.last = {"at": datetime.now(UTC).isoformat(), **asdict(result)}
         return self.last
 
@@ -63,8 +72,17 @@ class RetentionSweeper(SingletonActor):
         return {"interval_s": self.interval_s, "running": self._loop is not None and not self._loop.done()}
 
 
-def start_retention_sweeper(database_url: str, interval_s: float, *, namespace: str = NAMESPACE) -> Any:
-    """The detached, named sweeper running with this interval, its schedule started; returns its handle."""
-    actor = ensure_singleton(RetentionSweeper, ACTOR_NAME, database_url, interval_s, namespace=namespace)
+def start_retention_sweeper(
+    database_url: str,
+    interval_s: float,
+    audit_retention_days: int | None = None,
+    *,
+    namespace: str = NAMESPACE,
+) -> Any:
+    """The detached, named sweeper running with this interval and audit retention (None: audit records are
+    not purged), its schedule started; returns its handle."""
+    actor = ensure_singleton(
+        RetentionSweeper, ACTOR_NAME, database_url, interval_s, audit_retention_days, namespace=namespace
+    )
     actor.start.remote()
     return actor

@@ -50,7 +50,12 @@ def resolve_service_urls(settings: Settings) -> tuple[str, str]:
     # Under `serve run` the builder runs in a short-lived Ray task: the embedded servers must outlive it
     # (they are reused by the next start; `code4me up` stops them on exit).
     urls, _services = resolve_services(
-        settings.database_url, settings.redis_url, settings.data_dir.resolve(), stop_at_exit=False
+        settings.database_url,
+        settings.redis_url,
+        settings.data_dir.resolve(),
+        stop_at_exit=False,
+        redis_maxmemory_bytes=settings.redis_maxmemory_bytes,
+        redis_maxmemory_policy=settings.redis_maxmemory_policy,
     )
     return urls.database_url, urls.redis_url
 

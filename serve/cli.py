@@ -1,4 +1,4 @@
-"""The `code4me` command: `up` (start everything), `status`, `migrate`, `rekey`, `keygen`."""
+"""The `code4me` command: `up` (start everything), `status`, `migrate`, `rekey`, `keygen`, `admin grant|revoke EMAIL`."""
 
 from __future__ import annotations
 
@@ -74,7 +74,13 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
     host = args.host or http.get("host") or settings.http_host
     port = int(args.port or http.get("port") or settings.http_port)
     data_dir = settings.data_dir.resolve()
-    urls, embedded = resolve_services(settings.database_url, settings.redis_url, data_dir)
+    urls, embedded = resolve_services(
+        settings.database_url,
+        settings.redis_url,
+        data_dir,
+        redis_maxmemory_bytes=settings.redis_maxmemory_bytes,
+        redis_maxmemory_policy=settings.redis_maxmemory_policy,
+    )
     stop = threading.Event()
 
     def _on_signal(signum: int, _frame: Any) -> None:
@@ -140,7 +146,13 @@ def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
     from db.migrate import current_revision, upgrade
     from serve.embedded import resolve_services
 
-    urls, embedded = resolve_services(settings.database_url, settings.redis_url, settings.data_dir.resolve())
+    urls, embedded = resolve_services(
+        settings.database_url,
+        settings.redis_url,
+        settings.data_dir.resolve(),
+        redis_maxmemory_bytes=settings.redis_maxmemory_bytes,
+        redis_maxmemory_policy=settings.redis_maxmemory_policy,
+    )
     try:
         before = asyncio.run(current_revision(urls.database_url))
         upgrade(urls.database_url)
@@ -177,6 +189,38 @@ def cmd_keygen(args: argparse.Namespace, settings: Settings) -> int:
     from app.infra.envelope import new_key_spec
 
     print(new_key_spec(args.key_id))
+    return 0
+
+
+async def _set_admin(database_url: str, email: str, admin: bool) -> bool:
+    from app.services.admins import set_admin
+    from db.engine import make_engine, make_sessionmaker
+
+    engine = make_engine(database_url, pool_size=1)
+    try:
+        async with make_sessionmaker(engine)() as db:
+            return await set_admin(db, email, admin=admin)
+    finally:
+        await engine.dispose()
+
+
+def cmd_admin(args: argparse.Namespace, settings: Settings) -> int:
+    """Grant or revoke administrator rights (GET /api/admin/...) to the account of an email address."""
+    from app.errors import NotFound
+    from serve.embedded import resolve_services
+
+    grant = args.verb == "grant"
+    urls, embedded = resolve_services(settings.database_url, settings.redis_url, settings.data_dir.resolve())
+    try:
+        changed = asyncio.run(_set_admin(urls.database_url, args.email, grant))
+    except NotFound:
+        print(f"no account has the email address {args.email}", file=sys.stderr)
+        return 1
+    finally:
+        if embedded is not None:
+            embedded.stop()
+    state = "an administrator" if grant else "not an administrator"
+    print(f"{args.email} is {state}" + ("" if changed else " (unchanged)"))
     return 0
 
 
@@ -296,6 +340,9 @@ def main(argv: list[str] | None = None) -> int:
     rk.add_argument("--pause-ms", type=float, default=0.0, help="pause between batches (default 0)")
     kg = sub.add_parser("keygen", help="print a new id:base64key entry for ENCRYPTION_KEYS")
     kg.add_argument("key_id", help="the new key's id (1-32 letters, digits, '.', '_' or '-')")
+    adm = sub.add_parser("admin", help="grant or revoke administrator rights (audited)")
+    adm.add_argument("verb", choices=["grant", "revoke"])
+    adm.add_argument("email", help="the account's email address")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
@@ -309,6 +356,7 @@ def main(argv: list[str] | None = None) -> int:
         "migrate": cmd_migrate,
         "rekey": cmd_rekey,
         "keygen": cmd_keygen,
+        "admin": cmd_admin,
     }
     return handlers[args.command](args, settings)
 

@@ -75,6 +75,8 @@ from types import TracebackType
 from typing import Any, Self
 from urllib.parse import urlsplit, urlunsplit
 
+from app.infra.settings import EMBEDDED_REDIS_MAXMEMORY_BYTES, EMBEDDED_REDIS_MAXMEMORY_POLICY
+
 logger = logging.getLogger(__name__)
 
 # sun_path is 108 bytes on Linux (104 on macOS) including the terminating NUL.
@@ -125,6 +127,8 @@ class EmbeddedServices:
         database: str = "postgres",
         stop_at_exit: bool = True,
         timeout_s: float = 60.0,
+        redis_maxmemory_bytes: int = EMBEDDED_REDIS_MAXMEMORY_BYTES,
+        redis_maxmemory_policy: str = EMBEDDED_REDIS_MAXMEMORY_POLICY,
     ) -> None:
         if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", database):
             # The name goes into SQL and a URL path unquoted; keep it a plain identifier.
@@ -135,6 +139,10 @@ class EmbeddedServices:
         self.database = database
         self.stop_at_exit = stop_at_exit
         self.timeout_s = timeout_s
+        # Redis's memory bound: without one, live context and tokens grow until the machine swaps or the
+        # OOM killer takes Redis (and its unflushed writes) down.
+        self.redis_maxmemory_bytes = redis_maxmemory_bytes
+        self.redis_maxmemory_policy = redis_maxmemory_policy
         self._urls: ServiceUrls | None = None
         self._mutex = threading.Lock()
         self._atexit_registered = False
@@ -472,6 +480,7 @@ class EmbeddedServices:
             pid_file.unlink(missing_ok=True)
             self._launch_redis(socket_path)
         self._ensure_keyspace_notifications(socket_path)
+        self._ensure_memory_limit(socket_path)
         # Unix socket rather than a loopback TCP port: no port to pick or race for, no listener
         # any local user (or a container neighbour) could reach, and Ray workers on this machine
         # connect to it just as well. Multi-machine setups pass REDIS_URL instead.
@@ -502,6 +511,8 @@ class EmbeddedServices:
                     "dbfilename dump.rdb",
                     # Key expiry events (E = keyevent channel, x = expired) for the SessionReaper.
                     "notify-keyspace-events Ex",
+                    f"maxmemory {int(self.redis_maxmemory_bytes)}",
+                    f"maxmemory-policy {self.redis_maxmemory_policy}",
                     "",
                 ]
             )
@@ -558,6 +569,15 @@ class EmbeddedServices:
         finally:
             client.close()
 
+    def _ensure_memory_limit(self, socket_path: Path) -> None:
+        # Also for adopted servers, which run with the config of the start that launched them.
+        client = _redis_client(socket_path, timeout_s=5, decode_responses=True)
+        try:
+            client.config_set("maxmemory", str(int(self.redis_maxmemory_bytes)))
+            client.config_set("maxmemory-policy", self.redis_maxmemory_policy)
+        finally:
+            client.close()
+
     def _stop_redis(self) -> None:
         pid = _read_pid_file(self.redis_dir / "redis.pid")
         if pid is None or not _is_server_process(pid, "redis-server", self.redis_dir):
@@ -591,6 +611,8 @@ def resolve_services(
     data_dir: Path,
     *,
     stop_at_exit: bool = True,
+    redis_maxmemory_bytes: int = EMBEDDED_REDIS_MAXMEMORY_BYTES,
+    redis_maxmemory_policy: str = EMBEDDED_REDIS_MAXMEMORY_POLICY,
 ) -> tuple[ServiceUrls, EmbeddedServices | None]:
     """Use the given URLs; start embedded servers only for the ones that are None."""
     # The caller owns the returned EmbeddedServices and should stop() it. stop_at_exit=False is
@@ -603,7 +625,12 @@ def resolve_services(
     if database_url is not None and redis_url is not None:
         return ServiceUrls(database_url=database_url, redis_url=redis_url), None
     services = EmbeddedServices(
-        data_dir, postgres=database_url is None, redis=redis_url is None, stop_at_exit=stop_at_exit
+        data_dir,
+        postgres=database_url is None,
+        redis=redis_url is None,
+        stop_at_exit=stop_at_exit,
+        redis_maxmemory_bytes=redis_maxmemory_bytes,
+        redis_maxmemory_policy=redis_maxmemory_policy,
     )
     started = services.start()
     return (

@@ -12,6 +12,7 @@ from starlette.requests import HTTPConnection
 
 from app.api import auth
 from app.identity import tokens
+from app.infra.client_address import client_address_of, parse_networks
 from app.infra.state import AppState
 from db.tables import User
 
@@ -43,6 +44,12 @@ async def get_analytics_db(state: StateDep) -> AsyncIterator[AsyncSession]:
         yield session
 
 
+async def get_client_address(request: HTTPConnection, state: StateDep) -> str:
+    """The request's client address behind the trusted proxies (app/infra/client_address.py), for audit records."""
+    return client_address_of(request, parse_networks(state.settings.trusted_proxies))
+
+
+ClientAddress = Annotated[str, Depends(get_client_address)]
 RedisDep = Annotated[Redis, Depends(get_redis)]
 DbDep = Annotated[AsyncSession, Depends(get_db)]
 AnalyticsDb = Annotated[AsyncSession, Depends(get_analytics_db)]

@@ -16,11 +16,14 @@ address (`addr:<ip or IPv6 /64>`, see app/infra/client_address.py). Auth routes 
 verification, password reset) are always keyed by address: they are where passwords get guessed.
 Keying signed-in users by user rather than by address keeps a lab of students behind one NAT from
 throttling each other.
+
+Fail closed: when Redis cannot be asked (down, or every pooled connection busy past the pool's timeout),
+the request is refused with the error map's outage answer (503, `Retry-After`), never let through
+uncounted: otherwise exhausting the pool would switch the limits off.
 """
 
 from __future__ import annotations
 
-import logging
 import math
 import secrets
 from dataclasses import dataclass
@@ -32,13 +35,11 @@ from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.api import auth
-from app.errors import RateLimited, send_error
+from app.errors import DomainError, RateLimited, answer_of, send_error
 from app.identity import tokens
 from app.infra.client_address import address_bucket, client_address_of, parse_networks
 from app.infra.settings import Settings
 from app.infra.state import AppState
-
-log = logging.getLogger(__name__)
 
 RouteClass = Literal["auth", "completion", "default"]
 
@@ -165,6 +166,16 @@ async def enforce(conn: HTTPConnection, route_class: RouteClass | None = None) -
     return decision
 
 
+async def caller_key(conn: HTTPConnection) -> str:
+    """Whom the limiter counts a connection as (`user:<id>`, else `addr:<bucket>`); the address while Redis is
+    down. For per-caller bounds that must not cost a Redis call each (WebSocket operations in flight)."""
+    limiter = limiter_of(conn.app.state.c4m)
+    try:
+        return await limiter.identity_of(conn, "completion")
+    except RedisError:
+        return f"addr:{address_bucket(client_address_of(conn, limiter.trusted))}"
+
+
 class RateLimitMiddleware:
     """Pure ASGI middleware: every /api request and WebSocket connect is counted before its body is read."""
 
@@ -193,30 +204,32 @@ class RateLimitMiddleware:
         try:
             decision = await self._limiter_for(state).check_connection(HTTPConnection(scope), route_class)
         except RedisError as exc:
-            # Fail open: a Redis outage already fails the routes that need tokens; it must not take
-            # down the rest, and nothing here is worth a 500.
-            log.warning("rate limiter unavailable (%s); request not counted", type(exc).__name__)
-            await self.app(scope, receive, send)
-            return
-        if decision.allowed:
-            await self.app(scope, receive, send)
-            return
-        error = decision.error(state.settings.rate_limit_window_s)
+            # Fail closed: a request that cannot be counted is not let through (an exhausted pool or a
+            # Redis outage would otherwise switch the limits off). The outage answer of the error map:
+            # 503 with Retry-After, never a 500.
+            error: DomainError = answer_of(exc, f"rate limiter ({route_class})")
+        else:
+            if decision.allowed:
+                await self.app(scope, receive, send)
+                return
+            error = decision.error(state.settings.rate_limit_window_s)
         if scope["type"] == "http":
             await send_error(send, error)
         else:
             await _deny_websocket(scope, receive, send, error)
 
 
-async def _deny_websocket(scope: Scope, receive: Receive, send: Send, error: RateLimited) -> None:
-    """Refuse a WebSocket handshake: an HTTP 429 where the server supports it, else close (policy)."""
+async def _deny_websocket(scope: Scope, receive: Receive, send: Send, error: DomainError) -> None:
+    """Refuse a WebSocket handshake: the HTTP answer (429, 503) where the server supports it, else close
+    (policy violation for a limit, try again later for an outage)."""
     message = await receive()
     if message["type"] != "websocket.connect":
         return
     if "websocket.http.response" in scope.get("extensions", {}):
         await send_error(_as_websocket_denial(send), error)
     else:
-        await send({"type": "websocket.close", "code": 1008, "reason": error.message[:120]})
+        code = 1013 if error.status_code == 503 else 1008
+        await send({"type": "websocket.close", "code": code, "reason": error.message[:120]})
 
 
 def _as_websocket_denial(send: Send) -> Send:

@@ -9,6 +9,11 @@ consent to store context the hash expires with the caller's session.
 Lines are decoded as a JSON array and each element checked to be a string; a line is never parsed on its
 own (the old server re-parsed each stored string as JSON, so a line ``42`` or ``null`` broke completion).
 
+Per user across projects, ``c4m:ctx:usage:{user_id}`` (field = project id, value = bytes of that project's
+paths and stored lines) is kept in the same transaction, so a quota bounds the user's live context however
+many projects they open. An entry whose project state has expired or was dropped counts nothing (and is
+pruned by the next update); an entry missing for a project that has state is measured once.
+
 Files whose content changed are marked dirty for the ContextIndexer in two sorted sets, ``dirty`` (score:
 last change) and ``dirty_since`` (score: first change since the last indexing), in the same transaction
 as the edit, so a mark is never lost and many edits in a short window cost one re-index.
@@ -36,6 +41,10 @@ DIRTY_SINCE_KEY = f"{PREFIX}dirty_since"
 MAX_PATH_CHARS = 4096
 WILDCARD = "*"
 _RETRIES = 16
+# 1 or 0 per key: whether it exists (EXISTS of several keys only counts them).
+_EXISTING = (
+    "local found = {} for i, key in ipairs(KEYS) do found[i] = redis.call('EXISTS', key) end return found"
+)
 
 
 @dataclass(frozen=True)
@@ -49,6 +58,19 @@ class Owner:
 def state_key(owner: Owner) -> str:
     """Redis key of the hash holding every live file of a user in a project."""
     return f"{PREFIX}{owner.project_id}:{owner.user_id}"
+
+
+def usage_key(user_id: uuid.UUID) -> str:
+    """Redis key of the hash of a user's live-context bytes per project (the per-user quota's count)."""
+    return f"{PREFIX}usage:{user_id}"
+
+
+def entry_bytes(path: str, raw: bytes | str | None) -> int:
+    """What one stored file costs against the quota: its path and its stored lines."""
+    if raw is None:
+        return 0
+    stored = raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else raw
+    return len(path.encode("utf-8", "surrogatepass")) + len(stored)
 
 
 def recent_key(owner: Owner) -> str:
@@ -120,20 +142,24 @@ async def apply_updates(
     max_files: int,
     ttl_ms: int,
     mark_dirty: bool,
+    user_quota_bytes: int | None = None,
+    usage_ttl_ms: int = 0,
     now: float | None = None,
 ) -> dict[str, list[str]]:
     """Apply every file's changes in one transaction; answers each named file's lines ([] when emptied).
 
     A file left without lines is removed from the live state. Raises 422/413 (nothing applied) for bad
-    changes or sizes, 503 when the state keeps changing under concurrent requests.
+    changes or sizes, 413 when the change would take the user's live context across projects past
+    `user_quota_bytes`, 503 when the state keeps changing under concurrent requests.
     """
     plan(updates, max_file_chars)
     key = state_key(owner)
+    usage = usage_key(owner.user_id)
     paths = list(updates)
     for _ in range(_RETRIES):
         try:
             async with redis.pipeline(transaction=True) as pipe:
-                await pipe.watch(key)
+                await pipe.watch(key, usage)
                 stored = await pipe.hmget(key, paths) if paths else []
                 file_count = await pipe.hlen(key)
                 result: dict[str, list[str]] = {}
@@ -157,18 +183,40 @@ async def apply_updates(
                 )
                 if added and file_count + added - removed > max_files:
                     raise PayloadTooLarge(f"At most {max_files} context files per project")
+                encoded = {path: encode_lines(lines) for path, lines in changed.items() if lines}
+                old_raw = dict(zip(paths, stored, strict=True))
+                delta = sum(entry_bytes(p, encoded.get(p)) - entry_bytes(p, old_raw[p]) for p in changed)
+                project_bytes, stale = 0, list[str]()
+                if user_quota_bytes is not None:
+                    project_bytes, others, stale = await _usage(pipe, owner, file_count)
+                    project_bytes += delta
+                    if delta > 0 and others + project_bytes > user_quota_bytes:
+                        raise PayloadTooLarge(
+                            f"The live context of this user would have {others + project_bytes} bytes across"
+                            f" projects, over the quota of {user_quota_bytes}; nothing was stored"
+                        )
                 stamp = time.time() if now is None else now
                 recent = recent_key(owner)
                 pipe.multi()
                 for path, lines in changed.items():
                     if lines:
-                        pipe.hset(key, path, encode_lines(lines))
+                        pipe.hset(key, path, encoded[path])
                         pipe.zadd(recent, {path: stamp})
                     else:
                         pipe.hdel(key, path)
                         pipe.zrem(recent, path)
                 pipe.pexpire(key, max(ttl_ms, 1))
                 pipe.pexpire(recent, max(ttl_ms, 1))
+                if user_quota_bytes is not None:
+                    project = str(owner.project_id)
+                    if file_count + added - removed > 0:
+                        pipe.hset(usage, project, max(project_bytes, 0))
+                    else:
+                        pipe.hdel(usage, project)
+                    if stale:
+                        pipe.hdel(usage, *stale)
+                    # Outlives every project state it counts (no state lives longer than usage_ttl_ms).
+                    pipe.pexpire(usage, max(usage_ttl_ms, ttl_ms, 1))
                 if mark_dirty and changed:
                     members = {dirty_member(owner, p): stamp for p in changed}
                     pipe.zadd(DIRTY_KEY, members)
@@ -178,6 +226,30 @@ async def apply_updates(
         except WatchError:
             continue
     raise ServiceUnavailable("The context of this project is changing too fast; retry")
+
+
+async def _usage(pipe: Any, owner: Owner, file_count: int) -> tuple[int, int, list[str]]:
+    """(bytes of this project's state, bytes of the user's other live projects, stale entries) under WATCH."""
+    project = str(owner.project_id)
+    counted = {
+        (k.decode() if isinstance(k, bytes) else k): int(v)
+        for k, v in (await pipe.hgetall(usage_key(owner.user_id))).items()
+    }
+    if file_count == 0:  # no state (never written, expired or dropped): whatever is counted for it is stale
+        mine = 0
+    elif project in counted:
+        mine = counted[project]
+    else:  # state from before the count existed: measured once
+        mine = sum(len(p) + len(v) for p, v in (await pipe.hgetall(state_key(owner))).items())
+    others = [p for p in counted if p != project]
+    if not others:
+        return mine, 0, []
+    # Which of the other projects still have state, in one round trip on the watching connection (a second
+    # connection per update could wait on a busy pool while holding the first).
+    keys = [state_key(Owner(uuid.UUID(p), owner.user_id)) for p in others]
+    alive = await pipe.eval(_EXISTING, len(keys), *keys)
+    live = sum(counted[p] for p, exists in zip(others, alive, strict=True) if exists)
+    return mine, live, [p for p, exists in zip(others, alive, strict=True) if not exists]
 
 
 async def read_file(redis: Redis, owner: Owner, path: str) -> list[str] | None:
@@ -212,7 +284,10 @@ async def recent_files(redis: Redis, owner: Owner, limit: int) -> list[str]:
 
 async def drop(redis: Redis, owner: Owner) -> None:
     """Forget an owner's live state now (session end without consent); pending index marks stay harmless."""
-    await redis.delete(state_key(owner), recent_key(owner))
+    async with redis.pipeline(transaction=True) as pipe:
+        pipe.delete(state_key(owner), recent_key(owner))
+        pipe.hdel(usage_key(owner.user_id), str(owner.project_id))
+        await pipe.execute()
 
 
 async def _drop_matching(redis: Redis, pattern: str) -> int:

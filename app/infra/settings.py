@@ -14,6 +14,24 @@ from app.infra.envelope import Keyring
 
 PLACEHOLDER_SECRET = "change-me-in-production"
 
+RedisMaxmemoryPolicy = Literal[
+    "noeviction",
+    "volatile-lru",
+    "volatile-lfu",
+    "volatile-random",
+    "volatile-ttl",
+    "allkeys-lru",
+    "allkeys-lfu",
+    "allkeys-random",
+]
+# The embedded Redis's memory limit and policy (serve/embedded.py takes these defaults too). noeviction:
+# at the limit, writes fail (the app answers 503) and nothing is dropped. An evicting policy would drop
+# keys silently: volatile-* the keys with a lifetime, i.e. tokens (users signed out), rate-limit windows
+# (limits reset: the limiter fails open) and live context; allkeys-* even the telemetry stream, whose
+# events are not in PostgreSQL yet.
+EMBEDDED_REDIS_MAXMEMORY_BYTES = 2 * 1024**3
+EMBEDDED_REDIS_MAXMEMORY_POLICY: RedisMaxmemoryPolicy = "noeviction"
+
 
 class Settings(BaseSettings):
     """Platform settings; every field can be set through an environment variable of the same name."""
@@ -58,6 +76,20 @@ class Settings(BaseSettings):
     # CIDRs of reverse proxies whose X-Forwarded-For is believed (app/infra/client_address.py); empty: none.
     trusted_proxies: list[str] = Field(default_factory=list)
 
+    # Redis connections of each ingress replica: a bounded pool, so a burst waits up to redis_pool_timeout_s
+    # for a free connection (then 503 with Retry-After) instead of failing at once or opening sockets unboundedly.
+    redis_pool_size: int = Field(default=100, ge=2, le=10_000)
+    redis_pool_timeout_s: float = Field(default=2.0, gt=0, le=60)
+    # WebSocket operations in flight at once, per socket and per user (on each ingress replica); one more is
+    # refused with a 429 error reply on the socket, which stays open (app/api/routes/ws.py).
+    ws_max_inflight_per_socket: int = Field(default=8, ge=1, le=1000)
+    ws_max_inflight_per_user: int = Field(default=32, ge=1, le=10_000)
+
+    # The data export (GET /api/user/export) is read in pages, each in its own short transaction; a reader
+    # that takes nothing for export_send_timeout_s, or is not done after export_max_duration_s, is cut off.
+    export_send_timeout_s: float = Field(default=30.0, gt=0)
+    export_max_duration_s: float = Field(default=3600.0, gt=0)
+
     # Connections of each ingress replica's analytics pool, apart from the request path's pool: a long
     # analytics query can never take the connections a completion or a sign-in needs (AnalyticsDb).
     analytics_pool_size: int = Field(default=2, ge=1, le=50)
@@ -83,6 +115,15 @@ class Settings(BaseSettings):
     context_index_debounce_s: float = Field(default=2.0, ge=0)
     context_index_max_wait_s: float = Field(default=30.0, gt=0)
     context_snippet_budget_chars: int = Field(default=4000, ge=0)
+    # Live context of one user across all projects (bytes of paths and stored lines): an update that would
+    # take it past this is refused (413) and nothing of it is stored; the bound per project is not enough,
+    # the number of projects is not bounded.
+    context_user_quota_bytes: int = Field(default=32 * 1024 * 1024, gt=0)
+
+    # The embedded Redis only (an external REDIS_URL is configured by its operator): its maxmemory in bytes
+    # (0: no limit) and its policy at the limit (see EMBEDDED_REDIS_MAXMEMORY_POLICY for the choice).
+    redis_maxmemory_bytes: int = Field(default=EMBEDDED_REDIS_MAXMEMORY_BYTES, ge=0)
+    redis_maxmemory_policy: RedisMaxmemoryPolicy = EMBEDDED_REDIS_MAXMEMORY_POLICY
 
     # Google sign-in: ID tokens are checked against the keys at google_jwks_url (cached for google_jwks_ttl_s).
     google_client_id: str | None = None
@@ -95,6 +136,8 @@ class Settings(BaseSettings):
 
     # Retention: how often the RetentionSweeper actor deletes data older than each user's data_retention_days.
     retention_sweep_interval_s: int = Field(default=3600, gt=0)
+    # Audit records older than this many days are purged by the same sweep (the table keeps at least one).
+    audit_retention_days: int = Field(default=365, ge=1, le=36_500)
 
     # Mail: SMTP when smtp_host is set, else a local outbox directory under data_dir.
     smtp_host: str | None = None

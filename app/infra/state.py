@@ -67,6 +67,8 @@ class AppState:
     reference: ReferenceIds = field(default_factory=ReferenceIds)
     # In-flight model calls per session on this replica: a newer request of the session cancels the older.
     inflight: dict[Any, Any] = field(default_factory=dict)
+    # WebSocket operations in flight on this replica per caller (`user:<id>` / `addr:<bucket>`), for the cap.
+    ws_operations: dict[str, int] = field(default_factory=dict)
     # Listens for newer requests announced by other replicas (app/services/supersede.py).
     supersede_listener: Any = None
 

@@ -22,6 +22,8 @@ from sqlmodel import col
 
 from app.context import live_state
 from app.identity import tokens
+from app.services import audit
+from app.services.audit import AuditAction
 from db.tables import (
     BehavioralTelemetry,
     Chat,
@@ -105,8 +107,11 @@ async def _delete_solo_projects(db: AsyncSession, user_id: uuid.UUID) -> None:
     await db.execute(delete(Project).where(mine, ~shared))
 
 
-async def delete_account(db: AsyncSession, redis: Redis, user_id: uuid.UUID, *, delete_data: bool) -> None:
-    """Remove the account in one transaction, then end all its tokens (see the module docstring)."""
+async def delete_account(
+    db: AsyncSession, redis: Redis, user_id: uuid.UUID, *, delete_data: bool, address: str
+) -> None:
+    """Remove the account in one transaction with its audit record, then end all its tokens (see the module
+    docstring)."""
     if delete_data:
         await delete_queries(db, col(MetaQuery.user_id) == user_id)
     else:
@@ -119,6 +124,14 @@ async def delete_account(db: AsyncSession, redis: Redis, user_id: uuid.UUID, *, 
     await db.execute(delete(Session).where(col(Session.user_id) == user_id))
     # Memberships and study assignments cascade; studies and shared projects the user created stay (SET NULL).
     await db.execute(delete(User).where(col(User.user_id) == user_id))
+    await audit.record(
+        db,
+        AuditAction.USER_DELETE,
+        actor=user_id,
+        address=address,
+        target=audit.user_target(user_id),
+        detail={"delete_data": delete_data},
+    )
     await db.commit()
     await tokens.revoke_user(redis, user_id)
     # After the tokens: no context update can bring the account's live code back.

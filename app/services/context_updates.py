@@ -51,4 +51,6 @@ async def update_context(
         ttl_ms=await live_ttl_ms(state, project, consent),
         # Without consent nothing is marked for the indexer: nothing of it can reach PostgreSQL.
         mark_dirty=consent,
+        user_quota_bytes=state.settings.context_user_quota_bytes,
+        usage_ttl_ms=state.settings.context_live_ttl_s * 1000,
     )

@@ -1,8 +1,12 @@
 """Everything stored about a user, as one JSON document written incrementally (GDPR access/portability).
 
-The document is produced from one read-only REPEATABLE READ snapshot, page by page, so memory stays
-flat however many queries a user has. Shared project contents (indexed file chunks, the project's
-multi-file context) belong to the project's members together and are not part of one user's export.
+The document is read in pages (keyset pagination, PAGE rows at a time), so memory stays flat however
+many queries a user has. Each page is read in its own short read-only transaction on a pool connection
+that goes back before the page is sent: a client that reads slowly, or not at all, holds no database
+connection (the route also cuts off a stalled reader, app/api/streaming.py). Every row that exists for
+the whole export appears exactly once, in order; a row written or deleted meanwhile may or may not be in
+it. Shared project contents (indexed file chunks, the project's multi-file context) belong to the
+project's members together and are not part of one user's export.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ import json
 import uuid
 from collections import defaultdict
 from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -20,6 +25,8 @@ from sqlmodel import SQLModel, col
 
 from app.infra.encryption import opened
 from app.infra.envelope import Keyring
+from app.services import audit
+from app.services.audit import AuditAction
 from db.tables import (
     BehavioralTelemetry,
     Chat,
@@ -44,6 +51,15 @@ FORMAT = "code4me-export/1"
 PAGE = 500
 # Never exported: a hash is not the user's data, and it would only help someone who steals the file.
 HIDDEN_USER_FIELDS = {"password_hash"}
+
+
+async def record_export(db: AsyncSession, user_id: uuid.UUID, *, address: str) -> None:
+    """Audit an export as it starts, committed before the first byte (the stream has no transaction of its own
+    that the record could join)."""
+    await audit.record(
+        db, AuditAction.USER_EXPORT, actor=user_id, address=address, target=audit.user_target(user_id)
+    )
+    await db.commit()
 
 
 def _json(value: Any) -> str:
@@ -132,34 +148,68 @@ async def _query_page(
     return page
 
 
+Sessions = async_sessionmaker[AsyncSession]
+
+
+@asynccontextmanager
+async def _reading(sessionmaker: Sessions) -> AsyncIterator[AsyncSession]:
+    """A short read-only transaction (one snapshot for one page); its connection goes back on exit.
+
+    Never yield a page of the document inside it: the connection would wait for the client's reading.
+    """
+    async with sessionmaker() as db:
+        await db.connection(execution_options={"isolation_level": "REPEATABLE READ"})
+        await db.execute(text("SET TRANSACTION READ ONLY"))
+        try:
+            yield db
+        finally:
+            await db.rollback()
+
+
 async def _queries(
-    db: AsyncSession, user_id: uuid.UUID, model_names: dict[int, str], keyring: Keyring
+    sessionmaker: Sessions, user_id: uuid.UUID, model_names: dict[int, str], keyring: Keyring
 ) -> AsyncIterator[dict]:
-    """The user's queries, oldest first, fetched by keyset pages."""
+    """The user's queries, oldest first, fetched by keyset pages (each in its own transaction)."""
     after: tuple[datetime, uuid.UUID] | None = None
     while True:
-        stmt = select(MetaQuery).where(col(MetaQuery.user_id) == user_id)
-        if after is not None:
-            stmt = stmt.where(tuple_(col(MetaQuery.timestamp), col(MetaQuery.meta_query_id)) > after)
-        metas = await _all(
-            db, stmt.order_by(col(MetaQuery.timestamp), col(MetaQuery.meta_query_id)).limit(PAGE)
-        )
-        if not metas:
-            return
-        for item in await _query_page(db, metas, model_names, keyring):
+        async with _reading(sessionmaker) as db:
+            stmt = select(MetaQuery).where(col(MetaQuery.user_id) == user_id)
+            if after is not None:
+                stmt = stmt.where(tuple_(col(MetaQuery.timestamp), col(MetaQuery.meta_query_id)) > after)
+            metas = await _all(
+                db, stmt.order_by(col(MetaQuery.timestamp), col(MetaQuery.meta_query_id)).limit(PAGE)
+            )
+            if not metas:
+                return
+            page = await _query_page(db, metas, model_names, keyring)
+            after = (metas[-1].timestamp, metas[-1].meta_query_id)  # read before the rollback expires it
+        for item in page:
             yield item
-        after = (metas[-1].timestamp, metas[-1].meta_query_id)
 
 
-async def _chats(db: AsyncSession, user_id: uuid.UUID, keyring: Keyring) -> AsyncIterator[dict]:
-    chats = await _all(db, select(Chat).where(col(Chat.user_id) == user_id).order_by(col(Chat.created_at)))
-    for start in range(0, len(chats), PAGE):
-        page = chats[start : start + PAGE]
-        messages = await _grouped(
-            db, ChatMessage, ChatMessage.chat_id, [c.chat_id for c in page], ChatMessage.created_at, keyring
-        )
-        for c in page:
-            yield {**row(c, keyring=keyring), "messages": messages.get(c.chat_id, [])}
+async def _chats(sessionmaker: Sessions, user_id: uuid.UUID, keyring: Keyring) -> AsyncIterator[dict]:
+    """The user's chats with their messages, oldest first, fetched by keyset pages (each in its own transaction)."""
+    after: tuple[datetime, uuid.UUID] | None = None
+    while True:
+        async with _reading(sessionmaker) as db:
+            stmt = select(Chat).where(col(Chat.user_id) == user_id)
+            if after is not None:
+                stmt = stmt.where(tuple_(col(Chat.created_at), col(Chat.chat_id)) > after)
+            chats = await _all(db, stmt.order_by(col(Chat.created_at), col(Chat.chat_id)).limit(PAGE))
+            if not chats:
+                return
+            messages = await _grouped(
+                db,
+                ChatMessage,
+                ChatMessage.chat_id,
+                [c.chat_id for c in chats],
+                ChatMessage.created_at,
+                keyring,
+            )
+            page = [{**row(c, keyring=keyring), "messages": messages.get(c.chat_id, [])} for c in chats]
+            after = (chats[-1].created_at, chats[-1].chat_id)
+        for item in page:
+            yield item
 
 
 async def _projects(db: AsyncSession, user_id: uuid.UUID) -> list[dict]:
@@ -204,18 +254,12 @@ async def _array(items: AsyncIterator[dict]) -> AsyncIterator[str]:
     yield "]"
 
 
-async def export_user(
-    sessionmaker: async_sessionmaker[AsyncSession], user_id: uuid.UUID, keyring: Keyring
-) -> AsyncIterator[bytes]:
-    """The user's export as UTF-8 JSON chunks (see the module docstring); stored code opened with `keyring`."""
-    async with sessionmaker() as db:
-        # One consistent snapshot for the whole document, however long the client takes to read it.
-        await db.connection(execution_options={"isolation_level": "REPEATABLE READ"})
-        await db.execute(text("SET TRANSACTION READ ONLY"))
+async def _head(sessionmaker: Sessions, user_id: uuid.UUID) -> tuple[dict[str, Any], dict[int, str]] | None:
+    """The document's first part (account, preference, projects, sessions, studies) and the model names."""
+    async with _reading(sessionmaker) as db:
         user = await db.get(User, user_id)
         if user is None:
-            yield b"{}"
-            return
+            return None
         model_names = {m.model_id: m.model_name for m in await _all(db, select(ModelName))}
         head = {
             "format": FORMAT,
@@ -231,11 +275,21 @@ async def export_user(
                 )
             ],
         }
-        yield (_json(head)[:-1] + ',\n"queries": ').encode()
-        async for chunk in _array(_queries(db, user_id, model_names, keyring)):
-            yield chunk.encode()
-        yield b',\n"chats": '
-        async for chunk in _array(_chats(db, user_id, keyring)):
-            yield chunk.encode()
-        yield b"}\n"
-        await db.rollback()
+        return head, model_names
+
+
+async def export_user(sessionmaker: Sessions, user_id: uuid.UUID, keyring: Keyring) -> AsyncIterator[bytes]:
+    """The user's export as UTF-8 JSON chunks (see the module docstring); no connection is held between them;
+    stored code opened with `keyring`."""
+    found = await _head(sessionmaker, user_id)
+    if found is None:
+        yield b"{}"
+        return
+    head, model_names = found
+    yield (_json(head)[:-1] + ',\n"queries": ').encode()
+    async for chunk in _array(_queries(sessionmaker, user_id, model_names, keyring)):
+        yield chunk.encode()
+    yield b',\n"chats": '
+    async for chunk in _array(_chats(sessionmaker, user_id, keyring)):
+        yield chunk.encode()
+    yield b"}\n"

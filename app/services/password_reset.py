@@ -12,6 +12,8 @@ from app.identity import email_tokens, tokens
 from app.identity.passwords import hash_password, password_problem
 from app.infra.mail import Mail, lifetime_text
 from app.infra.settings import Settings
+from app.services import audit
+from app.services.audit import AuditAction
 from app.services.users import find_by_email
 from db.tables import User
 
@@ -53,8 +55,11 @@ async def check_link(redis: Redis, token: str) -> None:
         raise Unauthorized(INVALID_LINK)
 
 
-async def change_password(db: AsyncSession, redis: Redis, token: str, new_password: str) -> None:
-    """Set a new password with a reset token; every token of the account ends (sign in again everywhere)."""
+async def change_password(
+    db: AsyncSession, redis: Redis, token: str, new_password: str, *, address: str
+) -> None:
+    """Set a new password with a reset token (audited); every token of the account ends (sign in again
+    everywhere)."""
     # Policy first: a refused password must not use the link up.
     problem = password_problem(new_password)
     if problem:
@@ -68,5 +73,12 @@ async def change_password(db: AsyncSession, redis: Redis, token: str, new_passwo
     user.password_hash = await asyncio.to_thread(hash_password, new_password)
     # Opening the mailed link proved the address.
     user.verified = True
+    await audit.record(
+        db,
+        AuditAction.PASSWORD_RESET,
+        actor=user.user_id,
+        address=address,
+        target=audit.user_target(user.user_id),
+    )
     await db.commit()
     await tokens.revoke_user(redis, user.user_id)

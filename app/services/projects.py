@@ -23,6 +23,8 @@ from app.errors import Conflict, Forbidden, NotFound
 from app.identity import tokens
 from app.infra.settings import Settings
 from app.schemas.project import InvitationPublic, InvitedRole, MemberPublic, ProjectPublic, Role
+from app.services import audit
+from app.services.audit import AuditAction
 from db.tables import Project, ProjectInvitation, ProjectMember, SessionProject, User, utcnow
 
 MANAGERS = ("owner", "admin")
@@ -34,13 +36,23 @@ async def create(
     session: tokens.SessionInfo,
     session_token: str,
     name: str,
+    *,
+    address: str,
 ) -> tuple[Project, str]:
-    """Create a project owned by the caller and activate it in the session."""
+    """Create a project owned by the caller (audited: its first membership) and activate it in the session."""
     project = Project(project_name=name.strip() or "Untitled project", created_by=session.user_id)
     db.add(project)
     await db.flush()
     db.add(ProjectMember(project_id=project.project_id, user_id=session.user_id, role="owner"))
     db.add(SessionProject(session_id=session.session_id, project_id=project.project_id))
+    await audit.record(
+        db,
+        AuditAction.PROJECT_CREATE,
+        actor=session.user_id,
+        address=address,
+        target=audit.project_target(project.project_id),
+        detail={"role": "owner"},
+    )
     await db.commit()
     token = await tokens.issue_project(redis, session.user_id, project.project_id, session_token)
     return project, token
@@ -131,13 +143,25 @@ async def rename(db: AsyncSession, user_id: uuid.UUID, project_id: uuid.UUID, na
     return _public(project, member.role, await _member_count(db, project_id))
 
 
-async def delete_project(db: AsyncSession, redis: Redis, user_id: uuid.UUID, project_id: uuid.UUID) -> None:
-    """Delete a project (owner only) with its memberships and invitations, and revoke its project tokens."""
+async def delete_project(
+    db: AsyncSession, redis: Redis, user_id: uuid.UUID, project_id: uuid.UUID, *, address: str
+) -> None:
+    """Delete a project (owner only, audited) with its memberships and invitations, and revoke its project
+    tokens."""
     _, member = await membership(db, project_id, user_id)
     _require(member, ("owner",), "delete it")
+    members_before = await _member_count(db, project_id)
     # Tokens go first and again after the delete: a token activated in between must not outlive the project.
     await tokens.revoke_project_tokens(redis, project_id)
     await db.execute(delete(Project).where(col(Project.project_id) == project_id))
+    await audit.record(
+        db,
+        AuditAction.PROJECT_DELETE,
+        actor=user_id,
+        address=address,
+        target=audit.project_target(project_id),
+        detail={"members": members_before},
+    )
     await db.commit()
     await tokens.revoke_project_tokens(redis, project_id)
     # After the tokens: no update can bring the members' live code back.
@@ -191,9 +215,17 @@ def _pending(project_id: uuid.UUID) -> tuple[ColumnElement[bool], ...]:
 
 
 async def invite(
-    db: AsyncSession, settings: Settings, user_id: uuid.UUID, project_id: uuid.UUID, email: str, role: str
+    db: AsyncSession,
+    settings: Settings,
+    user_id: uuid.UUID,
+    project_id: uuid.UUID,
+    email: str,
+    role: str,
+    *,
+    address: str,
 ) -> tuple[ProjectInvitation, str]:
-    """Invite an email address (owner only); a new invitation replaces a pending one for the same address."""
+    """Invite an email address (owner only, audited without the address); a new invitation replaces a pending
+    one for the same address."""
     _, member = await membership(db, project_id, user_id)
     _require(member, ("owner",), "invite")
     already = await db.execute(
@@ -221,6 +253,15 @@ async def invite(
         expires_at=now + timedelta(seconds=settings.project_invitation_ttl_s),
     )
     db.add(invitation)
+    await db.flush()
+    await audit.record(
+        db,
+        AuditAction.PROJECT_INVITE,
+        actor=user_id,
+        address=address,
+        target=audit.project_target(project_id),
+        detail={"invitation_id": str(invitation.invitation_id), "role": role},
+    )
     await db.commit()
     return invitation, token
 
@@ -239,8 +280,10 @@ async def pending_invitations(
     return list((await db.execute(query)).scalars())
 
 
-async def revoke_invitation(db: AsyncSession, user_id: uuid.UUID, invitation_id: uuid.UUID) -> None:
-    """Revoke a pending invitation (owner of its project only)."""
+async def revoke_invitation(
+    db: AsyncSession, user_id: uuid.UUID, invitation_id: uuid.UUID, *, address: str
+) -> None:
+    """Revoke a pending invitation (owner of its project only, audited)."""
     invitation = await db.get(ProjectInvitation, invitation_id)
     if invitation is None:
         raise NotFound("Invitation not found")
@@ -250,11 +293,20 @@ async def revoke_invitation(db: AsyncSession, user_id: uuid.UUID, invitation_id:
         raise Conflict("The invitation was accepted already")
     if invitation.revoked_at is None:
         invitation.revoked_at = utcnow()
+        await audit.record(
+            db,
+            AuditAction.PROJECT_INVITATION_REVOKE,
+            actor=user_id,
+            address=address,
+            target=audit.project_target(invitation.project_id),
+            detail={"invitation_id": str(invitation_id)},
+        )
         await db.commit()
 
 
-async def accept_invitation(db: AsyncSession, user: User, token: str) -> ProjectPublic:
-    """Join a project with an invitation token sent to the caller's email address; the token works once."""
+async def accept_invitation(db: AsyncSession, user: User, token: str, *, address: str) -> ProjectPublic:
+    """Join a project with an invitation token sent to the caller's email address (audited); the token works
+    once."""
     result = await db.execute(
         select(ProjectInvitation).where(col(ProjectInvitation.token_hash) == token_hash(token))
     )
@@ -287,6 +339,14 @@ async def accept_invitation(db: AsyncSession, user: User, token: str) -> Project
         insert(ProjectMember)
         .values(project_id=invitation.project_id, user_id=user.user_id, role=invitation.role)
         .on_conflict_do_nothing()
+    )
+    await audit.record(
+        db,
+        AuditAction.PROJECT_JOIN,
+        actor=user.user_id,
+        address=address,
+        target=audit.project_target(invitation.project_id),
+        detail={"invitation_id": str(invitation.invitation_id), "role": invitation.role},
     )
     await db.commit()
     project, member = await membership(db, invitation.project_id, user.user_id)

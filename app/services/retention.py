@@ -1,20 +1,23 @@
-"""Retention: delete each user's data older than their `data_retention_days` preference.
+"""Retention: delete each user's data older than their `data_retention_days` preference, and audit records
+older than the platform's `AUDIT_RETENTION_DAYS`.
 
 Swept per user: queries (with context, telemetry, generations, ground truths), chat messages, chats
 left empty, and ended sessions. A preference of null keeps everything; a user whose stored preference
 lacks the key gets the schema default. Anonymised rows of deleted accounts have no owner and are not swept.
+Audit records follow the platform's policy, not their subject's: they go through the table's own purge path.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import Integer, Numeric, Subquery, and_, case, delete, exists, func, literal, not_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from app.schemas.user import Preference
+from app.services import audit
 from app.services.account_deletion import delete_queries
 from db.tables import Chat, ChatMessage, MetaQuery, Session, User
 
@@ -29,6 +32,7 @@ class RetentionResult:
     chat_messages: int
     chats: int
     sessions: int
+    audit_events: int = 0
 
 
 def _cutoffs(now: datetime) -> Subquery:
@@ -48,8 +52,11 @@ def _cutoffs(now: datetime) -> Subquery:
     )
 
 
-async def delete_expired_data(db: AsyncSession, now: datetime) -> RetentionResult:
-    """Delete what is older than each user's retention period at `now`, in one transaction."""
+async def delete_expired_data(
+    db: AsyncSession, now: datetime, *, audit_retention_days: int | None = None
+) -> RetentionResult:
+    """Delete what is older than each user's retention period at `now`, and (when given) audit records older
+    than `audit_retention_days`, in one transaction."""
     r = _cutoffs(now)
     queries = await delete_queries(
         db, exists().where(and_(r.c.user_id == col(MetaQuery.user_id), col(MetaQuery.timestamp) < r.c.cutoff))
@@ -72,10 +79,14 @@ async def delete_expired_data(db: AsyncSession, now: datetime) -> RetentionResul
             )
         )
     )
+    audited = 0
+    if audit_retention_days is not None:
+        audited = await audit.purge(db, now - timedelta(days=audit_retention_days))
     await db.commit()
     return RetentionResult(
         queries=queries,
         chat_messages=messages.rowcount or 0,  # type: ignore[attr-defined]
         chats=chats.rowcount or 0,  # type: ignore[attr-defined]
         sessions=sessions.rowcount or 0,  # type: ignore[attr-defined]
+        audit_events=audited,
     )

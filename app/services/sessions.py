@@ -13,6 +13,8 @@ from app.context.consent import project_consents
 from app.context.live_state import Owner, drop
 from app.identity import tokens
 from app.infra.settings import Settings
+from app.services import audit
+from app.services.audit import AuditAction
 from db.tables import Session, SessionProject, utcnow
 
 
@@ -42,15 +44,23 @@ async def acquire(
 
 
 async def release(
-    db: AsyncSession, redis: Redis, info: tokens.SessionInfo, token: str, *, signed_in: bool
+    db: AsyncSession, redis: Redis, info: tokens.SessionInfo, token: str, *, signed_in: bool, address: str
 ) -> bool:
-    """A client lets go of a session; True when that ended it.
+    """A client lets go of a session; True when that ended it (audited: its tokens end).
 
     A signed-in caller drops one hold and the session ends with the last; a caller whose auth token is gone
     (the plugin signs out by forgetting its auth token, then deactivates) ends it at once.
     """
     if signed_in and await tokens.release_session(redis, token) > 0:
         return False
+    await audit.record(
+        db,
+        AuditAction.SESSION_END,
+        actor=info.user_id,
+        address=address,
+        target=audit.Target("session", str(info.session_id)),
+        detail={"signed_in": signed_in},
+    )
     await deactivate(db, redis, info, token)
     return True
 

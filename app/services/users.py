@@ -17,9 +17,11 @@ from sqlmodel import col
 
 from app.errors import Conflict, Forbidden, Unauthorized, Unprocessable
 from app.identity import tokens
-from app.identity.google import GoogleIdentity
+from app.identity.google import GoogleIdentity, GoogleVerifier
 from app.identity.passwords import burn_verification, hash_password, password_problem, verify_password
 from app.schemas.user import Preference, UserAuthenticate, UserCreate, UserPublic, UserUpdate
+from app.services import audit
+from app.services.audit import AuditAction
 from db.tables import Config, User
 
 DEFAULT_CONFIG_ID = 1
@@ -149,28 +151,69 @@ async def create_google_user(db: AsyncSession, body: UserCreate, identity: Googl
     return await _insert(db, user)
 
 
-async def authenticate_password(db: AsyncSession, body: UserAuthenticate, *, require_verified: bool) -> User:
-    """The user whose email and password match; one argon2 verification either way."""
+async def _signed_in(db: AsyncSession, user: User, provider: str, address: str) -> User:
+    """Record a successful sign-in (committed before any token is issued) and return the user."""
+    await audit.record(
+        db,
+        AuditAction.SIGN_IN,
+        actor=user.user_id,
+        address=address,
+        target=audit.user_target(user.user_id),
+        detail={"provider": provider},
+    )
+    await db.commit()
+    return user
+
+
+async def _refused(db: AsyncSession, user: User | None, provider: str, reason: str, address: str) -> None:
+    """Record a failed sign-in (never what was typed: an address field often holds a password)."""
+    await audit.record(
+        db,
+        AuditAction.SIGN_IN_FAILED,
+        actor=None,
+        address=address,
+        target=audit.user_target(user.user_id) if user is not None else None,
+        detail={"provider": provider, "reason": reason},
+    )
+    await db.commit()
+
+
+async def authenticate_password(
+    db: AsyncSession, body: UserAuthenticate, *, require_verified: bool, address: str
+) -> User:
+    """The user whose email and password match; one argon2 verification and one audit record either way."""
     if not body.password:
         raise Unprocessable("Password is required for provider 'no_provider'")
     user = await find_by_email(db, body.email)
     if user is None or user.password_hash is None:
         await asyncio.to_thread(burn_verification, body.password)
+        await _refused(db, user, "password", "unknown_account" if user is None else "no_password", address)
         raise Unauthorized("Invalid email or password")
     ok, new_hash = await asyncio.to_thread(verify_password, body.password, user.password_hash)
     if not ok:
+        await _refused(db, user, "password", "wrong_password", address)
         raise Unauthorized("Invalid email or password")
     if new_hash:
         user.password_hash = new_hash  # parameters changed since the hash was made
         await db.commit()
     # Only after the password matched: the answer must not tell strangers whether an address is verified.
     if require_verified and not user.verified:
+        await _refused(db, user, "password", "not_verified", address)
         raise Forbidden(NOT_VERIFIED)
-    return user
+    return await _signed_in(db, user, "password", address)
 
 
-async def authenticate_google(db: AsyncSession, email: str, identity: GoogleIdentity) -> User:
+async def authenticate_google(
+    db: AsyncSession, email: str, token: str, google: GoogleVerifier, *, address: str
+) -> User:
     """The account of a verified Google identity; the first sign-in creates it."""
+    try:
+        identity = await google.verify(token)
+    except Unauthorized:
+        await _refused(db, await find_by_email(db, email), "google", "invalid_token", address)
+        raise
+    if identity.email.lower() != email.lower():
+        await _refused(db, await find_by_email(db, email), "google", "email_mismatch", address)
     _same_email(identity, email)
     user = await find_by_email(db, identity.email)
     if user is None:
@@ -183,19 +226,19 @@ async def authenticate_google(db: AsyncSession, email: str, identity: GoogleIden
             preference=Preference().model_dump(),
         )
         try:
-            return await _insert(db, user)
+            user = await _insert(db, user)
         except Conflict:  # created concurrently (a double click): sign in to that account
-            user = await find_by_email(db, identity.email)
-            if user is None:
+            found = await find_by_email(db, identity.email)
+            if found is None:
                 raise
-            return user
+            user = found
+        return await _signed_in(db, user, "google", address)
     if not user.verified:
         # Google proved the address belongs to the caller. A password set before that was set by whoever
         # registered the address, possibly not its owner (account pre-hijacking): it stops working.
         user.password_hash = None
         user.verified = True
-        await db.commit()
-    return user
+    return await _signed_in(db, user, "google", address)
 
 
 def merged_preference(current: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
@@ -210,9 +253,9 @@ def merged_preference(current: dict[str, Any], update: dict[str, Any]) -> dict[s
         raise Unprocessable(f"Invalid preference: {fields or 'not an object'}") from None
 
 
-async def update_user(db: AsyncSession, redis: Redis, user: User, body: UserUpdate) -> bool:
-    """Apply a partial update (all checks before any write) and refresh the user's cached copy; True when
-    the email changed (re-verify it)."""
+async def update_user(db: AsyncSession, redis: Redis, user: User, body: UserUpdate, *, address: str) -> bool:
+    """Apply a partial update (all checks before any write, audited with the names of the changed fields) and
+    refresh the user's cached copy; True when the email changed (re-verify it)."""
     changes = {k: v for k, v in body.model_dump(exclude_unset=True).items() if v is not None}
     new_email = str(changes["email"]) if "email" in changes else None
     email_changes = new_email is not None and new_email != user.email
@@ -255,6 +298,16 @@ async def update_user(db: AsyncSession, redis: Redis, user: User, body: UserUpda
         user.config_id = changes["config_id"]
     if preference is not None:
         user.preference = preference
+    fields = sorted(k for k in changes if k != "previous_password")
+    if fields:
+        await audit.record(
+            db,
+            AuditAction.USER_UPDATE,
+            actor=user.user_id,
+            address=address,
+            target=audit.user_target(user.user_id),
+            detail={"fields": fields},
+        )
     try:
         await db.commit()
     except IntegrityError as exc:  # the email was taken concurrently

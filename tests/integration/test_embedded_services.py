@@ -23,6 +23,7 @@ import redis.asyncio as aioredis
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from app.infra.settings import EMBEDDED_REDIS_MAXMEMORY_BYTES
 from serve.embedded import EmbeddedServices, ServiceUrls, resolve_services
 
 pytestmark = pytest.mark.integration
@@ -162,6 +163,37 @@ async def test_redis_expired_keyevent_via_pubsub(services: EmbeddedServices) -> 
     finally:
         await pubsub.aclose()
         await client.aclose()
+
+
+async def _memory_config(urls: ServiceUrls) -> tuple[int, str]:
+    client = _redis(urls)
+    try:
+        config = await client.config_get("maxmemory*")
+    finally:
+        await client.aclose()
+    return int(config["maxmemory"]), config["maxmemory-policy"]
+
+
+async def test_redis_has_a_memory_limit_and_does_not_evict(
+    services: EmbeddedServices, data_dir: Path
+) -> None:
+    urls = services.start()
+    assert await _memory_config(urls) == (EMBEDDED_REDIS_MAXMEMORY_BYTES, "noeviction")
+    assert "maxmemory-policy noeviction" in (services.redis_dir / "redis.conf").read_text()
+    # A start that adopts the running server applies its own settings (they may have changed since).
+    other = EmbeddedServices(
+        data_dir,
+        postgres=False,
+        stop_at_exit=False,
+        redis_maxmemory_bytes=64 * 1024 * 1024,
+        redis_maxmemory_policy="volatile-lru",
+    )
+    try:
+        assert other.start().redis_url == urls.redis_url
+        assert await _memory_config(urls) == (64 * 1024 * 1024, "volatile-lru")
+    finally:
+        services.start()  # back to the defaults
+    assert await _memory_config(urls) == (EMBEDDED_REDIS_MAXMEMORY_BYTES, "noeviction")
 
 
 async def test_data_survives_stop_and_start(services: EmbeddedServices, data_dir: Path) -> None:

@@ -107,3 +107,21 @@ async def test_deleting_an_account_drops_its_live_code_either_way(api) -> None:
         r = await c.delete("/api/user/delete", params={"delete_data": delete_data})
         assert r.status_code == 200, r.text
         assert await _live_keys(state, f"c4m:ctx:*:{user_id}*") == [], delete_data
+
+
+async def test_a_huge_request_id_is_refused_not_echoed(api) -> None:
+    client, _state = api
+    c, _ = await signed_in(client)
+    cookie = {"cookie": "; ".join(f"{k}={v}" for k, v in c.cookies.items())}
+    app = client._transport.app  # type: ignore[attr-defined]
+    async with AsgiWebSocket(app, "/api/ws/chat", cookie) as ws:
+        for message in (
+            {"request_id": "r" * 1_000_000, "chat_get": {"page_number": 0}},
+            {"request_id": "ok", "cancel": {"request_id": "r" * 100_000}},
+        ):
+            await ws.send(message)
+            reply = await ws.receive()
+            assert reply["status"] == 422 and len(json.dumps(reply)) < 2_000, str(reply)[:300]
+        await ws.send({"request_id": "x" * 256, "chat_get": {"page_number": 0}})
+        reply = await ws.receive()
+        assert reply["request_id"] == "x" * 256 and "chat_get_response" in reply, str(reply)[:300]

@@ -24,6 +24,7 @@ from app.infra.state import AppState
 from app.services import users
 from app.services.retention import delete_expired_data
 from db.tables import (
+    AuditEvent,
     BehavioralTelemetry,
     Chat,
     ChatMessage,
@@ -46,14 +47,26 @@ from db.tables import (
 from tests.utils import payloads as P
 from tests.utils.asgi_api import model_id, settle, signed_in
 
+# The audit log keeps its records of a deleted account until AUDIT_RETENTION_DAYS (README "Audit log"):
+# the deletion tests check that apart from the other tables.
+AUDIT_TABLE = AuditEvent.__tablename__
+
 
 async def table_counts(state: AppState) -> dict[str, int]:
-    """Rows in every table of the schema."""
+    """Rows in every table of the schema but the audit log."""
     async with state.sessionmaker() as db:
         return {
             t.name: int((await db.execute(select(func.count()).select_from(t))).scalar_one())
             for t in SQLModel.metadata.sorted_tables
+            if t.name != AUDIT_TABLE
         }
+
+
+async def audit_trail(state: AppState, user_id: uuid.UUID) -> list[str]:
+    """The actions the audit log holds of a user, oldest first."""
+    async with state.sessionmaker() as db:
+        query = select(AuditEvent.action).where(AuditEvent.actor_id == user_id).order_by(AuditEvent.audit_id)  # type: ignore[arg-type]
+        return list((await db.execute(query)).scalars())
 
 
 async def me(c: httpx.AsyncClient) -> uuid.UUID:
@@ -310,6 +323,8 @@ async def test_delete_with_data_removes_every_row_and_token_of_the_user(api) -> 
     r = await c.delete("/api/user/delete", params={"delete_data": "true"})
     assert r.status_code == 200, r.text
     assert await table_counts(state) == before
+    trail = await audit_trail(state, gone["user_id"])
+    assert trail[0] == "auth.sign_in" and trail[-1] == "user.delete"
     assert await rows_of(state, bystander) == bystander_rows
     assert await redis_mentions(state, gone["user_id"]) == []
     for path in ("/api/user/get", "/api/session/acquire"):

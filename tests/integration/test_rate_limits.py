@@ -151,16 +151,67 @@ async def test_ping_and_docs_are_never_limited(services) -> None:
         assert (await c.get("/api/nowhere")).status_code == 429  # unknown /api paths count too (scanners)
 
 
-async def test_redis_outage_fails_open_without_500(services) -> None:
+def assert_outage(r) -> None:  # type: ignore[no-untyped-def]
+    """The error map's outage answer: 503, `Retry-After`, a `{"message"}` naming what is unavailable."""
+    assert r.status_code == 503, r.text
+    assert r.headers["retry-after"] == "5" and "Redis is unavailable" in r.json()["message"]
+
+
+async def test_redis_outage_fails_closed_with_503(services) -> None:
+    # Nothing is let through uncounted, not even a request that would not need Redis itself.
     async with replica(services, redis_url="redis://127.0.0.1:9/0", rate_limit_auth=1) as (app, _):
         c = client_for(app, new_address())
-        assert [(await c.post("/api/user/create", json=BAD_SIGN_UP)).status_code for _ in range(2)] == [
-            422,
-            422,
-        ]
+        for _ in range(2):
+            assert_outage(await c.post("/api/user/create", json=BAD_SIGN_UP))
         c.cookies.set("auth_token", "x")
-        r = await c.get("/api/session/acquire")
-        assert r.status_code == 503 and "unavailable" in r.json()["message"]
+        assert_outage(await c.get("/api/session/acquire"))
+        assert (await c.head("/api/ping")).status_code == 200  # liveness is never limited
+
+
+async def test_a_websocket_handshake_is_refused_while_redis_is_down(services) -> None:
+    async with replica(services, redis_url="redis://127.0.0.1:9/0") as (app, _):
+        scope = {
+            "type": "websocket",
+            "path": "/api/ws/completion",
+            "raw_path": b"/api/ws/completion",
+            "query_string": b"",
+            "headers": [(b"host", b"test")],
+            "client": (new_address(), 40000),
+            "server": ("test", 80),
+            "subprotocols": [],
+            "asgi": {"version": "3.0"},
+        }
+        to_app: asyncio.Queue = asyncio.Queue()
+        from_app: asyncio.Queue = asyncio.Queue()
+        await to_app.put({"type": "websocket.connect"})
+        await asyncio.wait_for(app(scope, to_app.get, from_app.put), 10)
+        answer = await from_app.get()
+        # Not accepted uncounted: closed with "try again later" (a server with the denial extension gets the 503).
+        assert answer["type"] == "websocket.close" and answer["code"] == 1013, answer
+        assert "unavailable" in answer["reason"]
+
+
+async def test_an_exhausted_redis_pool_fails_closed_after_a_short_wait(services) -> None:
+    tight_pool = {"redis_pool_size": 3, "redis_pool_timeout_s": 0.3}
+    async with replica(services, rate_limit_auth=3, **tight_pool) as (app, state):
+        c = client_for(app, new_address())
+        pool = state.redis.connection_pool
+        # Every connection of the pool busy: the replica's supersede listener holds one, these the other two.
+        held = [await pool.get_connection() for _ in range(2)]
+        try:
+            began = asyncio.get_running_loop().time()
+            assert_outage(await c.post("/api/user/create", json=BAD_SIGN_UP))  # not let through uncounted
+            assert 0.3 <= asyncio.get_running_loop().time() - began < 2.0  # it waited for a connection first
+            # A burst waits for the connection that comes free instead of failing.
+            late = asyncio.create_task(c.post("/api/user/create", json=BAD_SIGN_UP))
+            await asyncio.sleep(0.1)
+            await pool.release(held.pop())
+            assert (await late).status_code == 422
+        finally:
+            for connection in held:
+                await pool.release(connection)
+        statuses = [(await c.post("/api/user/create", json=BAD_SIGN_UP)).status_code for _ in range(3)]
+        assert statuses == [422, 422, 429]  # the limit is intact: 3 counted requests
 
 
 def test_websocket_connects_and_messages_are_limited(services) -> None:

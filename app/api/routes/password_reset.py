@@ -7,7 +7,7 @@ from fastapi.responses import HTMLResponse, Response
 
 from app.api import link_pages
 from app.api.auth import auth_token_of
-from app.api.deps import DbDep, RedisDep, StateDep
+from app.api.deps import ClientAddress, DbDep, RedisDep, StateDep
 from app.api.form_or_json import parse_as, read_form_or_json
 from app.api.routing import SlashTolerantRouter
 from app.infra.mail import send_mail
@@ -72,12 +72,12 @@ async def reset_page(redis: RedisDep, token: str = Query(default="", max_length=
 
 
 @router.post("/reset-password/change", response_model=Message, responses=ERRORS)
-async def change(request: Request, db: DbDep, redis: RedisDep) -> Response | Message:
+async def change(request: Request, db: DbDep, redis: RedisDep, address: ClientAddress) -> Response | Message:
     """Set the new password with the mailed token (JSON or form); every session of the account ends."""
     data, is_form = await read_form_or_json(request)
     try:
         body = parse_as(PasswordResetChange, data)
-        await password_reset.change_password(db, redis, body.token, body.new_password)
+        await password_reset.change_password(db, redis, body.token, body.new_password, address=address)
     except Exception as exc:
         if is_form:
             return link_pages.error_page("Password not changed", exc, "POST /api/user/reset-password/change")

@@ -8,7 +8,7 @@ from fastapi import Request, Response, status
 
 from app.api.auth import session_token_of
 from app.api.cookies import set_token_cookie
-from app.api.deps import AuthDep, CurrentUser, DbDep, PluginSession, RedisDep, StateDep
+from app.api.deps import AuthDep, ClientAddress, CurrentUser, DbDep, PluginSession, RedisDep, StateDep
 from app.api.routing import SlashTolerantRouter
 from app.schemas.common import Message, error_responses
 from app.schemas.project import (
@@ -42,6 +42,7 @@ async def create_project(
     state: StateDep,
     db: DbDep,
     redis: RedisDep,
+    address: ClientAddress,
 ) -> ProjectTokenResponse:
     """Create a project with the caller as owner and activate it: sets the (opaque) `project_token` cookie.
 
@@ -49,7 +50,9 @@ async def create_project(
     `UUID.fromString(project_token)` later, and sends it back as its own `project_token` cookie, which this
     session's activation accepts (app/identity/tokens.py: effective_project_token).
     """
-    project, token = await projects.create(db, redis, session, session_token_of(request), body.project_name)
+    project, token = await projects.create(
+        db, redis, session, session_token_of(request), body.project_name, address=address
+    )
     set_token_cookie(response, state.settings, "project_token", token)
     return ProjectTokenResponse(
         message="Project created successfully",
@@ -104,9 +107,11 @@ async def update_project(
 
 
 @router.delete("/delete/{project_id}", response_model=Message, responses=ERRORS)
-async def delete_project(project_id: uuid.UUID, auth: AuthDep, db: DbDep, redis: RedisDep) -> Message:
+async def delete_project(
+    project_id: uuid.UUID, auth: AuthDep, db: DbDep, redis: RedisDep, address: ClientAddress
+) -> Message:
     """Delete a project and revoke its project tokens; its owner only. Queries keep their rows, unlinked."""
-    await projects.delete_project(db, redis, auth.user_id, project_id)
+    await projects.delete_project(db, redis, auth.user_id, project_id, address=address)
     return Message(message="Project deleted successfully")
 
 
@@ -125,11 +130,16 @@ async def list_members(project_id: uuid.UUID, auth: AuthDep, db: DbDep) -> Membe
     responses=error_responses(401, 403, 404, 409),
 )
 async def create_invitation(
-    project_id: uuid.UUID, body: InvitationCreate, auth: AuthDep, state: StateDep, db: DbDep
+    project_id: uuid.UUID,
+    body: InvitationCreate,
+    auth: AuthDep,
+    state: StateDep,
+    db: DbDep,
+    address: ClientAddress,
 ) -> InvitationCreatedResponse:
     """Invite an email address (owner only); the answer holds the single-use token, shown only here."""
     invitation, token = await projects.invite(
-        db, state.settings, auth.user_id, project_id, str(body.email), body.role
+        db, state.settings, auth.user_id, project_id, str(body.email), body.role, address=address
     )
     return InvitationCreatedResponse(
         message="Invitation created successfully",
@@ -149,14 +159,18 @@ async def list_invitations(project_id: uuid.UUID, auth: AuthDep, db: DbDep) -> I
 
 
 @router.delete("/invitation/revoke/{invitation_id}", response_model=Message, responses=ACCEPT_ERRORS)
-async def revoke_invitation(invitation_id: uuid.UUID, auth: AuthDep, db: DbDep) -> Message:
+async def revoke_invitation(
+    invitation_id: uuid.UUID, auth: AuthDep, db: DbDep, address: ClientAddress
+) -> Message:
     """Revoke a pending invitation (owner only)."""
-    await projects.revoke_invitation(db, auth.user_id, invitation_id)
+    await projects.revoke_invitation(db, auth.user_id, invitation_id, address=address)
     return Message(message="Invitation revoked successfully")
 
 
 @router.post("/invitation/accept", response_model=ProjectResponse, responses=ACCEPT_ERRORS)
-async def accept_invitation(body: InvitationAccept, user: CurrentUser, db: DbDep) -> ProjectResponse:
+async def accept_invitation(
+    body: InvitationAccept, user: CurrentUser, db: DbDep, address: ClientAddress
+) -> ProjectResponse:
     """Join the project of an invitation sent to the caller's email address; the token works once."""
-    project = await projects.accept_invitation(db, user, body.token)
+    project = await projects.accept_invitation(db, user, body.token, address=address)
     return ProjectResponse(message="Invitation accepted: you are a member of the project", project=project)

@@ -6,7 +6,7 @@ from fastapi import Request, Response
 
 from app.api.auth import auth_token_of, session_token_of
 from app.api.cookies import clear_token_cookie, set_token_cookie
-from app.api.deps import AuthDep, DbDep, RedisDep, StateDep
+from app.api.deps import AuthDep, ClientAddress, DbDep, RedisDep, StateDep
 from app.api.routing import SlashTolerantRouter
 from app.errors import Forbidden, Unauthorized
 from app.identity import tokens
@@ -28,7 +28,9 @@ async def acquire(
 
 
 @router.put("/deactivate", response_model=Message, responses=error_responses(401, 403))
-async def deactivate(request: Request, response: Response, db: DbDep, redis: RedisDep) -> Message:
+async def deactivate(
+    request: Request, response: Response, db: DbDep, redis: RedisDep, address: ClientAddress
+) -> Message:
     """Let go of the session: it ends when its last holder lets go, or at once without an auth token.
 
     The plugin calls this whenever one IDE project closes, while its other open projects keep using the same
@@ -43,7 +45,7 @@ async def deactivate(request: Request, response: Response, db: DbDep, redis: Red
     caller = await tokens.resolve_auth(redis, auth) if auth else None
     if caller is not None and caller.user_id != info.user_id:
         raise Forbidden("Session token belongs to another user")
-    if not await sessions.release(db, redis, info, token, signed_in=caller is not None):
+    if not await sessions.release(db, redis, info, token, signed_in=caller is not None, address=address):
         return Message(message="Session released: other holders still use it")
     clear_token_cookie(response, "session_token")
     clear_token_cookie(response, "project_token")

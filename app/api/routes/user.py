@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import BackgroundTasks, Depends, Query, Request, Response, status
 
 from app.api.cookies import clear_token_cookie, set_token_cookie
-from app.api.deps import CurrentUser, DbDep, RedisDep, StateDep
+from app.api.deps import ClientAddress, CurrentUser, DbDep, RedisDep, StateDep
 from app.api.routing import SlashTolerantRouter
 from app.identity import tokens
 from app.identity.google import GoogleVerifier, get_google_verifier
@@ -68,13 +68,14 @@ async def authenticate(
     db: DbDep,
     redis: RedisDep,
     google: GoogleDep,
+    address: ClientAddress,
 ) -> AuthenticateResponse:
     """Check email and password (or a Google ID token), set the `auth_token` cookie, return user and config."""
     if body.provider == "google":
-        user = await users.authenticate_google(db, str(body.email), await google.verify(body.token))
+        user = await users.authenticate_google(db, str(body.email), body.token, google, address=address)
     else:
         user = await users.authenticate_password(
-            db, body, require_verified=state.settings.require_verified_email
+            db, body, require_verified=state.settings.require_verified_email, address=address
         )
     token = await tokens.issue_auth(
         redis, user.user_id, state.settings.auth_token_ttl_s, state.settings.token_max_age_s
@@ -103,9 +104,10 @@ async def update_user(
     db: DbDep,
     redis: RedisDep,
     background: BackgroundTasks,
+    address: ClientAddress,
 ) -> UserResponse:
     """Change name, email, password, preference or config; the old password guards password and email."""
-    email_changed = await users.update_user(db, redis, user, body)
+    email_changed = await users.update_user(db, redis, user, body, address=address)
     if email_changed:
         background.add_task(
             send_mail, state.settings, await verification.verification_mail(redis, state.settings, user)
@@ -119,13 +121,14 @@ async def delete_user(
     response: Response,
     db: DbDep,
     redis: RedisDep,
+    address: ClientAddress,
     delete_data: Annotated[bool, Query(description="Also delete the anonymised research rows")] = False,
     delete_user_data: Annotated[bool | None, Query(include_in_schema=False)] = None,
 ) -> Message:
     """Delete the account and end all its tokens; `delete_data=true` also removes every research row."""
     # `delete_user_data` is the old server's name for the same flag.
     await account_deletion.delete_account(
-        db, redis, user.user_id, delete_data=delete_data or bool(delete_user_data)
+        db, redis, user.user_id, delete_data=delete_data or bool(delete_user_data), address=address
     )
     for name in TOKEN_COOKIES:
         clear_token_cookie(response, name)

@@ -10,6 +10,9 @@ Replies:
 * `{"request_id", "cancelled": true}` for a cancelled operation (and for the `cancel` itself);
 * `{"request_id", "error": message, "status": http-like code}` for a bad message; the socket stays open.
 Several operations may be in flight on one socket; each message is authenticated again (tokens expire).
+At most `ws_max_inflight_per_socket` per socket and `ws_max_inflight_per_user` per caller on this replica:
+one more is refused with a 429 error reply (`retry_after`), so one client cannot take every Redis and
+database connection of the replica.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from app.errors import (
     InvalidInput,
     NotFound,
     PayloadTooLarge,
+    RateLimited,
     Unprocessable,
     answer_of,
 )
@@ -52,6 +56,7 @@ from app.services.context_updates import update_context
 log = logging.getLogger(__name__)
 router = SlashTolerantRouter(prefix="/api/ws", tags=["websocket"])
 MAX_MESSAGE_CHARS = 4 * 1024 * 1024
+MAX_REQUEST_ID_CHARS = 256
 
 
 class ChatGet(BaseModel):
@@ -69,7 +74,7 @@ class ChatDelete(BaseModel):
 class Cancel(BaseModel):
     """`cancel`: the request_id of the operation to stop."""
 
-    request_id: str
+    request_id: str = Field(max_length=MAX_REQUEST_ID_CHARS)
 
 
 def error_frame(request_id: str | None, problem: DomainError) -> dict[str, Any]:
@@ -93,6 +98,7 @@ class Connection:
         self.operations = operations
         self.tasks: dict[str, asyncio.Task[None]] = {}
         self._write = asyncio.Lock()
+        self.caller_key = ""  # whom the in-flight cap per user counts (set once accepted)
 
     async def send(self, message: dict[str, Any]) -> None:
         """Send one JSON reply (never two at once); a closed socket is ignored."""
@@ -106,9 +112,13 @@ class Connection:
         """Read messages until the client goes; cancel whatever it left running."""
         await self.ws.accept()
         try:
+            self.caller_key = await ratelimit.caller_key(self.ws)
             while True:
                 raw = await self.ws.receive_text()
-                self._dispatch(raw)
+                reply = self._dispatch(raw)
+                if reply is not None:
+                    # Awaited, not a task per reply: a client that floods without reading is not read on.
+                    await self.send(reply)
         except WebSocketDisconnect:
             pass
         finally:
@@ -117,7 +127,8 @@ class Connection:
             if self.tasks:
                 await asyncio.gather(*self.tasks.values(), return_exceptions=True)
 
-    def _dispatch(self, raw: str) -> None:
+    def _dispatch(self, raw: str) -> dict[str, Any] | None:
+        """Start the message's operation; the reply due at once (an error, a cancel's answer), if any."""
         request_id: str | None = None
         try:
             if len(raw) > MAX_MESSAGE_CHARS:
@@ -133,6 +144,8 @@ class Connection:
             rid = message.pop("request_id", None)
             if rid is not None and not isinstance(rid, str | int):
                 raise Unprocessable("request_id must be a string or a number")
+            if rid is not None and len(str(rid)) > MAX_REQUEST_ID_CHARS:  # every reply echoes it
+                raise Unprocessable(f"request_id must have at most {MAX_REQUEST_ID_CHARS} characters")
             request_id = None if rid is None else str(rid)
             if len(message) != 1:
                 raise Unprocessable(
@@ -144,18 +157,36 @@ class Connection:
                     f"Unknown operation {operation!r} on this socket; use one of: {', '.join(sorted(self.operations))}"
                 )
             if operation == "cancel":
-                self._cancel(request_id, body)
-                return
+                return self._cancel(request_id, body)
             if request_id is not None and request_id in self.tasks:
                 raise Conflict(f"request_id {request_id} is already in flight")
+            self._admit()
             key = request_id if request_id is not None else f"_anon-{uuid.uuid4().hex}"
             task = asyncio.create_task(self._run(operation, body, request_id))
             self.tasks[key] = task
+            in_flight = self.state.ws_operations
+            in_flight[self.caller_key] = in_flight.get(self.caller_key, 0) + 1
             task.add_done_callback(functools.partial(self._forget, key))
         except DomainError as problem:
-            asyncio.create_task(self.send(error_frame(request_id, problem)))
+            return error_frame(request_id, problem)
+        return None
 
-    def _cancel(self, request_id: str | None, body: Any) -> None:
+    def _admit(self) -> None:
+        """Refuse one operation more than the socket's or the caller's cap (429; the socket stays open)."""
+        settings = self.state.settings
+        per_socket, per_user = settings.ws_max_inflight_per_socket, settings.ws_max_inflight_per_user
+        if len(self.tasks) >= per_socket:
+            where = f"on this socket (at most {per_socket})"
+        elif self.state.ws_operations.get(self.caller_key, 0) >= per_user:
+            where = f"for this user (at most {per_user} on this server)"
+        else:
+            return
+        raise RateLimited(
+            f"Too many operations in flight {where}: wait for a reply or cancel one",
+            headers={"Retry-After": "1"},
+        )
+
+    def _cancel(self, request_id: str | None, body: Any) -> dict[str, Any]:
         try:
             target = Cancel.model_validate(
                 body if isinstance(body, dict) else {"request_id": body}
@@ -166,11 +197,7 @@ class Connection:
         if task is None:
             raise NotFound(f"No operation with request_id {target} is in flight")
         task.cancel()
-        asyncio.create_task(
-            self.send(
-                {"request_id": request_id, "cancel_response": {"request_id": str(target), "cancelled": True}}
-            )
-        )
+        return {"request_id": request_id, "cancel_response": {"request_id": str(target), "cancelled": True}}
 
     async def _run(self, operation: str, body: Any, request_id: str | None) -> None:
         try:
@@ -187,8 +214,13 @@ class Connection:
             await self.send(error_frame(request_id, answer_of(exc, f"WEBSOCKET operation {operation}")))
 
     def _forget(self, key: str, _task: asyncio.Task[Any]) -> None:
-        """A finished operation leaves the socket's in-flight table."""
+        """A finished operation leaves the socket's in-flight table and its caller's count."""
         self.tasks.pop(key, None)
+        left = self.state.ws_operations.get(self.caller_key, 0) - 1
+        if left > 0:
+            self.state.ws_operations[self.caller_key] = left
+        else:
+            self.state.ws_operations.pop(self.caller_key, None)
 
     async def caller(self, db: Any, need_project: bool) -> tuple[Any, Any, Any]:
         """(user, session, project) of this socket's cookies or headers, checked now by the HTTP routes' chain."""
