@@ -170,3 +170,18 @@ def test_development_key_is_generated_once_under_the_data_dir(tmp_path: Path) ->
     again = Keyring.parse(local_key_spec(tmp_path))
     assert again.fingerprint == first.fingerprint
     assert again.open(first.seal(CODE, b"row"), b"row") == CODE
+
+
+def test_a_writer_whose_keys_differ_from_the_ingress_refuses_to_start() -> None:
+    from app.workers.telemetry_writer import TelemetryWriter
+
+    ours, theirs = ring("k1"), ring("k1")
+    with pytest.raises(RuntimeError, match="ENCRYPTION_KEYS differ"):
+        TelemetryWriter(
+            "redis://127.0.0.1:9/0",
+            "postgresql://x@/y",
+            "w",
+            keyring=ours,
+            keyring_fingerprint=theirs.fingerprint,
+        )
+    assert ours.fingerprint != theirs.fingerprint and ours.fingerprint == Keyring(ours.keys).fingerprint
