@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTHON ?= python3
 
-.PHONY: setup up lint test test-unit bench
+.PHONY: setup up lint test test-unit bench tabby-agent
 
 setup: $(VENV)/.installed
 
@@ -25,7 +25,16 @@ lint: setup
 	$(VENV)/bin/mypy app serve db deployments
 	$(VENV)/bin/lint-imports
 
-test: lint
+# The real tabby-agent (npm, pinned by its package-lock.json) for tests/integration/test_tabby_agent.py; needs
+# node >= 18 and npm. Reinstalled only when the lockfile changes.
+TABBY_DIR := tests/clients/tabby
+tabby-agent: $(TABBY_DIR)/node_modules/.installed
+
+$(TABBY_DIR)/node_modules/.installed: $(TABBY_DIR)/package.json $(TABBY_DIR)/package-lock.json
+	cd $(TABBY_DIR) && npm ci --no-audit --no-fund --ignore-scripts
+	touch $@
+
+test: lint tabby-agent
 	$(PY) -m pytest -q -p no:cacheprovider
 
 test-unit: setup

@@ -11,6 +11,7 @@ from app.api.body_limit import BodyLimitMiddleware
 from app.api.ratelimit import RateLimitMiddleware
 from app.api.routes import (
     admin,
+    api_tokens,
     chat,
     completion,
     context,
@@ -19,6 +20,7 @@ from app.api.routes import (
     privacy,
     project,
     session,
+    tabby,
     user,
     verification,
     ws,
@@ -59,6 +61,7 @@ def create_app(make_state: StateFactory) -> FastAPI:
     app.add_middleware(ServerTimingMiddleware)  # outermost: the whole of the app's time
     for module in (
         user,
+        api_tokens,
         verification,
         password_reset,
         privacy,
@@ -74,5 +77,7 @@ def create_app(make_state: StateFactory) -> FastAPI:
         # UTF-8 JSON or a bad Content-Length, 413 over the size limit, 422 for the schema, 429 rate
         # limited, 503 while Redis or PostgreSQL is down.
         app.include_router(module.router, responses=error_responses(400, 413, 422, 429, 503))
+    # Tabby's HTTP API (API tokens; rate limited like the plugin's completion calls).
+    app.include_router(tabby.router, responses=error_responses(400, 413, 422, 429, 503))
     app.include_router(ping.router)  # liveness: never rate limited, no body
     return app

@@ -130,17 +130,27 @@ class Stack:
         self.timings["first_deploy_s"] = time.perf_counter() - began
         return self
 
+    @property
+    def redis_url(self) -> str:
+        """The embedded Redis (for benchmarks that read its INFO)."""
+        return self._redis_url
+
+    def settings(self) -> Any:
+        """The settings every replica runs with (environment + the embedded services' URLs)."""
+        from app.infra.settings import Settings
+
+        return Settings(database_url=self._database_url, redis_url=self._redis_url)
+
     def deploy(self, entry: dict[str, Any]) -> float:
         """(Re)deploy the application with this model entry; returns seconds until it is running."""
         from ray import serve
 
-        from app.infra.settings import Settings
         from serve.builder import build_application
 
         args = local_app_args()
         args["models"] = [entry]
         args["embedding"]["enabled"] = self.embedder
-        settings = Settings(database_url=self._database_url, redis_url=self._redis_url)
+        settings = self.settings()
         began = time.perf_counter()
         app = build_application(args, settings=settings, migrate=False)
         serve.run(app, name=APP_NAME, route_prefix="/")

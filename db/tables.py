@@ -93,13 +93,16 @@ class TriggerType(SQLModel, table=True):
 
 
 class PluginVersion(SQLModel, table=True):
-    """Known plugin versions (ids 1-4 seeded)."""
+    """Known plugin versions (ids 1-4 seeded; Tabby clients' versions from 100 up, added as they appear)."""
 
     __tablename__ = "plugin_version"
     version_id: int = Field(primary_key=True)
     version_name: str = Field(sa_column=Column(String(100), nullable=False))
     ide_type: str = Field(sa_column=Column(String(100), nullable=False))
     description: str | None = Field(default=None, sa_column=Column(Text))
+
+    # Tabby clients' versions are added at run time (app/services/client_versions.py), one row per version.
+    __table_args__ = (Index("ux_plugin_version_name_ide", "version_name", "ide_type", unique=True),)
 
 
 class ModelName(SQLModel, table=True):
@@ -209,6 +212,20 @@ class SessionProject(SQLModel, table=True):
     project_id: uuid.UUID = Field(
         sa_column=Column(ForeignKey("project.project_id", ondelete="CASCADE"), primary_key=True, index=True)
     )
+
+
+class ApiToken(SQLModel, table=True):
+    """A user's API token for the /v1 routes (Tabby's clients): only its SHA-256 is kept, the value is shown once."""
+
+    __tablename__ = "api_token"
+    token_id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    user_id: uuid.UUID = _fk("user.user_id")
+    name: str = Field(sa_column=Column(String(100), nullable=False))
+    token_hash: str = Field(sa_column=Column(String(64), nullable=False, unique=True))
+    created_at: datetime = _ts()
+    # Touched when a replica looks the token up in PostgreSQL (at most once per API_TOKEN_CACHE_S per replica).
+    last_used_at: datetime | None = _ts(nullable=True)
+    expires_at: datetime | None = _ts(nullable=True)
 
 
 # ---------------------------------------------------------------- queries and telemetry

@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.requests import HTTPConnection
 
 from app.errors import Forbidden, Unauthorized
-from app.identity import tokens
+from app.identity import api_tokens, tokens
 from app.infra.settings import Settings
 from app.infra.state import AppState
 from app.services import users
@@ -212,3 +212,55 @@ async def completion_caller(creds: Credentials, state: AppState) -> CallerInfo:
     _project_token(creds)  # a missing one is a 401 after the session's checks, as in `identify`
     project = _checked_project(tokens.project_from(raw_project), session)
     return CallerInfo(auth.user_id, preference, session, project)
+
+
+# ---------------------------------------------------------------- API tokens (the /v1 routes)
+
+_API_SEEN = "c4m.api_token"
+MISSING_API_TOKEN = (
+    "Missing API token: send Authorization: Bearer c4m_... (create one at POST /api/user/tokens)"
+)
+BAD_API_TOKEN = "Invalid, revoked or expired API token"
+
+
+@dataclass(frozen=True)
+class ApiCaller:
+    """Who is asking on a /v1 route: the user of a valid API token, with the user's stored preference."""
+
+    user_id: uuid.UUID
+    preference: dict[str, Any]
+    token_id: uuid.UUID
+
+
+def bearer_of(conn: HTTPConnection) -> str:
+    """The `Authorization: Bearer` value of a connection ('' without one); API tokens come only this way."""
+    header = conn.headers.get("authorization", "")
+    return header[7:].strip() if header[:7].lower() == "bearer " else ""
+
+
+async def peek_api_token(conn: HTTPConnection, state: AppState) -> api_tokens.ApiTokenInfo | None:
+    """The API token of a connection, resolved once per HTTP request (the limiter's answer is reused)."""
+    token = bearer_of(conn)
+    if not token:
+        return None
+    seen = conn.scope.get("state", {}).get(_API_SEEN)
+    if seen is not None and seen[0] == token:
+        return seen[1]  # type: ignore[no-any-return]
+    info = await api_tokens.resolve(state.redis, state.sessionmaker, token, state.settings.api_token_cache_s)
+    conn.scope.setdefault("state", {})[_API_SEEN] = (token, info)
+    return info
+
+
+async def api_caller(conn: HTTPConnection, state: AppState) -> ApiCaller:
+    """The caller of a /v1 route; 401 without a valid API token or when the account is gone."""
+    if not bearer_of(conn):
+        raise Unauthorized(MISSING_API_TOKEN)
+    info = await peek_api_token(conn, state)
+    if info is None:
+        raise Unauthorized(BAD_API_TOKEN)
+    preference = users.snapshot_preference(await state.redis.get(tokens.user_snapshot_key(info.user_id)))
+    if preference is None:
+        preference = await users.load_preference(state.sessionmaker, state.redis, info.user_id)
+    if preference is None:
+        raise Unauthorized(ACCOUNT_GONE)
+    return ApiCaller(info.user_id, preference, info.token_id)

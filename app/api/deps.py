@@ -109,3 +109,11 @@ async def get_caller(creds: CredentialsDep, state: StateDep) -> auth.CallerInfo:
 
 
 Caller = Annotated[auth.CallerInfo, Depends(get_caller)]
+
+
+async def get_api_caller(request: HTTPConnection, state: StateDep) -> auth.ApiCaller:
+    """The user of the request's API token, for the /v1 routes (auth.api_caller)."""
+    return await auth.api_caller(request, state)
+
+
+ApiCaller = Annotated[auth.ApiCaller, Depends(get_api_caller)]

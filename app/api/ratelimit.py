@@ -11,7 +11,7 @@ the new request only if the count is under the limit. Why this and not a sliding
 * one atomic script per request (one round trip), using Redis's clock so replicas with skewed
   clocks still agree.
 
-Identity: the user (`user:<id>`) when the request carries a valid auth token, else the client
+Identity: the user (`user:<id>`) when the request carries a valid auth token (on /v1: API token), else the client
 address (`addr:<ip or IPv6 /64>`, see app/infra/client_address.py). Auth routes (sign-up, sign-in,
 verification, password reset) are always keyed by address: they are where passwords get guessed.
 Keying signed-in users by user rather than by address keeps a lab of students behind one NAT from
@@ -46,6 +46,9 @@ RouteClass = Literal["auth", "completion", "default"]
 # Path prefixes per class (a prefix matches itself and anything below it); first match wins.
 AUTH_PREFIXES = ("/api/user/create", "/api/user/authenticate", "/api/user/verify", "/api/user/reset-password")
 COMPLETION_PREFIXES = ("/api/completion", "/api/chat", "/api/ws")
+# The /v1 routes (Tabby's HTTP API), keyed by the user of their API token.
+API_PREFIXES = ("/v1",)
+API_COMPLETION_PREFIXES = ("/v1/completions", "/v1/events")
 # Liveness probes from load balancers must never be refused.
 EXEMPT_PATHS = ("/api/ping",)
 
@@ -95,6 +98,8 @@ def route_class_of(path: str) -> RouteClass | None:
     def under(prefixes: tuple[str, ...]) -> bool:
         return any(path == p or path.startswith(p + "/") for p in prefixes)
 
+    if under(API_PREFIXES):
+        return "completion" if under(API_COMPLETION_PREFIXES) else "default"
     if not under(("/api",)) or under(EXEMPT_PATHS):
         return None
     if under(AUTH_PREFIXES):
@@ -136,7 +141,13 @@ class RateLimiter:
 
     async def identity_of(self, conn: HTTPConnection, route_class: RouteClass) -> str:
         """`user:<id>` for a valid auth token (except on auth routes), else `addr:<client address bucket>`."""
-        if route_class != "auth":
+        path = conn.url.path
+        if any(path == p or path.startswith(p + "/") for p in API_PREFIXES):
+            state: AppState = conn.app.state.c4m
+            api_token = await auth.peek_api_token(conn, state)  # the route reuses it
+            if api_token is not None:
+                return f"user:{api_token.user_id}"
+        elif route_class != "auth":
             info = await auth.peek_auth(conn, self.redis, self.settings)  # the route's chain reuses it
             if info is not None:
                 return f"user:{info.user_id}"

@@ -12,7 +12,7 @@ data, so neither the header nor the row a ciphertext belongs to can be changed w
 A `Sealer` holds one data key for a batch of values (each value has its own random nonce), so a batch of
 2,000 rows costs one key wrap, not 2,000.
 
-Version 0 is a value stored before encryption existed (migration 0009 turned the text columns into bytea
+Version 0 is a value stored before encryption existed (migration 0010 turned the text columns into bytea
 that way): a zero byte and the UTF-8 text. It is read as it is, and `code4me rekey` encrypts it.
 
 The keyring's first key encrypts; every key decrypts, so keys rotate without downtime (README, "Encryption
@@ -284,5 +284,5 @@ class Sealer:
 
 
 def plain_legacy(text: str) -> bytes:
-    """The version-0 form of a text (what migration 0009 made of rows stored before encryption)."""
+    """The version-0 form of a text (what migration 0010 made of rows stored before encryption)."""
     return bytes([VERSION_PLAIN]) + text.encode("utf-8")

@@ -59,6 +59,11 @@ class Settings(BaseSettings):
     token_max_age_s: int = Field(default=30 * 24 * 3600, gt=0)
     email_token_ttl_s: int = Field(default=24 * 3600, gt=0)
     project_invitation_ttl_s: int = Field(default=7 * 24 * 3600, gt=0)
+    # API tokens of the /v1 routes (app/identity/api_tokens.py): how long a replica trusts its Redis copy of a
+    # token's row (a revoke drops the copy at once; last use is written when the copy is made), and how many
+    # tokens a user may hold.
+    api_token_cache_s: int = Field(default=60, gt=0)
+    max_api_tokens_per_user: int = Field(default=50, gt=0)
 
     # Accounts: when true, password sign-in is refused (403) until the email address is verified.
     require_verified_email: bool = False

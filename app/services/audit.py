@@ -36,6 +36,8 @@ class AuditAction(StrEnum):
     SIGN_IN_FAILED = "auth.sign_in_failed"
     SESSION_END = "auth.session_end"  # a deactivate that ended the session: its session and project tokens
     PASSWORD_RESET = "auth.password_reset"  # every token of the account ends
+    API_TOKEN_CREATE = "auth.api_token_create"
+    API_TOKEN_REVOKE = "auth.api_token_revoke"
     USER_UPDATE = "user.update"
     USER_EXPORT = "user.export"
     USER_DELETE = "user.delete"

@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
-from app.context.retrieval import snippets_for
+from app.context.retrieval import Candidate, snippets_for, within_budget
 from app.errors import Forbidden, NotFound, PayloadTooLarge
 from app.identity import tokens
 from app.infra.encryption import generation_aad
@@ -77,6 +78,24 @@ def model_call(body: CompletionRequest, snippets: tuple[Snippet, ...] = ()) -> C
     )
 
 
+def fit_client_snippets(snippets: Sequence[Snippet], budget_chars: int) -> list[Snippet]:
+    """A client's own snippets (Tabby's declarations and related code), best first: redacted like the stored
+    context, duplicates dropped, cut to the snippet budget as retrieved ones are."""
+    seen: set[tuple[str, str]] = set()
+    candidates: list[Candidate] = []
+    next_line: dict[str, int] = {}
+    for snippet in snippets:
+        path, text = redact(snippet.path), redact(snippet.text, snippet.path)
+        if (path, text) in seen or not text.strip():
+            continue
+        seen.add((path, text))
+        # Where in its file a snippet sits is unknown: each gets lines of its own, so none cuts another.
+        start = next_line.get(path, 0)
+        next_line[path] = start + text.count("\n") + 1
+        candidates.append(Candidate(path, start, next_line[path], text, 0.0))
+    return within_budget(candidates, budget_chars)
+
+
 def generation_event(
     meta_query_id: uuid.UUID, outcome: Outcome[CompletionResult], user_id: uuid.UUID | None = None
 ) -> GenerationEvent:
@@ -108,12 +127,19 @@ class Answered:
 async def request_completion(
     state: AppState,
     user: Requester,
-    session: tokens.SessionInfo,
-    project: tokens.ProjectInfo,
+    session: tokens.SessionInfo | None,
+    project: tokens.ProjectInfo | None,
     body: CompletionRequest,
     on_result: OnResult | None = None,
+    *,
+    client_snippets: Sequence[Snippet] | None = None,
 ) -> Answered:
-    """Ask every requested model concurrently, queue the query and generations for storage, answer all slots."""
+    """Ask every requested model concurrently, queue the query and generations for storage, answer all slots.
+
+    A plugin call has a session and a project (the snippets come from the project's files, a newer request
+    of the session supersedes it); a call with an API token (/v1) has neither and may bring its own
+    `client_snippets` (redacted and cut to the snippet budget here, like retrieved ones).
+    """
     began = time.perf_counter()
     models = resolve_models(state, body.model_ids)
     check_request(state, body)
@@ -126,24 +152,29 @@ async def request_completion(
         body.store_contextual_telemetry,
         body.store_behavioral_telemetry,
     )
-    # Numbered in its session and announced to every replica (supersedes older requests) meanwhile.
-    announced = asyncio.create_task(announce(state.redis, session.session_id))
-    # The project's other files most relevant to the cursor (from the redacted live state or the index).
-    snippets = snippets_for(
-        state,
-        project.project_id,
-        body.contextual_telemetry.file_path or body.context.file_name or "",
-        sent.context.prefix,
-        sent.context.suffix,
-        body.context.context_files,
-        state.settings.context_snippet_budget_chars,
-        storage.context,
-        user_id=user.user_id,
-    )
-    try:
-        call = model_call(sent, tuple(await snippets))
-    finally:
-        seq = await announced
+    budget = state.settings.context_snippet_budget_chars
+    supersede: tuple[uuid.UUID, int] | None = None
+    if session is None or project is None:
+        call = model_call(sent, tuple(fit_client_snippets(client_snippets or (), budget)))
+    else:
+        # Numbered in its session and announced to every replica (supersedes older requests) meanwhile.
+        announced = asyncio.create_task(announce(state.redis, session.session_id))
+        # The project's other files most relevant to the cursor (from the redacted live state or the index).
+        snippets = snippets_for(
+            state,
+            project.project_id,
+            body.contextual_telemetry.file_path or body.context.file_name or "",
+            sent.context.prefix,
+            sent.context.suffix,
+            body.context.context_files,
+            budget,
+            storage.context,
+            user_id=user.user_id,
+        )
+        try:
+            call = model_call(sent, tuple(await snippets))
+        finally:
+            supersede = (session.session_id, await announced)
     meta_query_id = uuid.uuid4()
     started = time.perf_counter()
 
@@ -161,7 +192,7 @@ async def request_completion(
         models,
         ask,
         on_outcome=forward if on_result else None,
-        supersede=(session.session_id, seq),
+        supersede=supersede,
     )
     answered = time.perf_counter()
     total_ms = int((answered - started) * 1000)
@@ -214,11 +245,11 @@ def _slot(generation: Generation | GenerationEvent, model_name: str, completion:
     )
 
 
-async def _cached(state: AppState, user: User, meta_query_id: uuid.UUID) -> CompletionData | None:
+async def _cached(state: AppState, user: Requester, meta_query_id: uuid.UUID) -> CompletionData | None:
     return await RECENT.recall_own(state.redis, user.user_id, meta_query_id, "completion query")
 
 
-async def _own_query(db: AsyncSession, user: User, meta_query_id: uuid.UUID) -> MetaQuery:
+async def _own_query(db: AsyncSession, user: Requester, meta_query_id: uuid.UUID) -> MetaQuery:
     meta = await db.get(MetaQuery, meta_query_id)
     if meta is None or meta.query_type != "completion":
         raise NotFound("Completion query not found")
@@ -227,7 +258,24 @@ async def _own_query(db: AsyncSession, user: User, meta_query_id: uuid.UUID) -> 
     return meta
 
 
-async def feedback(state: AppState, db: AsyncSession, user: User, body: FeedbackRequest) -> None:
+async def query_models(
+    state: AppState, db: AsyncSession, user: Requester, meta_query_id: uuid.UUID
+) -> list[int]:
+    """The ids of the models that answered one of the caller's completion queries, ascending (404/403 else).
+
+    The query is read from Redis first, so what beats the database write still finds it.
+    """
+    cached = await _cached(state, user, meta_query_id)
+    if cached is not None:
+        return sorted(slot.model_id for slot in cached.completions)
+    await _own_query(db, user, meta_query_id)
+    rows = await db.execute(
+        select(col(Generation.model_id)).where(col(Generation.meta_query_id) == meta_query_id)
+    )
+    return sorted(int(m) for m in rows.scalars())
+
+
+async def feedback(state: AppState, db: AsyncSession, user: Requester, body: FeedbackRequest) -> None:
     """Queue acceptance and (optionally) the ground truth for one model's generation.
 
     The query is checked in Redis first, so feedback that beats the database write still succeeds.

@@ -28,6 +28,7 @@ from app.infra.envelope import Keyring
 from app.services import audit
 from app.services.audit import AuditAction
 from db.tables import (
+    ApiToken,
     BehavioralTelemetry,
     Chat,
     ChatMessage,
@@ -272,6 +273,16 @@ async def _head(sessionmaker: Sessions, user_id: uuid.UUID) -> tuple[dict[str, A
                 row(a)
                 for a in await _all(
                     db, select(StudyAssignment).where(col(StudyAssignment.user_id) == user_id)
+                )
+            ],
+            # Names and times only: a token's hash is not the user's data (as for the password's).
+            "api_tokens": [
+                row(t, exclude={"token_hash"})
+                for t in await _all(
+                    db,
+                    select(ApiToken)
+                    .where(col(ApiToken.user_id) == user_id)
+                    .order_by(col(ApiToken.created_at)),
                 )
             ],
         }

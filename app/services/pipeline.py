@@ -134,8 +134,8 @@ class Storage:
 def query_event(
     query_type: Literal["completion", "chat"],
     requester: Requester,
-    session: tokens.SessionInfo,
-    project: tokens.ProjectInfo,
+    session: tokens.SessionInfo | None,
+    project: tokens.ProjectInfo | None,
     storage: Storage,
     *,
     meta_query_id: uuid.UUID,
@@ -163,8 +163,8 @@ def query_event(
     return QueryEvent(
         meta_query_id=meta_query_id,
         user_id=requester.user_id,
-        session_id=session.session_id,
-        project_id=project.project_id,
+        session_id=session.session_id if session is not None else None,  # None: an API token's call (/v1)
+        project_id=project.project_id if project is not None else None,
         query_type=query_type,
         timestamp=utcnow(),
         total_serving_time_ms=total_ms,

@@ -2,7 +2,7 @@
 
 Key rotation without downtime: (1) every process gets `ENCRYPTION_KEYS=new:...,old:...` (a redeploy: new
 values are sealed under `new`, both keys read); (2) this pass rewrites every sealed value that is not under
-`new` yet (older keys, and the version-0 plaintext rows of before migration 0009) in bounded batches,
+`new` yet (older keys, and the version-0 plaintext rows of before migration 0010) in bounded batches,
 each its own short transaction; (3) `old` is dropped from `ENCRYPTION_KEYS`.
 
 Resumable by construction: a batch selects only values not under the primary key (the key id is read from
@@ -40,7 +40,7 @@ class TableRekey:
 
 
 def _stale(column: str) -> str:
-    """SQL: the value is not sealed under the primary key ($1): plaintext of before 0009, or another key."""
+    """SQL: the value is not sealed under the primary key ($1): plaintext of before 0010, or another key."""
     return (
         f"({column} IS NOT NULL AND (get_byte({column}, 0) = 0"
         f" OR substring({column} FROM 3 FOR get_byte({column}, 1)) <> $1::bytea))"

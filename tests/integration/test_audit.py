@@ -274,6 +274,37 @@ async def test_an_export_is_one_record(audit_api) -> None:
     )
 
 
+async def test_creating_and_revoking_an_api_token_are_one_record_each_without_the_value(audit_api) -> None:
+    client, state = audit_api
+    c, email = await signed_up(client)
+    user_id = await user_id_of(state, email)
+    before = await mark(state)
+    r = await c.post("/api/user/tokens", json={"name": "laptop"}, headers=via("203.0.113.15"))
+    assert r.status_code == 201, r.text
+    token_id, value = r.json()["data"]["token_id"], r.json()["data"]["token"]
+    created = await one_record(state, before)
+    expect(
+        created,
+        AuditAction.API_TOKEN_CREATE,
+        actor=user_id,
+        address="203.0.113.15",
+        target=("api_token", token_id),
+    )
+    assert value not in as_text(created) and "laptop" not in as_text(created)
+    before = await mark(state)
+    assert (await c.delete(f"/api/user/tokens/{token_id}", headers=via("203.0.113.16"))).status_code == 200
+    expect(
+        await one_record(state, before),
+        AuditAction.API_TOKEN_REVOKE,
+        actor=user_id,
+        address="203.0.113.16",
+        target=("api_token", token_id),
+    )
+    before = await mark(state)
+    assert (await c.delete(f"/api/user/tokens/{token_id}")).status_code == 404  # refused: no record
+    assert await since(state, before) == []
+
+
 @pytest.mark.parametrize("delete_data", [True, False])
 async def test_an_account_deletion_is_one_record_that_outlives_the_account(
     audit_api, delete_data: bool

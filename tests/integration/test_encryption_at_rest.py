@@ -1,5 +1,5 @@
 """Encryption at rest on the real PostgreSQL and Redis: no stored code in clear, the API still answers it,
-migration 0009 of rows stored before, and key rotation by `code4me rekey` while the platform reads both keys."""
+migration 0010 of rows stored before, and key rotation by `code4me rekey` while the platform reads both keys."""
 
 from __future__ import annotations
 
@@ -219,12 +219,12 @@ async def test_a_ciphertext_moved_to_another_row_does_not_open(api, services: Se
         state.keyring.open(moved, context_aad("prefix", ids[1]))  # never readable as the second's
 
 
-# ---------------------------------------------------------------- migration 0009 and rotation
+# ---------------------------------------------------------------- migration 0010 and rotation
 
 
 @pytest.fixture
 async def own_database(services: ServiceUrls) -> AsyncIterator[str]:
-    """A database of the test's own, migrated to 0008: `code4me rekey` rewrites every row of a database."""
+    """A database of the test's own, migrated to 0009: `code4me rekey` rewrites every row of a database."""
     name = f"rekey_{uuid.uuid4().hex[:8]}"
     admin = await asyncpg.connect(plain_url(services.database_url))
     try:
@@ -232,7 +232,7 @@ async def own_database(services: ServiceUrls) -> AsyncIterator[str]:
     finally:
         await admin.close()
     url = re.sub(r"@/[^?]+", f"@/{name}", services.database_url, count=1)
-    await upgrade_async(url, "0008")
+    await upgrade_async(url, "0009")
     yield url
     admin = await asyncpg.connect(plain_url(services.database_url))
     try:
@@ -249,7 +249,7 @@ def private_redis(url: str) -> str:
 async def test_migration_then_rotation_without_downtime(
     own_database: str, services: ServiceUrls, data_dir
 ) -> None:
-    # Rows stored before encryption existed (schema 0008: text columns, lexemes in clear).
+    # Rows stored before encryption existed (schema 0009: text columns, lexemes in clear).
     legacy = marker()
     conn = await asyncpg.connect(plain_url(own_database))
     try:

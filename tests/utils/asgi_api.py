@@ -96,16 +96,21 @@ def api_settings(data_dir: Path, **overrides: Any) -> Settings:
 
 @asynccontextmanager
 async def running_api(
-    database_url: str, redis_url: str, settings: Settings, entries: list[dict[str, Any]] | None = None
+    database_url: str,
+    redis_url: str,
+    settings: Settings,
+    entries: list[dict[str, Any]] | None = None,
+    gateway: Any = None,
 ) -> AsyncIterator[tuple[httpx.AsyncClient, AppState]]:
-    """The FastAPI app in-process on the given services and settings (scripted models): a client and its state."""
+    """The FastAPI app in-process on the given services and settings (scripted models unless `gateway` is
+    given): a client and its state."""
 
     def make_state():  # type: ignore[no-untyped-def]
         return build_state(
             settings,
             database_url,
             redis_url,
-            ScriptedGateway(),
+            gateway or ScriptedGateway(),
             cards_of(ENTRIES if entries is None else entries),
         )
 

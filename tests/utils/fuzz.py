@@ -117,6 +117,25 @@ class Credentials:
         self.meta_query_id = r.json()["data"]["meta_query_id"]
         self.client.cookies.clear()
 
+    def completion_id(self) -> str:
+        """A fresh Tabby completion of the fuzz user (the user may have been replaced since the last one)."""
+        tabby = {"language": "python", "segments": {"prefix": "def f(x):\n    return x.", "suffix": "\n"}}
+        return str(
+            self._ok(self.client.post("/v1/completions", json=tabby, headers=self.bearer())).json()["id"]
+        )
+
+    def bearer(self) -> dict[str, str]:
+        """The headers of a /v1 call: the fuzz user's API token."""
+        return {"authorization": f"Bearer {self.api_token}"}
+
+    def spare_token_id(self) -> str:
+        """A fresh API token of the fuzz user that a case may revoke (never the one the /v1 cases use)."""
+        r = self.client.post(
+            "/api/user/tokens", json={"name": "spare"}, cookies={"auth_token": self.auth_token}
+        )
+        self.client.cookies.clear()
+        return r.json()["data"]["token_id"] if r.status_code == 201 else str(uuid.uuid4())
+
     def invitation_id(self) -> str:
         """A fresh pending invitation of the fuzz user's project."""
         body = {"email": P.new_email()}
@@ -139,6 +158,13 @@ class Credentials:
         self._ok(self.client.post("/api/user/create", json=P.user_create(email)))
         signed_in = self._ok(self.client.post("/api/user/authenticate", json=P.authenticate(email)))
         self.auth_token = signed_in.cookies["auth_token"]
+        self.client.cookies.clear()
+        token = self._ok(
+            self.client.post(
+                "/api/user/tokens", json={"name": "fuzz"}, cookies={"auth_token": self.auth_token}
+            )
+        )
+        self.api_token = token.json()["data"]["token"]
         self.client.cookies.clear()
 
     def renew(self) -> None:
@@ -189,12 +215,17 @@ def steer(case: Any, creds: Credentials, draw: Callable[[Any], Any]) -> None:
                 params[name] = real[name]()
             elif name == "invitation_id":
                 params[name] = creds.invitation_id()
+            elif name == "token_id":
+                params[name] = creds.spare_token_id()
         case.path_parameters = params
     if isinstance(case.body, dict):
         body = dict(case.body)
         for name in ("project_id", "meta_query_id"):
             if name in body:
                 body[name] = real[name]()
+        if "completion_id" in body:  # a Tabby event about the fuzz user's completion
+            body["completion_id"] = creds.completion_id()
+            body["choice_index"] = 0
         chat = isinstance(body.get("messages"), list) and bool(body["messages"])
         if chat:  # a conversation ending with the user's turn, with the generated texts
             texts = [m[1] if isinstance(m, list) and len(m) == 2 else "" for m in body["messages"]]
@@ -303,7 +334,8 @@ def _fuzz_operation(
             steer(case, creds, data.draw)
         report.cases[label] = report.cases.get(label, 0) + 1
         try:
-            response = case.call(cookies=creds.cookies)
+            api = case.path.startswith("/v1")  # Tabby's routes take the API token
+            response = case.call(cookies=creds.cookies, headers=creds.bearer() if api else None)
         except Exception as exc:  # noqa: BLE001 - the in-process transport re-raises an exception escaping the app
             report.count(label, 500)
             first_line = (str(exc).splitlines() or [""])[0]

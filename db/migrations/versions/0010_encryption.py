@@ -1,7 +1,7 @@
 """encryption at rest: stored code columns become bytea in the envelope format of app/infra/envelope.py
 
-Revision ID: 0009
-Revises: 0008
+Revision ID: 0010
+Revises: 0009
 Create Date: 2026-12-04
 
 bytea, not text with a prefix: a sealed value is binary (version, key id, wrapped key, nonce, ciphertext),
@@ -16,8 +16,8 @@ from collections.abc import Sequence
 
 from alembic import op
 
-revision: str = "0009"
-down_revision: str | None = "0008"
+revision: str = "0010"
+down_revision: str | None = "0009"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
