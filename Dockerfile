@@ -8,7 +8,8 @@
 #   docker run --shm-size=2g -p 8000:8000 -p 8265:8265 \
 #     -e DATABASE_URL=postgresql://USER:PASSWORD@HOST:5432/code4me \
 #     -e REDIS_URL=redis://HOST:6379/0 \
-#     -e ENVIRONMENT=production -e SECRET_KEY=AT_LEAST_32_RANDOM_CHARACTERS code4me-serve
+#     -e ENVIRONMENT=production -e SECRET_KEY=AT_LEAST_32_RANDOM_CHARACTERS \
+#     -e ENCRYPTION_KEYS=ID:BASE64_OF_32_RANDOM_BYTES code4me-serve     # `code4me keygen ID` prints one
 #
 # For a GPU image also pass `--gpus all` (NVIDIA container toolkit on the host).
 

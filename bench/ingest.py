@@ -50,8 +50,10 @@ def _writer_main(redis_url: str, database_url: str, consumer: str) -> None:
 
 def _copy_rows(queries: list[list[Any]]) -> dict[str, list[tuple[Any, ...]]]:
     """The rows the writer would produce for these events, per table, in foreign-key order."""
+    from app.infra.envelope import Keyring, new_key_spec
     from app.workers import telemetry_writer as W
 
+    sealer = Keyring.parse(new_key_spec("bench")).sealer()  # the baseline stores sealed code too
     out: dict[str, list[tuple[Any, ...]]] = {
         t: []
         for t in (
@@ -66,19 +68,17 @@ def _copy_rows(queries: list[list[Any]]) -> dict[str, list[tuple[Any, ...]]]:
     }
     for events in queries:
         q, *gens, fb = events
-        out["context"].append(W._context_row(q))
+        out["context"].append(W._context_row(q, sealer))
         out["contextual_telemetry"].append(W._contextual_row(q))
         out["behavioral_telemetry"].append(W._behavioral_row(q))
         out["meta_query"].append(W._meta_row(q, set(), set()))
         out["completion_query"].append((q.meta_query_id, R.as_json(q.stop_sequences)))
         for g in gens:
-            row = list(W._generation_row(g))
+            row = list(W._generation_row(g, sealer))
             row[5] = list(g.token_logprobs or [])  # COPY takes a real array
             row[-1] = g.model_id == fb.model_id  # the accepted flag the feedback would set
             out["had_generation"].append(tuple(row))
-        out["ground_truth"].append(
-            (fb.event_id, fb.meta_query_id, fb.model_id, fb.timestamp, fb.ground_truth)
-        )
+        out["ground_truth"].append(W._ground_truth_row(fb, sealer))
     return out
 
 

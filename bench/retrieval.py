@@ -162,9 +162,9 @@ async def _load(
 
     from app.context.chunking import chunk_lines
     from app.context.edits import LineChange
-    from app.context.lexical import tsvector_literal
     from app.context.live_state import Owner, apply_updates
-    from db.tables import EMBEDDING_DIM, ContextChunk, Project
+    from app.workers.context_indexer import chunk_row
+    from db.tables import EMBEDDING_DIM, ContextChunk, Project, utcnow
 
     project = Project(project_name="retrieval-bench")
     async with state.sessionmaker() as db:
@@ -193,18 +193,9 @@ async def _load(
         # Bulk load: building the HNSW graph once afterwards is much faster than growing it row by row.
         await db.execute(text("DROP INDEX IF EXISTS ix_context_chunk_embedding_hnsw"))
         for i in range(0, len(chunks), 500):
-            rows = [
-                {
-                    "project_id": project.project_id,
-                    "file_path": c.path,
-                    "chunk_index": c.index,
-                    "start_line": c.start_line,
-                    "end_line": c.end_line,
-                    "content": c.text,
-                    "content_hash": c.content_hash,
-                    "embedding": embs[i + j],
-                    "lexemes": tsvector_literal(c.text),
-                }
+            sealer, now = state.keyring.sealer(), utcnow()
+            rows = [  # the rows the indexer writes: sealed content, keyed lexemes
+                chunk_row(project.project_id, c, embs[i + j], state.keyring, sealer, now)
                 for j, c in enumerate(chunks[i : i + 500])
             ]
             await db.execute(insert(ContextChunk).values(rows))

@@ -16,6 +16,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     String,
     Text,
     UniqueConstraint,
@@ -230,15 +231,22 @@ class ApiToken(SQLModel, table=True):
 # ---------------------------------------------------------------- queries and telemetry
 
 
+def _sealed(nullable: bool = True) -> Any:
+    """A column of encrypted text (app/infra/envelope.py): bytea, opened by the reader with the keyring."""
+    if nullable:
+        return Field(default=None, sa_column=Column(LargeBinary, nullable=True))
+    return Field(sa_column=Column(LargeBinary, nullable=False))
+
+
 class Context(SQLModel, table=True):
-    """The code around the cursor at query time (already redacted)."""
+    """The code around the cursor at query time (already redacted, then sealed: app/infra/encryption.py)."""
 
     __tablename__ = "context"
     context_id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
-    prefix: str | None = Field(default=None, sa_column=Column(Text))
-    suffix: str | None = Field(default=None, sa_column=Column(Text))
+    prefix: bytes | None = _sealed()
+    suffix: bytes | None = _sealed()
     file_name: str | None = Field(default=None, sa_column=Column(Text))
-    selected_text: str | None = Field(default=None, sa_column=Column(Text))
+    selected_text: bytes | None = _sealed()
     context_files: list[str] | None = Field(default=None, sa_column=Column(JSONB))
 
 
@@ -316,7 +324,8 @@ class Chat(SQLModel, table=True):
     chat_id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
     user_id: uuid.UUID = _fk("user.user_id")
     project_id: uuid.UUID | None = _fk("project.project_id", nullable=True)
-    title: str = Field(sa_column=Column(String(200), nullable=False))
+    # The first line of the first message (at most 200 characters): the user's words, so sealed too.
+    title: bytes = _sealed(nullable=False)
     created_at: datetime = _ts(index=True)
 
 
@@ -339,7 +348,7 @@ class ChatMessage(SQLModel, table=True):
     chat_id: uuid.UUID = _fk("chat.chat_id")
     meta_query_id: uuid.UUID | None = _fk("meta_query.meta_query_id", nullable=True)
     role: str = Field(sa_column=Column(String(20), nullable=False))
-    content: str = Field(sa_column=Column(Text, nullable=False))
+    content: bytes = _sealed(nullable=False)
     model_id: int | None = _fk(
         "model_name.model_id", int_key=True, nullable=True, ondelete="SET NULL", index=False
     )
@@ -356,7 +365,7 @@ class Generation(SQLModel, table=True):
         sa_column=Column(ForeignKey("meta_query.meta_query_id", ondelete="CASCADE"), primary_key=True)
     )
     model_id: int = Field(sa_column=Column(ForeignKey("model_name.model_id"), primary_key=True, index=True))
-    completion: str = Field(sa_column=Column(Text, nullable=False))
+    completion: bytes = _sealed(nullable=False)  # model output is code too (a chat answer quotes the user's)
     generation_time_ms: int = Field(sa_column=Column(Integer, nullable=False))
     confidence: float | None = Field(default=None, sa_column=Column(Float))
     token_logprobs: list[float] | None = Field(default=None, sa_column=Column(ARRAY(Float)))
@@ -383,7 +392,7 @@ class GroundTruth(SQLModel, table=True):
         "model_name.model_id", int_key=True, nullable=True, ondelete="SET NULL", index=False
     )
     truth_timestamp: datetime = _ts()
-    ground_truth: str = Field(sa_column=Column(Text, nullable=False))
+    ground_truth: bytes = _sealed(nullable=False)
     # The feedback event's id: a replayed telemetry event never adds a second row.
     event_id: uuid.UUID = Field(
         default_factory=uuid.uuid4,
@@ -452,10 +461,11 @@ class ContextChunk(SQLModel, table=True):
     chunk_index: int
     start_line: int
     end_line: int
-    content: str = Field(sa_column=Column(Text, nullable=False))
+    content: bytes = _sealed(nullable=False)
     content_hash: str = Field(sa_column=Column(String(64), nullable=False))
     embedding: list[float] | None = Field(default=None, sa_column=Column(Vector(EMBEDDING_DIM)))
-    # Identifier tokens of the content (app.context.lexical) for the lexical half of hybrid retrieval.
+    # Identifier tokens of the content (app.context.lexical) for the lexical half of hybrid retrieval, as keyed
+    # hashes (Keyring.lexeme): the index matches tokens without holding them.
     lexemes: str | None = Field(default=None, sa_column=Column(TSVECTOR))
     updated_at: datetime = _ts()
 

@@ -40,6 +40,7 @@ class ContextIndexerActor(SingletonActor):
         redis_url: str,
         app_name: str = "code4me",
         poll_s: float = 0.5,
+        keyring_fingerprint: str | None = None,
         settings_fingerprint: str = "",
     ) -> None:
         self._remember_settings(settings_fingerprint)
@@ -51,7 +52,7 @@ class ContextIndexerActor(SingletonActor):
         self._indexer: Any = None
         self._thread = threading.Thread(
             target=self._serve_forever,
-            args=(database_url, redis_url, poll_s),
+            args=(database_url, redis_url, poll_s, keyring_fingerprint),
             name="context-indexer",
             daemon=True,
         )
@@ -59,19 +60,27 @@ class ContextIndexerActor(SingletonActor):
         if not self._ready.wait(timeout=120) or self._indexer is None:
             raise RuntimeError("the context indexer loop did not start")
 
-    def _serve_forever(self, database_url: str, redis_url: str, poll_s: float) -> None:
+    def _serve_forever(
+        self, database_url: str, redis_url: str, poll_s: float, keyring_fingerprint: str | None
+    ) -> None:
         from redis.asyncio import Redis
 
+        from app.infra.encryption import keyring_for
         from app.workers.context_indexer import ContextIndexer
         from db.engine import make_engine, make_sessionmaker
 
         asyncio.set_event_loop(self._loop)
         try:
             settings = get_settings()
+            keyring = keyring_for(settings)
+            if keyring_fingerprint is not None and keyring.fingerprint != keyring_fingerprint:
+                # It would seal chunks the ingress cannot open.
+                raise RuntimeError("this process's ENCRYPTION_KEYS differ from the ingress's")
             self._indexer = ContextIndexer(
                 redis=Redis.from_url(redis_url),
                 sessionmaker=make_sessionmaker(make_engine(database_url, pool_size=2)),
                 embed=self._embed,
+                keyring=keyring,
                 debounce_s=settings.context_index_debounce_s,
                 max_wait_s=settings.context_index_max_wait_s,
             )
@@ -107,9 +116,20 @@ class ContextIndexerActor(SingletonActor):
 
 
 def ensure_context_indexer(
-    database_url: str, redis_url: str, app_name: str = "code4me", *, namespace: str = NAMESPACE
+    database_url: str,
+    redis_url: str,
+    app_name: str = "code4me",
+    *,
+    keyring_fingerprint: str | None = None,
+    namespace: str = NAMESPACE,
 ) -> Any:
     """The cluster's ContextIndexer actor (detached, restartable) for these settings; it runs at once."""
     return ensure_singleton(
-        ContextIndexerActor, ACTOR_NAME, database_url, redis_url, app_name, namespace=namespace
+        ContextIndexerActor,
+        ACTOR_NAME,
+        database_url,
+        redis_url,
+        app_name,
+        keyring_fingerprint=keyring_fingerprint,
+        namespace=namespace,
     )

@@ -9,6 +9,7 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle, DeploymentResponseGenerator
 
 from app.bootstrap import build_state
+from app.infra.encryption import keyring_for
 from app.infra.settings import get_settings
 from app.infra.state import AppState
 from app.main import create_app
@@ -68,9 +69,16 @@ class Ingress:
         self.redis_url = redis_url
         self.model_cards = model_cards
         settings = get_settings()
+        # The workers that seal stored code resolve ENCRYPTION_KEYS themselves (keys never travel as actor
+        # arguments); its fingerprint is an argument, so a rotated keyring replaces them, and a worker whose
+        # environment holds other keys refuses to start instead of writing what this ingress cannot read.
+        keyring = keyring_for(settings).fingerprint
         # Idempotent: every replica makes sure the writers run, and a writer Ray restarted is found by name.
         self.writers = ensure_writers(
-            redis_url, database_url, settings.telemetry_writers, {"batch_size": settings.telemetry_batch_size}
+            redis_url,
+            database_url,
+            settings.telemetry_writers,
+            {"batch_size": settings.telemetry_batch_size, "keyring_fingerprint": keyring},
         )
         self.retention = start_retention_sweeper(
             database_url, settings.retention_sweep_interval_s, settings.audit_retention_days
@@ -80,7 +88,9 @@ class Ingress:
             # Context updates only mark files dirty in Redis; this (idempotent) actor indexes them.
             from deployments.context_indexer import ensure_context_indexer
 
-            ensure_context_indexer(database_url, redis_url, serve.get_replica_context().app_name)
+            ensure_context_indexer(
+                database_url, redis_url, serve.get_replica_context().app_name, keyring_fingerprint=keyring
+            )
 
     def __serve_build_asgi_app__(self) -> FastAPI:
         """Build the app at replica start; its lifespan connects to PostgreSQL and Redis."""

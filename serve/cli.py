@@ -1,4 +1,4 @@
-"""The `code4me` command: `up` (start everything), `status`, `migrate`, `admin grant|revoke EMAIL`."""
+"""The `code4me` command: `up` (start everything), `status`, `migrate`, `rekey`, `keygen`, `admin grant|revoke EMAIL`."""
 
 from __future__ import annotations
 
@@ -164,6 +164,34 @@ def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
             embedded.stop()
 
 
+def cmd_rekey(args: argparse.Namespace, settings: Settings) -> int:
+    """Re-encrypt every stored value under the first key of ENCRYPTION_KEYS, online and resumable."""
+    from app.infra.encryption import keyring_for
+    from app.workers.rekey import rekey
+    from serve.embedded import resolve_services
+
+    keyring = keyring_for(settings)
+    urls, embedded = resolve_services(settings.database_url, settings.redis_url, settings.data_dir.resolve())
+    try:
+        print(f"re-encrypting under key {keyring.primary.key_id!r} (keyring: {', '.join(keyring.key_ids)})")
+        report, left = asyncio.run(
+            rekey(urls.database_url, keyring, batch_size=args.batch_size, pause_s=args.pause_ms / 1000)
+        )
+        print(report)
+        return 0 if left == 0 else 1
+    finally:
+        if embedded is not None:
+            embedded.stop()
+
+
+def cmd_keygen(args: argparse.Namespace, settings: Settings) -> int:
+    """Print a new `id:base64key` entry for ENCRYPTION_KEYS."""
+    from app.infra.envelope import new_key_spec
+
+    print(new_key_spec(args.key_id))
+    return 0
+
+
 async def _set_admin(database_url: str, email: str, admin: bool) -> bool:
     from app.services.admins import set_admin
     from db.engine import make_engine, make_sessionmaker
@@ -304,6 +332,14 @@ def main(argv: list[str] | None = None) -> int:
     st = sub.add_parser("status", help="show the running application's deployments and replicas")
     st.add_argument("--json", action="store_true")
     sub.add_parser("migrate", help="apply database migrations (idempotent)")
+    rk = sub.add_parser(
+        "rekey",
+        help="re-encrypt stored code under the first key of ENCRYPTION_KEYS (online, resumable)",
+    )
+    rk.add_argument("--batch-size", type=int, default=500, help="rows per transaction (default 500)")
+    rk.add_argument("--pause-ms", type=float, default=0.0, help="pause between batches (default 0)")
+    kg = sub.add_parser("keygen", help="print a new id:base64key entry for ENCRYPTION_KEYS")
+    kg.add_argument("key_id", help="the new key's id (1-32 letters, digits, '.', '_' or '-')")
     adm = sub.add_parser("admin", help="grant or revoke administrator rights (audited)")
     adm.add_argument("verb", choices=["grant", "revoke"])
     adm.add_argument("email", help="the account's email address")
@@ -314,7 +350,14 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # noqa: BLE001 - a settings error is a clear message, not a traceback
         print(f"invalid settings: {exc}", file=sys.stderr)
         return 2
-    handlers = {"up": cmd_up, "status": cmd_status, "migrate": cmd_migrate, "admin": cmd_admin}
+    handlers = {
+        "up": cmd_up,
+        "status": cmd_status,
+        "migrate": cmd_migrate,
+        "rekey": cmd_rekey,
+        "keygen": cmd_keygen,
+        "admin": cmd_admin,
+    }
     return handlers[args.command](args, settings)
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _CAMEL = re.compile(r"[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z]+|[A-Z]+|[0-9]+")
@@ -56,10 +56,11 @@ def query_terms(
     return list(seen)[:max_terms]
 
 
-def tsvector_literal(text: str) -> str:
-    """A tsvector input string of the text's tokens (positions stand for term frequency)."""
-    counts = Counter(tokens(text))
-    # Tokens are [a-z0-9_]: quoting is safe and keeps PostgreSQL's parser from splitting them.
+def tsvector_literal(text: str, lexeme: Callable[[str], str] = str) -> str:
+    """A tsvector input string of the text's tokens (positions stand for term frequency), each stored as
+    `lexeme(token)` (the keyring's keyed hash in PostgreSQL: Keyring.lexeme)."""
+    counts = Counter(lexeme(t) for t in tokens(text))
+    # Tokens are [a-z0-9_] and lexemes hex: quoting is safe and keeps PostgreSQL's parser from splitting them.
     return " ".join(
         f"'{tok}':" + ",".join(str(i) for i in range(1, min(n, MAX_POSITIONS) + 1))
         for tok, n in counts.items()

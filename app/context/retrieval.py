@@ -15,7 +15,7 @@ import asyncio
 import logging
 import uuid
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from itertools import pairwise
@@ -27,6 +27,7 @@ from sqlalchemy import bindparam, text
 from app.context.chunking import Chunk, chunk_lines
 from app.context.lexical import bm25_scores, query_terms, tokens, tsquery_literal
 from app.context.live_state import WILDCARD, Owner, read_files, recent_files
+from app.infra.encryption import chunk_aad
 from app.infra.state import AppState
 from app.protocol import Snippet
 from app.redaction import redact
@@ -143,7 +144,8 @@ def _where(restrict: bool) -> str:
 # MATERIALIZED: a relaxed-order iterative HNSW scan may return rows slightly out of order; sort after.
 _VECTOR_SQL = """
 WITH v AS MATERIALIZED (
-    SELECT chunk_id, file_path, start_line, end_line, content, embedding <=> :query_vector AS distance
+    SELECT chunk_id, chunk_index, file_path, start_line, end_line, content,
+           embedding <=> :query_vector AS distance
     FROM context_chunk WHERE {where} AND embedding IS NOT NULL
     ORDER BY embedding <=> :query_vector LIMIT :k)
 SELECT * FROM v ORDER BY distance, chunk_id
@@ -167,7 +169,7 @@ WITH hits AS MATERIALIZED (SELECT term, chunk_id, count(*) OVER (PARTITION BY te
 scored AS (
     SELECT chunk_id, sum(CASE WHEN n < :per_term THEN 1.0 / n ELSE 0 END) AS rarity
     FROM hits GROUP BY chunk_id)
-SELECT c.chunk_id, c.file_path, c.start_line, c.end_line, c.content, s.rarity,
+SELECT c.chunk_id, c.chunk_index, c.file_path, c.start_line, c.end_line, c.content, s.rarity,
        ts_rank(c.lexemes, CAST(:query AS tsquery), 1) AS rank
 FROM scored s JOIN context_chunk c ON c.chunk_id = s.chunk_id
 ORDER BY s.rarity DESC, rank DESC, c.chunk_id LIMIT :k
@@ -197,8 +199,10 @@ async def _lexical_ranking(
     if not terms:
         return []
     sql = text(_lexical_sql(len(terms), restrict))
-    values = {**params, "query": tsquery_literal(terms), "per_term": PER_TERM}
-    values.update({f"t{i}": f"'{t}'" for i, t in enumerate(terms)})
+    # Stored lexemes are keyed hashes; a term matches under any key of the keyring (rows not rekeyed yet).
+    variants = [state.keyring.lexeme_variants(t) for t in terms]
+    values = {**params, "query": tsquery_literal([h for v in variants for h in v]), "per_term": PER_TERM}
+    values.update({f"t{i}": tsquery_literal(v) for i, v in enumerate(variants)})
     async with state.sessionmaker() as db, db.begin():
         # Custom plans see each term's value; without seq scans a rare term's probe cannot read the table.
         await db.execute(
@@ -210,8 +214,8 @@ async def _lexical_ranking(
         return list((await db.execute(sql, values)).all())
 
 
-def fuse(rankings: Sequence[Sequence[Any]]) -> list[Candidate]:
-    """Reciprocal rank fusion of ranked chunk rows (each ranking best first)."""
+def fuse(rankings: Sequence[Sequence[Any]], text_of: Callable[[Any], str]) -> list[Candidate]:
+    """Reciprocal rank fusion of ranked chunk rows (each ranking best first); `text_of` opens a row's content."""
     scores: dict[int, float] = {}
     rows: dict[int, Any] = {}
     for ranking in rankings:
@@ -220,7 +224,7 @@ def fuse(rankings: Sequence[Sequence[Any]]) -> list[Candidate]:
             rows[row.chunk_id] = row
     order = sorted(scores, key=lambda cid: (-scores[cid], rows[cid].file_path, rows[cid].start_line))
     return [
-        Candidate(rows[c].file_path, rows[c].start_line, rows[c].end_line, rows[c].content, scores[c])
+        Candidate(rows[c].file_path, rows[c].start_line, rows[c].end_line, text_of(rows[c]), scores[c])
         for c in order
     ]
 
@@ -245,7 +249,11 @@ async def _from_postgres(
         by_vector = await _vector_ranking(state, params, restrict, vector) if vector is not None else []
     finally:
         by_words = await lexical
-    return [c for c in fuse([by_vector, by_words]) if not is_current(c.path, current_file)]
+
+    def opened(row: Any) -> str:
+        return state.keyring.open(row.content, chunk_aad(project_id, row.chunk_index, row.file_path))
+
+    return [c for c in fuse([by_vector, by_words], opened) if not is_current(c.path, current_file)]
 
 
 async def _from_live_files(

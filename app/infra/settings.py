@@ -7,10 +7,11 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from app.infra.client_address import parse_networks
+from app.infra.envelope import Keyring
 
 PLACEHOLDER_SECRET = "change-me-in-production"
 
@@ -36,7 +37,10 @@ EMBEDDED_REDIS_MAXMEMORY_POLICY: RedisMaxmemoryPolicy = "noeviction"
 class Settings(BaseSettings):
     """Platform settings; every field can be set through an environment variable of the same name."""
 
-    model_config = SettingsConfigDict(env_file=None, extra="ignore", case_sensitive=False)
+    # Errors never quote the input: a malformed ENCRYPTION_KEYS or SMTP_PASSWORD must not reach a log.
+    model_config = SettingsConfigDict(
+        env_file=None, extra="ignore", case_sensitive=False, hide_input_in_errors=True
+    )
 
     environment: Literal["development", "test", "production"] = "development"
     # Unset means: start the embedded PostgreSQL / Redis under data_dir.
@@ -44,6 +48,9 @@ class Settings(BaseSettings):
     redis_url: str | None = None
     data_dir: Path = Field(default=Path(".data"), validation_alias="CODE4ME_DATA_DIR")
     secret_key: str = PLACEHOLDER_SECRET
+    # Encryption at rest of stored code (app/infra/envelope.py): `id:base64key[,id:base64key...]`, the
+    # first encrypts, all decrypt. Unset outside production: a key generated once under data_dir.
+    encryption_keys: SecretStr | None = None
 
     # Token lifetimes (seconds), hierarchy auth > session > project. Auth and session tokens slide: every
     # use renews them for their ttl again, but none lives longer than token_max_age_s after it was issued;
@@ -171,6 +178,23 @@ class Settings(BaseSettings):
             if parts.scheme not in ("http", "https") or not parts.hostname or parts.path.strip("/"):
                 raise ValueError(f"WS_ALLOWED_ORIGINS: {entry!r} is not an origin like https://host[:port]")
         return value
+
+    @field_validator("encryption_keys")
+    @classmethod
+    def _valid_keyring(cls, value: SecretStr | None) -> SecretStr | None:
+        """Fail fast on a malformed keyring (the message names the key id, never the key)."""
+        if value is not None:
+            Keyring.parse(value.get_secret_value())
+        return value
+
+    @model_validator(mode="after")
+    def _refuse_missing_encryption_keys(self) -> Settings:
+        """Production never falls back to a key generated on one machine's disk."""
+        if self.environment == "production" and self.encryption_keys is None:
+            raise ValueError(
+                "ENCRYPTION_KEYS must be set (id:base64 of 32 random bytes) when ENVIRONMENT=production"
+            )
+        return self
 
     @model_validator(mode="after")
     def _refuse_placeholder_secret(self) -> Settings:

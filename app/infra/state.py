@@ -8,6 +8,8 @@ from typing import Any
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from app.infra.encryption import keyring_for
+from app.infra.envelope import Keyring
 from app.infra.mail import MailQueue
 from app.infra.settings import Settings
 from app.protocol import ModelCard, ModelGateway
@@ -72,6 +74,11 @@ class AppState:
     supersede_listener: Any = None
     # Mail sent off the request path (verification, password reset, sign-up notices).
     mail: MailQueue = field(default_factory=MailQueue)
+
+    @property
+    def keyring(self) -> Keyring:
+        """The keys stored code is sealed and opened with (ENCRYPTION_KEYS)."""
+        return keyring_for(self.settings)
 
     def model_by_name(self, name: str) -> ModelInfo | None:
         """Look a model up by its registry name."""

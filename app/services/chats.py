@@ -14,6 +14,7 @@ from sqlmodel import col
 
 from app.errors import Forbidden, NotFound
 from app.identity import tokens
+from app.infra.encryption import generation_aad, message_aad, title_aad
 from app.infra.state import AppState, ModelInfo
 from app.protocol import ChatCall, ChatRole
 from app.protocol import ChatMessage as Turn
@@ -99,7 +100,7 @@ async def _owner(state: AppState, db: AsyncSession, chat_id: uuid.UUID) -> tuple
     if recent is not None:
         return recent[0], recent[1].title
     chat = await db.get(Chat, chat_id)
-    return (chat.user_id, chat.title) if chat is not None else None
+    return (chat.user_id, state.keyring.open(chat.title, title_aad(chat_id))) if chat is not None else None
 
 
 async def request_chat(
@@ -284,7 +285,7 @@ async def _history(state: AppState, db: AsyncSession, chat: Chat) -> ChatHistory
     )
     ids = [t.meta_query_id for t in turns]
     user_texts = {
-        m.meta_query_id: m.content
+        m.meta_query_id: state.keyring.open(m.content, message_aad(m.message_id))
         for m in (
             await db.execute(
                 select(ChatMessage).where(
@@ -312,7 +313,9 @@ async def _history(state: AppState, db: AsyncSession, chat: Chat) -> ChatHistory
                     ChatCompletionItem(
                         model_id=g.model_id,
                         model_name=name,
-                        completion=g.completion,
+                        completion=state.keyring.open(
+                            g.completion, generation_aad(g.meta_query_id, g.model_id)
+                        ),
                         generation_time=g.generation_time_ms,
                         was_accepted=g.was_accepted,
                     )
@@ -327,7 +330,8 @@ async def _history(state: AppState, db: AsyncSession, chat: Chat) -> ChatHistory
                 assistant_responses=responses,
             )
         )
-    return ChatHistoryResponse(chat_id=chat.chat_id, title=chat.title, history=history)
+    title = state.keyring.open(chat.title, title_aad(chat.chat_id))
+    return ChatHistoryResponse(chat_id=chat.chat_id, title=title, history=history)
 
 
 async def delete_chat(state: AppState, db: AsyncSession, user: Requester, chat_id: uuid.UUID) -> bool:

@@ -15,6 +15,7 @@ from sqlmodel import col
 from app.context.retrieval import Candidate, snippets_for, within_budget
 from app.errors import Forbidden, NotFound, PayloadTooLarge
 from app.identity import tokens
+from app.infra.encryption import generation_aad
 from app.infra.state import AppState, ModelInfo
 from app.protocol import CompletionCall, CompletionResult, Snippet
 from app.redaction import redact
@@ -182,7 +183,8 @@ async def request_completion(
 
     async def forward(outcome: Outcome[CompletionResult]) -> None:
         assert on_result is not None
-        slot = _slot(generation_event(meta_query_id, outcome), outcome.model.name)
+        event = generation_event(meta_query_id, outcome)
+        slot = _slot(event, outcome.model.name, event.completion)
         await on_result(meta_query_id, outcome.model, slot)
 
     outcomes = await fan_out(
@@ -198,7 +200,9 @@ async def request_completion(
     generations = [generation_event(meta_query_id, o, user.user_id) for o in outcomes]
     data = CompletionData(
         meta_query_id=meta_query_id,
-        completions=[_slot(g, o.model.name) for g, o in zip(generations, outcomes, strict=True)],
+        completions=[
+            _slot(g, o.model.name, g.completion) for g, o in zip(generations, outcomes, strict=True)
+        ],
     )
     query = query_event(
         "completion",
@@ -228,14 +232,14 @@ async def request_completion(
     return Answered(data, timings)
 
 
-def _slot(generation: Generation | GenerationEvent, model_name: str) -> Slot:
-    """The answer slot of one generation (a failure keeps the plugin's required fields)."""
+def _slot(generation: Generation | GenerationEvent, model_name: str, completion: str) -> Slot:
+    """The answer slot of one generation, its text `completion` (a failure keeps the plugin's required fields)."""
     if generation.error:
         return CompletionFailure(model_id=generation.model_id, model_name=model_name)
     return CompletionItem(
         model_id=generation.model_id,
         model_name=model_name,
-        completion=generation.completion,
+        completion=completion,
         generation_time=generation.generation_time_ms,
         confidence=generation.confidence or 0.0,
     )
@@ -310,7 +314,11 @@ async def get_completion(
         await db.execute(select(Generation).where(Generation.meta_query_id == meta_query_id))  # type: ignore[arg-type]
     ).scalars()
     slots = [
-        _slot(g, state.models[g.model_id].name if g.model_id in state.models else str(g.model_id))
+        _slot(
+            g,
+            state.models[g.model_id].name if g.model_id in state.models else str(g.model_id),
+            state.keyring.open(g.completion, generation_aad(g.meta_query_id, g.model_id)),
+        )
         for g in rows
     ]
     return CompletionData(meta_query_id=meta_query_id, completions=slots)

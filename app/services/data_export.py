@@ -23,6 +23,8 @@ from sqlalchemy import select, text, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlmodel import SQLModel, col
 
+from app.infra.encryption import opened
+from app.infra.envelope import Keyring
 from app.services import audit
 from app.services.audit import AuditAction
 from db.tables import (
@@ -65,37 +67,54 @@ def _json(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, default=str)
 
 
-def row(obj: SQLModel, exclude: set[str] | None = None) -> dict[str, Any]:
-    """A table row as JSON-ready data."""
-    return obj.model_dump(mode="json", exclude=exclude)
+def row(obj: SQLModel, exclude: set[str] | None = None, keyring: Keyring | None = None) -> dict[str, Any]:
+    """A table row as JSON-ready data; sealed columns (code, messages, ground truths) opened with `keyring`."""
+    texts = opened(obj, keyring) if keyring is not None else {}
+    data = obj.model_dump(mode="json", exclude=(exclude or set()) | set(texts))
+    if not texts:
+        return data
+    return {
+        name: texts.get(name, data.get(name))
+        for name in type(obj).model_fields
+        if name in data or name in texts
+    }
 
 
 async def _all(db: AsyncSession, stmt: Any) -> list[Any]:
     return list((await db.execute(stmt)).scalars())
 
 
-async def _by_ids(db: AsyncSession, table: type[SQLModel], key: Any, ids: Iterable[Any]) -> dict[Any, dict]:
+async def _by_ids(
+    db: AsyncSession, table: type[SQLModel], key: Any, ids: Iterable[Any], keyring: Keyring | None = None
+) -> dict[Any, dict]:
     wanted = [i for i in set(ids) if i is not None]
     if not wanted:
         return {}
     rows = await _all(db, select(table).where(key.in_(wanted)))
-    return {getattr(r, key.key): row(r) for r in rows}
+    return {getattr(r, key.key): row(r, keyring=keyring) for r in rows}
 
 
 async def _grouped(
-    db: AsyncSession, table: type[SQLModel], key: Any, ids: list[Any], order: Any
+    db: AsyncSession,
+    table: type[SQLModel],
+    key: Any,
+    ids: list[Any],
+    order: Any,
+    keyring: Keyring | None = None,
 ) -> dict[Any, list]:
     out: dict[Any, list] = defaultdict(list)
     if ids:
         for r in await _all(db, select(table).where(key.in_(ids)).order_by(order)):
-            out[getattr(r, key.key)].append(row(r))
+            out[getattr(r, key.key)].append(row(r, keyring=keyring))
     return out
 
 
-async def _query_page(db: AsyncSession, metas: list[MetaQuery], model_names: dict[int, str]) -> list[dict]:
+async def _query_page(
+    db: AsyncSession, metas: list[MetaQuery], model_names: dict[int, str], keyring: Keyring
+) -> list[dict]:
     """One page of meta queries with everything hanging off them, fetched in a few bulk reads."""
     ids = [m.meta_query_id for m in metas]
-    contexts = await _by_ids(db, Context, Context.context_id, (m.context_id for m in metas))
+    contexts = await _by_ids(db, Context, Context.context_id, (m.context_id for m in metas), keyring)
     contextual = await _by_ids(
         db,
         ContextualTelemetry,
@@ -110,8 +129,10 @@ async def _query_page(db: AsyncSession, metas: list[MetaQuery], model_names: dic
     )
     completions = await _by_ids(db, CompletionQuery, CompletionQuery.meta_query_id, ids)
     chats = await _by_ids(db, ChatQuery, ChatQuery.meta_query_id, ids)
-    generations = await _grouped(db, Generation, Generation.meta_query_id, ids, Generation.model_id)
-    truths = await _grouped(db, GroundTruth, GroundTruth.meta_query_id, ids, GroundTruth.truth_timestamp)
+    generations = await _grouped(db, Generation, Generation.meta_query_id, ids, Generation.model_id, keyring)
+    truths = await _grouped(
+        db, GroundTruth, GroundTruth.meta_query_id, ids, GroundTruth.truth_timestamp, keyring
+    )
     page = []
     for m in metas:
         item = row(m)
@@ -147,7 +168,7 @@ async def _reading(sessionmaker: Sessions) -> AsyncIterator[AsyncSession]:
 
 
 async def _queries(
-    sessionmaker: Sessions, user_id: uuid.UUID, model_names: dict[int, str]
+    sessionmaker: Sessions, user_id: uuid.UUID, model_names: dict[int, str], keyring: Keyring
 ) -> AsyncIterator[dict]:
     """The user's queries, oldest first, fetched by keyset pages (each in its own transaction)."""
     after: tuple[datetime, uuid.UUID] | None = None
@@ -161,13 +182,13 @@ async def _queries(
             )
             if not metas:
                 return
-            page = await _query_page(db, metas, model_names)
+            page = await _query_page(db, metas, model_names, keyring)
             after = (metas[-1].timestamp, metas[-1].meta_query_id)  # read before the rollback expires it
         for item in page:
             yield item
 
 
-async def _chats(sessionmaker: Sessions, user_id: uuid.UUID) -> AsyncIterator[dict]:
+async def _chats(sessionmaker: Sessions, user_id: uuid.UUID, keyring: Keyring) -> AsyncIterator[dict]:
     """The user's chats with their messages, oldest first, fetched by keyset pages (each in its own transaction)."""
     after: tuple[datetime, uuid.UUID] | None = None
     while True:
@@ -179,9 +200,14 @@ async def _chats(sessionmaker: Sessions, user_id: uuid.UUID) -> AsyncIterator[di
             if not chats:
                 return
             messages = await _grouped(
-                db, ChatMessage, ChatMessage.chat_id, [c.chat_id for c in chats], ChatMessage.created_at
+                db,
+                ChatMessage,
+                ChatMessage.chat_id,
+                [c.chat_id for c in chats],
+                ChatMessage.created_at,
+                keyring,
             )
-            page = [{**row(c), "messages": messages.get(c.chat_id, [])} for c in chats]
+            page = [{**row(c, keyring=keyring), "messages": messages.get(c.chat_id, [])} for c in chats]
             after = (chats[-1].created_at, chats[-1].chat_id)
         for item in page:
             yield item
@@ -263,17 +289,18 @@ async def _head(sessionmaker: Sessions, user_id: uuid.UUID) -> tuple[dict[str, A
         return head, model_names
 
 
-async def export_user(sessionmaker: Sessions, user_id: uuid.UUID) -> AsyncIterator[bytes]:
-    """The user's export as UTF-8 JSON chunks (see the module docstring); no connection is held between them."""
+async def export_user(sessionmaker: Sessions, user_id: uuid.UUID, keyring: Keyring) -> AsyncIterator[bytes]:
+    """The user's export as UTF-8 JSON chunks (see the module docstring); no connection is held between them;
+    stored code opened with `keyring`."""
     found = await _head(sessionmaker, user_id)
     if found is None:
         yield b"{}"
         return
     head, model_names = found
     yield (_json(head)[:-1] + ',\n"queries": ').encode()
-    async for chunk in _array(_queries(sessionmaker, user_id, model_names)):
+    async for chunk in _array(_queries(sessionmaker, user_id, model_names, keyring)):
         yield chunk.encode()
     yield b',\n"chats": '
-    async for chunk in _array(_chats(sessionmaker, user_id)):
+    async for chunk in _array(_chats(sessionmaker, user_id, keyring)):
         yield chunk.encode()
     yield b"}\n"

@@ -30,6 +30,7 @@ from sqlalchemy import (
     DateTime,
     Float,
     Integer,
+    LargeBinary,
     String,
     Table,
     UniqueConstraint,
@@ -114,6 +115,7 @@ _SCALARS: tuple[tuple[type[TypeEngine[Any]], str], ...] = (
     (Float, "float8"),
     (String, "text"),
     (Boolean, "bool"),
+    (LargeBinary, "bytea"),  # sealed text (app/infra/envelope.py)
 )
 
 

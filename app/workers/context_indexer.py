@@ -23,6 +23,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from redis.asyncio import Redis
@@ -41,6 +42,8 @@ from app.context.live_state import (
     parse_dirty_member,
     read_file,
 )
+from app.infra.encryption import chunk_aad
+from app.infra.envelope import Keyring, Sealer
 from db.tables import ContextChunk, utcnow
 
 log = logging.getLogger(__name__)
@@ -86,6 +89,8 @@ class ContextIndexer:
     redis: Redis
     sessionmaker: async_sessionmaker[AsyncSession]
     embed: Embed
+    # Chunk contents are sealed, their lexemes and content hashes keyed (app/infra/encryption.py).
+    keyring: Keyring
     debounce_s: float = 2.0
     max_wait_s: float = 30.0
     batch_files: int = 64
@@ -169,15 +174,17 @@ class ContextIndexer:
             ).all()
         stored = {r.chunk_index: (r.content_hash, r.start_line, r.end_line) for r in rows}
         known = {r.content_hash: r.embedding for r in rows if r.embedding is not None}
-        changed = [c for c in chunks if stored.get(c.index) != (c.content_hash, c.start_line, c.end_line)]
-        fresh = list({c.content_hash: c for c in changed if c.content_hash not in known}.values())
+        # Stored hashes are keyed digests: an unkeyed SHA-256 of a chunk would confirm a guessed text.
+        digests = {c.index: self.keyring.digest(c.text) for c in chunks}
+        changed = [c for c in chunks if stored.get(c.index) != (digests[c.index], c.start_line, c.end_line)]
+        fresh = list({digests[c.index]: c for c in changed if digests[c.index] not in known}.values())
         for start in range(0, len(fresh), self.embed_batch):
             batch = fresh[start : start + self.embed_batch]
             vectors = await self.embed([c.embedding_text() for c in batch])
             stats.embed_calls += 1
             if len(vectors) != len(batch):
                 raise RuntimeError("embedder returned a different number of vectors")
-            known.update({c.content_hash: v for c, v in zip(batch, vectors, strict=True)})
+            known.update({digests[c.index]: v for c, v in zip(batch, vectors, strict=True)})
         stats.embedded = len(fresh)
         async with self.sessionmaker() as db, db.begin():
             result = await db.execute(
@@ -189,7 +196,7 @@ class ContextIndexer:
             )
             stats.deleted = _rowcount(result)
             if changed:
-                await db.execute(_upsert(owner.project_id, changed, known))
+                await db.execute(_upsert(owner.project_id, changed, known, digests, self.keyring))
             stats.written = len(changed)
         return stats
 
@@ -207,25 +214,38 @@ def _rowcount(result: Any) -> int:
     return int(result.rowcount or 0)
 
 
-def _upsert(project_id: uuid.UUID, chunks: Sequence[Chunk], vectors: dict[str, Any]) -> Any:
-    """One INSERT .. ON CONFLICT for the changed chunks of a file, keyed by position."""
+def chunk_row(
+    project_id: uuid.UUID, c: Chunk, embedding: Any, keyring: Keyring, sealer: Sealer, now: datetime
+) -> dict[str, Any]:
+    """The context_chunk row of a chunk: its content sealed to its position, a keyed digest for its hash,
+    keyed hashes for its lexemes (nothing of the text in clear)."""
+    return {
+        "project_id": project_id,
+        "file_path": c.path,
+        "chunk_index": c.index,
+        "start_line": c.start_line,
+        "end_line": c.end_line,
+        "content": sealer.seal(c.text, chunk_aad(project_id, c.index, c.path)),
+        "content_hash": keyring.digest(c.text),
+        "embedding": embedding,
+        "lexemes": tsvector_literal(c.text, keyring.lexeme),
+        "updated_at": now,
+    }
+
+
+def _upsert(
+    project_id: uuid.UUID,
+    chunks: Sequence[Chunk],
+    vectors: dict[str, Any],
+    digests: dict[int, str],
+    keyring: Keyring,
+) -> Any:
+    """One INSERT .. ON CONFLICT for the changed chunks of a file, keyed by position; the content sealed to
+    its position, the lexemes keyed hashes."""
     now = utcnow()
+    sealer = keyring.sealer()
     stmt = insert(ContextChunk).values(
-        [
-            {
-                "project_id": project_id,
-                "file_path": c.path,
-                "chunk_index": c.index,
-                "start_line": c.start_line,
-                "end_line": c.end_line,
-                "content": c.text,
-                "content_hash": c.content_hash,
-                "embedding": vectors[c.content_hash],
-                "lexemes": tsvector_literal(c.text),
-                "updated_at": now,
-            }
-            for c in chunks
-        ]
+        [chunk_row(project_id, c, vectors[digests[c.index]], keyring, sealer, now) for c in chunks]
     )
     cols = ("start_line", "end_line", "content", "content_hash", "embedding", "lexemes", "updated_at")
     return stmt.on_conflict_do_update(

@@ -25,6 +25,16 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from app.errors import log_sanitised
+from app.infra.encryption import (
+    context_aad,
+    generation_aad,
+    ground_truth_aad,
+    keyring_for,
+    message_aad,
+    title_aad,
+)
+from app.infra.envelope import Keyring, Sealer
+from app.infra.settings import get_settings
 from app.telemetry import rows as R
 from app.telemetry.events import (
     ChatEvent,
@@ -130,7 +140,14 @@ class TelemetryWriter:
         copy_min_events: int = 100,
         copy_cooldown_batches: int = 5,
         pipeline_depth: int = 2,
+        keyring: Keyring | None = None,
+        keyring_fingerprint: str | None = None,
     ) -> None:
+        # Stored code is sealed here, after the ingress redacted it (app/infra/encryption.py).
+        self.keyring = keyring or keyring_for(get_settings())
+        if keyring_fingerprint is not None and keyring_fingerprint != self.keyring.fingerprint:
+            # The ingress that started this writer reads with other keys: rows would become unreadable there.
+            raise RuntimeError("this process's ENCRYPTION_KEYS differ from the ingress's")
         self.redis = Redis.from_url(redis_url)
         self.database_url = plain_url(database_url)
         self.consumer = consumer
@@ -402,14 +419,14 @@ class TelemetryWriter:
         if len(entries) >= self.copy_min_events and self._copy_cooldown == 0:
             try:
                 async with conn.transaction():
-                    return await _write_batch(conn, entries, copy=True)
+                    return await _write_batch(conn, entries, self.keyring.sealer(), copy=True)
             except asyncpg.UniqueViolationError:
                 self.stats.copy_conflicts += 1
                 self._copy_cooldown = self.copy_cooldown_batches
         elif self._copy_cooldown:
             self._copy_cooldown -= 1
         async with conn.transaction():
-            return await _write_batch(conn, entries, copy=False)
+            return await _write_batch(conn, entries, self.keyring.sealer(), copy=False)
 
     async def status(self) -> dict[str, Any]:
         """This writer's counters."""
@@ -429,8 +446,11 @@ class TelemetryWriter:
         }
 
 
-async def _write_batch(conn: asyncpg.Connection, entries: list[Entry], copy: bool = False) -> Outcome:
-    """Insert what can be inserted; entries whose parent row is missing are deferred.
+async def _write_batch(
+    conn: asyncpg.Connection, entries: list[Entry], sealer: Sealer, copy: bool = False
+) -> Outcome:
+    """Insert what can be inserted; entries whose parent row is missing are deferred. Code (context,
+    messages, ground truths) is sealed by `sealer`, one data key for the batch.
 
     copy: new rows go in by binary COPY (a row already there raises asyncpg.UniqueViolationError),
     otherwise by INSERT ... ON CONFLICT (replays change nothing).
@@ -463,7 +483,7 @@ async def _write_batch(conn: asyncpg.Connection, entries: list[Entry], copy: boo
         conn, Project, [e.event.project_id for e in chats + queries if e.event.project_id]
     )
     # Always INSERT, never COPY: a chat event again (a new title) updates the row.
-    await R.insert_rows(conn, R.CHAT, [_chat_row(e.event, projects) for e in live_chats])
+    await R.insert_rows(conn, R.CHAT, [_chat_row(e.event, projects, sealer) for e in live_chats])
 
     known_chats = await R.existing(conn, Chat, [e.event.chat_id for e in queries if e.event.chat_id])
     sessions = await R.existing(conn, Session, [e.event.session_id for e in queries if e.event.session_id])
@@ -475,7 +495,7 @@ async def _write_batch(conn: asyncpg.Connection, entries: list[Entry], copy: boo
         else:
             live_queries.append(q)
             out.done.append(e)
-    await put(R.CONTEXT, [_context_row(q) for q in live_queries if q.context])
+    await put(R.CONTEXT, [_context_row(q, sealer) for q in live_queries if q.context])
     await put(R.CONTEXTUAL, [_contextual_row(q) for q in live_queries if q.contextual])
     await put(R.BEHAVIORAL, [_behavioral_row(q) for q in live_queries if q.behavioral])
     await put(R.META_QUERY, [_meta_row(q, sessions, projects) for q in live_queries])
@@ -512,7 +532,10 @@ async def _write_batch(conn: asyncpg.Connection, entries: list[Entry], copy: boo
     } & batch_gens
     await put(
         R.GENERATION,
-        [_generation_row(ev, (ev.meta_query_id, ev.model_id) in accepted_now) for ev in ready_generations],
+        [
+            _generation_row(ev, sealer, (ev.meta_query_id, ev.model_id) in accepted_now)
+            for ev in ready_generations
+        ],
     )
 
     msg_chats = await R.existing(conn, Chat, [e.event.chat_id for e in messages])
@@ -523,7 +546,7 @@ async def _write_batch(conn: asyncpg.Connection, entries: list[Entry], copy: boo
         ),
         out,
     )
-    await put(R.CHAT_MESSAGE, [_message_row(ev) for ev in ready_messages])
+    await put(R.CHAT_MESSAGE, [_message_row(ev, sealer) for ev in ready_messages])
 
     known_gens = batch_gens | await R.existing(
         conn,
@@ -538,7 +561,7 @@ async def _write_batch(conn: asyncpg.Connection, entries: list[Entry], copy: boo
     )
     await put(
         R.GROUND_TRUTH,
-        [_ground_truth_row(ev) for ev in ready_feedback if ev.ground_truth is not None],
+        [_ground_truth_row(ev, sealer) for ev in ready_feedback if ev.ground_truth is not None],
     )
     accepted = [
         k
@@ -573,20 +596,27 @@ def _split(entries: list[Entry], ready: Any, out: Outcome) -> list[Any]:
     return result
 
 
-def _chat_row(ev: ChatEvent, projects: set[uuid.UUID]) -> tuple[Any, ...]:
+def _chat_row(ev: ChatEvent, projects: set[uuid.UUID], sealer: Sealer) -> tuple[Any, ...]:
     return (
         ev.chat_id,
         ev.user_id,
         ev.project_id if ev.project_id in projects else None,
-        ev.title[:200],
+        sealer.seal(ev.title[:200], title_aad(ev.chat_id)),
         ev.created_at,
     )
 
 
-def _context_row(q: QueryEvent) -> tuple[Any, ...]:
+def _context_row(q: QueryEvent, sealer: Sealer) -> tuple[Any, ...]:
     c = q.context
     assert c is not None
-    return (c.context_id, c.prefix, c.suffix, c.file_name, c.selected_text, R.as_json(c.context_files))
+    return (
+        c.context_id,
+        sealer.seal_optional(c.prefix, context_aad("prefix", c.context_id)),
+        sealer.seal_optional(c.suffix, context_aad("suffix", c.context_id)),
+        c.file_name,
+        sealer.seal_optional(c.selected_text, context_aad("selected_text", c.context_id)),
+        R.as_json(c.context_files),
+    )
 
 
 def _contextual_row(q: QueryEvent) -> tuple[Any, ...]:
@@ -634,11 +664,11 @@ def _chat_query_row(q: QueryEvent) -> tuple[Any, ...]:
     return (q.meta_query_id, q.chat_id, q.web_enabled)
 
 
-def _generation_row(ev: GenerationEvent, accepted: bool = False) -> tuple[Any, ...]:
+def _generation_row(ev: GenerationEvent, sealer: Sealer, accepted: bool = False) -> tuple[Any, ...]:
     return (
         ev.meta_query_id,
         ev.model_id,
-        ev.completion,
+        sealer.seal(ev.completion, generation_aad(ev.meta_query_id, ev.model_id)),
         ev.generation_time_ms,
         ev.confidence,
         ev.token_logprobs,
@@ -648,12 +678,15 @@ def _generation_row(ev: GenerationEvent, accepted: bool = False) -> tuple[Any, .
     )
 
 
-def _message_row(ev: ChatMessageEvent) -> tuple[Any, ...]:
-    return (ev.message_id, ev.chat_id, ev.meta_query_id, ev.role, ev.content, ev.model_id, ev.created_at)
+def _message_row(ev: ChatMessageEvent, sealer: Sealer) -> tuple[Any, ...]:
+    content = sealer.seal(ev.content, message_aad(ev.message_id))
+    return (ev.message_id, ev.chat_id, ev.meta_query_id, ev.role, content, ev.model_id, ev.created_at)
 
 
-def _ground_truth_row(ev: FeedbackEvent) -> tuple[Any, ...]:
-    return (ev.event_id, ev.meta_query_id, ev.model_id, ev.timestamp, ev.ground_truth)
+def _ground_truth_row(ev: FeedbackEvent, sealer: Sealer) -> tuple[Any, ...]:
+    assert ev.ground_truth is not None
+    truth = sealer.seal(ev.ground_truth, ground_truth_aad(ev.event_id))
+    return (ev.event_id, ev.meta_query_id, ev.model_id, ev.timestamp, truth)
 
 
 def _entry(entry_id: bytes, fields: dict[bytes, bytes]) -> Entry:

@@ -9,6 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from app.infra.envelope import new_key_spec
 from app.infra.state import AppState
 from db.migrate import upgrade
 from serve.embedded import EmbeddedServices, ServiceUrls
@@ -115,6 +116,11 @@ def metrics_port() -> int:
     return free_port()
 
 
+# The keys the Serve app's processes seal stored code with (their environment at ray.init); tests open what
+# it stored with them.
+RAY_ENCRYPTION_KEYS = new_key_spec("ray-tests")
+
+
 @pytest.fixture(scope="session")
 def ray_cluster(metrics_port: int) -> Iterator[None]:
     """One local Ray instance for the session (logical CPUs above the 2 cores so several small replicas fit)."""
@@ -126,7 +132,7 @@ def ray_cluster(metrics_port: int) -> Iterator[None]:
     # session signs up more users per minute from 127.0.0.1 than an IDE would); the limiter still runs.
     limits = {name: "1000000" for name in ("RATE_LIMIT_AUTH", "RATE_LIMIT_DEFAULT", "RATE_LIMIT_COMPLETION")}
     with pytest.MonkeyPatch.context() as env:
-        for name, value in {**limits, **SERVE_ENV}.items():
+        for name, value in {**limits, **SERVE_ENV, "ENCRYPTION_KEYS": RAY_ENCRYPTION_KEYS}.items():
             env.setenv(name, value)  # and Serve's request-path settings, as `code4me up` runs them
         ray.init(
             num_cpus=8,
@@ -195,6 +201,7 @@ def app_settings(services: ServiceUrls):  # type: ignore[no-untyped-def]
     # consume the telemetry stream (or expiry events) of the in-process apps of other test modules.
     return Settings(
         environment="test",
+        encryption_keys=RAY_ENCRYPTION_KEYS,
         database_url=services.database_url,
         redis_url=ray_app_redis_url(services.redis_url),
     )

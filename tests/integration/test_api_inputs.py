@@ -8,6 +8,7 @@ import pytest
 from sqlalchemy import select
 
 from app.identity import tokens
+from app.infra.encryption import opened
 from db.tables import Context, Generation, GroundTruth, MetaQuery, User
 from tests.utils import payloads as P
 from tests.utils.asgi_api import count, fresh_client, model_id, settle, signed_in
@@ -46,7 +47,7 @@ async def test_full_flow_stores_rows_and_side_by_side_failure_slot(api) -> None:
         truths = (
             (await db.execute(select(GroundTruth).where(GroundTruth.meta_query_id == qid))).scalars().all()
         )
-        assert [t.ground_truth for t in truths] == ["read()"]
+        assert [opened(t, state.keyring)["ground_truth"] for t in truths] == ["read()"]
     r = await c.get(f"/api/completion/{qid}")
     assert r.status_code == 200 and len(r.json()["data"]["completions"]) == 2
 

@@ -12,6 +12,7 @@ from sqlalchemy import func, select
 from app.context.live_state import DIRTY_KEY, Owner, read_file, read_files, state_key
 from app.context.retrieval import snippets_for
 from app.identity import tokens
+from app.infra.encryption import opened
 from app.infra.state import AppState
 from app.protocol import Snippet
 from app.workers.context_indexer import ContextIndexer
@@ -90,7 +91,12 @@ class CountingEmbed:
 
 def indexer(state: AppState, embed: CountingEmbed | None = None, debounce_s: float = 5.0) -> ContextIndexer:
     return ContextIndexer(
-        state.redis, state.sessionmaker, embed or CountingEmbed(), debounce_s=debounce_s, max_wait_s=60.0
+        state.redis,
+        state.sessionmaker,
+        embed or CountingEmbed(),
+        keyring=state.keyring,
+        debounce_s=debounce_s,
+        max_wait_s=60.0,
     )
 
 
@@ -247,7 +253,7 @@ async def test_indexer_debounces_upserts_and_removes_stale_chunks(api) -> None:
     assert stats.files == 1 and embed.calls == 1
     rows = await chunk_rows(state, owner.project_id, "pkg/geometry.py")
     assert rows and all(r.embedding is not None and r.lexemes for r in rows)
-    assert "circle_area" in "\n".join(r.content for r in rows)
+    assert "circle_area" in "\n".join(opened(r, state.keyring)["content"] or "" for r in rows)
     assert (await idx.run_once(now=time.time() + 60)).files == 0  # nothing left marked
 
     # A long file, then an edit at its end: the untouched chunks keep their rows and are not re-embedded.
@@ -318,7 +324,14 @@ async def test_indexer_max_wait_indexes_a_file_that_keeps_changing(api) -> None:
     client, state = api
     c, _ = await signed_in(client)
     owner = await owner_of(c, state)
-    idx = ContextIndexer(state.redis, state.sessionmaker, CountingEmbed(), debounce_s=5.0, max_wait_s=20.0)
+    idx = ContextIndexer(
+        state.redis,
+        state.sessionmaker,
+        CountingEmbed(),
+        keyring=state.keyring,
+        debounce_s=5.0,
+        max_wait_s=20.0,
+    )
     await c.post(URL, json={"context_updates": {"busy.py": [insert(COLORS_PY)]}})
     # Still being edited (last change "now"), but the first unindexed change is 25 s old.
     await c.post(URL, json={"context_updates": {"busy.py": [insert(["# more"], at=len(COLORS_PY))]}})
@@ -336,9 +349,9 @@ async def test_a_failed_embedding_keeps_the_file_marked(api) -> None:
     async def broken(texts: list[str]) -> list[list[float]]:
         raise RuntimeError("embedder down")
 
-    stats = await ContextIndexer(state.redis, state.sessionmaker, broken, debounce_s=0).run_once(
-        now=time.time() + 1
-    )
+    stats = await ContextIndexer(
+        state.redis, state.sessionmaker, broken, keyring=state.keyring, debounce_s=0
+    ).run_once(now=time.time() + 1)
     assert stats.failed >= 1
     assert await state.redis.zscore(DIRTY_KEY, f"{owner.project_id}:{owner.user_id}:flaky.py") is not None
     await index_now(state)

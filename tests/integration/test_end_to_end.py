@@ -10,6 +10,8 @@ from pyhocon import ConfigFactory
 from redis.asyncio import Redis
 from sqlalchemy import select
 
+from app.infra.encryption import opened
+from app.infra.envelope import Keyring
 from app.telemetry.stream import wait_drained
 from db.engine import make_engine, make_sessionmaker
 from db.tables import (
@@ -26,7 +28,7 @@ from db.tables import (
     Session,
 )
 from serve.embedded import ServiceUrls
-from tests.integration.conftest import ray_app_redis_url
+from tests.integration.conftest import RAY_ENCRYPTION_KEYS, ray_app_redis_url
 from tests.utils import payloads as P
 from tests.utils.plugin_client import (
     CHAT_MODEL_ID,
@@ -131,14 +133,17 @@ def test_plugin_flow_end_to_end(serve_app: str, services: ServiceUrls) -> None:
     rows = asyncio.run(_rows(services.database_url, qid))
     assert rows["meta"].query_type == "completion" and rows["meta"].total_serving_time_ms is not None
     assert rows["completion_query"] is not None
-    assert rows["context"].prefix.endswith("return f.") and rows["context"].file_name == "example.py"
+    keys = Keyring.parse(RAY_ENCRYPTION_KEYS)
+    assert rows["context"].file_name == "example.py"
+    assert opened(rows["context"], keys)["prefix"].endswith("return f.")  # type: ignore[union-attr]
     assert rows["contextual"].language_id == 1 and rows["contextual"].trigger_type_id == 2
     assert rows["behavioral"].typing_speed == 3.5
     (gen,) = rows["generations"]
-    assert gen.completion == slot["completion"] and gen.was_accepted and gen.error is None
+    assert opened(gen, keys)["completion"] == slot["completion"] and gen.was_accepted and gen.error is None
     assert gen.token_logprobs and len(gen.token_logprobs) >= 1 and all(lp <= 0 for lp in gen.token_logprobs)
     assert abs(gen.confidence - slot["confidence"]) < 1e-9
-    assert sorted(t.ground_truth for t in rows["truths"]) == sorted(["f.read()\n", "f.read()  # x\n"])
+    truths = [opened(t, keys)["ground_truth"] for t in rows["truths"]]
+    assert sorted(truths) == sorted(["f.read()\n", "f.read()  # x\n"])  # type: ignore[type-var]
     assert rows["session"].end_time is None and rows["project"].project_name == "e2e"
     assert rows["member"].role == "owner"
     assert rows["model"].model_name == "code4me-tiny" and rows["model"].family == "code4me"

@@ -17,6 +17,7 @@ import pytest
 from pyhocon import ConfigFactory
 from sqlalchemy import select
 
+from app.infra.encryption import opened
 from app.infra.state import AppState
 from db.seed_data import PROGRAMMING_LANGUAGES
 from db.tables import ChatMessage, Generation, GroundTruth, Session
@@ -230,15 +231,12 @@ async def test_the_plugins_whole_session_replayed(plugin_api, data_dir: Path) ->
     async with state.sessionmaker() as db:
         gen = await db.get(Generation, (uuid.UUID(qid), COMPLETION_MODEL_ID))
         assert gen is not None and gen.was_accepted
-        stored = (
-            (
-                await db.execute(
-                    select(GroundTruth.ground_truth).where(GroundTruth.meta_query_id == uuid.UUID(qid))
-                )
-            )
-            .scalars()
-            .all()
-        )
+        stored = [
+            opened(t, state.keyring)["ground_truth"]
+            for t in (
+                await db.execute(select(GroundTruth).where(GroundTruth.meta_query_id == uuid.UUID(qid)))
+            ).scalars()
+        ]
         assert sorted(stored) == sorted(truths)
         roles = (
             (await db.execute(select(ChatMessage.role).where(ChatMessage.chat_id == uuid.UUID(chat_id))))

@@ -12,6 +12,15 @@ from sqlalchemy import func, insert, select
 from sqlmodel import SQLModel
 
 from app.identity import tokens
+from app.infra.encryption import (
+    chunk_aad,
+    context_aad,
+    generation_aad,
+    ground_truth_aad,
+    message_aad,
+    opened,
+    title_aad,
+)
 from app.infra.state import AppState
 from app.services import users
 from app.services.retention import delete_expired_data
@@ -92,8 +101,17 @@ async def add_chat(
 ) -> tuple[uuid.UUID, uuid.UUID]:
     """A chat with one turn (its query, context, the user's message and a model's answer), written directly."""
     async with state.sessionmaker() as db:
-        chat = Chat(user_id=user_id, project_id=project_id, title=f"chat about {words}")
-        context = Context(prefix=f"# {words}\n", suffix="", file_name="chat.py")
+        chat_id = uuid.uuid4()
+        title = state.keyring.seal(f"chat about {words}", title_aad(chat_id))
+        chat = Chat(chat_id=chat_id, user_id=user_id, project_id=project_id, title=title)
+        cid, asked, answered = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+        seal = state.keyring.seal  # rows written here are sealed as the telemetry writer seals them
+        context = Context(
+            context_id=cid,
+            prefix=seal(f"# {words}\n", context_aad("prefix", cid)),
+            suffix=seal("", context_aad("suffix", cid)),
+            file_name="chat.py",
+        )
         db.add_all([chat, context])
         await db.flush()
         meta = MetaQuery(
@@ -104,18 +122,20 @@ async def add_chat(
         db.add(ChatQuery(meta_query_id=meta.meta_query_id, chat_id=chat.chat_id))
         db.add(
             ChatMessage(
+                message_id=asked,
                 chat_id=chat.chat_id,
                 meta_query_id=meta.meta_query_id,
                 role="user",
-                content=f"explain {words}",
+                content=seal(f"explain {words}", message_aad(asked)),
             )
         )
         db.add(
             ChatMessage(
+                message_id=answered,
                 chat_id=chat.chat_id,
                 meta_query_id=meta.meta_query_id,
                 role="assistant",
-                content=f"{words} means...",
+                content=seal(f"{words} means...", message_aad(answered)),
                 model_id=model_id(state, "chatty"),
             )
         )
@@ -156,7 +176,7 @@ async def busy_user(
                 chunk_index=0,
                 start_line=0,
                 end_line=1,
-                content=f"{words} = 1\n",
+                content=state.keyring.seal(f"{words} = 1\n", chunk_aad(project_id, 0, "src/a.py")),
                 content_hash="0" * 64,
                 embedding=[1.0] + [0.0] * 383,
             )
@@ -350,7 +370,7 @@ async def test_delete_without_data_keeps_only_anonymised_completion_rows(api) ->
         assert await db.get(BehavioralTelemetry, meta.behavioral_telemetry_id) is not None
         assert await db.get(CompletionQuery, qid) is not None
         gens = (await db.execute(select(Generation).where(Generation.meta_query_id == qid))).scalars().all()
-        assert {g.completion for g in gens} == {"read()", ""}
+        assert {opened(g, state.keyring)["completion"] for g in gens} == {"read()", ""}
         assert (await db.execute(select(GroundTruth).where(GroundTruth.meta_query_id == qid))).first() is None
         assert await db.get(MetaQuery, gone["chat_query_id"]) is None
         assert await db.get(Chat, gone["chat_id"]) is None
@@ -475,7 +495,12 @@ async def test_a_deleted_account_cannot_complete_even_with_a_cached_preference(a
 async def dated_query(state: AppState, user_id: uuid.UUID, when: datetime) -> uuid.UUID:
     """A completion query at `when` with context, telemetry, a generation and a ground truth."""
     async with state.sessionmaker() as db:
-        ctx = Context(prefix="x = ", suffix="")
+        cid, eid = uuid.uuid4(), uuid.uuid4()
+        ctx = Context(
+            context_id=cid,
+            prefix=state.keyring.seal("x = ", context_aad("prefix", cid)),
+            suffix=state.keyring.seal("", context_aad("suffix", cid)),
+        )
         ct = ContextualTelemetry(version_id=1, trigger_type_id=1, language_id=1)
         bt = BehavioralTelemetry(typing_speed=1.0)
         db.add_all([ctx, ct, bt])
@@ -495,12 +520,19 @@ async def dated_query(state: AppState, user_id: uuid.UUID, when: datetime) -> uu
             Generation(
                 meta_query_id=meta.meta_query_id,
                 model_id=model_id(state, "scripted"),
-                completion="1",
+                completion=state.keyring.seal(
+                    "1", generation_aad(meta.meta_query_id, model_id(state, "scripted"))
+                ),
                 generation_time_ms=1,
                 created_at=when,
             )
         )
-        db.add(GroundTruth(meta_query_id=meta.meta_query_id, ground_truth="x = 1", truth_timestamp=when))
+        truth = state.keyring.seal("x = 1", ground_truth_aad(eid))
+        db.add(
+            GroundTruth(
+                meta_query_id=meta.meta_query_id, event_id=eid, ground_truth=truth, truth_timestamp=when
+            )
+        )
         await db.commit()
         return meta.meta_query_id
 
@@ -514,14 +546,23 @@ async def retention_user(state: AppState, preference: dict[str, Any], now: datet
     days = (400, 31, 29)
     out: dict[str, Any] = {"user_id": user.user_id, "queries": {}, "messages": {}, "sessions": {}}
     async with state.sessionmaker() as db:
-        old_chat = Chat(user_id=user.user_id, title="old", created_at=now - timedelta(days=400))
-        mixed_chat = Chat(user_id=user.user_id, title="mixed", created_at=now - timedelta(days=400))
+        old_id, mixed_id = uuid.uuid4(), uuid.uuid4()
+        old_title, mixed_title = (
+            state.keyring.seal(t, title_aad(i)) for t, i in (("old", old_id), ("mixed", mixed_id))
+        )
+        long_ago = now - timedelta(days=400)
+        old_chat = Chat(chat_id=old_id, user_id=user.user_id, title=old_title, created_at=long_ago)
+        mixed_chat = Chat(chat_id=mixed_id, user_id=user.user_id, title=mixed_title, created_at=long_ago)
         db.add_all([old_chat, mixed_chat])
         await db.flush()
         for d in days:
             when = now - timedelta(days=d)
             chat = old_chat if d > 30 else mixed_chat
-            msg = ChatMessage(chat_id=chat.chat_id, role="user", content=f"{d} days ago", created_at=when)
+            mid = uuid.uuid4()
+            text = state.keyring.seal(f"{d} days ago", message_aad(mid))
+            msg = ChatMessage(
+                message_id=mid, chat_id=chat.chat_id, role="user", content=text, created_at=when
+            )
             ended = Session(user_id=user.user_id, start_time=when - timedelta(hours=1), end_time=when)
             db.add_all([msg, ended])
             await db.flush()

@@ -6,6 +6,7 @@ import uuid
 
 from sqlalchemy import select
 
+from app.infra.encryption import opened
 from db.tables import ChatMessage, Context, GroundTruth, MetaQuery
 from tests.utils import payloads as P
 from tests.utils.asgi_api import model_id, settle, signed_in
@@ -71,18 +72,25 @@ async def test_completion_chat_feedback_and_context_never_store_or_send_secrets(
         meta = await db.get(MetaQuery, qid)
         assert meta is not None and meta.context_id is not None
         context = await db.get(Context, meta.context_id)
-        assert context is not None and "return os." in context.prefix
+        assert context is not None
         truths = (
             (await db.execute(select(GroundTruth).where(GroundTruth.meta_query_id == qid))).scalars().all()
         )
         messages = (
             (await db.execute(select(ChatMessage).where(ChatMessage.chat_id == chat_id))).scalars().all()
         )
-    stored = [context.prefix, *(t.ground_truth for t in truths), *(m.content for m in messages)]
-    assert len(stored) == 4
+    # Stored sealed (no secret, redacted or not, in the raw bytes), and what was sealed was already redacted.
+    raw = [context.prefix, *(t.ground_truth for t in truths), *(m.content for m in messages)]
+    assert len(raw) == 4 and all(isinstance(b, bytes) and b"return os." not in b for b in raw)
+    stored = [opened(context, state.keyring)["prefix"]]
+    stored += [
+        opened(row, state.keyring)[column]
+        for row, column in [*((t, "ground_truth") for t in truths), *((m, "content") for m in messages)]
+    ]
+    assert "return os." in stored[0]  # type: ignore[operator]
     for text in stored:
-        assert GITHUB_TOKEN not in text and AWS_KEY not in text
-    assert all("<REDACTED:" in text for text in stored[1:3])
+        assert text is not None and GITHUB_TOKEN not in text and AWS_KEY not in text
+    assert all("<REDACTED:" in text for text in stored[1:3])  # type: ignore[operator]
 
 
 async def test_paths_file_names_and_stop_sequences_are_redacted_before_storage(api) -> None:

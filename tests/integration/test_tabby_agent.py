@@ -18,6 +18,7 @@ import httpx
 import pytest
 import uvicorn
 
+from app.infra.encryption import opened
 from app.infra.state import AppState
 from db.tables import ContextualTelemetry, Generation, MetaQuery, PluginVersion
 from serve.embedded import ServiceUrls
@@ -104,10 +105,12 @@ async def test_the_agent_as_a_language_server_completes_with_our_model(platform,
             generation = await db.get(
                 Generation, (uuid.UUID(completion_id[5:]), model_id(state, "code4me-tiny"))
             )
-        assert generation is not None and generation.completion
+        assert generation is not None
+        stored = opened(generation, state.keyring)["completion"]
+        assert stored
         # What the editor would insert is our model's completion (tabby-agent's post-processing may cut it).
         inserted = items[0]["textEdit"]["newText"].strip()
-        assert inserted and inserted in generation.completion
+        assert inserted and inserted in stored
         assert gateway.calls[-1].prefix.endswith("return f.")
         # A healthy server: the agent never warned the editor about its status.
         assert not [n for n in lsp.notifications if n["method"] == "window/showMessage"]
@@ -151,7 +154,9 @@ async def test_the_agent_reports_health_completes_and_sends_the_acceptance(platf
             assert contextual is not None and contextual.language_id == 47
             version = await db.get(PluginVersion, contextual.version_id)
         assert generation.was_accepted and len(generation.shown_at) == 1
-        assert choice["text"].strip() and choice["text"].strip() in generation.completion
+        assert choice["text"].strip() and choice["text"].strip() in (
+            opened(generation, state.keyring)["completion"] or ""
+        )
         # tabby-agent 1.5.0 names no version of its own: Node's fetch sends `User-Agent: node`.
         assert version is not None and (version.version_name, version.ide_type) == ("node", "Tabby")
     finally:

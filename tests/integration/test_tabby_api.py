@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
+from app.infra.encryption import opened
 from app.services import tabby
 from db.tables import Context, ContextualTelemetry, Generation, MetaQuery, PluginVersion
 from tests.utils.api_tokens import bearer, user_with_token
@@ -45,7 +46,7 @@ async def test_a_completion_is_a_stored_query_with_its_generation(api) -> None:
         assert meta is not None and meta.query_type == "completion"
         assert meta.session_id is None and meta.project_id is None  # an API token's call
         generation = await db.get(Generation, (meta_query_id, model_id(state, "scripted")))
-        assert generation is not None and generation.completion == "read()"
+        assert generation is not None and opened(generation, state.keyring)["completion"] == "read()"
         contextual = await db.get(ContextualTelemetry, meta.contextual_telemetry_id)
         assert contextual is not None and contextual.language_id == 47  # Python
         version = await db.get(PluginVersion, contextual.version_id)
@@ -54,7 +55,8 @@ async def test_a_completion_is_a_stored_query_with_its_generation(api) -> None:
             "Tabby",
         )
         context = await db.get(Context, meta.context_id)
-        assert context is not None and context.file_name == "src/io.py" and context.prefix.endswith("f.")
+        assert context is not None and context.file_name == "src/io.py"
+        assert (opened(context, state.keyring)["prefix"] or "").endswith("f.")
 
 
 async def test_client_snippets_become_the_prompts_context_redacted_and_within_budget(api) -> None:

@@ -11,12 +11,15 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
+from app.infra.envelope import Keyring, new_key_spec
 from app.telemetry.events import FeedbackEvent
 from app.telemetry.stream import DEAD, FIELD, STREAM, publish, stream_status, wait_drained
 from app.workers.telemetry_writer import TelemetryWriter
 from db.tables import utcnow
 from serve.embedded import EmbeddedServices, ServiceUrls
 from tests.utils.telemetry_events import make_user_and_models, query_events, stored_counts
+
+_KEYS = Keyring.parse(new_key_spec("telemetry-tests"))
 
 
 @pytest.fixture
@@ -118,16 +121,16 @@ async def test_copy_of_a_replay_fails_loudly_for_every_table(services: ServiceUr
     conn = await asyncpg.connect(plain_url(services.database_url))
     try:
         async with conn.transaction():
-            out = await _write_batch(conn, entries, copy=True)
+            out = await _write_batch(conn, entries, _KEYS.sealer(), copy=True)
         assert len(out.done) == len(entries) and not out.deferred
         # Each event that writes a row of its own, replayed alone, must make the COPY fail and write nothing.
         for e in entries[1:]:
             with pytest.raises(asyncpg.UniqueViolationError):
                 async with conn.transaction():
-                    await _write_batch(conn, [e], copy=True)
+                    await _write_batch(conn, [e], _KEYS.sealer(), copy=True)
         # The same replays through INSERT ... ON CONFLICT change nothing.
         async with conn.transaction():
-            out = await _write_batch(conn, entries, copy=False)
+            out = await _write_batch(conn, entries, _KEYS.sealer(), copy=False)
         assert len(out.done) == len(entries)
         chat_rows = await conn.fetchval("SELECT count(*) FROM chat_message WHERE chat_id = $1", chat_id)
     finally:

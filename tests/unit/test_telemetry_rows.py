@@ -12,9 +12,11 @@ from typing import Any
 
 import pydantic
 import pytest
-from sqlalchemy import Column, UniqueConstraint
+from sqlalchemy import Column, LargeBinary, UniqueConstraint
 from sqlalchemy.dialects.postgresql import JSONB
 
+from app.infra.encryption import context_aad, generation_aad, ground_truth_aad, message_aad, title_aad
+from app.infra.envelope import Keyring, new_key_spec
 from app.telemetry import events as E
 from app.telemetry import rows as R
 from app.workers import telemetry_writer as W
@@ -65,8 +67,8 @@ def test_a_layouts_key_is_a_unique_key_of_the_table_and_comes_first(model: type[
 def test_the_statements_name_the_tables_columns() -> None:
     assert R.CONTEXT.insert_sql.startswith(
         'INSERT INTO "context" ("context_id", "prefix", "suffix", "file_name", "selected_text",'
-        ' "context_files") SELECT c0, c1, c2, c3, c4, c5::jsonb FROM unnest($1::uuid[], $2::text[],'
-        " $3::text[], $4::text[], $5::text[], $6::text[])"
+        ' "context_files") SELECT c0, c1, c2, c3, c4, c5::jsonb FROM unnest($1::uuid[], $2::bytea[],'
+        " $3::bytea[], $4::text[], $5::bytea[], $6::text[])"
     )
     assert R.CHAT.insert_sql.endswith('ON CONFLICT ("chat_id") DO UPDATE SET "title" = excluded."title"')
     assert R.GROUND_TRUTH.insert_sql.endswith('ON CONFLICT ("event_id") DO NOTHING')
@@ -96,7 +98,7 @@ def test_values_travel_as_their_columns_type(column: Column[Any], sql_type: str,
 
 def test_a_column_the_database_must_fill_cannot_be_skipped() -> None:
     with pytest.raises(ValueError, match="cannot be left to the database"):
-        R.layout(T.Chat, skip=(R.table_of(T.Chat).c.title,))
+        R.layout(T.Chat, skip=(R.table_of(T.Chat).c.user_id,))
 
 
 # ---------------------------------------------------------------- rows the writer builds
@@ -179,12 +181,28 @@ _MSG = E.ChatMessageEvent(
     created_at=_T0 + timedelta(seconds=3),
 )
 
+_KEYRING = Keyring.parse(new_key_spec("unit"))
+_SEALER = _KEYRING.sealer()
+# The row each sealed column is bound to (app/infra/encryption.py): opened with it, it is the event's text.
+_AAD = {
+    ("context", "prefix"): lambda: context_aad("prefix", _Q.context.context_id),  # type: ignore[union-attr]
+    ("context", "suffix"): lambda: context_aad("suffix", _Q.context.context_id),  # type: ignore[union-attr]
+    ("context", "selected_text"): lambda: context_aad(
+        "selected_text",
+        _Q.context.context_id,  # type: ignore[union-attr]
+    ),
+    ("chat_message", "content"): lambda: message_aad(_MSG.message_id),
+    ("ground_truth", "ground_truth"): lambda: ground_truth_aad(_FB.event_id),
+    ("had_generation", "completion"): lambda: generation_aad(_GEN.meta_query_id, _GEN.model_id),
+    ("chat", "title"): lambda: title_aad(_CHAT.chat_id),
+}
+
 # (layout, the row the writer builds, where each column's value comes from: an object whose same-named
 # field it is, or, for what the writer derives, the value itself).
 _ROWS: list[tuple[R.RowLayout, Callable[[], tuple[Any, ...]], list[Any], dict[str, Any]]] = [
     (
         R.CONTEXT,
-        lambda: W._context_row(_Q),
+        lambda: W._context_row(_Q, _SEALER),
         [_Q.context],
         {"context_files": json.dumps(["a.py", "b.py"])},
     ),
@@ -199,14 +217,14 @@ _ROWS: list[tuple[R.RowLayout, Callable[[], tuple[Any, ...]], list[Any], dict[st
     (R.COMPLETION_QUERY, lambda: W._completion_row(_Q), [_Q], {"stop_sequences": json.dumps(["\n\n"])}),
     (
         R.CHAT,
-        lambda: W._chat_row(_CHAT, {_CHAT.project_id}),  # type: ignore[arg-type]
+        lambda: W._chat_row(_CHAT, {_CHAT.project_id}, _SEALER),  # type: ignore[arg-type]
         [_CHAT],
         {"title": "t" * 200},
     ),
     (R.CHAT_QUERY, lambda: W._chat_query_row(_CQ), [_CQ], {}),
-    (R.CHAT_MESSAGE, lambda: W._message_row(_MSG), [_MSG], {}),
-    (R.GENERATION, lambda: W._generation_row(_GEN, True), [_GEN], {"was_accepted": True}),
-    (R.GROUND_TRUTH, lambda: W._ground_truth_row(_FB), [_FB], {"truth_timestamp": _FB.timestamp}),
+    (R.CHAT_MESSAGE, lambda: W._message_row(_MSG, _SEALER), [_MSG], {}),
+    (R.GENERATION, lambda: W._generation_row(_GEN, _SEALER, True), [_GEN], {"was_accepted": True}),
+    (R.GROUND_TRUTH, lambda: W._ground_truth_row(_FB, _SEALER), [_FB], {"truth_timestamp": _FB.timestamp}),
 ]
 
 _PYTHON = {
@@ -217,6 +235,7 @@ _PYTHON = {
     "text": str,
     "timestamptz": datetime,
     "bool": bool,
+    "bytea": bytes,
 }
 
 
@@ -233,6 +252,11 @@ def test_the_writer_builds_rows_in_the_layouts_column_order(
             owners = [s for s in sources if col.name in type(s).model_fields]
             assert owners, f"{layout.table}.{col.name}: no event field of that name"
             expected = getattr(owners[0], col.name)
+        if col.sql_type == "bytea":  # sealed: it opens to the event's text in this row only
+            assert isinstance(value, bytes) and str(expected).encode() not in value, col.name
+            value = _KEYRING.open(value, _AAD[(layout.table, col.name)]())
+            assert value == expected, f"{layout.table}.{col.name}"
+            continue
         assert value == expected, f"{layout.table}.{col.name}"
         if col.cast == "float8[]":
             assert isinstance(value, list), col.name
@@ -293,7 +317,12 @@ def test_event_fields_fit_the_columns_of_the_same_name(
     for name in shared:
         column = table.c[name]
         kinds, optional = _base_types(event.model_fields[name].annotation)
-        wanted = (list, dict) if isinstance(column.type, JSONB) else (column.type.python_type,)
+        if isinstance(column.type, JSONB):
+            wanted: tuple[type[Any], ...] = (list, dict)
+        elif isinstance(column.type, LargeBinary):  # sealed text: the writer encrypts the event's str
+            wanted = (str,)
+        else:
+            wanted = (column.type.python_type,)
         assert kinds and all(issubclass(k, wanted) for k in kinds), f"{event.__name__}.{name}: {kinds}"
         if optional and (event, name) not in _FILTERED:
             assert column.nullable, f"{event.__name__}.{name} may be None, {table.name}.{name} may not"

@@ -130,7 +130,9 @@ async def running_api(
     app = create_app(make_state)
     app.state.c4m = state
     # The telemetry writer runs in-process here; in the Serve app it is a Ray actor around the same class.
-    writer = TelemetryWriter(redis_url, database_url, f"test-writer-{uuid.uuid4().hex[:8]}")
+    writer = TelemetryWriter(
+        redis_url, database_url, f"test-writer-{uuid.uuid4().hex[:8]}", keyring=state.keyring
+    )
     task = asyncio.create_task(writer.run())
     try:
         async with httpx.AsyncClient(

@@ -26,7 +26,7 @@ async def export(user: CurrentUser, state: StateDep, db: DbDep, address: ClientA
     await db.close()
     settings = state.settings
     return BoundedStreamingResponse(
-        export_user(state.sessionmaker, user.user_id),
+        export_user(state.sessionmaker, user.user_id, state.keyring),
         send_timeout_s=settings.export_send_timeout_s,
         max_duration_s=settings.export_max_duration_s,
         media_type="application/json",
