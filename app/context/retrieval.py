@@ -26,7 +26,7 @@ from sqlalchemy import bindparam, text
 
 from app.context.chunking import Chunk, chunk_lines
 from app.context.lexical import bm25_scores, query_terms, tokens, tsquery_literal
-from app.context.live_state import WILDCARD, Owner, read_files, recent_files
+from app.context.live_state import WILDCARD, Owner, decode_files, read_raw_files, recent_files
 from app.infra.state import AppState
 from app.protocol import Snippet
 from app.redaction import redact
@@ -258,10 +258,17 @@ async def _from_live_files(
     paths = (
         sorted(allowed) if allowed is not None else await recent_files(state.redis, owner, LIVE_FILES_SCANNED)
     )
-    files = await read_files(state.redis, owner, paths[:LIVE_FILES_SCANNED])
+    raw = await read_raw_files(state.redis, owner, paths[:LIVE_FILES_SCANNED])
+    # Decoding, chunking and ranking up to LIVE_FILES_SCANNED files is CPU work: on the pool.
+    return await state.cpu.run(_rank_live_files, raw, terms, current_file)
+
+
+def _rank_live_files(
+    raw: dict[str, bytes | str | None], terms: list[str], current_file: str
+) -> list[Candidate]:
     chunks = [
         pair
-        for path, lines in files.items()
+        for path, lines in decode_files(raw).items()
         if not is_current(path, current_file)
         for pair in _counted_chunks(path, "\n".join(lines))
     ]

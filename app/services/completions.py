@@ -17,7 +17,6 @@ from app.errors import Forbidden, NotFound, PayloadTooLarge
 from app.identity import tokens
 from app.infra.state import AppState, ModelInfo
 from app.protocol import CompletionCall, CompletionResult, Snippet
-from app.redaction import redact
 from app.schemas.completion import (
     CompletionData,
     CompletionFailure,
@@ -38,6 +37,7 @@ from app.services.pipeline import (
     fan_out,
     query_event,
     redact_context,
+    redact_texts,
     resolve_models,
 )
 from app.services.supersede import announce
@@ -142,7 +142,7 @@ async def request_completion(
     began = time.perf_counter()
     models = resolve_models(state, body.model_ids)
     check_request(state, body)
-    redacted = body.model_copy(update={"context": redact_context(body.context)})
+    redacted = body.model_copy(update={"context": await redact_context(state, body.context)})
     # Secrets never reach storage; whether the models see them is a setting (default: they do not).
     sent = redacted if state.settings.redact_model_input else body
     storage = Storage.of(
@@ -211,7 +211,7 @@ async def request_completion(
         context=redacted.context,
         contextual=body.contextual_telemetry,
         behavioral=body.behavioral_telemetry,
-        stop_sequences=[redact(s) for s in call.stop_sequences],
+        stop_sequences=await redact_texts(state, call.stop_sequences),
     )
     await commit(state, user.user_id, [query, *generations], Kept(RECENT, meta_query_id, data))
     done = time.perf_counter()
@@ -292,7 +292,9 @@ async def feedback(state: AppState, db: AsyncSession, user: Requester, body: Fee
         meta_query_id=body.meta_query_id,
         model_id=body.model_id,
         was_accepted=body.was_accepted,
-        ground_truth=redact(body.ground_truth) if body.ground_truth is not None else None,
+        ground_truth=(await redact_texts(state, [body.ground_truth]))[0]
+        if body.ground_truth is not None
+        else None,
         timestamp=utcnow(),
     )
     await publish(state.redis, [event])

@@ -53,4 +53,5 @@ async def update_context(
         mark_dirty=consent,
         user_quota_bytes=state.settings.context_user_quota_bytes,
         usage_ttl_ms=state.settings.context_live_ttl_s * 1000,
+        cpu=state.cpu,
     )

@@ -2,7 +2,7 @@
 
 A route's service calls, in order: `resolve_models` (the requested models; where a study's arm will swap
 them), `check_reference_ids` / `check_size` (refuse what cannot be stored before anything is stored),
-`redact_context` (secrets never reach storage), `fan_out` (the models side by side, each within its time
+`redact_context` / `redact_texts` (secrets never reach storage; on the CPU pool, off the event loop), `fan_out` (the models side by side, each within its time
 budget, a failure becoming a failure slot, optionally superseded by a newer request of the session),
 `Storage.of` + `query_event` (only what the user's preferences allow), and `commit` (the telemetry events
 and the read-your-writes copies in one Redis round trip). Services return domain results with their stage
@@ -94,8 +94,7 @@ def context_size(ctx: CompletionContext) -> int:
     return len(ctx.prefix) + len(ctx.suffix) + len(ctx.selected_text or "")
 
 
-def redact_context(ctx: CompletionContext) -> CompletionContext:
-    """The context with every secret replaced by a placeholder (cached by content, so cheap when unchanged)."""
+def _redacted_context(ctx: CompletionContext) -> CompletionContext:
     name = ctx.file_name
     return ctx.model_copy(
         update={
@@ -104,6 +103,23 @@ def redact_context(ctx: CompletionContext) -> CompletionContext:
             "selected_text": redact(ctx.selected_text, name) if ctx.selected_text else ctx.selected_text,
         }
     )
+
+
+async def redact_context(state: AppState, ctx: CompletionContext) -> CompletionContext:
+    """The context with every secret replaced by a placeholder, redacted on the CPU pool (never on the
+    replica's event loop; cached by content, so cheap when unchanged)."""
+    return await state.cpu.run(_redacted_context, ctx)
+
+
+def _redacted_texts(texts: Sequence[str]) -> list[str]:
+    return [redact(t) for t in texts]
+
+
+async def redact_texts(state: AppState, texts: Sequence[str]) -> list[str]:
+    """Free texts (messages, ground truths, stop sequences, answers) redacted on the CPU pool."""
+    if not texts:
+        return []
+    return await state.cpu.run(_redacted_texts, texts)
 
 
 @dataclass(frozen=True, slots=True)
