@@ -152,6 +152,13 @@ def begin_headers_without_end(size: int, seed: int = 0) -> str:
     return _lines(size, make)
 
 
+def key_body_escapes(size: int, seed: int = 0) -> str:
+    """A key header, then body-looking lines of escape and quoting characters that are base64 too
+    (`n`, `r`, `+`) ending in one that is not: a body-line regex backtracked over each for seconds."""
+    units = ("n" * 300 + "!", "+" * 300 + "!", "r" * 150 + "A" * 150 + "!")
+    return _lines(size, lambda i: "-----BEGIN RSA PRIVATE KEY-----" if i % 4 == 0 else units[i % 3])
+
+
 def putty_markers(size: int, seed: int = 0) -> str:
     """PuTTY key file markers on every other line and no blank line: each marker's block runs to the end."""
     rng = random.Random(seed)
@@ -212,6 +219,7 @@ GENERATORS: dict[str, Generator] = {
     "separator_runs": separator_runs,
     "marker_runs": marker_runs,
     "begin_headers_without_end": begin_headers_without_end,
+    "key_body_escapes": key_body_escapes,
     "putty_markers": putty_markers,
     "split_literals": split_literals,
     "bare_token_lines": bare_token_lines,
