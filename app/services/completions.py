@@ -17,6 +17,7 @@ from app.errors import Forbidden, NotFound, PayloadTooLarge
 from app.identity import tokens
 from app.infra.state import AppState, ModelInfo
 from app.protocol import CompletionCall, CompletionResult, Snippet
+from app.redaction import redact
 from app.schemas.completion import (
     CompletionData,
     CompletionFailure,
@@ -79,7 +80,8 @@ def model_call(body: CompletionRequest, snippets: tuple[Snippet, ...] = ()) -> C
 
 def fit_client_snippets(snippets: Sequence[Snippet], budget_chars: int) -> list[Snippet]:
     """A client's own snippets (Tabby's declarations and related code), best first: redacted like the stored
-    context, duplicates dropped, cut to the snippet budget as retrieved ones are."""
+    context, duplicates dropped, cut to the snippet budget as retrieved ones are (CPU work: run it on the
+    CPU pool)."""
     seen: set[tuple[str, str]] = set()
     candidates: list[Candidate] = []
     next_line: dict[str, int] = {}
@@ -154,7 +156,9 @@ async def request_completion(
     budget = state.settings.context_snippet_budget_chars
     supersede: tuple[uuid.UUID, int] | None = None
     if session is None or project is None:
-        call = model_call(sent, tuple(fit_client_snippets(client_snippets or (), budget)))
+        # Redacting and fitting a client's snippets is CPU work: on the pool.
+        fitted = await state.cpu.run(fit_client_snippets, client_snippets or (), budget)
+        call = model_call(sent, tuple(fitted))
     else:
         # Numbered in its session and announced to every replica (supersedes older requests) meanwhile.
         announced = asyncio.create_task(announce(state.redis, session.session_id))

@@ -95,12 +95,17 @@ def context_size(ctx: CompletionContext) -> int:
 
 
 def _redacted_context(ctx: CompletionContext) -> CompletionContext:
-    name = ctx.file_name
+    name = ctx.file_name  # picks the rules for the code (then is redacted itself)
     return ctx.model_copy(
         update={
             "prefix": redact(ctx.prefix, name),
             "suffix": redact(ctx.suffix, name),
             "selected_text": redact(ctx.selected_text, name) if ctx.selected_text else ctx.selected_text,
+            # A path can hold a token as well as a line of code can (up to 2,000 of them: CPU work too).
+            "file_name": redact(name) if name else name,
+            "context_files": [redact(p) for p in ctx.context_files]
+            if ctx.context_files
+            else ctx.context_files,
         }
     )
 
@@ -163,17 +168,10 @@ def query_event(
 ) -> QueryEvent:
     """The query as it will be stored: (redacted) context and telemetry only where `storage` allows it.
 
-    Every stored free-text field is redacted: the code (by `redact_context`, before), and here the file
-    name, the context file list and the file path (a path can hold a token as well as a line of code can).
+    Every stored free-text field is redacted: the code, the file name and the context file list by
+    `redact_context` (before, on the CPU pool: `context` must come from it), and here the file path (a
+    path can hold a token as well as a line of code can).
     """
-    context = context.model_copy(
-        update={
-            "file_name": redact(context.file_name) if context.file_name else context.file_name,
-            "context_files": [redact(p) for p in context.context_files]
-            if context.context_files
-            else context.context_files,
-        }
-    )
     if contextual is not None and contextual.file_path:
         contextual = contextual.model_copy(update={"file_path": redact(contextual.file_path)})
     return QueryEvent(
