@@ -103,12 +103,12 @@ async def snippets_for(
     context) selects PostgreSQL, else only `user_id`'s live files in Redis are read. With consent and
     nothing indexed yet (a fresh project), the live files are used too.
     """
-    # Live and indexed files are kept under their redacted paths (app/services/context_updates.py).
-    current_file = redact(current_file)
-    allowed = allowed_files(None if context_files is None else [redact(p) for p in context_files])
-    if budget_chars <= 0 or allowed == set():
+    if budget_chars <= 0 or (context_files is not None and not context_files):
         return []
     try:
+        # Live and indexed files are kept under their redacted paths (app/services/context_updates.py);
+        # up to 2,000 paths are redacted on the CPU pool.
+        current_file, allowed = await state.cpu.run(_stored_paths, current_file, context_files)
         candidates: list[Candidate] = []
         if consent:
             candidates = await _from_postgres(state, project_id, current_file, prefix, suffix, allowed)
@@ -120,6 +120,13 @@ async def snippets_for(
     except Exception as exc:  # noqa: BLE001 - no snippets is always a valid answer
         log.warning("context retrieval failed (%s); completing without snippets", type(exc).__name__)
         return []
+
+
+def _stored_paths(current_file: str, context_files: Sequence[str] | None) -> tuple[str, set[str] | None]:
+    """The current file and the allowed files under the redacted paths they are stored by."""
+    return redact(current_file), allowed_files(
+        None if context_files is None else [redact(p) for p in context_files]
+    )
 
 
 async def _query_vector(state: AppState, query: str) -> list[float] | None:
