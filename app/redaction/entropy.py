@@ -204,6 +204,8 @@ def _joined_literal(lines: ScanLines, idx: int, value: str) -> str:
 def _decoded_text(value: str, offset: int = 0, min_len: int = _MIN_DECODED_TEXT) -> str | None:
     """The printable ASCII text a base64 run (standard or URL-safe, `\\n` escapes allowed) decodes to,
     read from `offset` characters in (a piece of a split literal need not start on a 4-character group)."""
+    if (len(value) - offset) * 3 < min_len * 4:  # too short to decode to `min_len` bytes (4 chars: 3 bytes)
+        return None
     v = re.sub(r"\\[nrt]", "", value)
     if "\\" in v:
         return None

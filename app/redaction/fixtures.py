@@ -64,7 +64,13 @@ def _fixture_value(value: str, lines: ScanLines, idx: int) -> bool:
     # Facts of lines, computed once per scan: a line of many such values looks up once, not per value.
     if lines.fact(idx, _doctest_line):
         return True
-    return any(lines.fact(j, _example_heading) for j in range(max(0, idx - _EXAMPLE_CONTEXT_LINES), idx))
+    # Once per line judged (the lines above are final by then), not once per value on it.
+    above = lines.shared("example_heading_above", dict[int, bool])
+    if idx not in above:
+        above[idx] = any(
+            lines.fact(j, _example_heading) for j in range(max(0, idx - _EXAMPLE_CONTEXT_LINES), idx)
+        )
+    return above[idx]
 
 
 # Rule 4, a URL on a documentation domain: RFC 2606 and RFC 6761 reserve `example.com`, `.net`, `.org`
