@@ -20,15 +20,8 @@ from app.redaction.text import _aligned_lower, id_word_end
 _KEYWORD_SLOW = ds_keyword.DENYLIST_REGEX
 _KEYWORD_FAST = ds_keyword.DENYLIST_REGEX + "+"
 
-# Go's `:=` with a quoted value; for files of unknown type it is as safe as the quotes-required forms.
-_GO_QUOTED = re.compile(
-    rf"{_KEYWORD_FAST}({ds_keyword.CLOSING})?{ds_keyword.OPTIONAL_WHITESPACE}:="
-    rf"{ds_keyword.OPTIONAL_WHITESPACE}({ds_keyword.QUOTE})({ds_keyword.SECRET})(\3)",
-    flags=re.IGNORECASE,
-)
-
-
-_KeywordTable = tuple[tuple[re.Pattern[str], int, bool], ...]  # (regex, secret group, starts with the value)
+# (regex, secret group, starts with the value, a literal the line must hold for the regex to match)
+_KeywordTable = tuple[tuple[re.Pattern[str], int, bool, str], ...]
 
 
 # The secret's `(?=[^\v'"]*)` is a look-ahead that always holds, read to the end of the line first: every
@@ -36,6 +29,20 @@ _KeywordTable = tuple[tuple[re.Pattern[str], int, bool], ...]  # (regex, secret 
 _SECRET_SLOW = ds_keyword.SECRET
 _SECRET_FAST = ds_keyword.SECRET.replace("(?=[^\\v\\'\\\"]*)", "", 1)
 assert _SECRET_FAST != _SECRET_SLOW, "detect-secrets' SECRET regex changed"
+
+
+# Go's `:=` with a quoted value; for files of unknown type it is as safe as the quotes-required forms.
+_GO_QUOTED = re.compile(
+    rf"{_KEYWORD_FAST}({ds_keyword.CLOSING})?{ds_keyword.OPTIONAL_WHITESPACE}:="
+    rf"{ds_keyword.OPTIONAL_WHITESPACE}({ds_keyword.QUOTE})({_SECRET_FAST})(\3)",
+    flags=re.IGNORECASE,
+)
+
+
+def _needs(p: re.Pattern[str]) -> str:
+    # The C-like form ends `...(quote);`: on a line without `;` it cannot match, and trying it cost the most
+    # (a lazy `{0,50}?` before the quote, each quote position a scan of the value).
+    return ";" if p.pattern.endswith(";") else ""
 
 
 def _hardened_keyword(p: re.Pattern[str], flags: int) -> re.Pattern[str]:
@@ -46,10 +53,10 @@ def _hardened_keyword(p: re.Pattern[str], flags: int) -> re.Pattern[str]:
 def _keyword_table(table: dict[re.Pattern[str], int]) -> _KeywordTable:
     value_first = ds_keyword.PRECEDED_BY_EQUAL_COMPARISON_SIGNS_QUOTES_REQUIRED_REGEX
     return tuple(
-        (_hardened_keyword(p, p.flags), group, False)
+        (_hardened_keyword(p, p.flags), group, False, _needs(p))
         if p is not value_first
         # detect-secrets compiles this one alone without IGNORECASE, so `"..." == userPassword` escaped it.
-        else (_hardened_keyword(p, re.IGNORECASE), group, True)
+        else (_hardened_keyword(p, re.IGNORECASE), group, True, _needs(p))
         for p, group in table.items()
     )
 
@@ -58,7 +65,7 @@ _CONFIG_TABLE = _keyword_table(ds_keyword.CONFIG_DENYLIST_REGEX_TO_GROUP)
 _TABLE_BY_TYPE = {ftype: _keyword_table(table) for ftype, table in ds_keyword.REGEX_BY_FILETYPE.items()}
 _UNKNOWN_TYPE_TABLE = (
     *_keyword_table(ds_keyword.QUOTES_REQUIRED_DENYLIST_REGEX_TO_GROUP),
-    (_GO_QUOTED, 4, False),
+    (_GO_QUOTED, 4, False, ""),
 )
 
 # Files where an unquoted value after `key =` / `key:` is a literal, not a variable.
@@ -171,6 +178,7 @@ def _keyword_spans(line: str, regexes: _KeywordTable) -> Iterator[Span]:
     """
     lower = _aligned_lower(line)
     filters = _LineFilters(line)
+    holds: dict[str, bool] = {}  # the literals patterns need, looked for once per line
     run_end = -1
     stretch_end = -1
     tried = 0
@@ -187,7 +195,9 @@ def _keyword_spans(line: str, regexes: _KeywordTable) -> Iterator[Span]:
         if long_stretch and tried > _MAX_KEYWORDS_PER_STRETCH:
             continue
         run_end = _WORD_RUN.match(line, start).end()  # type: ignore[union-attr]  # `*` always matches
-        for pattern, group, value_first in regexes:
+        for pattern, group, value_first, needs in regexes:
+            if needs and not holds.setdefault(needs, needs in line):
+                continue
             if not value_first:
                 m = pattern.match(line, start)
             elif _COMPARISON_BEFORE.search(line, max(0, start - 64), start):
