@@ -12,6 +12,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
+from app.infra.cpu_pool import CpuPool
 from app.infra.settings import Settings
 from app.infra.state import AppState, ModelInfo, ReferenceIds
 from app.protocol import ModelCard, ModelGateway
@@ -141,6 +142,7 @@ async def build_state(
         analytics_sessionmaker=make_sessionmaker(analytics),
         redis=redis_client(redis_url, settings),
         gateway=gateway,
+        cpu=CpuPool(settings.cpu_workers, settings.cpu_queue),
     )
     await register_models(state, model_cards)
     await load_reference_ids(state)
@@ -163,6 +165,7 @@ async def close_state(state: AppState) -> None:
         state.supersede_listener.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await state.supersede_listener
+    state.cpu.close()
     await state.redis.aclose()
     await state.engine.dispose()
     await state.analytics_engine.dispose()

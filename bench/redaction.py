@@ -9,6 +9,11 @@ False positives: the standard library holds no real credentials, so every findin
 for non-test and test sources separately. The redactor scans all of it; the naive scan, at tens of
 milliseconds per 8 KB, scans only the timed chunks (its count there is shown next to ours).
 
+Adversarial inputs: every generator of tests/utils/adversarial_code.py (quoted hex tables, keyword-dense
+lines, runs that every position could start, key blocks without END, ...) at three sizes, in ms per
+8 KB next to plain code of the same size: the worst case per 8 KB (goal <= 5 ms) and how the cost per
+8 KB grows with the size (1.0 is linear).
+
 Recall: the corpus of tests/unit/redaction_cases.py (one case per supported kind in several
 languages' syntax, plus look-alikes), also run through the naive scan and through detect-secrets'
 plugins used properly (one `analyze_line` per plugin with the file name, no eager search).
@@ -27,11 +32,14 @@ from typing import Any
 from app.redaction import Redactor
 from bench.report import Result, Table, percentile
 from tests.unit.redaction_cases import LOOKALIKE_CASES, SECRET_CASES, Case
+from tests.utils.adversarial_code import GENERATORS
 
 NEEDS_STACK = False
 CHUNK_CHARS = 8192
 LARGE_CHARS = 200_000
 GOAL_SPEEDUP = 10.0
+GOAL_ADVERSARIAL_MS = 5.0
+ADVERSARIAL_SIZES = (8 * 1024, 32 * 1024, 128 * 1024)
 TEST_DIRS = {"test", "tests", "idle_test"}
 
 
@@ -96,6 +104,46 @@ def plugins_flag(case: Case) -> bool:
     )
 
 
+def adversarial_table(redactor: Redactor, plain_code: str, repeats: int) -> tuple[Table, dict[str, Any]]:
+    """Per generator of tests/utils/adversarial_code.py: ms per 8 KB at each size, and plain code's."""
+    plain_ms = {}
+    for size in ADVERSARIAL_SIZES:
+        text = (plain_code * (size // max(1, len(plain_code)) + 1))[:size]
+        plain_ms[size] = best_ms(redactor.redact, text, repeats) * CHUNK_CHARS / len(text)
+    table = Table(
+        f"Adversarial inputs (tests/utils/adversarial_code.py) at {', '.join(f'{s // 1024} KB' for s in ADVERSARIAL_SIZES)},"
+        f" fastest of {repeats}; goal: worst <= {GOAL_ADVERSARIAL_MS:.0f} ms per 8 KB",
+        [
+            "generator",
+            "worst ms/8KB",
+            "median ms/8KB",
+            "x plain code",
+            f"growth {ADVERSARIAL_SIZES[0] // 1024}->{ADVERSARIAL_SIZES[-1] // 1024} KB",
+            "findings/8KB",
+        ],
+    )
+    data: dict[str, Any] = {"plain_ms_per_8kb": plain_ms, "generators": {}}
+    for name, make in GENERATORS.items():
+        per8k: dict[int, float] = {}
+        findings = 0.0
+        for size in ADVERSARIAL_SIZES:
+            text = make(size, 0)
+            per8k[size] = best_ms(redactor.redact, text, repeats) * CHUNK_CHARS / len(text)
+            findings = len(redactor.redact(text).findings) * CHUNK_CHARS / len(text)
+        ratio = max(per8k[s] / plain_ms[s] for s in ADVERSARIAL_SIZES)
+        growth = per8k[ADVERSARIAL_SIZES[-1]] / per8k[ADVERSARIAL_SIZES[0]]
+        worst = max(per8k.values())
+        table.add(name, worst, percentile(list(per8k.values()), 50), ratio, growth, round(findings))
+        data["generators"][name] = {"ms_per_8kb": per8k, "x_plain": ratio, "growth": growth}
+    worst_all = max(max(g["ms_per_8kb"].values()) for g in data["generators"].values())
+    table.notes.append(
+        f"plain code: {', '.join(f'{plain_ms[s]:.2f}' for s in ADVERSARIAL_SIZES)} ms per 8 KB; worst adversarial"
+        f" {worst_all:.2f} ms per 8 KB; growth 1.0 is linear (work counted in tests/unit/test_redaction_cost.py)"
+    )
+    data["worst_ms_per_8kb"] = worst_all
+    return table, data
+
+
 def best_ms(fn: Any, arg: str, repeats: int) -> float:
     best = float("inf")
     for _ in range(repeats):
@@ -148,6 +196,12 @@ def run(stack: object, args: argparse.Namespace) -> Result:
     speed.add(f"app.redaction, one {len(large) // 1000} KB text", large_ms, large_ms, large_ms, "")
     speed.notes.append(f"speed-up over the naive scan: p50 {speed_p50:.0f}x, p99 {speed_p99:.0f}x")
     result.tables.append(speed)
+
+    # --- adversarial inputs (issue 13, finding 1) ----------------------------------------------
+    adversarial, adversarial_data = adversarial_table(
+        cold, "".join(c for _, c in chunks), args.redaction_repeats
+    )
+    result.tables.append(adversarial)
 
     # --- false positives on the whole standard library ---------------------------------------
     by_scope: dict[str, Counter[str]] = {"non-test": Counter(), "test": Counter()}
@@ -245,11 +299,14 @@ def run(stack: object, args: argparse.Namespace) -> Result:
         f"p99_speedup_{GOAL_SPEEDUP:.0f}x": speed_p99 >= GOAL_SPEEDUP,
         "zero_fp_stdlib_non_test": nontest_fp == 0,
         "zero_fp_stdlib_with_tests": all_fp == 0,
+        f"adversarial_worst_{GOAL_ADVERSARIAL_MS:.0f}ms_per_8kb": adversarial_data["worst_ms_per_8kb"]
+        <= GOAL_ADVERSARIAL_MS,
     }
     result.data = {
         "chunks": [str(path) for path, _ in chunks],
         "ms": {"naive": naive_ms, "ours_cold": ours_ms, "ours_cache_hit": hit_ms, "ours_large": large_ms},
         "speedup": {"p50": speed_p50, "p99": speed_p99},
+        "adversarial": adversarial_data,
         "stdlib_findings": where,
         "stdlib_findings_by_kind": {k: dict(v) for k, v in by_scope.items()},
         "corpus": [

@@ -24,15 +24,16 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from redis.asyncio import Redis
 from redis.exceptions import WatchError
 
 from app.context.edits import EditError, LineChange, apply_changes, required_length, validate
 from app.errors import PayloadTooLarge, ServiceUnavailable, Unprocessable
+from app.infra.cpu_pool import CpuPool
 from app.redaction import default_redactor
 
 PREFIX = "c4m:ctx:"
@@ -45,6 +46,7 @@ _RETRIES = 16
 _EXISTING = (
     "local found = {} for i, key in ipairs(KEYS) do found[i] = redis.call('EXISTS', key) end return found"
 )
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -133,6 +135,39 @@ def plan(updates: Mapping[str, Sequence[LineChange]], max_file_chars: int) -> No
             )
 
 
+def assemble(old: Sequence[str], changes: Sequence[LineChange], path: str) -> list[str]:
+    """A file's stored (redacted) lines after a request's changes, redacted as a whole file.
+
+    The whole file is redacted (secrets may span lines, e.g. private keys) before it is stored, indexed
+    or answered; line counts stay, so the plugin's next diffs still apply.
+    """
+    return default_redactor().redact_lines(apply_changes(old, changes), filename=path)
+
+
+@dataclass(frozen=True)
+class _Assembled:
+    old: list[str]
+    new: list[str]
+    encoded: bytes
+    chars: int
+
+
+def _assemble_all(
+    paths: Sequence[str], stored: Sequence[bytes | str | None], updates: Mapping[str, Sequence[LineChange]]
+) -> list[_Assembled]:
+    """Decode, apply, redact and encode every file of a request (CPU work: run on the CPU pool)."""
+    out = []
+    for path, raw in zip(paths, stored, strict=True):
+        old = decode_lines(raw) or []
+        new = assemble(old, updates[path], path)
+        out.append(_Assembled(old, new, encode_lines(new), file_chars(new)))
+    return out
+
+
+async def _inline(fn: Callable[..., T], *args: Any) -> T:
+    return fn(*args)
+
+
 async def apply_updates(
     redis: Redis,
     owner: Owner,
@@ -145,14 +180,17 @@ async def apply_updates(
     user_quota_bytes: int | None = None,
     usage_ttl_ms: int = 0,
     now: float | None = None,
+    cpu: CpuPool | None = None,
 ) -> dict[str, list[str]]:
     """Apply every file's changes in one transaction; answers each named file's lines ([] when emptied).
 
     A file left without lines is removed from the live state. Raises 422/413 (nothing applied) for bad
     changes or sizes, 413 when the change would take the user's live context across projects past
-    `user_quota_bytes`, 503 when the state keeps changing under concurrent requests.
+    `user_quota_bytes`, 503 when the state keeps changing under concurrent requests (or the CPU pool is
+    full). The files are assembled and redacted on `cpu` (inline only for scripts and tests without one).
     """
     plan(updates, max_file_chars)
+    run = cpu.run if cpu is not None else _inline
     key = state_key(owner)
     usage = usage_key(owner.user_id)
     paths = list(updates)
@@ -163,27 +201,24 @@ async def apply_updates(
                 stored = await pipe.hmget(key, paths) if paths else []
                 file_count = await pipe.hlen(key)
                 result: dict[str, list[str]] = {}
-                changed: dict[str, list[str]] = {}
-                for path, raw in zip(paths, stored, strict=True):
-                    old = decode_lines(raw) or []
-                    # The whole file is redacted (secrets may span lines, e.g. private keys) before it is
-                    # stored, indexed or answered; line counts stay, so the plugin's next diffs still apply.
-                    new = default_redactor().redact_lines(apply_changes(old, updates[path]), filename=path)
-                    if file_chars(new) > max_file_chars:
+                changed: dict[str, _Assembled] = {}
+                assembled = await run(_assemble_all, paths, stored, updates)
+                for path, raw, done in zip(paths, stored, assembled, strict=True):
+                    if done.chars > max_file_chars:
                         raise PayloadTooLarge(
-                            f"context_updates[{path!r}]: the file would have {file_chars(new)} characters,"
+                            f"context_updates[{path!r}]: the file would have {done.chars} characters,"
                             f" over the limit of {max_file_chars}"
                         )
-                    result[path] = new
-                    if new != old or raw is None:
-                        changed[path] = new
+                    result[path] = done.new
+                    if done.new != done.old or raw is None:
+                        changed[path] = done
                 added = sum(1 for p, raw in zip(paths, stored, strict=True) if raw is None and result[p])
                 removed = sum(
                     1 for p, raw in zip(paths, stored, strict=True) if raw is not None and not result[p]
                 )
                 if added and file_count + added - removed > max_files:
                     raise PayloadTooLarge(f"At most {max_files} context files per project")
-                encoded = {path: encode_lines(lines) for path, lines in changed.items() if lines}
+                encoded = {path: done.encoded for path, done in changed.items() if done.new}
                 old_raw = dict(zip(paths, stored, strict=True))
                 delta = sum(entry_bytes(p, encoded.get(p)) - entry_bytes(p, old_raw[p]) for p in changed)
                 project_bytes, stale = 0, list[str]()
@@ -198,8 +233,8 @@ async def apply_updates(
                 stamp = time.time() if now is None else now
                 recent = recent_key(owner)
                 pipe.multi()
-                for path, lines in changed.items():
-                    if lines:
+                for path, done in changed.items():
+                    if done.new:
                         pipe.hset(key, path, encoded[path])
                         pipe.zadd(recent, {path: stamp})
                     else:
@@ -257,23 +292,32 @@ async def read_file(redis: Redis, owner: Owner, path: str) -> list[str] | None:
     return decode_lines(await redis.hget(state_key(owner), path))
 
 
-async def read_files(redis: Redis, owner: Owner, paths: Sequence[str] | None = None) -> dict[str, list[str]]:
-    """Live files of an owner: the named ones that exist, or all of them when `paths` is None."""
+async def read_raw_files(
+    redis: Redis, owner: Owner, paths: Sequence[str] | None = None
+) -> dict[str, bytes | str | None]:
+    """Live files of an owner in their stored form (decode with `decode_lines`, off the event loop for many)."""
     key = state_key(owner)
-    items: list[tuple[str, bytes | str | None]]
     if paths is None:
         raw = await redis.hgetall(key)
-        items = [(k.decode() if isinstance(k, bytes) else k, v) for k, v in raw.items()]
-    else:
-        if not paths:
-            return {}
-        items = list(zip(paths, await redis.hmget(key, list(paths)), strict=True))
+        return {k.decode() if isinstance(k, bytes) else k: v for k, v in raw.items()}
+    if not paths:
+        return {}
+    return dict(zip(paths, await redis.hmget(key, list(paths)), strict=True))
+
+
+def decode_files(raw: Mapping[str, bytes | str | None]) -> dict[str, list[str]]:
+    """The files of `read_raw_files` that exist and have lines, decoded."""
     out = {}
-    for path, value in items:
+    for path, value in raw.items():
         lines = decode_lines(value)
         if lines:
             out[path] = lines
     return out
+
+
+async def read_files(redis: Redis, owner: Owner, paths: Sequence[str] | None = None) -> dict[str, list[str]]:
+    """Live files of an owner: the named ones that exist, or all of them when `paths` is None."""
+    return decode_files(await read_raw_files(redis, owner, paths))
 
 
 async def recent_files(redis: Redis, owner: Owner, limit: int) -> list[str]:

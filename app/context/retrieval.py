@@ -26,7 +26,7 @@ from sqlalchemy import bindparam, text
 
 from app.context.chunking import Chunk, chunk_lines
 from app.context.lexical import bm25_scores, query_terms, tokens, tsquery_literal
-from app.context.live_state import WILDCARD, Owner, read_files, recent_files
+from app.context.live_state import WILDCARD, Owner, decode_files, read_raw_files, recent_files
 from app.infra.encryption import chunk_aad
 from app.infra.state import AppState
 from app.protocol import Snippet
@@ -104,12 +104,12 @@ async def snippets_for(
     context) selects PostgreSQL, else only `user_id`'s live files in Redis are read. With consent and
     nothing indexed yet (a fresh project), the live files are used too.
     """
-    # Live and indexed files are kept under their redacted paths (app/services/context_updates.py).
-    current_file = redact(current_file)
-    allowed = allowed_files(None if context_files is None else [redact(p) for p in context_files])
-    if budget_chars <= 0 or allowed == set():
+    if budget_chars <= 0 or (context_files is not None and not context_files):
         return []
     try:
+        # Live and indexed files are kept under their redacted paths (app/services/context_updates.py);
+        # up to 2,000 paths are redacted on the CPU pool.
+        current_file, allowed = await state.cpu.run(_stored_paths, current_file, context_files)
         candidates: list[Candidate] = []
         if consent:
             candidates = await _from_postgres(state, project_id, current_file, prefix, suffix, allowed)
@@ -121,6 +121,13 @@ async def snippets_for(
     except Exception as exc:  # noqa: BLE001 - no snippets is always a valid answer
         log.warning("context retrieval failed (%s); completing without snippets", type(exc).__name__)
         return []
+
+
+def _stored_paths(current_file: str, context_files: Sequence[str] | None) -> tuple[str, set[str] | None]:
+    """The current file and the allowed files under the redacted paths they are stored by."""
+    return redact(current_file), allowed_files(
+        None if context_files is None else [redact(p) for p in context_files]
+    )
 
 
 async def _query_vector(state: AppState, query: str) -> list[float] | None:
@@ -266,10 +273,17 @@ async def _from_live_files(
     paths = (
         sorted(allowed) if allowed is not None else await recent_files(state.redis, owner, LIVE_FILES_SCANNED)
     )
-    files = await read_files(state.redis, owner, paths[:LIVE_FILES_SCANNED])
+    raw = await read_raw_files(state.redis, owner, paths[:LIVE_FILES_SCANNED])
+    # Decoding, chunking and ranking up to LIVE_FILES_SCANNED files is CPU work: on the pool.
+    return await state.cpu.run(_rank_live_files, raw, terms, current_file)
+
+
+def _rank_live_files(
+    raw: dict[str, bytes | str | None], terms: list[str], current_file: str
+) -> list[Candidate]:
     chunks = [
         pair
-        for path, lines in files.items()
+        for path, lines in decode_files(raw).items()
         if not is_current(path, current_file)
         for pair in _counted_chunks(path, "\n".join(lines))
     ]

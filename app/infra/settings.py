@@ -109,6 +109,11 @@ class Settings(BaseSettings):
     max_context_chars: int = Field(default=200_000, gt=0)
     max_models_per_request: int = Field(default=8, gt=0)
 
+    # CPU-heavy request work (redaction, context edits, live-file ranking) runs on this many worker threads
+    # per ingress replica, never on its event loop; past cpu_queue waiting jobs a request gets 503.
+    cpu_workers: int = Field(default=2, ge=1, le=64)
+    cpu_queue: int = Field(default=64, ge=0, le=10_000)
+
     # Secrets in code are replaced by placeholders before anything is stored or logged; this also
     # redacts what the models see (turn off only for models you host yourself and trust with secrets).
     redact_model_input: bool = True

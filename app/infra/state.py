@@ -8,6 +8,7 @@ from typing import Any
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from app.infra.cpu_pool import CpuPool
 from app.infra.encryption import keyring_for
 from app.infra.envelope import Keyring
 from app.infra.mail import MailQueue
@@ -64,6 +65,8 @@ class AppState:
     analytics_sessionmaker: async_sessionmaker[AsyncSession]
     redis: Redis
     gateway: ModelGateway
+    # Where CPU-heavy request work runs (app/infra/cpu_pool.py), sized from settings.
+    cpu: CpuPool
     models: dict[int, ModelInfo] = field(default_factory=dict)
     reference: ReferenceIds = field(default_factory=ReferenceIds)
     # In-flight model calls per session on this replica: a newer request of the session cancels the older.

@@ -22,14 +22,21 @@ Deliberate choices (bench/README.md, "redaction", has the figures they were tune
   URL password mixing no classes on a documentation domain (`example.com`, `.test`), and credentials
   published in standards.
 * Regexes of detect-secrets that backtrack badly are rewritten to the same language
-  (`spans._hardened`), and long lines are scanned in windows around their triggers: the pathological
-  lines in tests/unit/test_redaction.py, which took minutes, now take milliseconds.
+  (`spans._hardened`), regexes that would rescan a run from every start are tried once per run
+  (`spans._first_in_run`), and long lines are scanned in windows around their triggers: the
+  pathological lines in tests/unit/test_redaction.py, which took minutes, now take milliseconds.
+* Every look at other lines is bounded and memoised (`lines.ScanLines`): a hex table's heading is
+  found by one cursor over the lines, key block walks never reread a line, and a long stretch without
+  quotes has only its first few keywords tried as assignments.
 * `pragma: allowlist secret` comments are not honoured: they make CI quiet, they do not make a
   secret safe to store.
 
 Layout, one module per detector family; each imports only the modules listed above it, never this one:
 * `placeholders`: the `<REDACTED:kind>` placeholder, and the values that stand for no secret.
 * `text`, `spans`: character-class tests; regex span finders and the `_Rule` a detector is.
+* `lines`: the lines of one scan with a memo of facts per line, so that rules looking at the lines
+  around cost O(1) per look: every pass is linear-time in the worst case (tests/unit/test_redaction_cost.py
+  counts the work on the adversarial inputs of tests/utils/adversarial_code.py).
 * `fixtures`: values of tests and documentation, told apart by shape.
 * `entropy`: high-entropy strings (quoted, or bare lines), base64 decoding, hex context.
 * `tokens`: vendor tokens (detect-secrets' provider plugins and the formats it lacks).

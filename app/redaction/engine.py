@@ -17,6 +17,7 @@ from app.redaction.fixtures import _documentation_host, _fixture_value
 from app.redaction.gate import _gate
 from app.redaction.keys import _KEY_GATE_RULE, _private_key_spans
 from app.redaction.keywords import _KEYWORD_RULE, _keyword_spans, _KeywordTable, keyword_regexes
+from app.redaction.lines import ScanLines
 from app.redaction.placeholders import PLACEHOLDER_RE, placeholder
 from app.redaction.spans import Span, _Rule
 from app.redaction.text import _mixed
@@ -75,7 +76,7 @@ def _windows(length: int, offsets: list[int]) -> Iterator[Span]:
 
 
 def _rule_spans(
-    rule: _Rule, window: str, lines: list[str], idx: int, kw_regexes: _KeywordTable
+    rule: _Rule, window: str, lines: ScanLines, idx: int, kw_regexes: _KeywordTable
 ) -> Iterator[tuple[int, int, str]]:
     """(start, end, kind) of the secrets one rule finds in one line (or window of a line)."""
     if rule is _ENTROPY_RULE or rule is _BARE_ENTROPY_RULE:
@@ -180,10 +181,10 @@ class Redactor:
         todo = _gate(text)
         if not todo:
             return RedactionResult(text, ())
-        lines = text.split("\n")
+        lines = ScanLines(text.split("\n"))
         spans: dict[int, list[tuple[int, int, int, str]]] = {}
         key_lines = [idx for idx, rules in todo.items() if _KEY_GATE_RULE in rules]
-        for idx, key_spans in _private_key_spans(lines, key_lines).items():
+        for idx, key_spans in _private_key_spans(lines.text, key_lines).items():
             spans[idx] = [(a, b, 5, "private_key") for a, b in key_spans]
         kw_regexes = keyword_regexes(filename)
         lock_file = bool(filename) and heuristic.is_lock_file(filename or "")
@@ -193,7 +194,7 @@ class Redactor:
         # redaction idempotent (a token above that happens to contain `sha` is gone by then).
         for idx in sorted(todo.keys() | spans.keys()):
             found = spans.get(idx, [])
-            content = lines[idx].removesuffix("\r")
+            content = lines.text[idx].removesuffix("\r")
             rules = todo.get(idx, {})
             for rule, offsets in rules.items():
                 if (
@@ -208,11 +209,12 @@ class Redactor:
                         if not PLACEHOLDER_RE.fullmatch(window, a, b):
                             found.append((ws + a, ws + b, rule.priority, kind))
             if found:
-                lines[idx], kinds = _apply(lines[idx], found)
+                redacted, kinds = _apply(lines.text[idx], found)
+                lines.replace(idx, redacted)
                 findings.extend(Finding(idx + 1, k) for k in kinds)
         if not findings:
             return RedactionResult(text, ())
-        return RedactionResult("\n".join(lines), tuple(findings))
+        return RedactionResult("\n".join(lines.text), tuple(findings))
 
 
 _default: Redactor | None = None

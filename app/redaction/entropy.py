@@ -4,8 +4,8 @@ our shape rules, with base64 judged by what it decodes to and hex by the digest 
 from __future__ import annotations
 
 import base64
-import itertools
 import math
+import operator
 import re
 import string
 from collections import Counter
@@ -15,20 +15,26 @@ from detect_secrets.filters import heuristic
 from detect_secrets.plugins.high_entropy_strings import Base64HighEntropyString, HexHighEntropyString
 
 from app.redaction.fixtures import _DOCTEST_PROMPT
+from app.redaction.lines import ScanLines
 from app.redaction.placeholders import PLACEHOLDER_RE
 from app.redaction.spans import _Rule
-from app.redaction.text import _mixed
+from app.redaction.text import _mixed, id_word_end
 
 _B64 = Base64HighEntropyString()
 _HEX = HexHighEntropyString()
 _HEX_CHARS = frozenset(string.hexdigits)
+_ASCII_LETTERS = frozenset(string.ascii_letters)
 MIN_ENTROPY_LENGTH = 20
 _QUOTED_RUN = re.compile(rf"([\"'`])([{re.escape(_B64.charset)}]{{{MIN_ENTROPY_LENGTH},}})(\1)")
 _ENTROPY_GATE = re.compile(rf"[\"'`][{re.escape(_B64.charset)}]{{{MIN_ENTROPY_LENGTH},}}")
 
 
-def _entropy_kind(value: str, line: str) -> str | None:
-    """`high_entropy_hex` / `high_entropy_base64` when a quoted value passes the plugins and our shape rules."""
+def _entropy_kind(value: str, start: int, id_word_end: int) -> str | None:
+    """`high_entropy_hex` / `high_entropy_base64` when a quoted value passes the plugins and our shape rules.
+
+    `start` is where the value starts in its line and `id_word_end` where the line's first id word ends
+    (`text.id_word_end`): a value after one is an identifier (detect-secrets' `is_likely_id_string`).
+    """
     counts = Counter(value)
     is_hex = counts.keys() <= _HEX_CHARS
     plugin: Base64HighEntropyString | HexHighEntropyString = _HEX if is_hex else _B64
@@ -38,10 +44,10 @@ def _entropy_kind(value: str, line: str) -> str | None:
     if (
         heuristic.is_sequential_string(value)
         or heuristic.is_potential_uuid(value)
-        or heuristic.is_not_alphanumeric_string(value)
+        or _ASCII_LETTERS.isdisjoint(value)  # detect-secrets' is_not_alphanumeric_string
         or _sequence_like(value)
         or shannon_entropy(value, counts, hex_digits=is_hex) <= plugin.entropy_limit
-        or heuristic.is_likely_id_string(value, line, plugin)
+        or start >= id_word_end
     ):
         return None
     if is_hex:
@@ -66,13 +72,14 @@ def shannon_entropy(value: str, counts: Counter[str] | None = None, hex_digits: 
 
 def _sequence_like(value: str) -> bool:
     """Alphabets and counting runs (`ABCDEFGHIJKLMNOPQRSTUVWXYZ234567`): many neighbours one code point apart."""
-    steps = sum(1 for a, b in itertools.pairwise(value) if ord(b) - ord(a) == 1)
+    codes = list(map(ord, value))
+    steps = sum(map((1).__eq__, map(operator.sub, codes[1:], codes)))  # the loop in C: a finding's hot path
     return steps >= 0.4 * (len(value) - 1)
 
 
 def _hex_is_not_a_key(value: str) -> bool:
     """Hex that is a number or an RFC 4122 UUID without dashes (random hex has ~3/8 letters)."""
-    letters = sum(1 for c in value if c.isalpha())
+    letters = len(value) - sum(map(value.count, string.digits))  # hex: what is not a digit is a letter
     if letters < 0.1 * len(value) or letters > 0.9 * len(value):
         return True
     return len(value) == 32 and value[12] in "12345678" and value[16].lower() in "89ab"
@@ -153,42 +160,52 @@ _MAX_LITERAL_LINE_CHARS = 1024  # longer lines are not split literals; and `.*` 
 
 
 def _literal(pattern: re.Pattern[str], line: str) -> re.Match[str] | None:
-    line = line.removesuffix("\r")
     return pattern.fullmatch(line) if len(line) <= _MAX_LITERAL_LINE_CHARS else None
 
 
-def _continues(m: re.Match[str] | None) -> bool:
+def _literal_at_end(line: str) -> re.Match[str] | None:
+    return _literal(_LITERAL_AT_END, line)
+
+
+def _literal_only(line: str) -> bool:
+    return _literal(_LITERAL_ONLY, line) is not None
+
+
+def _continued_literal(line: str) -> bool:
+    m = _literal_at_end(line)
     return m is not None and _CONTINUED.fullmatch(m.group(3)) is not None
 
 
-def _joined_literal(lines: list[str], idx: int, value: str) -> str:
+def _joined_literal(lines: ScanLines, idx: int, value: str) -> str:
     """`value`, or the whole literal when its line is one piece of a literal split over several lines."""
-    m = _literal(_LITERAL_AT_END, lines[idx])
+    m = lines.fact(idx, _literal_at_end)
     if not m or m.group(2) != value:
         return value
     first = idx
     while (
         idx - first < _MAX_LITERAL_LINES
         and first > 0
-        and _literal(_LITERAL_ONLY, lines[first])
-        and _continues(_literal(_LITERAL_AT_END, lines[first - 1]))
+        and lines.fact(first, _literal_only)
+        and lines.fact(first - 1, _continued_literal)
     ):
         first -= 1
     last = idx
     while (
         last - first < _MAX_LITERAL_LINES
         and last + 1 < len(lines)
-        and _continues(_literal(_LITERAL_AT_END, lines[last]))
-        and _literal(_LITERAL_ONLY, lines[last + 1])
+        and lines.fact(last, _continued_literal)
+        and lines.fact(last + 1, _literal_only)
     ):
         last += 1
-    pieces = (_literal(_LITERAL_AT_END, lines[j]) for j in range(first, last + 1))
+    pieces = (lines.fact(j, _literal_at_end) for j in range(first, last + 1))
     return "".join(p.group(2) for p in pieces if p)
 
 
 def _decoded_text(value: str, offset: int = 0, min_len: int = _MIN_DECODED_TEXT) -> str | None:
     """The printable ASCII text a base64 run (standard or URL-safe, `\\n` escapes allowed) decodes to,
     read from `offset` characters in (a piece of a split literal need not start on a 4-character group)."""
+    if (len(value) - offset) * 3 < min_len * 4:  # too short to decode to `min_len` bytes (4 chars: 3 bytes)
+        return None
     v = re.sub(r"\\[nrt]", "", value)
     if "\\" in v:
         return None
@@ -210,7 +227,7 @@ def _published_example(value: str) -> bool:
     return value in _PUBLISHED_EXAMPLES or _decoded_text(value) in _PUBLISHED_EXAMPLES
 
 
-def _encoded_sample_text(lines: list[str], idx: int, value: str) -> bool:
+def _encoded_sample_text(lines: ScanLines, idx: int, value: str) -> bool:
     """Base64 that decodes to an alphabet or counting sequence, or to a published example (see above)."""
     # Key material decodes to bytes that are not text at any alignment; then no join can make it text.
     if all(_decoded_text(value, offset, 0) is None for offset in range(4)):
@@ -231,34 +248,86 @@ _HEX_LITERAL = re.compile(r"""["'`][0-9a-fA-F]{16,}["'`]|<REDACTED:high_entropy_
 _HEX_TABLE_LINES = 400
 
 
-def _hex_context_above(lines: list[str], idx: int) -> bool:
-    reach = idx - _HEX_CONTEXT_LINES
-    j = idx - 1
-    while j >= 0 and j >= reach and idx - j <= _HEX_TABLE_LINES:
-        if _HEX_CONTEXT.search(lines[j], 0, 2048):
-            return True
-        if _HEX_LITERAL.search(lines[j], 0, 2048):
-            reach = j - _HEX_CONTEXT_LINES
-        j -= 1
-    return False
+def _hex_row(line: str) -> bool:
+    return _HEX_LITERAL.search(line, 0, 2048) is not None
 
 
-def _entropy_spans(lines: list[str], idx: int, content: str) -> Iterator[tuple[int, int, str]]:
+def _hex_words(line: str) -> bool:
+    return _HEX_CONTEXT.search(line, 0, 2048) is not None
+
+
+class _HexTables:
+    """Whether a digest word stands above a line within its hex table, in O(1) amortised per line judged.
+
+    The rule (what a walk up from line `idx` found): the lines looked at run up from `idx - 1` while each
+    is within `_HEX_CONTEXT_LINES` of the lowest hex row seen so far (or of `idx`), and never more than
+    `_HEX_TABLE_LINES` up. So they are `[max(idx - _HEX_TABLE_LINES, first - _HEX_CONTEXT_LINES), idx)`,
+    where `first` is the top row of the chain of hex rows at most `_HEX_CONTEXT_LINES` apart that ends at
+    `idx`. The walk did that per line judged (up to 400 lines each, hundreds of times in a hex table);
+    this cursor reads each line once, in order, keeping the top row of the current chain and the last
+    line with a digest word. The engine judges lines top down, and the lines above the one judged are
+    final by then, so what the cursor read stays true.
+    """
+
+    def __init__(self, lines: ScanLines) -> None:
+        self.lines = lines
+        self.next = 0  # the next line to read
+        self.last_row = -(1 << 30)  # the last hex row read, and the top row of its chain
+        self.last_row_first = -(1 << 30)
+        self.last_words = -(1 << 30)  # the last line read that holds a digest word
+
+    def _read_up_to(self, idx: int) -> None:
+        # Lines more than the window above `idx` are never looked at: skip them (a chain cut there is
+        # cut above the window, where it no longer matters).
+        skip_to = idx - _HEX_TABLE_LINES - _HEX_CONTEXT_LINES - 1
+        self.next = max(self.next, skip_to)
+        for j in range(self.next, idx):
+            if self.lines.fact(j, _hex_words):
+                self.last_words = j
+            if self.lines.fact(j, _hex_row):
+                chained = j - self.last_row <= _HEX_CONTEXT_LINES
+                self.last_row_first = self.last_row_first if chained else j
+                self.last_row = j
+        self.next = max(self.next, idx)
+
+    def words_above(self, idx: int) -> bool:
+        """Whether a digest word heads the hex table line `idx` is in (or stands just above it)."""
+        if idx < self.next:  # judged out of order (never by the engine): start over
+            self.__init__(self.lines)  # type: ignore[misc]
+        self._read_up_to(idx)
+        first = self.last_row_first if idx - self.last_row <= _HEX_CONTEXT_LINES else idx
+        top = max(0, idx - _HEX_TABLE_LINES, first - _HEX_CONTEXT_LINES)
+        return self.last_words >= top
+
+
+def _hex_context_above(lines: ScanLines, idx: int) -> bool:
+    return lines.shared("hex_tables", lambda: _HexTables(lines)).words_above(idx)
+
+
+def _doctest_prompt(line: str) -> bool:
+    return _DOCTEST_PROMPT.match(line) is not None
+
+
+def _entropy_spans(lines: ScanLines, idx: int, content: str) -> Iterator[tuple[int, int, str]]:
     bare = _BARE_TOKEN_LINE.fullmatch(content)
-    if bare and any(
-        0 <= j < len(lines) and _is_data_line(lines[j].removesuffix("\r")) for j in (idx - 1, idx + 1)
-    ):
+    if bare and any(0 <= j < len(lines) and lines.fact(j, _is_data_line) for j in (idx - 1, idx + 1)):
         return
     values = [bare.span(1)] if bare else [m.span(2) for m in _QUOTED_RUN.finditer(content)]
+    # Facts of the whole line (or window), computed once for all its values.
+    id_end = id_word_end(content) if values else 0
+    hex_words_here: bool | None = None
     for a, b in values:
-        kind = _entropy_kind(content[a:b], content)
+        kind = _entropy_kind(content[a:b], a, id_end)
         if kind is None:
             continue
         # Doctest output is sample output, never a live credential.
-        if idx > 0 and _DOCTEST_PROMPT.match(lines[idx - 1]):
+        if idx > 0 and lines.fact(idx - 1, _doctest_prompt):
             continue
-        if kind == "high_entropy_hex" and (_HEX_CONTEXT.search(content) or _hex_context_above(lines, idx)):
-            continue
+        if kind == "high_entropy_hex":
+            if hex_words_here is None:
+                hex_words_here = _HEX_CONTEXT.search(content) is not None
+            if hex_words_here or _hex_context_above(lines, idx):
+                continue
         if _published_example(content[a:b]) or (
             kind == "high_entropy_base64" and _encoded_sample_text(lines, idx, content[a:b])
         ):

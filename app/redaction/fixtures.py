@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+from app.redaction.lines import ScanLines
 from app.redaction.text import _mixed
 
 # Fixture values: what a keyword assignment or a URL's password holds in tests and documentation. Each
@@ -43,7 +44,15 @@ _EXAMPLE_CONTEXT_LINES = 12
 _DOCTEST_PROMPT = re.compile(r"\s*(?:>>>|\.\.\.)(?: |$)")
 
 
-def _fixture_value(value: str, lines: list[str], idx: int) -> bool:
+def _doctest_line(line: str) -> bool:
+    return _DOCTEST_PROMPT.match(line) is not None
+
+
+def _example_heading(line: str) -> bool:
+    return _EXAMPLE_HEADING.fullmatch(line) is not None
+
+
+def _fixture_value(value: str, lines: ScanLines, idx: int) -> bool:
     """Whether a keyword or URL password is a test or documentation fixture (rules 1-3 above)."""
     v = value.strip()
     if len(v) < _MIN_SECRET_LENGTH and _SHORT_WORD.fullmatch(v):
@@ -52,12 +61,16 @@ def _fixture_value(value: str, lines: list[str], idx: int) -> bool:
         return True
     if _mixed(v):
         return False
-    if _DOCTEST_PROMPT.match(lines[idx]):
+    # Facts of lines, computed once per scan: a line of many such values looks up once, not per value.
+    if lines.fact(idx, _doctest_line):
         return True
-    return any(
-        _EXAMPLE_HEADING.fullmatch(lines[j].removesuffix("\r"))
-        for j in range(max(0, idx - _EXAMPLE_CONTEXT_LINES), idx)
-    )
+    # Once per line judged (the lines above are final by then), not once per value on it.
+    above = lines.shared("example_heading_above", dict[int, bool])
+    if idx not in above:
+        above[idx] = any(
+            lines.fact(j, _example_heading) for j in range(max(0, idx - _EXAMPLE_CONTEXT_LINES), idx)
+        )
+    return above[idx]
 
 
 # Rule 4, a URL on a documentation domain: RFC 2606 and RFC 6761 reserve `example.com`, `.net`, `.org`

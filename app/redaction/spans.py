@@ -42,6 +42,32 @@ def _inner_spans(
     return find
 
 
+def _first_in_run(
+    pattern: re.Pattern[str], marker: str, run: re.Pattern[str], group: int = 0
+) -> Callable[[str], Iterator[Span]]:
+    """A regex that starts with the literal `marker` and then runs on over a run of characters (`run`,
+    matched at the marker, says where that run ends), tried at the first marker of each run only.
+
+    A later marker of the same run can only match where the first one would (the first one's run covers
+    it), so when the first fails the rest of the run is skipped. A search tries every marker and
+    rescans the run from each: quadratic on `sk-sk-sk-...` or `////...`.
+    """
+
+    def find(line: str) -> Iterator[Span]:
+        pos = line.find(marker)
+        while pos >= 0:
+            m = pattern.match(line, pos)
+            if m:
+                if m.start(group) < m.end(group):
+                    yield m.span(group)
+                resume = max(m.end(), pos + 1)
+            else:
+                resume = run.match(line, pos).end() + 1  # type: ignore[union-attr]  # a `*` run always matches
+            pos = line.find(marker, resume)
+
+    return find
+
+
 def _validated(
     find: Callable[[str], Iterator[Span]], ok: Callable[[str], bool]
 ) -> Callable[[str], Iterator[Span]]:

@@ -32,7 +32,15 @@ from detect_secrets.plugins.twilio import TwilioKeyDetector
 
 from app.redaction.entropy import _B64, _looks_like_words
 from app.redaction.placeholders import _TEMPLATE_VALUE, PLACEHOLDER_RE, is_placeholder_value
-from app.redaction.spans import Span, _hardened, _inner_spans, _regex_spans, _Rule, _validated
+from app.redaction.spans import (
+    Span,
+    _first_in_run,
+    _hardened,
+    _inner_spans,
+    _regex_spans,
+    _Rule,
+    _validated,
+)
 from app.redaction.text import _mixed
 
 # detect-secrets' JWT regex ends lazily, so its match stops before the signature; extend over it.
@@ -64,11 +72,26 @@ _STRIPE_EXTRA = re.compile(
 )
 # `.npmrc` credentials beyond the plugin's UUID / npm_ forms: any `_authToken=` or base64 `_auth=` value.
 _NPMRC_AUTH = re.compile(r"//\S+/:_auth(?:Token)?=\s*([^\s$][^\s]*)")
+# Both start with `//` and run on to a `/:_auth` (`.+` over the line, `\S+` over a non-space run).
+_NPM_RUNS = (
+    _first_in_run(NpmDetector.denylist[0], "//", re.compile(".*"), group=1),
+    _first_in_run(_NPMRC_AUTH, "//", re.compile(r"\S*"), group=1),
+)
+# The plugin's `sk-[A-Za-z0-9-_]*...T3BlbkFJ...` runs over its characters from every `sk-`.
+_OPENAI_RUN = _first_in_run(OpenAIDetector.denylist[0], "sk-", re.compile(r"[A-Za-z0-9_-]*"))
+
+
+def _npm_spans(line: str) -> Iterator[Span]:
+    for find in _NPM_RUNS:
+        yield from find(line)
+
+
 _NPM_BARE = re.compile(r"(?<![A-Za-z0-9_])npm_[A-Za-z0-9]{36}(?![A-Za-z0-9_])")
 _SLACK_APP = re.compile(r"(?<![A-Za-z0-9_-])xapp-\d-[A-Z0-9]+-\d+-[a-z0-9]+", re.IGNORECASE)
 # The 40-character AWS secret key in a credentials file (unquoted); the plugin's own regex needs quotes.
+# The name's tail is bounded (and possessive): an unbounded `\w*` rescanned a long word from every `aws`.
 _AWS_SECRET_UNQUOTED = re.compile(
-    r"aws.{0,20}?(?:key|pwd|pw|password|pass|token)\w*\s*[:=]\s*([0-9a-zA-Z/+]{40})(?![0-9a-zA-Z/+=])",
+    r"aws.{0,20}?(?:key|pwd|pw|password|pass|token)\w{0,64}+\s*[:=]\s*([0-9a-zA-Z/+]{40})(?![0-9a-zA-Z/+=])",
     re.IGNORECASE,
 )
 # RFC 3986 lets a password hold sub-delimiters (`!$&'()*+,;=`), which the plugin's regex refuses.
@@ -91,8 +114,12 @@ def _basic_auth_ok(password: str) -> bool:
 
 # `token` is too common a word in code for detect-secrets' keyword list (tokenizers, parsers); an
 # assignment to a *token* name counts only when the quoted value itself looks random.
+# The name is the whole run of `[\w.-]` holding `token` (nothing after it can continue the run, so a match
+# always takes the run to its end, and a start inside the run finds what its start finds). Written as
+# `[\w.-]*token[\w.-]*` after `(?<![A-Za-z0-9])`, it tried every split of every start: about 10 s for a
+# 4 KB line of `token.token.`, minutes for a window.
 _TOKEN_ASSIGNMENT = re.compile(
-    r"""(?<![A-Za-z0-9])[\w.-]*token[\w.-]*['"\]]?\s*(?:=|:|:=|=>)\s*[@fbr]?(['"`])([^'"`\s]{16,})\1""",
+    r"""(?<![\w.-])(?=[\w.-]*?token)[\w.-]++['"\]]?\s*(?:=|:|:=|=>)\s*[@fbr]?(['"`])([^'"`\s]{16,})\1""",
     re.IGNORECASE,
 )
 
@@ -185,9 +212,10 @@ def _token_rules() -> list[_Rule]:
         ),
         _Rule("jwt", _jwt_spans, ("eyj",), priority=4),
         _Rule("mailchimp_key", _regex_spans(MailchimpDetector.denylist), ("-us",)),
-        _Rule("npm_token", _regex_spans([*NpmDetector.denylist, _NPMRC_AUTH], group=1), ("_auth",)),
+        _Rule("npm_token", _npm_spans, ("_auth",)),
         _Rule("npm_token", _regex_spans([_NPM_BARE]), ("npm_",)),
-        _Rule("openai_key", _regex_spans([*OpenAIDetector.denylist, _OPENAI_PROJECT]), ("sk-",)),
+        _Rule("openai_key", _OPENAI_RUN, ("sk-",)),
+        _Rule("openai_key", _regex_spans([_OPENAI_PROJECT]), ("sk-",)),
         _Rule("openai_key", _validated(_regex_spans([_OPENAI_LEGACY]), lambda v: _mixed(v, 3)), ("sk-",)),
         _Rule("anthropic_key", _regex_spans([_ANTHROPIC]), ("sk-ant-",)),
         _Rule("google_api_key", _regex_spans([_GOOGLE_API_KEY]), ("aiza",)),

@@ -18,7 +18,6 @@ from app.infra.encryption import generation_aad, message_aad, title_aad
 from app.infra.state import AppState, ModelInfo
 from app.protocol import ChatCall, ChatRole
 from app.protocol import ChatMessage as Turn
-from app.redaction import redact
 from app.schemas.chat import (
     ChatCompletionErrorItem,
     ChatCompletionItem,
@@ -41,6 +40,7 @@ from app.services.pipeline import (
     fan_out,
     query_event,
     redact_context,
+    redact_texts,
     resolve_models,
 )
 from app.telemetry.events import ChatEvent, ChatMessageEvent, GenerationEvent
@@ -123,10 +123,11 @@ async def request_chat(
     owner = await _owner(state, db, body.chat_id)
     if owner is not None and owner[0] != user.user_id:
         raise Forbidden("This chat belongs to another user")
+    contents = await redact_texts(state, [content for _role, content in body.messages])
     redacted = body.model_copy(
         update={
-            "context": redact_context(body.context),
-            "messages": [(role, redact(content)) for role, content in body.messages],
+            "context": await redact_context(state, body.context),
+            "messages": [(role, text) for (role, _), text in zip(body.messages, contents, strict=True)],
         }
     )
     title = owner[1] if owner is not None else title_for(redacted.messages)
@@ -181,10 +182,11 @@ async def request_chat(
     if storage.context:
         events.append(_message(user.user_id, body.chat_id, meta_query_id, "user", user_text))
     responses: list[ChatCompletionItem | ChatCompletionErrorItem] = []
+    # A model may echo or invent a secret.
+    answers = iter(await redact_texts(state, [o.result for o in outcomes if o.result is not None]))
     for outcome in outcomes:
         model = outcome.model
-        # A model may echo or invent a secret.
-        text = redact(outcome.result) if outcome.result is not None else None
+        text = next(answers) if outcome.result is not None else None
         events.append(
             GenerationEvent(
                 meta_query_id=meta_query_id,

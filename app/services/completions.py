@@ -39,6 +39,7 @@ from app.services.pipeline import (
     fan_out,
     query_event,
     redact_context,
+    redact_texts,
     resolve_models,
 )
 from app.services.supersede import announce
@@ -80,7 +81,8 @@ def model_call(body: CompletionRequest, snippets: tuple[Snippet, ...] = ()) -> C
 
 def fit_client_snippets(snippets: Sequence[Snippet], budget_chars: int) -> list[Snippet]:
     """A client's own snippets (Tabby's declarations and related code), best first: redacted like the stored
-    context, duplicates dropped, cut to the snippet budget as retrieved ones are."""
+    context, duplicates dropped, cut to the snippet budget as retrieved ones are (CPU work: run it on the
+    CPU pool)."""
     seen: set[tuple[str, str]] = set()
     candidates: list[Candidate] = []
     next_line: dict[str, int] = {}
@@ -143,7 +145,7 @@ async def request_completion(
     began = time.perf_counter()
     models = resolve_models(state, body.model_ids)
     check_request(state, body)
-    redacted = body.model_copy(update={"context": redact_context(body.context)})
+    redacted = body.model_copy(update={"context": await redact_context(state, body.context)})
     # Secrets never reach storage; whether the models see them is a setting (default: they do not).
     sent = redacted if state.settings.redact_model_input else body
     storage = Storage.of(
@@ -155,7 +157,9 @@ async def request_completion(
     budget = state.settings.context_snippet_budget_chars
     supersede: tuple[uuid.UUID, int] | None = None
     if session is None or project is None:
-        call = model_call(sent, tuple(fit_client_snippets(client_snippets or (), budget)))
+        # Redacting and fitting a client's snippets is CPU work: on the pool.
+        fitted = await state.cpu.run(fit_client_snippets, client_snippets or (), budget)
+        call = model_call(sent, tuple(fitted))
     else:
         # Numbered in its session and announced to every replica (supersedes older requests) meanwhile.
         announced = asyncio.create_task(announce(state.redis, session.session_id))
@@ -215,7 +219,7 @@ async def request_completion(
         context=redacted.context,
         contextual=body.contextual_telemetry,
         behavioral=body.behavioral_telemetry,
-        stop_sequences=[redact(s) for s in call.stop_sequences],
+        stop_sequences=await redact_texts(state, call.stop_sequences),
     )
     await commit(state, user.user_id, [query, *generations], Kept(RECENT, meta_query_id, data))
     done = time.perf_counter()
@@ -296,7 +300,9 @@ async def feedback(state: AppState, db: AsyncSession, user: Requester, body: Fee
         meta_query_id=body.meta_query_id,
         model_id=body.model_id,
         was_accepted=body.was_accepted,
-        ground_truth=redact(body.ground_truth) if body.ground_truth is not None else None,
+        ground_truth=(await redact_texts(state, [body.ground_truth]))[0]
+        if body.ground_truth is not None
+        else None,
         timestamp=utcnow(),
     )
     await publish(state.redis, [event])

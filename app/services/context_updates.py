@@ -10,8 +10,8 @@ from app.context.live_state import Owner, apply_updates
 from app.errors import Unprocessable
 from app.identity import tokens
 from app.infra.state import AppState
-from app.redaction import redact
 from app.schemas.context import MultiFileContextUpdate
+from app.services.pipeline import redact_texts
 
 
 async def live_ttl_ms(state: AppState, project: tokens.ProjectInfo, consent: bool) -> int:
@@ -37,8 +37,8 @@ async def update_context(
     # A path is stored (Redis, context_chunk, the models' snippets) as redacted as the code: a directory
     # or file can be named after a token. Retrieval looks files up by their redacted paths as well.
     updates: dict[str, list[LineChange]] = {}
-    for path, changes in body.context_updates.items():
-        stored = redact(path)
+    stored_paths = await redact_texts(state, list(body.context_updates))
+    for stored, changes in zip(stored_paths, body.context_updates.values(), strict=True):
         if stored in updates:
             raise Unprocessable("context_updates names two files whose paths differ only in a secret")
         updates[stored] = [LineChange(c.change_type, c.start_line, c.end_line, c.new_lines) for c in changes]
@@ -53,4 +53,5 @@ async def update_context(
         mark_dirty=consent,
         user_quota_bytes=state.settings.context_user_quota_bytes,
         usage_ttl_ms=state.settings.context_live_ttl_s * 1000,
+        cpu=state.cpu,
     )

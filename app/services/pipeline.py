@@ -2,7 +2,7 @@
 
 A route's service calls, in order: `resolve_models` (the requested models; where a study's arm will swap
 them), `check_reference_ids` / `check_size` (refuse what cannot be stored before anything is stored),
-`redact_context` (secrets never reach storage), `fan_out` (the models side by side, each within its time
+`redact_context` / `redact_texts` (secrets never reach storage; on the CPU pool, off the event loop), `fan_out` (the models side by side, each within its time
 budget, a failure becoming a failure slot, optionally superseded by a newer request of the session),
 `Storage.of` + `query_event` (only what the user's preferences allow), and `commit` (the telemetry events
 and the read-your-writes copies in one Redis round trip). Services return domain results with their stage
@@ -94,16 +94,37 @@ def context_size(ctx: CompletionContext) -> int:
     return len(ctx.prefix) + len(ctx.suffix) + len(ctx.selected_text or "")
 
 
-def redact_context(ctx: CompletionContext) -> CompletionContext:
-    """The context with every secret replaced by a placeholder (cached by content, so cheap when unchanged)."""
-    name = ctx.file_name
+def _redacted_context(ctx: CompletionContext) -> CompletionContext:
+    name = ctx.file_name  # picks the rules for the code (then is redacted itself)
     return ctx.model_copy(
         update={
             "prefix": redact(ctx.prefix, name),
             "suffix": redact(ctx.suffix, name),
             "selected_text": redact(ctx.selected_text, name) if ctx.selected_text else ctx.selected_text,
+            # A path can hold a token as well as a line of code can (up to 2,000 of them: CPU work too).
+            "file_name": redact(name) if name else name,
+            "context_files": [redact(p) for p in ctx.context_files]
+            if ctx.context_files
+            else ctx.context_files,
         }
     )
+
+
+async def redact_context(state: AppState, ctx: CompletionContext) -> CompletionContext:
+    """The context with every secret replaced by a placeholder, redacted on the CPU pool (never on the
+    replica's event loop; cached by content, so cheap when unchanged)."""
+    return await state.cpu.run(_redacted_context, ctx)
+
+
+def _redacted_texts(texts: Sequence[str]) -> list[str]:
+    return [redact(t) for t in texts]
+
+
+async def redact_texts(state: AppState, texts: Sequence[str]) -> list[str]:
+    """Free texts (messages, ground truths, stop sequences, answers) redacted on the CPU pool."""
+    if not texts:
+        return []
+    return await state.cpu.run(_redacted_texts, texts)
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,17 +168,10 @@ def query_event(
 ) -> QueryEvent:
     """The query as it will be stored: (redacted) context and telemetry only where `storage` allows it.
 
-    Every stored free-text field is redacted: the code (by `redact_context`, before), and here the file
-    name, the context file list and the file path (a path can hold a token as well as a line of code can).
+    Every stored free-text field is redacted: the code, the file name and the context file list by
+    `redact_context` (before, on the CPU pool: `context` must come from it), and here the file path (a
+    path can hold a token as well as a line of code can).
     """
-    context = context.model_copy(
-        update={
-            "file_name": redact(context.file_name) if context.file_name else context.file_name,
-            "context_files": [redact(p) for p in context.context_files]
-            if context.context_files
-            else context.context_files,
-        }
-    )
     if contextual is not None and contextual.file_path:
         contextual = contextual.model_copy(update={"file_path": redact(contextual.file_path)})
     return QueryEvent(

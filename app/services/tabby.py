@@ -205,7 +205,9 @@ async def complete(
     ]
     debug_data = None
     if debug is not None and debug.return_snippets:
-        used = completions.fit_client_snippets(snippets, state.settings.context_snippet_budget_chars)
+        used = await state.cpu.run(
+            completions.fit_client_snippets, snippets, state.settings.context_snippet_budget_chars
+        )
         debug_data = DebugData(snippets=[DebugSnippet(filepath=s.path, body=s.text, score=1.0) for s in used])
     elif debug is not None:
         debug_data = DebugData()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 
 from sqlalchemy import select
@@ -189,3 +190,116 @@ async def test_live_context_paths_are_redacted_and_still_found_by_their_names(ap
         json={"context_updates": {secret_path: [update], other: [update]}},
     )
     assert r.status_code == 422 and GITHUB_TOKEN not in r.text, r.text
+
+
+# --------------------------------------------------------------------------------------------------
+# A private key typed across several multi-file-context edits (issue 13, finding 2): neither the live
+# context in Redis, nor the indexed chunks in PostgreSQL, nor the snippets a model gets may hold it.
+
+CONTEXT_URL = "/api/completion/multi-file-context/update"
+
+
+def _key_lines(seed: int, n: int = 5) -> list[str]:
+    import random
+    import string
+
+    rng = random.Random(seed)
+    alphabet = string.ascii_letters + string.digits + "+/"
+    return ["".join(rng.choice(alphabet) for _ in range(64)) for _ in range(n)]
+
+
+async def _update(c, changes: dict) -> list[str]:  # type: ignore[no-untyped-def]
+    r = await c.post(CONTEXT_URL, json={"context_updates": changes})
+    assert r.status_code == 200, r.text
+    return r.json()["data"]
+
+
+async def test_a_private_key_typed_across_edits_is_never_stored_or_sent(api) -> None:
+    from app.context.live_state import Owner, read_file
+    from app.identity import tokens
+    from app.workers.context_indexer import ContextIndexer
+    from db.tables import ContextChunk
+    from tests.utils.asgi_api import minilm
+
+    client, state = api
+    c, _ = await signed_in(client)
+    body = _key_lines(1)
+    edited = _key_lines(2, 1)[0]
+    begin, end = "-----BEGIN RSA PRIVATE KEY-----", "-----END RSA PRIVATE KEY-----"
+    head = ["import deploy", "", 'DEPLOY_KEY = """']
+    # Scenario 1: the key pasted without its third line, which is then inserted between two lines
+    # already redacted.
+    first = [*head, begin, *body[:2], *body[3:], end, '"""']
+    await _update(
+        c, {"deploy/keys.py": [{"change_type": "insert", "start_line": 0, "end_line": 0, "new_lines": first}]}
+    )
+    at = len(head) + 1 + 2
+    answered = (
+        await _update(
+            c,
+            {
+                "deploy/keys.py": [
+                    {"change_type": "insert", "start_line": at, "end_line": at, "new_lines": [body[2]]}
+                ]
+            },
+        )
+    )["deploy/keys.py"]
+    # Scenario 2: a line inside the (redacted) block edited.
+    second = [*head, begin, *body, end, '"""']
+    await _update(
+        c,
+        {
+            "deploy/other_keys.py": [
+                {"change_type": "insert", "start_line": 0, "end_line": 0, "new_lines": second}
+            ]
+        },
+    )
+    line = len(head) + 1 + 1
+    answered_2 = (
+        await _update(
+            c,
+            {
+                "deploy/other_keys.py": [
+                    {"change_type": "update", "start_line": line, "end_line": line + 1, "new_lines": [edited]}
+                ]
+            },
+        )
+    )["deploy/other_keys.py"]
+
+    material = {*body, edited}
+    assert not material & set(answered) and not material & set(answered_2)
+    info = await tokens.resolve_project(state.redis, c.cookies["project_token"])
+    assert info is not None
+    owner = Owner(info.project_id, info.user_id)
+    for path in ("deploy/keys.py", "deploy/other_keys.py"):
+        live = await read_file(state.redis, owner, path)
+        assert live is not None and begin in live and not material & set(live), path
+        assert live.count("<REDACTED:private_key>") == len(body)
+    # Consent (the default of signed_in): the files are indexed into PostgreSQL.
+    indexer = ContextIndexer(state.redis, state.sessionmaker, _embed(minilm()), debounce_s=0, max_wait_s=60.0)
+    await indexer.run_once(now=time.time() + 3600)
+    async with state.sessionmaker() as db:
+        rows = (
+            (await db.execute(select(ContextChunk).where(ContextChunk.project_id == owner.project_id)))  # type: ignore[arg-type]
+            .scalars()
+            .all()
+        )
+    stored = "\n".join(r.content for r in rows)
+    assert "DEPLOY_KEY" in stored and "<REDACTED:private_key>" in stored
+    assert not any(m in stored for m in material)
+    # And a completion that asks for the key file gets snippets of it, redacted.
+    sid = model_id(state, "scripted")
+    ask = P.completion_request([sid], prefix="from deploy.keys import DEPLOY_KEY\nkey = DEPLOY_KEY")
+    ask["context"]["context_files"] = ["*"]
+    r = await c.post("/api/completion/request", json=ask)
+    assert r.status_code == 200, r.text
+    sent = [req for name, req in state.gateway.calls if name == "scripted"][-1]  # type: ignore[attr-defined]
+    snippets = "\n".join(s.text for s in sent.context_snippets)
+    assert "DEPLOY_KEY" in snippets and not any(m in snippets for m in material)
+
+
+def _embed(model):  # type: ignore[no-untyped-def]
+    async def embed(texts: list[str]) -> list[list[float]]:
+        return model.embed(texts)
+
+    return embed
