@@ -13,22 +13,23 @@ import threading
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
 from app.infra.cpu_pool import CpuPool
 from app.infra.state import AppState
+from app.redaction import Redactor
 from serve.embedded import ServiceUrls
 from tests.utils.adversarial_code import quoted_hex_lines
 from tests.utils.asgi_api import api_settings, running_api, signed_in
 
 FILES = 8
 FILE_CHARS = 100_000
-# A round may still wait for a garbage collection or for the request's own JSON parsing (on the loop, in
-# FastAPI), never for the redaction: well under the update's own time.
+# A round may still wait for a garbage collection, the request's own JSON parsing (on the loop, in FastAPI)
+# or, on a loaded machine, its share of the GIL; never for the redaction (87 s a round on the old code).
 PING_WITHIN_S = 1.0
-MAX_SHARE_OF_UPDATE = 0.25
 
 
 @pytest.fixture(scope="module")
@@ -55,9 +56,18 @@ def _update(files: int, chars: int) -> dict[str, object]:
     }
 
 
-async def test_ping_answers_while_a_large_context_update_is_redacted(big_api) -> None:
+async def test_ping_answers_while_a_large_context_update_is_redacted(big_api, monkeypatch) -> None:
     client, _state = big_api
     c, _ = await signed_in(client)
+    # Which threads redact: never the loop's (deterministic, whatever the machine's load).
+    redacting_threads: set[int] = set()
+    original = Redactor.redact_lines
+
+    def recording(self: Redactor, *args: Any, **kwargs: Any) -> Any:
+        redacting_threads.add(threading.get_ident())
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Redactor, "redact_lines", recording)
     body = _update(FILES, FILE_CHARS)
     update = asyncio.create_task(c.post("/api/completion/multi-file-context/update", json=body))
     # Ping the same app every 10 ms for as long as the update takes. A round (a ping, then the pause)
@@ -79,7 +89,7 @@ async def test_ping_answers_while_a_large_context_update_is_redacted(big_api) ->
     assert len(latencies) >= 5, f"only {len(latencies)} pings during an update of {took:.2f} s"
     worst = max(latencies)
     assert worst < PING_WITHIN_S, f"a ping round took {worst:.2f} s (update: {took:.2f} s)"
-    assert worst < MAX_SHARE_OF_UPDATE * took, f"a ping round took {worst:.2f} s of the update's {took:.2f} s"
+    assert redacting_threads and threading.get_ident() not in redacting_threads
 
 
 async def test_a_full_cpu_pool_answers_503_with_retry_after(big_api) -> None:
