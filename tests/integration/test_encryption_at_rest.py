@@ -16,6 +16,7 @@ import pytest
 from pydantic import SecretStr
 
 from app.context.retrieval import _lexical_ranking, snippets_for
+from app.identity import tokens
 from app.infra.encryption import context_aad
 from app.infra.envelope import VERSION_AES_GCM, DecryptionError, new_key_spec, sealed_key_id
 from app.infra.state import AppState
@@ -36,6 +37,20 @@ SEALED_SQL = {
     "context_chunk": "SELECT content FROM context_chunk",
     "had_generation": "SELECT completion FROM had_generation",
     "chat": "SELECT title FROM chat",
+}
+# The same columns of one user's rows ($1: the user, $2: the project): other modules' rows of the shared
+# database may be sealed by other keyrings (each Ray stack's data directory has its own development key).
+USER_SEALED_SQL = {
+    "context": "SELECT c.prefix, c.suffix, c.selected_text FROM context c"
+    " JOIN meta_query m ON m.context_id = c.context_id WHERE m.user_id = $1 AND $2::uuid IS NOT NULL",
+    "chat_message": "SELECT cm.content FROM chat_message cm JOIN chat ch ON ch.chat_id = cm.chat_id"
+    " WHERE ch.user_id = $1 AND $2::uuid IS NOT NULL",
+    "ground_truth": "SELECT g.ground_truth FROM ground_truth g"
+    " JOIN meta_query m ON m.meta_query_id = g.meta_query_id WHERE m.user_id = $1 AND $2::uuid IS NOT NULL",
+    "context_chunk": "SELECT content FROM context_chunk WHERE project_id = $2 AND $1::uuid IS NOT NULL",
+    "had_generation": "SELECT h.completion FROM had_generation h"
+    " JOIN meta_query m ON m.meta_query_id = h.meta_query_id WHERE m.user_id = $1 AND $2::uuid IS NOT NULL",
+    "chat": "SELECT title FROM chat WHERE user_id = $1 AND $2::uuid IS NOT NULL",
 }
 
 
@@ -109,13 +124,18 @@ async def store_everything(state: AppState, c: httpx.AsyncClient, word: str) -> 
     return {"qid": qid, "chat_id": chat_id, "file": f"pkg/{word}.py", "projects": project}
 
 
-async def raw_values(database_url: str) -> dict[str, list[bytes]]:
-    """Every non-null value of every sealed column, as PostgreSQL holds it."""
+async def raw_values(
+    database_url: str, owner: tuple[uuid.UUID, uuid.UUID] | None = None
+) -> dict[str, list[bytes]]:
+    """Every non-null value of every sealed column, as PostgreSQL holds it (of `owner`'s rows: user, project)."""
     conn = await asyncpg.connect(plain_url(database_url))
     try:
+        queries = SEALED_SQL if owner is None else USER_SEALED_SQL
         return {
-            table: [bytes(v) for r in await conn.fetch(sql) for v in r.values() if v is not None]
-            for table, sql in SEALED_SQL.items()
+            table: [
+                bytes(v) for r in await conn.fetch(sql, *(owner or ())) for v in r.values() if v is not None
+            ]
+            for table, sql in queries.items()
         }
     finally:
         await conn.close()
@@ -171,7 +191,9 @@ async def test_stored_code_is_sealed_and_the_api_still_answers_it(api, services:
     everything = b"".join(v for values in raw.values() for v in values)
     assert word.encode() not in everything  # in no row of any sealed column, of any user
     primary = state.keyring.primary.key_id
-    for table, values in raw.items():
+    user_id = (await tokens.resolve_project(state.redis, c.cookies["project_token"])).user_id  # type: ignore[union-attr]
+    own = await raw_values(services.database_url, (user_id, await project_of(state, c)))
+    for table, values in own.items():
         assert values, table
         assert all(v[0] == VERSION_AES_GCM and sealed_key_id(v) == primary for v in values), table
     # The chunk's index columns do not give the code away either: lexemes and content hash are keyed.

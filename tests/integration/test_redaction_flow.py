@@ -276,7 +276,14 @@ async def test_a_private_key_typed_across_edits_is_never_stored_or_sent(api) -> 
         assert live is not None and begin in live and not material & set(live), path
         assert live.count("<REDACTED:private_key>") == len(body)
     # Consent (the default of signed_in): the files are indexed into PostgreSQL.
-    indexer = ContextIndexer(state.redis, state.sessionmaker, _embed(minilm()), debounce_s=0, max_wait_s=60.0)
+    indexer = ContextIndexer(
+        state.redis,
+        state.sessionmaker,
+        _embed(minilm()),
+        keyring=state.keyring,
+        debounce_s=0,
+        max_wait_s=60.0,
+    )
     await indexer.run_once(now=time.time() + 3600)
     async with state.sessionmaker() as db:
         rows = (
@@ -284,7 +291,7 @@ async def test_a_private_key_typed_across_edits_is_never_stored_or_sent(api) -> 
             .scalars()
             .all()
         )
-    stored = "\n".join(r.content for r in rows)
+    stored = "\n".join(opened(r, state.keyring)["content"] or "" for r in rows)
     assert "DEPLOY_KEY" in stored and "<REDACTED:private_key>" in stored
     assert not any(m in stored for m in material)
     # And a completion that asks for the key file gets snippets of it, redacted.
