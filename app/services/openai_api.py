@@ -72,8 +72,9 @@ def _check_supported(body: OpenAICompletionRequest) -> None:
 
 async def complete(
     state: AppState, caller: Requester, body: OpenAICompletionRequest, user_agent: str
-) -> OpenAICompletion:
-    """An OpenAI completion through the platform's pipeline (stored as a completion query)."""
+) -> tuple[OpenAICompletion, dict[str, float]]:
+    """An OpenAI completion through the platform's pipeline (stored as a completion query), with the
+    pipeline's stage timings (the route's `Server-Timing`, as the plugin's route reports them)."""
     model = model_named(state, body.model)
     _check_supported(body)
     suffix = body.suffix or ""
@@ -103,9 +104,10 @@ async def complete(
     choice = CompletionChoice(
         index=0, text=slot.completion, logprobs=logprobs, finish_reason=finish_reason(result.stopped_by)
     )
-    return OpenAICompletion(
+    completion = OpenAICompletion(
         id=f"cmpl-{answer.data.meta_query_id}", created=int(time.time()), model=model.name, choices=[choice]
     )
+    return completion, answer.timings
 
 
 def stream_events(completion: OpenAICompletion) -> Iterator[str]:

@@ -112,7 +112,13 @@ async def test_the_stream_is_openais_server_sent_events_also_where_continue_asks
         events = [line for line in r.text.split("\n\n") if line]
         assert all(e.startswith("data: ") for e in events) and events[-1] == "data: [DONE]"
         texts.append("".join(json.loads(e[6:])["choices"][0]["text"] for e in events[:-1]))
+        # The pipeline's stages, as the plugin's route reports them, before the app's own time.
+        assert {"prepare", "models", "events", "app"} <= {
+            part.split(";")[0].strip() for part in r.headers["server-timing"].split(",")
+        }
     assert texts[0] and texts[0] == texts[1]
+    r = await client.post("/openai/v1/completions", json={**body, "stream": False}, headers=bearer(token))
+    assert r.status_code == 200 and "models;dur=" in r.headers["server-timing"]
 
 
 async def test_a_completion_is_stored_as_the_users_query_with_its_generation(platform) -> None:

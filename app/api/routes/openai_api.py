@@ -6,11 +6,12 @@ Tabby's API owns /v1/completions, so OpenAI's lives under its own base path: an 
 
 from __future__ import annotations
 
-from fastapi import Request
+from fastapi import Request, Response
 from starlette.responses import StreamingResponse
 
 from app.api.deps import ApiCaller, StateDep
 from app.api.routing import SlashTolerantRouter
+from app.api.server_timing import server_timing
 from app.schemas.openai_api import (
     OpenAICompletion,
     OpenAICompletionRequest,
@@ -38,13 +39,18 @@ COMPLETION_RESPONSES = {**ERRORS, 200: {"content": {"text/event-stream": {}}}}
 # the one of Continue's that sends `suffix` to an OpenAI-style server, asks for autocompletions.
 @router.post("/beta/completions", response_model=OpenAICompletion, responses=COMPLETION_RESPONSES)
 async def completions(
-    body: OpenAICompletionRequest, caller: ApiCaller, state: StateDep, request: Request
+    body: OpenAICompletionRequest, caller: ApiCaller, state: StateDep, request: Request, response: Response
 ) -> OpenAICompletion | StreamingResponse:
     """A fill-in-the-middle completion of `model` (`prompt` before the cursor, `suffix` after it); with
     `stream`, server-sent events in OpenAI's chunk format ending with `data: [DONE]`."""
-    answer = await openai_api.complete(state, caller, body, request.headers.get("user-agent", ""))
+    answer, timings = await openai_api.complete(state, caller, body, request.headers.get("user-agent", ""))
+    # `Server-Timing`: the pipeline's stages, as on the plugin's route.
+    headers = {"server-timing": server_timing(timings)}
     if not body.stream:
+        response.headers.update(headers)
         return answer
     # The answer is complete before the stream starts (errors are proper error answers), and a few hundred
     # bytes: nothing is held open for a reader that does not read.
-    return StreamingResponse(openai_api.stream_events(answer), media_type="text/event-stream")
+    return StreamingResponse(
+        openai_api.stream_events(answer), media_type="text/event-stream", headers=headers
+    )
