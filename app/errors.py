@@ -26,10 +26,14 @@ class DomainError(Exception):
 
     status_code = 400
 
-    def __init__(self, message: str, *, headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, message: str, *, headers: dict[str, str] | None = None, param: str | None = None
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.headers = headers
+        # The request field at fault, where one is (OpenAI-style error bodies name it).
+        self.param = param
 
     @staticmethod
     def with_status(status: int, message: str, headers: Mapping[str, str] | None = None) -> DomainError:
@@ -202,6 +206,22 @@ def answer_of(exc: BaseException, where: str) -> DomainError:
     return problem
 
 
+# Paths answered in OpenAI's error shape (the OpenAI-compatible API; its clients parse nothing else).
+OPENAI_PREFIX = "/openai/"
+# OpenAI answers 400 for every request it finds invalid (over the context length included); so do we there.
+_OPENAI_STATUS = {413: 400, 422: 400}
+_OPENAI_CODES = {
+    400: "invalid_request_error",
+    401: "invalid_api_key",
+    403: "permission_denied",
+    404: "not_found",
+    413: "context_length_exceeded",
+    422: "invalid_value",
+    429: "rate_limit_exceeded",
+    503: "service_unavailable",
+}
+
+
 def error_body(problem: DomainError) -> dict[str, Any]:
     """The JSON of an error answer: `{"message"}`, with the field details of invalid input."""
     body: dict[str, Any] = {"message": problem.message}
@@ -210,12 +230,40 @@ def error_body(problem: DomainError) -> dict[str, Any]:
     return body
 
 
-async def send_error(send: Send, exc: DomainError) -> None:
+def openai_error(problem: DomainError) -> tuple[int, dict[str, Any]]:
+    """Status and body of an error in OpenAI's shape, `{"error": {"message", "type", "param", "code"}}`."""
+    status = _OPENAI_STATUS.get(problem.status_code, problem.status_code)
+    param = problem.param
+    if param is None and isinstance(problem, InvalidInput) and problem.details:
+        loc = problem.details[0]["loc"]
+        param = ".".join(loc[1:] if len(loc) > 1 and loc[0] in InvalidInput.SOURCES else loc) or None
+    code = "model_not_found" if problem.status_code == 404 and param == "model" else None
+    kind = (
+        "server_error" if status >= 500 else "rate_limit_error" if status == 429 else "invalid_request_error"
+    )
+    error = {
+        "message": problem.message,
+        "type": kind,
+        "param": param,
+        "code": code or _OPENAI_CODES.get(problem.status_code),
+    }
+    return status, {"error": error}
+
+
+def shaped(problem: DomainError, path: str) -> tuple[int, dict[str, Any]]:
+    """Status and body of an error answer on a path: OpenAI's shape under OPENAI_PREFIX, ours elsewhere."""
+    if path.startswith(OPENAI_PREFIX):
+        return openai_error(problem)
+    return problem.status_code, error_body(problem)
+
+
+async def send_error(send: Send, exc: DomainError, path: str = "") -> None:
     """Answer a domain error from pure ASGI middleware (outside FastAPI's exception handlers)."""
-    body = json.dumps(error_body(exc)).encode()
+    status, shape = shaped(exc, path)
+    body = json.dumps(shape).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     headers += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in (exc.headers or {}).items()]
-    await send({"type": "http.response.start", "status": exc.status_code, "headers": headers})
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
 
@@ -229,7 +277,8 @@ def install_error_handlers(app: FastAPI) -> None:
 
     async def _answer(request: Request, exc: Exception) -> JSONResponse:
         problem = answer_of(exc, f"{request.method} {route_of(request.scope)}")
-        return JSONResponse(error_body(problem), status_code=problem.status_code, headers=problem.headers)
+        status, body = shaped(problem, request.url.path)
+        return JSONResponse(body, status_code=status, headers=problem.headers)
 
     for kind in (DomainError, RequestValidationError, StarletteHTTPException, *OUTAGES):
         app.add_exception_handler(kind, _answer)
@@ -270,7 +319,7 @@ class UnhandledErrorMiddleware:
             if started:
                 return  # the answer is under way (or the socket closed): nothing more can be said
             if scope["type"] == "http":
-                await send_error(send, problem)
+                await send_error(send, problem, scope.get("path", ""))
             else:
                 with contextlib.suppress(Exception):  # the client may be gone already
                     await send({"type": "websocket.close", "code": 1011, "reason": "Internal server error"})

@@ -15,6 +15,7 @@ from app.api.routes import (
     chat,
     completion,
     context,
+    openai_api,
     password_reset,
     ping,
     privacy,
@@ -79,5 +80,7 @@ def create_app(make_state: StateFactory) -> FastAPI:
         app.include_router(module.router, responses=error_responses(400, 413, 422, 429, 503))
     # Tabby's HTTP API (API tokens; rate limited like the plugin's completion calls).
     app.include_router(tabby.router, responses=error_responses(400, 413, 422, 429, 503))
+    # OpenAI's completions API (API tokens, rate limited alike; errors in OpenAI's body shape).
+    app.include_router(openai_api.router)
     app.include_router(ping.router)  # liveness: never rate limited, no body
     return app

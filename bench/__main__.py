@@ -1,4 +1,4 @@
-"""`python -m bench [overhead|batching|scaling|ingest|retrieval|redaction|api_load|client_config|all]`: run benchmarks, print tables, write JSON.
+"""`python -m bench [overhead|batching|scaling|ingest|retrieval|redaction|api_load|client_config|api_routes|all]`: run benchmarks, print tables, write JSON.
 
 The Serve stack starts only for benchmarks that need it. `python -m bench fuzz` is separate: schema-driven
 fuzzing of the API in-process (no Ray), see bench/fuzz.py.
@@ -13,7 +13,18 @@ import time
 import warnings
 from pathlib import Path
 
-from bench import api_load, batching, client_config, fuzz, ingest, overhead, redaction, retrieval, scaling
+from bench import (
+    api_load,
+    api_routes,
+    batching,
+    client_config,
+    fuzz,
+    ingest,
+    overhead,
+    redaction,
+    retrieval,
+    scaling,
+)
 from bench.report import RESULTS_DIR, Table
 from bench.stack import Stack
 
@@ -27,6 +38,7 @@ BENCHMARKS = {
     "redaction": redaction,
     "api_load": api_load,
     "client_config": client_config,
+    "api_routes": api_routes,
 }
 
 

@@ -289,15 +289,23 @@ class LeanClient:
     be counted as the platform's overhead. Cookies come from the jar of an httpx client that logged in.
     """
 
-    def __init__(self, base_url: str, cookies: httpx.Cookies, timeout: float = 60.0) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        cookies: httpx.Cookies,
+        timeout: float = 60.0,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         parts = urlsplit(base_url)
         self._conn = http.client.HTTPConnection(
             parts.hostname or "127.0.0.1", parts.port or 80, timeout=timeout
         )
-        self._cookie = "; ".join(f"{name}={value}" for name, value in cookies.items())
+        cookie = "; ".join(f"{name}={value}" for name, value in cookies.items())
+        # Sent with every call: the login's cookies, and e.g. an API token's `authorization` header.
+        self._headers = {**({"cookie": cookie} if cookie else {}), **(headers or {})}
 
     def _call(self, method: str, path: str, body: bytes | None, headers: dict[str, str]) -> LeanResponse:
-        self._conn.request(method, path, body=body, headers={"cookie": self._cookie, **headers})
+        self._conn.request(method, path, body=body, headers={**self._headers, **headers})
         r = self._conn.getresponse()
         content = r.read()
         request = SimpleNamespace(method=method, url=SimpleNamespace(path=path))

@@ -246,7 +246,10 @@ async def peek_api_token(conn: HTTPConnection, state: AppState) -> api_tokens.Ap
     seen = conn.scope.get("state", {}).get(_API_SEEN)
     if seen is not None and seen[0] == token:
         return seen[1]  # type: ignore[no-any-return]
-    info = await api_tokens.resolve(state.redis, state.sessionmaker, token, state.settings.api_token_cache_s)
+    settings = state.settings
+    info = await api_tokens.resolve(
+        state.redis, state.sessionmaker, token, settings.api_token_cache_s, settings.api_token_invalid_cache_s
+    )
     conn.scope.setdefault("state", {})[_API_SEEN] = (token, info)
     return info
 

@@ -55,10 +55,10 @@ class BodyLimitMiddleware:
     async def _http(self, scope: Scope, receive: Receive, send: Send, limit: int) -> None:
         declared = _declared_length(scope)
         if declared == -1:
-            await send_error(send, BadRequest("Invalid Content-Length header"))
+            await send_error(send, BadRequest("Invalid Content-Length header"), scope["path"])
             return
         if declared is not None and declared > limit:
-            await send_error(send, _too_large(limit))
+            await send_error(send, _too_large(limit), scope["path"])
             return
         chunks: list[bytes] = []
         size = 0
@@ -69,7 +69,7 @@ class BodyLimitMiddleware:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > limit:
-                await send_error(send, _too_large(limit))
+                await send_error(send, _too_large(limit), scope["path"])
                 return
             chunks.append(chunk)
             if not message.get("more_body", False):

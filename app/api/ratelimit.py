@@ -11,9 +11,10 @@ the new request only if the count is under the limit. Why this and not a sliding
 * one atomic script per request (one round trip), using Redis's clock so replicas with skewed
   clocks still agree.
 
-Identity: the user (`user:<id>`) when the request carries a valid auth token (on /v1: API token), else the client
-address (`addr:<ip or IPv6 /64>`, see app/infra/client_address.py). Auth routes (sign-up, sign-in,
-verification, password reset) are always keyed by address: they are where passwords get guessed.
+Identity: the user (`user:<id>`) when the request carries a valid auth token (on /v1 and /openai/v1: an API
+token), else the client address (`addr:<ip or IPv6 /64>`, see app/infra/client_address.py). Auth routes
+(sign-up, sign-in, verification, password reset) are always keyed by address: they are where passwords get
+guessed.
 Keying signed-in users by user rather than by address keeps a lab of students behind one NAT from
 throttling each other.
 
@@ -46,9 +47,14 @@ RouteClass = Literal["auth", "completion", "default"]
 # Path prefixes per class (a prefix matches itself and anything below it); first match wins.
 AUTH_PREFIXES = ("/api/user/create", "/api/user/authenticate", "/api/user/verify", "/api/user/reset-password")
 COMPLETION_PREFIXES = ("/api/completion", "/api/chat", "/api/ws")
-# The /v1 routes (Tabby's HTTP API), keyed by the user of their API token.
-API_PREFIXES = ("/v1",)
-API_COMPLETION_PREFIXES = ("/v1/completions", "/v1/events")
+# The routes of API tokens (Tabby's HTTP API, the OpenAI-compatible one), keyed by the token's user.
+API_PREFIXES = ("/v1", "/openai/v1")
+API_COMPLETION_PREFIXES = (
+    "/v1/completions",
+    "/v1/events",
+    "/openai/v1/completions",
+    "/openai/v1/beta/completions",
+)
 # Liveness probes from load balancers must never be refused.
 EXEMPT_PATHS = ("/api/ping",)
 
@@ -225,7 +231,7 @@ class RateLimitMiddleware:
                 return
             error = decision.error(state.settings.rate_limit_window_s)
         if scope["type"] == "http":
-            await send_error(send, error)
+            await send_error(send, error, scope.get("path", ""))
         else:
             await _deny_websocket(scope, receive, send, error)
 

@@ -11,6 +11,11 @@ import time
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 
+def server_timing(timings: dict[str, float]) -> str:
+    """A `Server-Timing` header value: `name;dur=ms` per stage (what a route reports before the app's time)."""
+    return ", ".join(f"{name};dur={ms:.2f}" for name, ms in timings.items())
+
+
 class ServerTimingMiddleware:
     """Pure ASGI: appends the app's time to the response's `server-timing` header."""
 

@@ -3,7 +3,10 @@
 PostgreSQL keeps only the SHA-256 of a token (the value is random, 256 bits: a fast hash is enough, and a
 leaked table authenticates nobody). A replica resolves a token by its hash: from the Redis copy when one is
 kept (`API_TOKEN_CACHE_S`), else from PostgreSQL in one statement that also touches `last_used_at`, and then
-keeps the copy. Revoking a token deletes its row and its copy; deleting an account deletes the rows (cascade)
+keeps the copy. A token PostgreSQL does not know (or no longer: revoked, expired) is remembered as invalid
+for `API_TOKEN_INVALID_CACHE_S` under the same key: a client retrying with it (an agent polling its health
+with a revoked token) is refused from Redis. Safe, because a token never becomes valid later: a new token is a
+new random value. Revoking a token deletes its row and its copy; deleting an account deletes the rows (cascade)
 and every copy (they are indexed under the user, so `tokens.revoke_user` finds them).
 """
 
@@ -69,6 +72,9 @@ class ApiTokenInfo:
     user_id: uuid.UUID
 
 
+# The Redis copy of a token PostgreSQL did not know.
+INVALID = b"invalid"
+
 _LOOKUP = text(
     "UPDATE api_token SET last_used_at = now() WHERE token_hash = :hash"
     " AND (expires_at IS NULL OR expires_at > now()) RETURNING token_id, user_id, expires_at"
@@ -76,13 +82,19 @@ _LOOKUP = text(
 
 
 async def resolve(
-    redis: Redis, sessionmaker: async_sessionmaker[AsyncSession], value: str, cache_s: int
+    redis: Redis,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    value: str,
+    cache_s: int,
+    invalid_s: int = 0,
 ) -> ApiTokenInfo | None:
     """The user of a valid, unexpired API token; None for an unknown, revoked or expired one."""
     if not looks_like_api_token(value):
         return None
     hashed = token_hash(value)
     raw = await redis.get(cache_key(hashed))
+    if raw == INVALID or raw == INVALID.decode():
+        return None
     if raw is not None:
         data = json.loads(raw)
         expires = data.get("expires_at")
@@ -92,6 +104,8 @@ async def resolve(
     async with sessionmaker() as db, db.begin():
         row = (await db.execute(_LOOKUP, {"hash": hashed})).first()
     if row is None:
+        if invalid_s > 0:
+            await redis.set(cache_key(hashed), INVALID, ex=invalid_s)
         return None
     token_id, user_id, expires_at = row
     life_s = cache_s if expires_at is None else min(cache_s, int(expires_at.timestamp() - _now()))

@@ -62,8 +62,10 @@ class Settings(BaseSettings):
     project_invitation_ttl_s: int = Field(default=7 * 24 * 3600, gt=0)
     # API tokens of the /v1 routes (app/identity/api_tokens.py): how long a replica trusts its Redis copy of a
     # token's row (a revoke drops the copy at once; last use is written when the copy is made), and how many
-    # tokens a user may hold.
+    # tokens a user may hold. An unknown, revoked or expired token is remembered as such for
+    # api_token_invalid_cache_s (0: never), so a client retrying with one does not reach PostgreSQL each time.
     api_token_cache_s: int = Field(default=60, gt=0)
+    api_token_invalid_cache_s: int = Field(default=5, ge=0)
     max_api_tokens_per_user: int = Field(default=50, gt=0)
 
     # Accounts: when true, password sign-in is refused (403) until the email address is verified.

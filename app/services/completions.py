@@ -62,7 +62,9 @@ def check_request(state: AppState, body: CompletionRequest) -> None:
     check_size(state, "Context", context_size(body.context))
 
 
-def model_call(body: CompletionRequest, snippets: tuple[Snippet, ...] = ()) -> CompletionCall:
+def model_call(
+    body: CompletionRequest, snippets: tuple[Snippet, ...] = (), max_new_tokens: int | None = None
+) -> CompletionCall:
     """What a model deployment receives: the code around the cursor and how to stop."""
     ctx = body.context
     rest_of_line = ctx.suffix.split("\n", 1)[0]
@@ -75,7 +77,7 @@ def model_call(body: CompletionRequest, snippets: tuple[Snippet, ...] = ()) -> C
         context_snippets=snippets,
         stop_sequences=tuple(s for s in body.stop_sequences if s),
         single_line=single_line,
-        max_new_tokens=None,
+        max_new_tokens=max_new_tokens,
     )
 
 
@@ -124,6 +126,8 @@ class Answered:
     # prepare (checks, redaction, snippets), models (the side-by-side calls), events (the telemetry round
     # trip), and replica (the slowest model replica's own time) when a model answered.
     timings: dict[str, float] = field(default_factory=dict)
+    # Each answering model's result by model id (token log-probs, why it stopped: the OpenAI route's fields).
+    results: dict[int, CompletionResult] = field(default_factory=dict)
 
 
 async def request_completion(
@@ -135,12 +139,14 @@ async def request_completion(
     on_result: OnResult | None = None,
     *,
     client_snippets: Sequence[Snippet] | None = None,
+    max_new_tokens: int | None = None,
 ) -> Answered:
     """Ask every requested model concurrently, queue the query and generations for storage, answer all slots.
 
     A plugin call has a session and a project (the snippets come from the project's files, a newer request
     of the session supersedes it); a call with an API token (/v1) has neither and may bring its own
-    `client_snippets` (redacted and cut to the snippet budget here, like retrieved ones).
+    `client_snippets` (redacted and cut to the snippet budget here, like retrieved ones) and a lower
+    `max_new_tokens` than the models' own (OpenAI's `max_tokens`).
     """
     began = time.perf_counter()
     models = resolve_models(state, body.model_ids)
@@ -159,7 +165,7 @@ async def request_completion(
     if session is None or project is None:
         # Redacting and fitting a client's snippets is CPU work: on the pool.
         fitted = await state.cpu.run(fit_client_snippets, client_snippets or (), budget)
-        call = model_call(sent, tuple(fitted))
+        call = model_call(sent, tuple(fitted), max_new_tokens)
     else:
         # Numbered in its session and announced to every replica (supersedes older requests) meanwhile.
         announced = asyncio.create_task(announce(state.redis, session.session_id))
@@ -176,7 +182,7 @@ async def request_completion(
             user_id=user.user_id,
         )
         try:
-            call = model_call(sent, tuple(await snippets))
+            call = model_call(sent, tuple(await snippets), max_new_tokens)
         finally:
             supersede = (session.session_id, await announced)
     meta_query_id = uuid.uuid4()
@@ -233,7 +239,8 @@ async def request_completion(
     ]
     if replica:
         timings["replica"] = max(replica)
-    return Answered(data, timings)
+    results = {o.model.model_id: o.result for o in outcomes if o.result is not None and not o.error}
+    return Answered(data, timings, results)
 
 
 def _slot(generation: Generation | GenerationEvent, model_name: str, completion: str) -> Slot:

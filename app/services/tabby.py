@@ -168,8 +168,9 @@ def _extra_chars(segments: Segments) -> int:
 
 async def complete(
     state: AppState, caller: Requester, body: TabbyCompletionRequest, user_agent: str
-) -> TabbyCompletionResponse:
-    """A Tabby completion through the platform's pipeline (stored as a completion query with its generations)."""
+) -> tuple[TabbyCompletionResponse, dict[str, float]]:
+    """A Tabby completion through the platform's pipeline (stored as a completion query with its generations),
+    with the pipeline's stage timings (the route's `Server-Timing`, as the plugin's route reports them)."""
     debug = body.debug_options
     if debug is not None and debug.raw_prompt is not None:
         raise Unprocessable("debug_options.raw_prompt is not supported: prompts use the platform's templates")
@@ -211,9 +212,10 @@ async def complete(
         debug_data = DebugData(snippets=[DebugSnippet(filepath=s.path, body=s.text, score=1.0) for s in used])
     elif debug is not None:
         debug_data = DebugData()
-    return TabbyCompletionResponse(
+    response = TabbyCompletionResponse(
         id=completion_id(answer.data.meta_query_id), choices=choices, debug_data=debug_data
     )
+    return response, answer.timings
 
 
 async def log_event(state: AppState, db: AsyncSession, caller: Requester, body: LogEventRequest) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import uuid
 
@@ -137,7 +138,8 @@ async def test_account_deletion_removes_the_tokens(api) -> None:
             await db.execute(select(ApiToken).where(ApiToken.token_id == uuid.UUID(created["token_id"])))
         ).all()  # type: ignore[arg-type]
     assert rows == []
-    assert await state.redis.get(api_tokens.cache_key(api_tokens.token_hash(token))) is None
+    # No copy of the row is left (the refused call above left the invalid mark, which names nobody).
+    assert await state.redis.get(api_tokens.cache_key(api_tokens.token_hash(token))) == api_tokens.INVALID
 
 
 async def test_v1_calls_are_rate_limited_per_user_like_the_plugins(services) -> None:
@@ -174,3 +176,29 @@ async def test_the_export_lists_the_tokens_without_hash_or_value(api) -> None:
     assert exported["token_id"] == created["token_id"] and exported["name"] == "laptop"
     assert "token_hash" not in exported
     assert token not in r.text and api_tokens.token_hash(token) not in r.text
+
+
+async def test_an_invalid_token_is_refused_from_redis_for_a_few_seconds(services) -> None:
+    async with replica(services, api_token_invalid_cache_s=1) as (app, state):
+        address = new_address()
+        _, token, created = await user_with_token(client_for(app, address))
+        anonymous = client_for(app, address)
+        hashed = api_tokens.token_hash(token)
+
+        async def set_hash(value: str) -> None:
+            async with state.sessionmaker() as db, db.begin():
+                await db.execute(
+                    text("UPDATE api_token SET token_hash = :h WHERE token_id = :id"),
+                    {"h": value, "id": uuid.UUID(created["token_id"])},
+                )
+
+        await set_hash("0" * 64)  # PostgreSQL does not know the token now
+        assert (await anonymous.get("/v1/health", headers=bearer(token))).status_code == 401
+        # Known again in PostgreSQL, still refused: the retries are answered from Redis, not PostgreSQL.
+        await set_hash(hashed)
+        for _ in range(3):
+            assert (await anonymous.get("/v1/health", headers=bearer(token))).status_code == 401
+        assert await state.redis.get(api_tokens.cache_key(hashed)) == b"invalid"
+        assert 0 < await state.redis.pttl(api_tokens.cache_key(hashed)) <= 1000
+        await asyncio.sleep(1.1)  # API_TOKEN_INVALID_CACHE_S later PostgreSQL is asked again
+        assert (await anonymous.get("/v1/health", headers=bearer(token))).status_code == 200

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 
 import httpx
@@ -192,3 +193,36 @@ def test_the_plugins_ids_reach_the_shipped_models(serve_app: str) -> None:
     assert completion["completion"].strip() and "message" not in completion
     assert answer["model_id"] == CHAT_MODEL_ID and answer["model_name"] == "code4me-tiny-chat"
     assert answer["completion"].strip() and "message" not in answer
+
+
+def test_tabby_and_openai_routes_through_the_serve_proxy(serve_app: str) -> None:
+    """An API token's routes through Serve's proxy to the real models: Tabby's health and completion, OpenAI's
+    models, completion (streamed and not, the same text) and an error in OpenAI's shape."""
+    with httpx.Client(base_url=serve_app, timeout=60) as c:
+        email = P.new_email()
+        assert c.post("/api/user/create", json=P.user_create(email)).status_code == 201
+        assert c.post("/api/user/authenticate", json=P.authenticate(email)).status_code == 200
+        r = c.post("/api/user/tokens", json={"name": "proxy"})
+        assert r.status_code == 201, r.text
+        c.cookies.clear()
+        h = {"authorization": f"Bearer {r.json()['data']['token']}"}
+        r = c.get("/v1/health", headers=h)
+        assert r.status_code == 200 and r.json()["model"] == "code4me-tiny", r.text
+        prefix = "import os\n\n\ndef read_file(path):\n    with open(path) as f:\n        return f."
+        tabby = {"language": "python", "segments": {"prefix": prefix, "suffix": "\n"}}
+        r = c.post("/v1/completions", json=tabby, headers=h)
+        assert r.status_code == 200 and r.json()["id"].startswith("cmpl-") and r.json()["choices"], r.text
+        r = c.get("/openai/v1/models", headers=h)
+        assert r.status_code == 200 and "code4me-tiny" in [m["id"] for m in r.json()["data"]], r.text
+        body = {"model": "code4me-tiny", "prompt": prefix, "suffix": "\n", "max_tokens": 8}
+        r = c.post("/openai/v1/completions", json=body, headers=h)
+        assert r.status_code == 200, r.text
+        (choice,) = r.json()["choices"]
+        assert choice["text"].strip() and choice["finish_reason"] in ("stop", "length")
+        r = c.post("/openai/v1/completions", json={**body, "stream": True}, headers=h)
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+        events = [e for e in r.text.split("\n\n") if e]
+        assert events[-1] == "data: [DONE]"
+        assert "".join(json.loads(e[6:])["choices"][0]["text"] for e in events[:-1]) == choice["text"]
+        r = c.post("/openai/v1/completions", json={**body, "model": "nope"}, headers=h)
+        assert r.status_code == 404 and r.json()["error"]["code"] == "model_not_found"

@@ -9,14 +9,12 @@ end up in PostgreSQL; a revoked token leaves the agent unauthorized.
 from __future__ import annotations
 
 import asyncio
-import socket
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 
 from app.infra.encryption import opened
 from app.infra.state import AppState
@@ -24,17 +22,12 @@ from db.tables import ContextualTelemetry, Generation, MetaQuery, PluginVersion
 from serve.embedded import ServiceUrls
 from tests.utils.api_tokens import user_with_token
 from tests.utils.asgi_api import api_settings, model_id, running_api, settle
+from tests.utils.http_server import served
 from tests.utils.local_model import TINY_ENTRY, LocalModelGateway
 from tests.utils.tabby_agent import AGENT_CLI, agent_version, json_line_agent, lsp_agent, write_config
 
 PREFIX = "import os\n\n\ndef read_file(path):\n    with open(path) as f:\n        return f."
 SUFFIX = "\n"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
@@ -44,27 +37,17 @@ async def platform(
     """The app with the shipped default model behind a real HTTP server; a client, the state, the base URL."""
     assert AGENT_CLI.exists(), "tabby-agent is missing: run `make tabby-agent` (part of `make test`)"
     gateway = LocalModelGateway()
-    async with running_api(
-        services.database_url,
-        services.redis_url,
-        api_settings(data_dir),
-        entries=[TINY_ENTRY],
-        gateway=gateway,
-    ) as (client, state):
-        port = _free_port()
-        server = uvicorn.Server(
-            uvicorn.Config(
-                client._transport.app, host="127.0.0.1", port=port, lifespan="off", log_level="warning"
-            )  # type: ignore[attr-defined]
-        )
-        task = asyncio.create_task(server.serve())
-        while not server.started:
-            await asyncio.sleep(0.02)
-        try:
-            yield client, state, f"http://127.0.0.1:{port}"
-        finally:
-            server.should_exit = True
-            await task
+    async with (
+        running_api(
+            services.database_url,
+            services.redis_url,
+            api_settings(data_dir),
+            entries=[TINY_ENTRY],
+            gateway=gateway,
+        ) as (client, state),
+        served(client) as base,
+    ):
+        yield client, state, base
 
 
 async def until(predicate, timeout: float = 20.0):  # type: ignore[no-untyped-def]

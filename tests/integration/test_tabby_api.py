@@ -36,6 +36,7 @@ async def test_a_completion_is_a_stored_query_with_its_generation(api) -> None:
         "/v1/completions", json=tabby_request(), headers=bearer(token, **{"user-agent": AGENT})
     )
     assert r.status_code == 200, r.text
+    assert "models;dur=" in r.headers["server-timing"]  # the pipeline's stages, as on the plugin's route
     answer = r.json()
     assert set(answer) == {"id", "choices"} and answer["id"].startswith("cmpl-")
     assert answer["choices"] == [{"index": 0, "text": "read()"}]

@@ -7,8 +7,7 @@ import asyncio
 import httpx
 from fastapi import FastAPI, Response
 
-from app.api.routes.completion import server_timing
-from app.api.server_timing import ServerTimingMiddleware
+from app.api.server_timing import ServerTimingMiddleware, server_timing
 
 
 def app() -> FastAPI:

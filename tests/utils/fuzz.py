@@ -239,6 +239,10 @@ def steer(case: Any, creds: Credentials, draw: Callable[[Any], Any]) -> None:
             body["model_ids"] = draw(st.lists(st.sampled_from(ids), min_size=1, max_size=3))
         if "model_id" in body:
             body["model_id"] = draw(st.sampled_from(creds.model_ids))
+        if isinstance(body.get("model"), str) and "prompt" in body:  # OpenAI's: a served model, one answer
+            body.update(
+                model="scripted", n=1, best_of=1, echo=False, logprobs=draw(st.sampled_from((None, 0)))
+            )
         if isinstance(body.get("contextual_telemetry"), dict):
             seeded = {k: draw(v) for k, v in SEEDED_REFERENCE_IDS.items()}
             body["contextual_telemetry"] = {**body["contextual_telemetry"], **seeded}
@@ -334,7 +338,9 @@ def _fuzz_operation(
             steer(case, creds, data.draw)
         report.cases[label] = report.cases.get(label, 0) + 1
         try:
-            api = case.path.startswith("/v1")  # Tabby's routes take the API token
+            api = case.path.startswith(
+                ("/v1", "/openai/v1")
+            )  # Tabby's and OpenAI's routes take the API token
             response = case.call(cookies=creds.cookies, headers=creds.bearer() if api else None)
         except Exception as exc:  # noqa: BLE001 - the in-process transport re-raises an exception escaping the app
             report.count(label, 500)

@@ -49,7 +49,8 @@ class LocalModelGateway:
             snippets=call.context_snippets,
             stop_sequences=tuple(generation.stop_sequences) + call.stop_sequences,
             single_line=call.single_line,
-            max_new_tokens=generation.max_new_tokens,
+            # As the deployment caps it (deployments.completion_model.capped): the call's limit, within the model's.
+            max_new_tokens=min(call.max_new_tokens or generation.max_new_tokens, generation.max_new_tokens),
         )
         (result,) = await asyncio.to_thread(
             self.generator.generate_batch, [request], generation.time_budget_s

@@ -8,6 +8,7 @@ from fastapi import Response
 
 from app.api.deps import Caller, CurrentUser, DbDep, StateDep
 from app.api.routing import SlashTolerantRouter
+from app.api.server_timing import server_timing
 from app.schemas.common import error_responses
 from app.schemas.completion import (
     CompletionData,
@@ -48,11 +49,6 @@ def recorded(body: FeedbackRequest) -> FeedbackResponse:
         message="Feedback recorded successfully",
         data=FeedbackData(meta_query_id=body.meta_query_id, model_id=body.model_id),
     )
-
-
-def server_timing(timings: dict[str, float]) -> str:
-    """A `Server-Timing` header value: `name;dur=ms` per stage."""
-    return ", ".join(f"{name};dur={ms:.2f}" for name, ms in timings.items())
 
 
 @router.post("/feedback", response_model=FeedbackResponse, responses=ERRORS)

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from fastapi import Request
+from fastapi import Request, Response
 
 from app.api.deps import ApiCaller, DbDep, StateDep
 from app.api.routing import SlashTolerantRouter
+from app.api.server_timing import server_timing
 from app.errors import Unprocessable
 from app.schemas.common import Message, error_responses
 from app.schemas.tabby import HealthState, LogEventRequest, TabbyCompletionRequest, TabbyCompletionResponse
@@ -26,10 +27,13 @@ async def health(caller: ApiCaller, state: StateDep) -> HealthState:
     "/completions", response_model=TabbyCompletionResponse, response_model_exclude_none=True, responses=ERRORS
 )
 async def completions(
-    body: TabbyCompletionRequest, caller: ApiCaller, state: StateDep, request: Request
+    body: TabbyCompletionRequest, caller: ApiCaller, state: StateDep, request: Request, response: Response
 ) -> TabbyCompletionResponse:
-    """A completion of the default models, stored as the user's completion query (`id`: `cmpl-<query id>`)."""
-    return await tabby.complete(state, caller, body, request.headers.get("user-agent", ""))
+    """A completion of the default models, stored as the user's completion query (`id`: `cmpl-<query id>`);
+    `Server-Timing` gives the pipeline's stages as on the plugin's route."""
+    answer, timings = await tabby.complete(state, caller, body, request.headers.get("user-agent", ""))
+    response.headers["server-timing"] = server_timing(timings)
+    return answer
 
 
 @router.post("/events", response_model=Message, responses=ERRORS)
