@@ -1,4 +1,5 @@
-"""`python -m bench [overhead|batching|scaling|ingest|retrieval|redaction|api_load|client_config|api_routes|all]`: run benchmarks, print tables, write JSON.
+"""`python -m bench [overhead|batching|scaling|ingest|retrieval|redaction|api_load|client_config|api_routes|hostile|all]`:
+run benchmarks, print tables, write JSON.
 
 The Serve stack starts only for benchmarks that need it. `python -m bench fuzz` is separate: schema-driven
 fuzzing of the API in-process (no Ray), see bench/fuzz.py.
@@ -19,6 +20,7 @@ from bench import (
     batching,
     client_config,
     fuzz,
+    hostile,
     ingest,
     overhead,
     redaction,
@@ -39,6 +41,7 @@ BENCHMARKS = {
     "api_load": api_load,
     "client_config": client_config,
     "api_routes": api_routes,
+    "hostile": hostile,
 }
 
 
