@@ -47,13 +47,14 @@ def token_hash(value: str) -> str:
 
 
 def cache_key(hashed: str) -> str:
-    """The Redis key of a token's copy (by hash: Redis never holds the value either)."""
-    return f"{tokens.PREFIX}api_token:{hashed}"
+    """The Redis key of a token's copy, named by the keyed digest of its hash (as every token in Redis is:
+    whoever reads Redis cannot match it against the hash PostgreSQL stores without SECRET_KEY)."""
+    return f"{tokens.PREFIX}api_token:{tokens.digest(hashed)}"
 
 
 def revoked_key(hashed: str) -> str:
     """The Redis key marking a token revoked: a lookup that read its row just before cannot copy it back."""
-    return f"{tokens.PREFIX}api_token_revoked:{hashed}"
+    return f"{tokens.PREFIX}api_token_revoked:{tokens.digest(hashed)}"
 
 
 # KEYS: the copy, the revoked mark. ARGV: payload, ttl. The copy is kept only while the token is not revoked.

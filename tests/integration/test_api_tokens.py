@@ -33,9 +33,10 @@ async def test_a_token_is_shown_once_stored_hashed_and_authenticates_v1(api) -> 
         assert row.token_hash == hashlib.sha256(token.encode()).hexdigest()
         assert token not in str(row.model_dump())
         assert row.last_used_at is not None  # the lookup touched it
-    # Redis keeps a copy by hash, never the value.
-    assert await state.redis.get(f"c4m:api_token:{row.token_hash}") is not None
+    # Redis keeps a copy under the keyed digest of the hash: never the value, nor the hash PostgreSQL holds.
+    assert await state.redis.get(api_tokens.cache_key(row.token_hash)) is not None
     assert not [k async for k in state.redis.scan_iter(match=f"*{token[4:]}*")]
+    assert not [k async for k in state.redis.scan_iter(match=f"*{row.token_hash}*")]
 
     listed = await c.get("/api/user/tokens")
     assert listed.status_code == 200, listed.text

@@ -15,6 +15,7 @@ import httpx
 import openai
 import pytest
 
+from app.infra.encryption import opened
 from app.infra.state import AppState
 from db.tables import Context, ContextualTelemetry, Generation, MetaQuery, PluginVersion
 from serve.embedded import ServiceUrls
@@ -138,9 +139,11 @@ async def test_a_completion_is_stored_as_the_users_query_with_its_generation(pla
         assert meta is not None and meta.query_type == "completion"
         assert meta.session_id is None and meta.project_id is None  # an API token's call
         generation = await db.get(Generation, (meta_query_id, model_id(state, MODEL)))
-        assert generation is not None and generation.completion == choice.text
+        assert generation is not None and opened(generation, state.keyring)["completion"] == choice.text
         context = await db.get(Context, meta.context_id)
-        assert context is not None and context.prefix == PREFIX and context.suffix == "\n"
+        assert context is not None
+        texts = opened(context, state.keyring)
+        assert (texts["prefix"], texts["suffix"]) == (PREFIX, "\n")
         contextual = await db.get(ContextualTelemetry, meta.contextual_telemetry_id)
         assert contextual is not None
         version = await db.get(PluginVersion, contextual.version_id)
