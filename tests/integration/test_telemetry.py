@@ -352,7 +352,8 @@ async def test_postgres_outage_under_load_loses_nothing(
 def test_writer_actor_killed_mid_stream_loses_nothing(ray_cluster: None, services: ServiceUrls) -> None:
     import ray
 
-    from deployments.telemetry_writer import ensure_writers
+    from deployments.singletons import retire
+    from deployments.telemetry_writer import ensure_writers, writer_name
 
     async def prepare() -> tuple[uuid.UUID, list[list[Any]]]:
         user_id, models = await make_user_and_models(services.database_url)
@@ -397,8 +398,13 @@ def test_writer_actor_killed_mid_stream_loses_nothing(ray_cluster: None, service
         finally:
             await redis.aclose()
 
-    asyncio.run(load_and_kill())
-    assert ray.get(handle.pid.remote(), timeout=60) != pid_before  # Ray restarted the writer
+    try:
+        asyncio.run(load_and_kill())
+        assert ray.get(handle.pid.remote(), timeout=60) != pid_before  # Ray restarted the writer
+    finally:
+        # Retired: left running, it would go on consuming the telemetry stream of later modules' in-process
+        # apps all session long and seal their rows with the Ray processes' keyring.
+        retire(writer_name(0), namespace="code4me-test-writers")
     assert asyncio.run(stored_counts(services.database_url, user_id)) == {
         "queries": 2_500,
         "contexts": 2_500,
