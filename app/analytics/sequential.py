@@ -27,7 +27,9 @@
   1)) / N``, i.e. ``tau**2 = V_N (-2 log alpha + log(-2 log alpha + 1))``). Choose it before the study
   starts (from the planned size and the baseline rate), never from the data being tested.
 * ``welch_per_user``: acceptances of one user are correlated, so a user-level analysis compares per-user
-  rates with Welch's unequal-variance t-test (``scipy.stats.ttest_ind(equal_var=False)``).
+  rates with Welch's unequal-variance t-test (``scipy.stats.ttest_ind(equal_var=False)``); ``msprt_means``
+  is the sequential test on the same per-user rates (the generation-level ``msprt`` assumes independent
+  outcomes and, like the naive z-test, rejects too often when users differ).
 * ``power_two_proportions`` / ``power_check``: the power of the two-sided pooled z-test at the observed
   sizes for a given minimal detectable effect (as statsmodels' ``power_proportions_2indep``), and the
   per-arm size that reaches the target power: a study reporting "no difference" below it is underpowered.
@@ -47,6 +49,8 @@ __all__ = [
     "SequentialLooks",
     "WelchResult",
     "msprt",
+    "msprt_from_estimates",
+    "msprt_means",
     "naive_z_pvalue",
     "power_check",
     "power_two_proportions",
@@ -113,6 +117,35 @@ def naive_z_pvalue(
     return np.asarray(2.0 * stats.norm.sf(np.abs(z)), dtype=np.float64)
 
 
+def msprt_from_estimates(
+    difference: npt.ArrayLike, variance: npt.ArrayLike, *, tau: float, alpha: float = 0.05
+) -> SequentialLooks:
+    """The mSPRT over looks (last axis) from the estimated difference and its variance at each look.
+
+    A look whose variance is still 0 (every outcome the same so far) carries no evidence: ``1 / Lambda = 1``
+    and an unbounded interval there.
+    """
+    if not (tau > 0 and math.isfinite(tau)):
+        raise ValueError("tau must be finite and greater than 0")
+    if not 0 < alpha < 1:
+        raise ValueError("alpha must lie in (0, 1)")
+    estimate = np.atleast_1d(np.asarray(difference, dtype=np.float64))
+    var = np.atleast_1d(np.asarray(variance, dtype=np.float64))
+    if np.any(var < 0) or np.any(~np.isfinite(var)):
+        raise ValueError("variances must be finite and non-negative")
+    tau2 = tau * tau
+    informative = var > 0
+    v = np.where(informative, var, 1.0)
+    log_lr = 0.5 * np.log(v / (v + tau2)) + tau2 * estimate**2 / (2.0 * v * (v + tau2))
+    log_lr = np.where(informative, log_lr, 0.0)
+    p_value = np.minimum.accumulate(np.minimum(1.0, np.exp(-log_lr)), axis=-1)
+    half = np.sqrt(v * (v + tau2) / tau2 * (2.0 * math.log(1.0 / alpha) + np.log((v + tau2) / v)))
+    half = np.where(informative, half, np.inf)
+    lower = np.maximum.accumulate(estimate - half, axis=-1)
+    upper = np.minimum.accumulate(estimate + half, axis=-1)
+    return SequentialLooks(difference=estimate, p_value=p_value, lower=lower, upper=upper)
+
+
 def msprt(
     successes_control: npt.ArrayLike,
     trials_control: npt.ArrayLike,
@@ -122,38 +155,50 @@ def msprt(
     tau: float,
     alpha: float = 0.05,
 ) -> SequentialLooks:
-    """The mSPRT over looks: cumulative counts per look along the last axis (one look is a 0-d or 1-long axis).
+    """The mSPRT for two proportions: cumulative counts per look along the last axis (0-d: one look).
 
-    A look whose variance is still 0 (every outcome the same so far) carries no evidence: ``1 / Lambda = 1``
-    and an unbounded interval there.
+    It treats outcomes as independent: for generations of the same users (correlated), run ``msprt_means``
+    on per-user rates instead.
     """
-    if not (tau > 0 and math.isfinite(tau)):
-        raise ValueError("tau must be finite and greater than 0")
-    if not 0 < alpha < 1:
-        raise ValueError("alpha must lie in (0, 1)")
     xc, nc = _counts(successes_control, trials_control)
     xt, nt = _counts(successes_treatment, trials_treatment)
     pc, pt = xc / nc, xt / nt
-    difference = np.atleast_1d(pt - pc)
-    variance = np.atleast_1d(pc * (1.0 - pc) / nc + pt * (1.0 - pt) / nt)
-    tau2 = tau * tau
-    informative = variance > 0
-    v = np.where(informative, variance, 1.0)
-    log_lr = 0.5 * np.log(v / (v + tau2)) + tau2 * difference**2 / (2.0 * v * (v + tau2))
-    log_lr = np.where(informative, log_lr, 0.0)
-    p_value = np.minimum.accumulate(np.minimum(1.0, np.exp(-log_lr)), axis=-1)
-    half = np.sqrt(v * (v + tau2) / tau2 * (2.0 * math.log(1.0 / alpha) + np.log((v + tau2) / v)))
-    half = np.where(informative, half, np.inf)
-    lower = np.maximum.accumulate(difference - half, axis=-1)
-    upper = np.minimum.accumulate(difference + half, axis=-1)
-    return SequentialLooks(difference=difference, p_value=p_value, lower=lower, upper=upper)
+    return msprt_from_estimates(pt - pc, pc * (1.0 - pc) / nc + pt * (1.0 - pt) / nt, tau=tau, alpha=alpha)
 
 
-def tau_for_planned_sample(baseline_rate: float, planned_per_arm: int, alpha: float = 0.05) -> float:
-    """The mSPRT ``tau`` whose confidence sequence is narrowest at ``planned_per_arm`` users per arm."""
-    if not 0 < baseline_rate < 1 or planned_per_arm < 1 or not 0 < alpha < 1:
-        raise ValueError("need 0 < baseline_rate < 1, planned_per_arm >= 1 and 0 < alpha < 1")
-    variance = 2.0 * baseline_rate * (1.0 - baseline_rate) / planned_per_arm
+def msprt_means(
+    mean_control: npt.ArrayLike,
+    variance_control: npt.ArrayLike,
+    units_control: npt.ArrayLike,
+    mean_treatment: npt.ArrayLike,
+    variance_treatment: npt.ArrayLike,
+    units_treatment: npt.ArrayLike,
+    *,
+    tau: float,
+    alpha: float = 0.05,
+) -> SequentialLooks:
+    """The mSPRT for two means (e.g. of per-user rates): each arm's mean, sample variance and unit count."""
+    nc = np.asarray(units_control, dtype=np.float64)
+    nt = np.asarray(units_treatment, dtype=np.float64)
+    if np.any(nc < 2) or np.any(nt < 2):
+        raise ValueError("each arm needs at least two units")
+    variance = (
+        np.asarray(variance_control, dtype=np.float64) / nc
+        + np.asarray(variance_treatment, dtype=np.float64) / nt
+    )
+    difference = np.asarray(mean_treatment, dtype=np.float64) - np.asarray(mean_control, dtype=np.float64)
+    return msprt_from_estimates(difference, variance, tau=tau, alpha=alpha)
+
+
+def tau_for_planned_sample(unit_variance: float, planned_per_arm: int, alpha: float = 0.05) -> float:
+    """The mSPRT ``tau`` whose confidence sequence is narrowest at ``planned_per_arm`` units per arm.
+
+    ``unit_variance`` is one unit's variance, e.g. ``p (1 - p)`` for the baseline acceptance rate ``p``, or
+    the variance of per-user rates from earlier data.
+    """
+    if not unit_variance > 0 or planned_per_arm < 1 or not 0 < alpha < 1:
+        raise ValueError("need unit_variance > 0, planned_per_arm >= 1 and 0 < alpha < 1")
+    variance = 2.0 * unit_variance / planned_per_arm
     budget = -2.0 * math.log(alpha)
     return math.sqrt(variance * (budget + math.log(budget + 1.0)))
 

@@ -18,6 +18,7 @@ from statsmodels.stats.weightstats import ttest_ind as sm_ttest_ind
 
 from app.analytics.sequential import (
     msprt,
+    msprt_means,
     naive_z_pvalue,
     power_check,
     power_two_proportions,
@@ -30,7 +31,7 @@ LOOKS = 20
 PER_LOOK = 250  # outcomes per arm between two looks: 5,000 per arm at the horizon
 BASELINE = 0.30
 ALPHA = 0.05
-TAU = tau_for_planned_sample(BASELINE, PER_LOOK * LOOKS, ALPHA)
+TAU = tau_for_planned_sample(BASELINE * (1 - BASELINE), PER_LOOK * LOOKS, ALPHA)
 
 
 def _simulate(p_control: float, p_treatment: float, seed: int) -> tuple[np.ndarray, ...]:
@@ -175,7 +176,7 @@ def test_tau_is_the_width_minimising_one_for_the_planned_size() -> None:
 
     best = min(np.linspace(0.001, 0.2, 20_000), key=half_width)
     # The closed form is the approximate optimum (Waudby-Smith et al.): within a few per cent of it.
-    assert tau_for_planned_sample(BASELINE, planned, ALPHA) == pytest.approx(best, rel=0.05)
+    assert tau_for_planned_sample(BASELINE * (1 - BASELINE), planned, ALPHA) == pytest.approx(best, rel=0.05)
 
 
 def test_welch_per_user_equals_statsmodels_and_scipy() -> None:
@@ -228,3 +229,55 @@ def test_power_equals_statsmodels_and_flags_small_studies() -> None:
     assert power_two_proportions(0.3, 0.02, small.required_per_arm, small.required_per_arm) >= 0.8
     assert power_two_proportions(0.3, 0.02, small.required_per_arm - 1, small.required_per_arm - 1) < 0.8
     assert not power_check(0.3, 0.06, 5_000, 5_000).underpowered
+
+
+def _clustered_looks(seed: int, shift: float = 0.0) -> tuple[np.ndarray, ...]:
+    """Per-user rates of users joining at each look (A/A unless ``shift``), and the generation totals."""
+    rng = np.random.default_rng(seed)
+    users_per_look, generations = 25, 40
+    rates = rng.beta(1.5, 3.5, (STUDIES, 2, LOOKS * users_per_look))
+    rates[:, 1] = np.clip(rates[:, 1] + shift, 0.0, 1.0)
+    accepted = rng.binomial(generations, rates)
+    per_user = accepted / generations
+    ends = users_per_look * np.arange(1, LOOKS + 1)
+    sums = np.cumsum(per_user, axis=2)[:, :, ends - 1]
+    squares = np.cumsum(per_user**2, axis=2)[:, :, ends - 1]
+    means = sums / ends
+    variances = (squares - ends * means**2) / (ends - 1)
+    generations_so_far = np.cumsum(accepted, axis=2)[:, :, ends - 1]
+    return means, variances, np.broadcast_to(ends, means.shape), generations_so_far, ends * generations
+
+
+def test_per_user_msprt_stays_at_five_percent_on_clustered_users_where_the_generation_level_one_does_not() -> (
+    None
+):
+    means, variances, users, accepted, trials = _clustered_looks(seed=13)
+    unit_variance = 1.5 * 3.5 / (5**2 * 6)  # Beta(1.5, 3.5); the binomial noise of 40 generations adds to it
+    tau = tau_for_planned_sample(unit_variance, int(users[0, 0, -1]), ALPHA)
+    per_user = msprt_means(
+        means[:, 0], variances[:, 0], users[:, 0], means[:, 1], variances[:, 1], users[:, 1], tau=tau
+    )
+    per_user_rate = float(np.mean(per_user.p_value[:, -1] < ALPHA))
+    assert per_user_rate <= ALPHA + 0.01, per_user_rate
+    generation_level = msprt(accepted[:, 0], trials, accepted[:, 1], trials, tau=tau)
+    generation_rate = float(np.mean(generation_level.p_value[:, -1] < ALPHA))
+    assert generation_rate > 2 * ALPHA, generation_rate
+    # A planted per-user shift of 0.06 is still found at the user level.
+    means, variances, users, _, _ = _clustered_looks(seed=14, shift=0.06)
+    planted = msprt_means(
+        means[:, 0], variances[:, 0], users[:, 0], means[:, 1], variances[:, 1], users[:, 1], tau=tau
+    )
+    assert float(np.mean(planted.p_value[:, -1] < ALPHA)) > 0.8
+
+
+def test_msprt_means_on_one_look_matches_the_proportion_form_for_binary_units() -> None:
+    units = np.array([1] * 30 + [0] * 70), np.array([1] * 45 + [0] * 55)
+    # With 0/1 units and the n (not n - 1) variance, the two forms agree exactly.
+    by_means = msprt_means(
+        units[0].mean(), units[0].var(), 100, units[1].mean(), units[1].var(), 100, tau=0.05
+    )
+    by_counts = msprt(30, 100, 45, 100, tau=0.05)
+    assert by_means.p_value == pytest.approx(by_counts.p_value)
+    assert by_means.lower == pytest.approx(by_counts.lower) and by_means.upper == pytest.approx(
+        by_counts.upper
+    )
