@@ -157,3 +157,169 @@ def chi_square_2xk(table: Sequence[Sequence[int]] | npt.ArrayLike) -> ChiSquare 
     statistic = float(((counts - expected) ** 2 / expected).sum())
     dof = counts.shape[1] - 1
     return ChiSquare(statistic, dof, float(sp_stats.chi2.sf(statistic, dof)))
+
+
+# --- Calibration -------------------------------------------------------------------------------------------
+
+MIN_BINS, MAX_BINS = 5, 50
+
+
+def _check_bins(bins: int) -> None:
+    if isinstance(bins, bool) or not isinstance(bins, int | np.integer) or not MIN_BINS <= bins <= MAX_BINS:
+        raise ValueError(f"bins must be a whole number from {MIN_BINS} to {MAX_BINS}")
+
+
+def _forecasts(confidences: npt.ArrayLike, outcomes: npt.ArrayLike) -> tuple[FloatArray, FloatArray]:
+    """Validated 1-D float arrays of confidences in [0, 1] and outcomes in {0, 1}, of one length."""
+    conf = np.asarray(confidences, dtype=np.float64)
+    out = np.asarray(outcomes, dtype=np.float64)
+    if conf.ndim != 1 or out.ndim != 1:
+        raise ValueError("confidences and outcomes must be flat sequences")
+    if conf.shape != out.shape:
+        raise ValueError("confidences and outcomes must have the same length")
+    if not np.all((conf >= 0.0) & (conf <= 1.0)):  # also refuses NaN
+        raise ValueError("confidences must lie in [0, 1]")
+    if not np.all((out == 0.0) | (out == 1.0)):
+        raise ValueError("outcomes must be 0 or 1")
+    return conf, out
+
+
+def _confidences(confidences: npt.ArrayLike) -> FloatArray:
+    conf, _ = _forecasts(confidences, np.zeros(np.shape(confidences)))
+    return conf
+
+
+def equal_width_edges(bins: int) -> FloatArray:
+    """The edges `k / bins` for k = 0..bins, each the double nearest the exact fraction."""
+    return np.arange(bins + 1, dtype=np.float64) / bins
+
+
+def _bin_index(values: FloatArray, edges: FloatArray) -> npt.NDArray[np.intp]:
+    """Bin k holds `edges[k] <= v < edges[k+1]`, the last bin also `v == edges[-1]`; -1 below, len-1 above."""
+    index = np.searchsorted(edges, values, side="right") - 1
+    last = len(edges) - 2
+    index[values == edges[-1]] = last
+    return index
+
+
+@dataclass(frozen=True, slots=True)
+class ReliabilityBin:
+    """One bin of a reliability diagram: `[lower, upper)` (the top bin `[lower, 1]`)."""
+
+    lower: float
+    upper: float
+    count: int
+    mean_confidence: float | None
+    accuracy: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class Reliability:
+    """A reliability diagram with its calibration errors; see `reliability_bins`."""
+
+    n: int
+    bins: list[ReliabilityBin]
+    ece: float | None
+    mce: float | None
+
+
+def reliability_bins(confidences: npt.ArrayLike, outcomes: npt.ArrayLike, bins: int = 10) -> Reliability:
+    """Reliability diagram, expected and maximum calibration error of binary forecasts.
+
+    `confidences[i]` in [0, 1] is the forecast probability that `outcomes[i]` (0 or 1) is 1. Bins are B
+    equal-width intervals `[k/B, (k+1)/B)` for k = 0..B-1, the top one closed, `[(B-1)/B, 1]`: a confidence of
+    exactly 1.0 falls in the last bin, and a confidence on an inner edge `k/B` (the double nearest it) in the
+    bin above the edge. Per bin: count, mean confidence and accuracy (mean outcome), both `None` for an empty
+    bin. `ECE = Σ (n_k / N)·|accuracy_k - confidence_k|`; `MCE = max |accuracy_k - confidence_k|` over the
+    non-empty bins. `B` must be from 5 to 50. With no forecasts, ECE and MCE are `None`.
+    """
+    _check_bins(bins)
+    conf, out = _forecasts(confidences, outcomes)
+    edges = equal_width_edges(bins)
+    index = _bin_index(conf, edges)
+    count = np.bincount(index, minlength=bins)
+    conf_sum = np.bincount(index, weights=conf, minlength=bins)
+    out_sum = np.bincount(index, weights=out, minlength=bins)
+    result: list[ReliabilityBin] = []
+    gaps: list[float] = []
+    weighted = 0.0
+    for k in range(bins):
+        n_k = int(count[k])
+        if n_k == 0:
+            result.append(ReliabilityBin(float(edges[k]), float(edges[k + 1]), 0, None, None))
+            continue
+        mean_conf, acc = float(conf_sum[k] / n_k), float(out_sum[k] / n_k)
+        result.append(ReliabilityBin(float(edges[k]), float(edges[k + 1]), n_k, mean_conf, acc))
+        gaps.append(abs(acc - mean_conf))
+        weighted += n_k * abs(acc - mean_conf)
+    n = len(conf)
+    if n == 0:
+        return Reliability(0, result, None, None)
+    return Reliability(n, result, weighted / n, max(gaps))
+
+
+def brier_score(confidences: npt.ArrayLike, outcomes: npt.ArrayLike) -> float | None:
+    """Brier score `BS = (1/N) Σ (confidence_i - outcome_i)²` (0 is perfect); `None` with no forecasts."""
+    conf, out = _forecasts(confidences, outcomes)
+    if len(conf) == 0:
+        return None
+    return float(np.mean((conf - out) ** 2))
+
+
+@dataclass(frozen=True, slots=True)
+class BrierDecomposition:
+    """The Brier score and its Murphy decomposition; see `brier_decomposition`."""
+
+    n: int
+    brier: float
+    reliability: float
+    resolution: float
+    uncertainty: float
+    within_bin_variance: float
+    within_bin_covariance: float
+
+
+def brier_decomposition(
+    confidences: npt.ArrayLike, outcomes: npt.ArrayLike, bins: int = 10
+) -> BrierDecomposition | None:
+    """Brier score with Murphy's decomposition over the bins of `reliability_bins`.
+
+    With N forecasts, bin k holding n_k of them with mean confidence f_k and accuracy o_k, and the overall
+    base rate o: `reliability = (1/N) Σ n_k (f_k - o_k)²` (lower is better), `resolution = (1/N) Σ n_k
+    (o_k - o)²` (higher is better), `uncertainty = o(1 - o)`. The identity `BS = REL - RES + UNC` holds exactly
+    when forecasts are grouped by distinct values; with bins it is approximate, and exact with the two
+    within-bin terms of Stephenson et al. (2008): `BS = REL - RES + UNC + WBV - 2·WBC`, where
+    `WBV = (1/N) Σ_k Σ_{i∈k} (f_i - f_k)²` and `WBC = (1/N) Σ_k Σ_{i∈k} (f_i - f_k)(o_i - o_k)`.
+    `None` with no forecasts.
+    """
+    _check_bins(bins)
+    conf, out = _forecasts(confidences, outcomes)
+    n = len(conf)
+    if n == 0:
+        return None
+    index = _bin_index(conf, equal_width_edges(bins))
+    count = np.bincount(index, minlength=bins).astype(np.float64)
+    filled = count > 0
+    safe = np.where(filled, count, 1.0)
+    f_k = np.bincount(index, weights=conf, minlength=bins) / safe
+    o_k = np.bincount(index, weights=out, minlength=bins) / safe
+    base = float(out.mean())
+    reliability = float(np.sum(count * (f_k - o_k) ** 2) / n)
+    resolution = float(np.sum(count * (o_k - base) ** 2) / n)
+    f_dev, o_dev = conf - f_k[index], out - o_k[index]
+    return BrierDecomposition(
+        n=n,
+        brier=float(np.mean((conf - out) ** 2)),
+        reliability=reliability,
+        resolution=resolution,
+        uncertainty=base * (1.0 - base),
+        within_bin_variance=float(np.mean(f_dev**2)),
+        within_bin_covariance=float(np.mean(f_dev * o_dev)),
+    )
+
+
+def confidence_histogram(confidences: npt.ArrayLike, bins: int = 10) -> list[int]:
+    """Number of confidences in each of the B bins of `reliability_bins` (same edges, same convention)."""
+    _check_bins(bins)
+    conf = _confidences(confidences)
+    return [int(c) for c in np.bincount(_bin_index(conf, equal_width_edges(bins)), minlength=bins)]

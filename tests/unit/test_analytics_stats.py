@@ -173,3 +173,160 @@ def test_chi_square_degenerate_and_invalid() -> None:
     with pytest.raises(ValueError, match="whole"):
         S.chi_square_2xk([[1.5, 2], [3, 4]])
     assert math.isfinite(S.chi_square_2xk([[1, 2], [3, 4]]).p_value)  # type: ignore[union-attr]
+
+
+# --- Calibration -------------------------------------------------------------------------------------------
+
+
+def _random_forecasts(seed: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Confidences from a skewed model with outcomes drawn from a miscalibrated truth."""
+    rng = np.random.default_rng(seed)
+    conf = rng.beta(2.0, 1.5, size=n)
+    out = (rng.random(n) < conf**1.3).astype(np.int64)
+    return conf, out
+
+
+def _torch_ce(conf: np.ndarray, out: np.ndarray, bins: int, norm: str) -> float:
+    import torch
+    from torchmetrics.functional.classification import binary_calibration_error
+
+    preds = torch.tensor(conf, dtype=torch.float64)
+    target = torch.tensor(out, dtype=torch.long)
+    return float(binary_calibration_error(preds, target, n_bins=bins, norm=norm))
+
+
+@pytest.mark.parametrize("seed", range(8))
+@pytest.mark.parametrize("bins", [5, 10, 15, 50])
+def test_reliability_matches_sklearn_and_torchmetrics_random(seed: int, bins: int) -> None:
+    from sklearn.calibration import calibration_curve
+    from sklearn.metrics import brier_score_loss
+
+    conf, out = _random_forecasts(seed, 2000 + 37 * seed)
+    assert not np.any(conf == 1.0)  # where the references agree with our convention
+    got = S.reliability_bins(conf, out, bins)
+    prob_true, prob_pred = calibration_curve(out, conf, n_bins=bins, strategy="uniform")
+    filled = [b for b in got.bins if b.count > 0]
+    assert [b.accuracy for b in filled] == pytest.approx(list(prob_true), abs=1e-12)
+    assert [b.mean_confidence for b in filled] == pytest.approx(list(prob_pred), abs=1e-12)
+    assert sum(b.count for b in got.bins) == got.n == len(conf)
+    assert got.ece == pytest.approx(_torch_ce(conf, out, bins, "l1"), abs=1e-9)
+    assert got.mce == pytest.approx(_torch_ce(conf, out, bins, "max"), abs=1e-9)
+    assert S.brier_score(conf, out) == pytest.approx(brier_score_loss(out, conf), abs=1e-12)
+    decomposition = S.brier_decomposition(conf, out, bins)
+    assert decomposition is not None
+    assert decomposition.brier == pytest.approx(brier_score_loss(out, conf), abs=1e-12)
+    assert S.confidence_histogram(conf, bins) == [b.count for b in got.bins]
+
+
+def test_confidence_one_falls_in_the_top_bin() -> None:
+    """Ours: 1.0 joins the top bin [0.9, 1]. torchmetrics gives it a bin of its own; sklearn agrees with us."""
+    from sklearn.calibration import calibration_curve
+
+    conf, out = [1.0, 1.0, 0.95], [1, 0, 1]
+    got = S.reliability_bins(conf, out, 10)
+    top = got.bins[-1]
+    assert (top.lower, top.upper, top.count) == (0.9, 1.0, 3)
+    assert top.mean_confidence == pytest.approx(2.95 / 3)
+    assert top.accuracy == pytest.approx(2 / 3)
+    assert got.ece == pytest.approx(2.95 / 3 - 2 / 3) and got.mce == pytest.approx(2.95 / 3 - 2 / 3)
+    prob_true, prob_pred = calibration_curve(out, conf, n_bins=10, strategy="uniform")
+    assert list(prob_true) == pytest.approx([2 / 3]) and list(prob_pred) == pytest.approx([2.95 / 3])
+    # torchmetrics: |0.5 - 1.0|·2/3 + |1 - 0.95|·1/3 = 0.35 (ECE), 0.5 (MCE): a different convention.
+    assert _torch_ce(np.array(conf), np.array(out), 10, "l1") == pytest.approx(0.35)
+    assert _torch_ce(np.array(conf), np.array(out), 10, "max") == pytest.approx(0.5)
+    assert S.confidence_histogram([0.0, 1.0, 1.0], 5) == [1, 0, 0, 0, 2]
+
+
+def test_confidences_on_inner_edges_fall_in_the_bin_above() -> None:
+    """Ours: k/B (the double nearest it) opens bin k. sklearn closes bins on the right: k/B is in bin k-1."""
+    from sklearn.calibration import calibration_curve
+
+    conf = [k / 10 for k in range(11)]
+    got = S.reliability_bins(conf, [1] * 11, 10)
+    assert [b.count for b in got.bins] == [1] * 9 + [2]
+    for k, b in enumerate(got.bins[:-1]):
+        assert b.mean_confidence == k / 10 and b.lower == k / 10
+    _, prob_pred = calibration_curve([1, 1], [0.5, 0.55], n_bins=10, strategy="uniform")
+    assert len(prob_pred) == 2  # sklearn: 0.5 in (0.4, 0.5], 0.55 in (0.5, 0.6]
+    assert [b.count for b in S.reliability_bins([0.5, 0.55], [1, 1], 10).bins][
+        5
+    ] == 2  # ours: both [0.5, 0.6)
+
+
+def test_inner_edges_agree_with_torchmetrics_when_edges_are_exact() -> None:
+    """With B = 8 every edge k/8 is exact in both libraries, and torchmetrics' bucketize(right=True) is ours."""
+    conf = np.array([k / 8 for k in range(8)] * 3)
+    out = np.array([1, 0, 0] * 8)
+    got = S.reliability_bins(conf, out, 8)
+    assert [b.count for b in got.bins] == [3] * 8
+    assert got.ece == pytest.approx(_torch_ce(conf, out, 8, "l1"), abs=1e-12)
+    assert got.mce == pytest.approx(_torch_ce(conf, out, 8, "max"), abs=1e-12)
+    # With B = 10, torch.linspace puts edge 3 at 0.30000000000000004, so torchmetrics bins 0.3 below it.
+    assert S.reliability_bins([0.3], [1], 10).bins[3].count == 1
+
+
+def test_empty_bins_and_no_forecasts() -> None:
+    got = S.reliability_bins([0.05, 0.95], [0, 1], 10)
+    assert [b.count for b in got.bins] == [1] + [0] * 8 + [1]
+    assert got.bins[4].mean_confidence is None and got.bins[4].accuracy is None
+    assert got.mce == pytest.approx(0.05) and got.ece == pytest.approx(0.05)
+    empty = S.reliability_bins([], [], 10)
+    assert empty.n == 0 and empty.ece is None and empty.mce is None and len(empty.bins) == 10
+    assert S.brier_score([], []) is None and S.brier_decomposition([], []) is None
+    assert S.confidence_histogram([], 5) == [0] * 5
+
+
+def test_murphy_decomposition_identities() -> None:
+    conf, out = _random_forecasts(11, 5000)
+    d = S.brier_decomposition(conf, out, 10)
+    assert d is not None
+    exact = d.reliability - d.resolution + d.uncertainty + d.within_bin_variance - 2 * d.within_bin_covariance
+    assert exact == pytest.approx(d.brier, abs=1e-12)
+    assert d.reliability - d.resolution + d.uncertainty != pytest.approx(d.brier, abs=1e-9)
+    # One distinct forecast value per bin: the within-bin terms vanish and BS = REL - RES + UNC exactly.
+    rng = np.random.default_rng(5)
+    centres = (np.arange(10) + 0.5) / 10
+    conf = rng.choice(centres, size=3000)
+    out = (rng.random(3000) < conf).astype(int)
+    d = S.brier_decomposition(conf, out, 10)
+    assert d is not None and d.within_bin_variance == pytest.approx(0.0, abs=1e-20)
+    assert d.reliability - d.resolution + d.uncertainty == pytest.approx(d.brier, abs=1e-12)
+
+
+def test_murphy_decomposition_by_hand() -> None:
+    # Bins (B=5): 0.1 x2 (outcomes 0, 1), 0.9 x2 (outcomes 1, 1). Base rate 3/4.
+    d = S.brier_decomposition([0.1, 0.1, 0.9, 0.9], [0, 1, 1, 1], 5)
+    assert d is not None
+    assert d.brier == pytest.approx((0.01 + 0.81 + 0.01 + 0.01) / 4)
+    assert d.reliability == pytest.approx((2 * 0.4**2 + 2 * 0.1**2) / 4)
+    assert d.resolution == pytest.approx((2 * 0.25**2 + 2 * 0.25**2) / 4)
+    assert d.uncertainty == pytest.approx(0.75 * 0.25)
+
+
+@pytest.mark.parametrize("bins", [4, 51, 0, -3, True, 10.0, "10"])
+def test_bins_out_of_range_are_refused(bins: object) -> None:
+    for fn in (
+        lambda: S.reliability_bins([0.5], [1], bins),  # type: ignore[arg-type]
+        lambda: S.brier_decomposition([0.5], [1], bins),  # type: ignore[arg-type]
+        lambda: S.confidence_histogram([0.5], bins),  # type: ignore[arg-type]
+    ):
+        with pytest.raises(ValueError, match="bins must be a whole number from 5 to 50"):
+            fn()
+
+
+@pytest.mark.parametrize(
+    ("conf", "out", "message"),
+    [
+        ([1.01], [1], "confidences must lie in"),
+        ([-0.001], [0], "confidences must lie in"),
+        ([float("nan")], [0], "confidences must lie in"),
+        ([0.5], [2], "outcomes must be 0 or 1"),
+        ([0.5], [0.5], "outcomes must be 0 or 1"),
+        ([0.5, 0.6], [1], "same length"),
+        ([[0.5]], [[1]], "flat"),
+    ],
+)
+def test_invalid_forecasts_are_refused(conf: list[object], out: list[object], message: str) -> None:
+    for fn in (S.reliability_bins, S.brier_score, S.brier_decomposition):
+        with pytest.raises(ValueError, match=message):
+            fn(conf, out)
