@@ -323,3 +323,108 @@ def confidence_histogram(confidences: npt.ArrayLike, bins: int = 10) -> list[int
     _check_bins(bins)
     conf = _confidences(confidences)
     return [int(c) for c in np.bincount(_bin_index(conf, equal_width_edges(bins)), minlength=bins)]
+
+
+# --- Latency aggregates ------------------------------------------------------------------------------------
+
+
+def _values(values: npt.ArrayLike) -> FloatArray:
+    array = np.asarray(values, dtype=np.float64)
+    if array.ndim != 1:
+        raise ValueError("values must be a flat sequence")
+    if not np.all(np.isfinite(array)):
+        raise ValueError("values must be finite numbers")
+    return array
+
+
+def percentiles(values: npt.ArrayLike, qs: Sequence[float]) -> list[float | None]:
+    """Continuous percentiles of `values` at fractions `qs` (each in [0, 1]), PostgreSQL's `percentile_cont`.
+
+    With the N values sorted as v_0 <= ... <= v_{N-1}, the percentile at q is read at position `h = q·(N-1)`:
+    `v_⌊h⌋ + (h - ⌊h⌋)·(v_⌈h⌉ - v_⌊h⌋)` (linear interpolation; numpy's `percentile(method="linear")`). These are
+    aggregates over the whole set, never window functions. `None` for each q when there are no values.
+    """
+    fractions = [float(q) for q in qs]
+    if not all(0.0 <= q <= 1.0 for q in fractions):  # also refuses NaN
+        raise ValueError("percentile fractions must lie in [0, 1]")
+    ordered = np.sort(_values(values))
+    if len(ordered) == 0:
+        return [None for _ in fractions]
+    result: list[float | None] = []
+    for q in fractions:
+        h = q * (len(ordered) - 1)
+        below = math.floor(h)
+        above = min(below + 1, len(ordered) - 1)
+        low = float(ordered[below])
+        result.append(low + (h - below) * (float(ordered[above]) - low))
+    return result
+
+
+@dataclass(frozen=True, slots=True)
+class Histogram:
+    """Counts per bin `[edges[k], edges[k+1])` (the last bin closed), and the values outside the edges."""
+
+    edges: list[float]
+    counts: list[int]
+    below: int
+    above: int
+
+
+def histogram(values: npt.ArrayLike, edges: Sequence[float]) -> Histogram:
+    """Histogram of `values` over strictly increasing `edges` (at least two).
+
+    Bin k counts `edges[k] <= v < edges[k+1]`; the last bin also counts `v == edges[-1]`, the convention of
+    the reliability bins (and of numpy's `histogram`). Values below the first edge or above the last are
+    counted in `below` and `above`, not dropped silently.
+    """
+    edge_array = _values(edges)
+    if len(edge_array) < 2 or not np.all(np.diff(edge_array) > 0):
+        raise ValueError("edges must be at least two strictly increasing numbers")
+    array = _values(values)
+    index = _bin_index(array, edge_array)
+    nbins = len(edge_array) - 1
+    inside = (index >= 0) & (index < nbins)
+    counts = np.bincount(index[inside], minlength=nbins)
+    return Histogram(
+        edges=[float(e) for e in edge_array],
+        counts=[int(c) for c in counts],
+        below=int(np.sum(index < 0)),
+        above=int(np.sum(index >= nbins)),
+    )
+
+
+# --- Ground truth ------------------------------------------------------------------------------------------
+
+
+def levenshtein(a: str, b: str) -> int:
+    """Levenshtein distance: the fewest single-character insertions, deletions and substitutions from a to b.
+
+    Characters are Unicode code points. Cost O(len(a)·len(b)) time, O(min) memory: callers run it off the
+    event loop on bounded texts (a completion and its ground truth).
+    """
+    if len(a) < len(b):
+        a, b = b, a
+    previous = list(range(len(b) + 1))
+    for i, ca in enumerate(a, start=1):
+        current = [i]
+        for j, cb in enumerate(b, start=1):
+            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (ca != cb)))
+        previous = current
+    return previous[-1]
+
+
+def edit_similarity(completion: str, truth: str) -> float:
+    """`1 - levenshtein(completion, truth) / max(len(completion), len(truth))`, in [0, 1]; 1.0 for two empty texts.
+
+    No normalisation: whitespace and case count, so the caller passes the user's own text (the ground truth
+    extracted from the plugin's padding), never the padded range.
+    """
+    longest = max(len(completion), len(truth))
+    if longest == 0:
+        return 1.0
+    return 1.0 - levenshtein(completion, truth) / longest
+
+
+def exact_match(completion: str, truth: str) -> bool:
+    """Whether the completion equals the ground truth character for character (no normalisation)."""
+    return completion == truth

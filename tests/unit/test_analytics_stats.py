@@ -8,6 +8,7 @@ the case is tested against our convention and the difference is stated.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -330,3 +331,112 @@ def test_invalid_forecasts_are_refused(conf: list[object], out: list[object], me
     for fn in (S.reliability_bins, S.brier_score, S.brier_decomposition):
         with pytest.raises(ValueError, match=message):
             fn(conf, out)
+
+
+# --- Latency aggregates ------------------------------------------------------------------------------------
+
+QS = [0.0, 0.5, 0.9, 0.95, 0.99, 1.0]
+
+
+def test_percentiles_by_hand() -> None:
+    # PostgreSQL: SELECT percentile_cont(ARRAY[0, .25, .5, .9, 1]) WITHIN GROUP (ORDER BY v)
+    #             FROM unnest(ARRAY[10, 20, 30, 40]) v  ->  {10, 17.5, 25, 37, 40}
+    got = S.percentiles([40, 10, 30, 20], [0, 0.25, 0.5, 0.9, 1])
+    assert got == pytest.approx([10, 17.5, 25, 37, 40])
+    assert S.percentiles([7.0], QS) == [7.0] * len(QS)
+    assert S.percentiles([], [0.5, 0.9]) == [None, None]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.floats(min_value=0, max_value=1e6, allow_nan=False), min_size=1, max_size=500),
+    st.lists(st.floats(min_value=0, max_value=1), min_size=1, max_size=6),
+)
+def test_percentiles_match_numpy_linear(values: list[float], qs: list[float]) -> None:
+    expected = np.percentile(np.array(values), np.array(qs) * 100, method="linear")
+    assert S.percentiles(values, qs) == pytest.approx(list(expected), rel=1e-12, abs=1e-9)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_percentiles_match_numpy_on_latencies(seed: int) -> None:
+    latencies = np.random.default_rng(seed).lognormal(mean=5.0, sigma=0.8, size=10_000)
+    expected = np.percentile(latencies, np.array(QS) * 100, method="linear")
+    assert S.percentiles(latencies, QS) == pytest.approx(list(expected), rel=1e-12)
+
+
+def test_percentiles_refuse_bad_input() -> None:
+    with pytest.raises(ValueError, match="fractions"):
+        S.percentiles([1.0], [95])
+    with pytest.raises(ValueError, match="fractions"):
+        S.percentiles([1.0], [float("nan")])
+    with pytest.raises(ValueError, match="finite"):
+        S.percentiles([1.0, float("inf")], [0.5])
+
+
+def test_histogram_matches_numpy_inside_the_edges() -> None:
+    rng = np.random.default_rng(3)
+    values = rng.lognormal(5.0, 0.8, size=5000)
+    edges = [0, 50, 100, 200, 400, 800, 1600]
+    got = S.histogram(values, edges)
+    counts, _ = np.histogram(values, bins=edges)
+    assert got.counts == list(counts)
+    assert got.below == 0 and got.above == int(np.sum(values > 1600))
+    assert sum(got.counts) + got.above == len(values)
+
+
+def test_histogram_edges_and_outside_values() -> None:
+    got = S.histogram([-1, 0, 1, 2, 2.5, 3, 3.0001], [0, 1, 2, 3])
+    assert got.counts == [1, 1, 3]  # 0 | 1 | 2, 2.5, 3 (last bin closed)
+    assert (got.below, got.above) == (1, 1)
+    assert S.histogram([], [0, 1]).counts == [0]
+    for bad in ([1], [0, 0, 1], [1, 0]):
+        with pytest.raises(ValueError, match="strictly increasing"):
+            S.histogram([0.5], bad)
+
+
+# --- Ground truth ------------------------------------------------------------------------------------------
+
+
+def _reference_levenshtein(a: str, b: str) -> int:
+    """The textbook recursion, memoised: a reference independent of the two-row dynamic programme."""
+    @functools.cache
+    def d(i: int, j: int) -> int:
+        if i == 0 or j == 0:
+            return i + j
+        return min(d(i - 1, j) + 1, d(i, j - 1) + 1, d(i - 1, j - 1) + (a[i - 1] != b[j - 1]))
+
+    return d(len(a), len(b))
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "distance"),
+    [
+        ("kitten", "sitting", 3),
+        ("flaw", "lawn", 2),
+        ("", "", 0),
+        ("", "abc", 3),
+        ("abc", "abc", 0),
+        ("return x", "return  x", 1),
+        ("héllo", "hello", 1),
+        ("def f():\n    pass", "def f():\n\tpass", 4),
+    ],
+)
+def test_levenshtein_fixed(a: str, b: str, distance: int) -> None:
+    assert S.levenshtein(a, b) == distance == S.levenshtein(b, a)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet="ab c\n", max_size=14), st.text(alphabet="ab c\n", max_size=14))
+def test_levenshtein_matches_reference(a: str, b: str) -> None:
+    assert S.levenshtein(a, b) == _reference_levenshtein(a, b)
+    similarity = S.edit_similarity(a, b)
+    assert 0.0 <= similarity <= 1.0
+    assert (similarity == 1.0) == (a == b) == S.exact_match(a, b)
+
+
+def test_edit_similarity_and_exact_match() -> None:
+    assert S.edit_similarity("kitten", "sitting") == pytest.approx(1 - 3 / 7)
+    assert S.edit_similarity("", "") == 1.0
+    assert S.edit_similarity("abc", "") == 0.0
+    assert S.exact_match("x = 1", "x = 1")
+    assert not S.exact_match("x = 1", "x = 1 ")  # no normalisation: the caller extracts the user's own text
