@@ -399,6 +399,7 @@ def test_histogram_edges_and_outside_values() -> None:
 
 def _reference_levenshtein(a: str, b: str) -> int:
     """The textbook recursion, memoised: a reference independent of the two-row dynamic programme."""
+
     @functools.cache
     def d(i: int, j: int) -> int:
         if i == 0 or j == 0:
