@@ -317,22 +317,32 @@ def run_fuzz(
     return report
 
 
+def generated(operation: Any, mode: Any, examples: int, seed_value: int) -> Callable[[Any], Any]:
+    """The hypothesis decorators of one fuzzed operation and mode: `examples` seeded cases, each given as
+    `case` (schemathesis' case) and `data` (for draws while steering), no deadline, no example database."""
+
+    def decorate(test: Any) -> Any:
+        return seed(seed_value)(
+            settings(
+                max_examples=examples,
+                deadline=None,
+                database=None,
+                derandomize=False,
+                phases=[Phase.explicit, Phase.generate],
+                suppress_health_check=list(HealthCheck),
+                print_blob=False,
+            )(given(case=operation.as_strategy(generation_mode=mode), data=st.data())(test))
+        )
+
+    return decorate
+
+
 def _fuzz_operation(
     report: FuzzReport, operation: Any, mode: Any, creds: Credentials, examples: int, seed_value: int
 ) -> None:
     label = operation.label
 
-    @seed(seed_value)
-    @settings(
-        max_examples=examples,
-        deadline=None,
-        database=None,
-        derandomize=False,
-        phases=[Phase.explicit, Phase.generate],
-        suppress_health_check=list(HealthCheck),
-        print_blob=False,
-    )
-    @given(case=operation.as_strategy(generation_mode=mode), data=st.data())
+    @generated(operation, mode, examples, seed_value)
     def one(case: Any, data: Any) -> None:
         if mode == schemathesis.GenerationMode.POSITIVE and data.draw(st.booleans(), label="steer"):
             steer(case, creds, data.draw)

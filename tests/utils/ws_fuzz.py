@@ -20,7 +20,6 @@ from typing import Any
 
 import anyio
 import schemathesis
-from hypothesis import HealthCheck, Phase, given, seed, settings
 from hypothesis import strategies as st
 from hypothesis.errors import Unsatisfiable
 from pydantic import BaseModel
@@ -30,7 +29,16 @@ from app.api.routes import ws
 from app.schemas.chat import ChatRequest
 from app.schemas.completion import CompletionRequest, FeedbackRequest
 from app.schemas.context import MultiFileContextUpdate
-from tests.utils.fuzz import MODES, Credentials, Finding, FuzzReport, credentials_of, fuzz_app, steer
+from tests.utils.fuzz import (
+    MODES,
+    Credentials,
+    Finding,
+    FuzzReport,
+    credentials_of,
+    fuzz_app,
+    generated,
+    steer,
+)
 
 ANSWER_S = 15.0
 
@@ -165,17 +173,7 @@ def _fuzz(
         sent = json.dumps({name: body}, default=str)[:1500]
         report.findings.setdefault((label, check, status), Finding(label, check, status, message[:800], sent))
 
-    @seed(seed_value)
-    @settings(
-        max_examples=examples,
-        deadline=None,
-        database=None,
-        derandomize=False,
-        phases=[Phase.explicit, Phase.generate],
-        suppress_health_check=list(HealthCheck),
-        print_blob=False,
-    )
-    @given(case=operation.as_strategy(generation_mode=mode), data=st.data())
+    @generated(operation, mode, examples, seed_value)
     def one(case: Any, data: Any) -> None:
         if not negative and data.draw(st.booleans(), label="steer"):
             steer(case, socket.creds, data.draw)
