@@ -15,7 +15,14 @@ from ray.serve import metrics
 
 from app.protocol import ChatCall, CompletionCall, CompletionResult
 from deployments.inference.batcher import Batcher
-from deployments.inference.generator import CausalLMGenerator, GenRequest, GenResult, pick_device
+from deployments.inference.generator import (
+    CausalLMGenerator,
+    GenRequest,
+    GenResult,
+    capped,
+    pick_device,
+    to_result,
+)
 from deployments.registry import ModelEntry
 from deployments.replica_logs import route_to_replica_log
 
@@ -35,25 +42,6 @@ def to_gen_request(call: CompletionCall, entry: ModelEntry) -> GenRequest:
         stop_sequences=tuple(entry.generation.stop_sequences) + call.stop_sequences,
         single_line=call.single_line,
         max_new_tokens=capped(call.max_new_tokens, entry.generation.max_new_tokens),
-    )
-
-
-def capped(asked: int | None, limit: int) -> int:
-    """The tokens a call may generate: what it asked for, at most the model's limit."""
-    return limit if asked is None else max(1, min(asked, limit))
-
-
-def to_result(result: GenResult, replica_ms: float) -> CompletionResult:
-    """What the ingress receives for one completion."""
-    return CompletionResult(
-        completion=result.completion,
-        confidence=result.confidence,
-        token_logprobs=tuple(result.token_logprobs),
-        generation_time_ms=result.generation_time_ms,
-        tokens_generated=result.tokens_generated,
-        stopped_by=result.stopped_by,
-        batch_size=result.batch_rows,
-        replica_ms=round(replica_ms, 2),
     )
 
 

@@ -31,6 +31,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, StoppingCriteria, 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import corpus
 
+from app.analytics.stats import edit_similarity
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULTS = {
     "n": 500,
@@ -46,27 +48,7 @@ DEFAULTS = {
 # ---------------------------------------------------------------- metrics
 
 
-def levenshtein(a: str, b: str) -> int:
-    """Edit distance (insert, delete, substitute; unit costs), two-row dynamic programme."""
-    if len(a) < len(b):
-        a, b = b, a
-    if not b:
-        return len(a)
-    prev = list(range(len(b) + 1))
-    for i, ca in enumerate(a, start=1):
-        cur = [i]
-        for j, cb in enumerate(b, start=1):
-            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
-        prev = cur
-    return prev[-1]
-
-
-def edit_similarity(pred: str, target: str) -> float:
-    """1 - Levenshtein(pred, target) / max(len); 1.0 when both are empty."""
-    longest = max(len(pred), len(target))
-    if longest == 0:
-        return 1.0
-    return 1.0 - levenshtein(pred, target) / longest
+# Edit similarity is the analytics' own (app/analytics/stats.py): one definition for training and research.
 
 
 def score(preds: list[str], targets: list[str]) -> dict[str, float]:

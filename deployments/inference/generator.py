@@ -24,7 +24,7 @@ from transformers import (
     TextIteratorStreamer,
 )
 
-from app.protocol import Snippet
+from app.protocol import CompletionResult, Snippet
 from deployments.inference import DEFAULT_MAX_NEW_TOKENS
 from deployments.inference.prompts import Family, PromptInput, get_family
 
@@ -538,3 +538,22 @@ class CausalLMGenerator:
         finally:
             cancel.set()
             worker.join(timeout=time_budget_s + 5)
+
+
+def capped(asked: int | None, limit: int) -> int:
+    """The tokens a call may generate: what it asked for, at most the model's limit."""
+    return limit if asked is None else max(1, min(asked, limit))
+
+
+def to_result(result: GenResult, replica_ms: float | None) -> CompletionResult:
+    """What the ingress receives for one completion (`replica_ms`: None where no replica timed it)."""
+    return CompletionResult(
+        completion=result.completion,
+        confidence=result.confidence,
+        token_logprobs=tuple(result.token_logprobs),
+        generation_time_ms=result.generation_time_ms,
+        tokens_generated=result.tokens_generated,
+        stopped_by=result.stopped_by,
+        batch_size=result.batch_rows,
+        replica_ms=None if replica_ms is None else round(replica_ms, 2),
+    )

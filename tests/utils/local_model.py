@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from app.protocol import ChatCall, CompletionCall, CompletionResult
-from deployments.inference.generator import CausalLMGenerator, GenRequest
+from deployments.inference.generator import CausalLMGenerator, GenRequest, capped, to_result
 from deployments.registry import ModelEntry
 
 # As configs/local.yaml (and the session's Serve app) name it: every test app shares one database.
@@ -49,23 +49,15 @@ class LocalModelGateway:
             snippets=call.context_snippets,
             stop_sequences=tuple(generation.stop_sequences) + call.stop_sequences,
             single_line=call.single_line,
-            # As the deployment caps it (deployments.completion_model.capped): the call's limit, within the model's.
-            max_new_tokens=min(call.max_new_tokens or generation.max_new_tokens, generation.max_new_tokens),
+            max_new_tokens=capped(
+                call.max_new_tokens, generation.max_new_tokens
+            ),  # as the deployment caps it
         )
         (result,) = await asyncio.to_thread(
             self.generator.generate_batch, [request], generation.time_budget_s
         )
         self.answers.append(result.completion)
-        return CompletionResult(
-            completion=result.completion,
-            confidence=result.confidence,
-            token_logprobs=tuple(result.token_logprobs),
-            generation_time_ms=result.generation_time_ms,
-            tokens_generated=result.tokens_generated,
-            stopped_by=result.stopped_by,
-            batch_size=result.batch_rows,
-            replica_ms=None,
-        )
+        return to_result(result, replica_ms=None)
 
     async def chat(self, model_name: str, call: ChatCall) -> AsyncIterator[str]:
         """No chat model here."""
